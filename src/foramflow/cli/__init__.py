@@ -1,0 +1,30 @@
+"""The ``foramflow`` command: one subcommand per step of the method.
+
+Each subcommand lives in its own module and is a thin layer over a library function.
+Command modules import heavy libraries (torch, dask, …) inside the command body so that
+``foramflow --help`` and ``foramflow predict`` stay fast and torch-free.
+"""
+
+import typer
+
+from foramflow.cli import train_commands
+
+app = typer.Typer(
+    name="foramflow",
+    help="Foraminifera images to down-core abundances: stack, segment, label, train, "
+    "classify, and count.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+# -- commands: one line per subcommand (keep this block sorted by workflow order) --
+app.command("train")(train_commands.train)
+app.command("evaluate")(train_commands.evaluate)
+app.command("export")(train_commands.export)
+app.command("predict")(train_commands.predict)
+# -- end of commands --
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
