@@ -7,8 +7,6 @@ Command modules import heavy libraries (torch, dask, …) inside the command bod
 
 import typer
 
-from foramflow.cli import train_commands
-
 app = typer.Typer(
     name="foramflow",
     help="Foraminifera images to down-core abundances: stack, segment, label, train, "
@@ -19,10 +17,6 @@ app = typer.Typer(
 )
 
 # -- commands: one line per subcommand (keep this block sorted by workflow order) --
-app.command("train")(train_commands.train)
-app.command("evaluate")(train_commands.evaluate)
-app.command("export")(train_commands.export)
-app.command("predict")(train_commands.predict)
 # -- end of commands --
 
 
