@@ -7,6 +7,8 @@ Command modules import heavy libraries (torch, dask, …) inside the command bod
 
 import typer
 
+from foramflow import __version__
+
 app = typer.Typer(
     name="foramflow",
     help="Foraminifera images to down-core abundances: stack, segment, label, train, "
@@ -15,6 +17,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"foramflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Foraminifera images to down-core abundances."""
+
 
 # -- commands: one line per subcommand (keep this block sorted by workflow order) --
 # -- end of commands --
