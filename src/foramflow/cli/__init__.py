@@ -36,6 +36,11 @@ def _root(
 
 
 # -- commands: one line per subcommand (keep this block sorted by workflow order) --
+from foramflow.cli import label_commands  # noqa: E402
+
+app.command("label")(label_commands.label)
+app.command("label-predict")(label_commands.label_predict)
+app.command("label-export")(label_commands.label_export)
 # -- end of commands --
 
 

@@ -1,0 +1,178 @@
+"""Exports of a labelling project, and import of ParticleTrieur projects.
+
+* a training set: one folder per class holding copies or hard links of the validated
+  images (the layout :mod:`foramflow.train` reads), plus ``labels.csv``;
+* a CSV of every image's label, status, prediction, sample, depth and class group;
+* a ParticleTrieur project file; an EcoTaxa import folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from foramflow.io.ecotaxa import EcoTaxaObject, write_ecotaxa
+from foramflow.io.particletrieur import (
+    RESERVED_LABELS,
+    ParticleRecord,
+    Taxon,
+    read_project,
+    write_project,
+)
+from foramflow.label.store import LabelStore
+
+CSV_COLUMNS = (
+    "path", "label", "status", "validated_by", "validated_at", "pred_label", "pred_score",
+    "pred_model", "sample", "depth_cm", "group",
+)  # fmt: skip
+
+
+def _rows_with_paths(store: LabelStore) -> list[tuple[dict, Path]]:
+    paths = store.image_paths()
+    return [(dict(row), paths[row["id"]]) for row in store.all_rows()]
+
+
+def export_labels_csv(store: LabelStore, csv_path: str | Path) -> int:
+    """Write one row per image; return the number of rows."""
+    groups = {c["name"]: c["group"] for c in store.classes()}
+    rows = _rows_with_paths(store)
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for row, path in rows:
+            values = {**row, "path": str(path), "group": groups.get(row["current"], "")}
+            writer.writerow("" if values[c] is None else values[c] for c in CSV_COLUMNS)
+    return len(rows)
+
+
+def export_training_set(
+    store: LabelStore, dest: str | Path, *, hard_links: bool = False
+) -> dict[str, int]:
+    """Copy (or hard-link) every validated image into ``dest/<class>/``; return counts.
+
+    The reserved labels ``unlabeled`` and ``unsure`` are not classes and are left out.
+    File names keep the original name, prefixed by the sample so names from different
+    samples cannot collide. ``dest/labels.csv`` lists every image of the project.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    for row, path in _rows_with_paths(store):
+        label = row["label"]
+        if label is None or label in RESERVED_LABELS:
+            continue
+        folder = dest / label
+        folder.mkdir(exist_ok=True)
+        name = f"{row['sample']}__{path.name}" if row["sample"] else path.name
+        target = folder / name
+        if target.exists():
+            target = folder / f"{target.stem}_{row['id']}{target.suffix}"
+        if hard_links:
+            try:
+                os.link(path, target)
+            except OSError:  # another file system: fall back to a copy
+                shutil.copy2(path, target)
+        else:
+            shutil.copy2(path, target)
+        counts[label] = counts.get(label, 0) + 1
+    export_labels_csv(store, dest / "labels.csv")
+    return counts
+
+
+def project_records(store: LabelStore) -> tuple[list[ParticleRecord], list[Taxon]]:
+    """The project as ParticleTrieur records and taxa (groups kept)."""
+    records = []
+    for row, path in _rows_with_paths(store):
+        validated = row["label"] is not None
+        records.append(
+            ParticleRecord(
+                path=path,
+                label=row["current"],
+                sample=row["sample"],
+                depth=row["depth_cm"],
+                guid=row["guid"],
+                resolution=row["resolution"],
+                validated_by=row["validated_by"],
+                classifier=None if validated else row["pred_model"],
+                classifications=(
+                    {}
+                    if validated or row["pred_label"] is None
+                    else {row["pred_label"]: row["pred_score"]}
+                ),
+                width=row["width"],
+                height=row["height"],
+            )
+        )
+    taxa = [Taxon(c["name"], group=c["group"]) for c in store.classes()]
+    return records, taxa
+
+
+def export_particletrieur(store: LabelStore, xml_path: str | Path) -> int:
+    records, taxa = project_records(store)
+    write_project(xml_path, records, taxa)
+    return len(records)
+
+
+def import_particletrieur(store: LabelStore, xml_path: str | Path) -> int:
+    """Add a ParticleTrieur project's images, classes, groups and labels; return images added.
+
+    Labels with a validator (``val_by``) are imported as validated (stamped with the time
+    of import); other labels as predictions of the classifier named in the file.
+    """
+    records, taxa = read_project(xml_path)
+    missing = [r.path for r in records if not r.path.is_file()]
+    if missing:
+        raise ValueError(f"{xml_path}: {len(missing)} images not found, e.g. {missing[0]}")
+    for taxon in taxa:
+        if taxon.is_class and taxon.code not in RESERVED_LABELS:
+            store.create_class(taxon.code, group=taxon.group)
+    at = datetime.now().astimezone().isoformat(timespec="seconds")
+    rows = []
+    for r in records:
+        validated = r.label is not None and r.validated_by is not None
+        predicted = r.label is not None and not validated
+        rows.append(
+            {
+                "path": r.path,
+                "sample": r.sample,
+                "depth_cm": r.depth,
+                "width": r.width,
+                "height": r.height,
+                "guid": r.guid,
+                "resolution": r.resolution,
+                "label": r.label if validated else None,
+                "validated_by": r.validated_by if validated else None,
+                "validated_at": at if validated else None,
+                "pred_label": r.label if predicted else None,
+                "pred_score": r.classifications.get(r.label, 1.0) if predicted else None,
+                "pred_model": (r.classifier or "particletrieur") if predicted else None,
+            }
+        )
+    return store.add_image_records(rows)
+
+
+def export_ecotaxa(store: LabelStore, out_dir: str | Path) -> Path:
+    """An EcoTaxa import folder with every labelled (validated or predicted) image."""
+    objects = []
+    for row, path in _rows_with_paths(store):
+        if row["current"] is None or row["current"] in RESERVED_LABELS:
+            continue
+        validated = row["label"] is not None
+        objects.append(
+            EcoTaxaObject(
+                path=path,
+                category=row["current"],
+                status="validated" if validated else "predicted",
+                annotator=row["validated_by"] if validated else row["pred_model"],
+                annotated_at=(
+                    datetime.fromisoformat(row["validated_at"]) if row["validated_at"] else None
+                ),
+                sample=row["sample"],
+                depth_m=row["depth_cm"] / 100 if row["depth_cm"] is not None else None,
+                score=None if validated else row["pred_score"],
+            )
+        )
+    return write_ecotaxa(out_dir, objects, name=store.project_dir.name)
