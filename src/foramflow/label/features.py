@@ -1,10 +1,10 @@
 """Image features for label suggestions: one small function, so another source can replace it.
 
-``image_features`` returns, per image, a unit-length vector (the preprocessed image shrunk to
-16 × 16 grey, centred) for nearest-neighbour work, and a 64-bit difference hash for near
-duplicates. A learned feature extractor can take its place by changing :data:`FEATURE_SOURCE`
-and :func:`image_features` alone; stored features are keyed by source, so old ones are
-never mixed with new ones.
+``image_features`` returns, per image, a vector (the preprocessed image shrunk to 16 × 16
+grey, so both brightness and shape count) for nearest-neighbour work, and a 64-bit
+difference hash for near duplicates. A learned feature extractor can take its place by
+changing :data:`FEATURE_SOURCE` and :func:`image_features` alone; stored features are keyed
+by source, so old ones are never mixed with new ones.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def difference_hash(image: np.ndarray) -> int:
 
 
 def image_features(paths: Sequence[Path]) -> list[tuple[np.ndarray, int] | None]:
-    """(unit vector float32 (256,), dHash) per path; None for an unreadable image."""
+    """(vector float32 (256,), dHash) per path; None for an unreadable image."""
     out: list[tuple[np.ndarray, int] | None] = []
     for path in paths:
         try:
@@ -44,8 +44,5 @@ def image_features(paths: Sequence[Path]) -> list[tuple[np.ndarray, int] | None]
         except ImageReadError:
             out.append(None)
             continue
-        vector = (pixels - pixels.mean()).ravel()
-        norm = float(np.linalg.norm(vector))
-        vector = vector / norm if norm > 0 else vector
-        out.append((vector.astype(np.float32), difference_hash(pixels)))
+        out.append((pixels.ravel().astype(np.float32), difference_hash(pixels)))
     return out

@@ -1,0 +1,90 @@
+"""Fixtures for the labelling app: tiny image folders with known truth, a tiny model bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from foramflow.imaging.preprocess import PreprocessSpec
+from foramflow.label.store import LabelStore
+
+
+def save_grey(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels * 255, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def particle(brightness: float, stripes: int, size: int = 24) -> np.ndarray:
+    """A bright or dark square with ``stripes`` faint stripes, so features differ."""
+    x = np.linspace(0, np.pi * stripes, size)
+    return np.clip(brightness + 0.08 * np.sin(x)[None, :] * np.ones((size, 1)), 0, 1)
+
+
+@pytest.fixture
+def image_root(tmp_path: Path) -> Path:
+    """root/S1_10cm and root/S2_20cm, 6 images each: even index dark (0.2), odd bright (0.8)."""
+    root = tmp_path / "images"
+    for sample in ("S1_10cm", "S2_20cm"):
+        for i in range(6):
+            brightness = 0.8 if i % 2 else 0.2
+            save_grey(root / sample / f"p{i:02d}.png", particle(brightness, stripes=i + 1))
+    return root
+
+
+@pytest.fixture
+def store(tmp_path: Path, image_root: Path) -> LabelStore:
+    store = LabelStore(tmp_path / "project")
+    store.add_images(image_root)
+    return store
+
+
+@pytest.fixture
+def brightness_bundle(tmp_path: Path) -> Path:
+    """A bundle whose ONNX model says 'bright' when mean intensity > 0.5, else 'dark'."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean4"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Flatten", ["mean4"], ["mean"], axis=1),
+        helper.make_node("Sub", ["mean", "half"], ["centred"]),
+        helper.make_node("Mul", ["centred", "gain"], ["z"]),
+        helper.make_node("Neg", ["z"], ["minus_z"]),
+        helper.make_node("Concat", ["minus_z", "z"], ["logits"], axis=1),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "brightness",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 16, 16])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 2])],
+        initializer=[
+            helper.make_tensor("half", TensorProto.FLOAT, [], [0.5]),
+            helper.make_tensor("gain", TensorProto.FLOAT, [], [20.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    onnx.save(model, bundle / "model.onnx")
+    meta = {
+        "format": "foramflow-bundle/1",
+        "name": "brightness-v1",
+        "labels": ["dark", "bright"],
+        "preprocessing": PreprocessSpec(size=16, channels=1).to_dict(),
+        "threshold": 0.8,
+    }
+    (bundle / "model.json").write_text(json.dumps(meta))
+    return bundle
+
+
+@pytest.fixture
+def make_image():
+    """save_grey(path, pixels) for tests that need one more image."""
+    return save_grey
