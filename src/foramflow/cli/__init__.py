@@ -36,11 +36,23 @@ def _root(
 
 
 # -- commands: one line per subcommand (keep this block sorted by workflow order) --
+from foramflow.cli import train_commands  # noqa: E402
+
+app.command("train")(train_commands.train)
+app.command("evaluate")(train_commands.evaluate)
+app.command("export")(train_commands.export)
+app.command("predict")(train_commands.predict)
+from foramflow.cli import synthetic_commands  # noqa: E402
+
+app.add_typer(synthetic_commands.app, name="synth")
 from foramflow.cli import label_commands  # noqa: E402
 
 app.command("label")(label_commands.label)
 app.command("label-predict")(label_commands.label_predict)
 app.command("label-export")(label_commands.label_export)
+from foramflow.cli import classify_commands  # noqa: E402
+
+app.command("classify")(classify_commands.classify)
 # -- end of commands --
 
 

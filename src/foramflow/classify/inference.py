@@ -1,0 +1,56 @@
+"""The unit of work both backends share: decode a batch of images, run the network, decide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from foramflow.classify.decisions import DecisionRule
+from foramflow.classify.engine import Engine
+from foramflow.classify.tables import predictions_table
+from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
+from foramflow.io.images import ImageReadError
+
+
+def decode_batch(paths: list[str], spec: PreprocessSpec) -> tuple[np.ndarray, list[str | None]]:
+    """Preprocessed images (n_ok, C, S, S) and, per path, None or the reason it failed."""
+    arrays, errors = [], []
+    for path in paths:
+        try:
+            arrays.append(load_and_preprocess(path, spec))
+            errors.append(None)
+        except ImageReadError as err:
+            errors.append(err.reason)
+        except Exception as err:  # one odd file must not stop the run
+            errors.append(f"cannot read image ({type(err).__name__}: {err})")
+    if not arrays:
+        return np.empty((0, spec.channels, spec.size, spec.size), np.float32), errors
+    return np.stack(arrays), errors
+
+
+def predict_decoded(engine: Engine, batch: np.ndarray) -> np.ndarray:
+    """Probabilities for a decoded batch; an empty batch gives an empty (0, K) array."""
+    if len(batch) == 0:
+        return np.empty((0, len(engine.bundle.labels)), np.float32)
+    return engine.predict(batch)
+
+
+def classify_records(
+    records: pd.DataFrame,
+    images_dir: Path,
+    engine: Engine,
+    rule: DecisionRule,
+    *,
+    batch_size: int,
+) -> pa.Table:
+    """Predictions for ``records`` (path, sample, depth), decoding in this process."""
+    spec = engine.bundle.spec
+    parts = []
+    for start in range(0, len(records), batch_size):
+        part = records.iloc[start : start + batch_size]
+        batch, errors = decode_batch([str(images_dir / p) for p in part["path"]], spec)
+        parts.append(predictions_table(part, predict_decoded(engine, batch), errors, rule))
+    return pa.concat_tables(parts)

@@ -1,0 +1,128 @@
+"""An int8 copy of a bundle's network, for about twice the fp32 speed on a CPU.
+
+ONNX Runtime static quantisation, QDQ format: int8 weights per output channel, uint8
+activations with ranges calibrated (min/max) on a few hundred preprocessed images. The copy
+is written beside model.onnx as ``model.int8.onnx`` and recorded in model.json as::
+
+    "int8": {"file": "model.int8.onnx", "method": "...", "calibration_images": 256,
+             "check_images": 512, "top1_agreement": 0.998}
+
+``top1_agreement`` is the share of check images (not used for calibration) whose top class is
+the same as with the fp32 model. model.onnx itself is never changed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from foramflow.classify.engine import INT8_FIELD, Engine
+from foramflow.imaging.preprocess import load_and_preprocess
+from foramflow.io.bundle import MODEL_FILE, Bundle, update_bundle_meta
+from foramflow.io.images import ImageReadError
+
+INT8_FILE = "model.int8.onnx"
+METHOD = (
+    "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, "
+    "MinMax calibration"
+)
+
+
+def quantize_bundle(
+    bundle_path: str | Path,
+    images: Sequence[str | Path],
+    *,
+    n_calibration: int = 256,
+    n_check: int = 512,
+    batch_size: int = 32,
+) -> dict:
+    """Write an int8 copy of the bundle's network calibrated on ``images``; return its record.
+
+    Images are taken evenly spread over ``images`` (so every sample folder contributes);
+    calibration and check images do not overlap. Unreadable images are skipped.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    bundle = Bundle.load(bundle_path)
+    picked = _spread(list(images), n_calibration + n_check)
+    batch = _preprocess_all(picked, bundle)
+    if len(batch) < 2:
+        raise ValueError("need at least 2 readable images to calibrate an int8 model")
+    n_cal = min(n_calibration, len(batch) // 2)
+    order = np.random.default_rng(0).permutation(len(batch))
+    calibration, check = batch[order[:n_cal]], batch[order[n_cal:][:n_check]]
+
+    fp32 = Engine(bundle, precision="fp32")
+    input_name = fp32.input_name
+
+    class _Batches(CalibrationDataReader):
+        def __init__(self):
+            self._batches = iter(
+                {input_name: calibration[i : i + batch_size]}
+                for i in range(0, len(calibration), batch_size)
+            )
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    with tempfile.TemporaryDirectory(dir=bundle.path, prefix=".quantize.") as work:
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(bundle.path / MODEL_FILE), str(prepared))
+        quantized = Path(work) / INT8_FILE
+        quantize_static(
+            str(prepared),
+            str(quantized),
+            _Batches(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        os.replace(quantized, bundle.path / INT8_FILE)
+    record = {
+        "file": INT8_FILE,
+        "method": METHOD,
+        "calibration_images": len(calibration),
+        "check_images": len(check),
+    }
+    bundle.meta[INT8_FIELD] = record
+    int8 = Engine(bundle, precision="int8")
+    record["top1_agreement"] = top1_agreement(fp32, int8, check, batch_size=batch_size)
+    update_bundle_meta(bundle.path, **{INT8_FIELD: record})
+    return record
+
+
+def top1_agreement(a: Engine, b: Engine, batch: np.ndarray, *, batch_size: int = 64) -> float:
+    """Share of images whose top class is the same under both engines."""
+    same = 0
+    for i in range(0, len(batch), batch_size):
+        part = batch[i : i + batch_size]
+        same += int((a.predict(part).argmax(1) == b.predict(part).argmax(1)).sum())
+    return same / len(batch)
+
+
+def _spread(items: list, n: int) -> list:
+    if len(items) <= n:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def _preprocess_all(paths: Sequence[str | Path], bundle: Bundle) -> np.ndarray:
+    spec, arrays = bundle.spec, []
+    for path in paths:
+        try:
+            arrays.append(load_and_preprocess(path, spec))
+        except ImageReadError:
+            continue
+    shape = (0, spec.channels, spec.size, spec.size)
+    return np.stack(arrays) if arrays else np.empty(shape, np.float32)

@@ -1,0 +1,321 @@
+"""Classify every image under a folder of per-sample folders: predictions and counts (METHOD §7).
+
+:func:`classify_folder` is the whole run: find the images and their samples, check the
+results folder for an earlier run of the same job (resume) or of another one (refuse), classify
+the chunks still missing on this machine or on a Dask cluster, then merge the chunks and count.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
+
+from foramflow import __version__
+from foramflow.classify.decisions import ERROR, UNSURE, DecisionRule
+from foramflow.classify.engine import (
+    INT8_FIELD,
+    Engine,
+    available_cores,
+    bundle_hash,
+    resolve_precision,
+)
+from foramflow.classify.local import run_local
+from foramflow.classify.samples import SampleRule, assign_samples, find_images
+from foramflow.classify.store import (
+    ABUNDANCE_FILE,
+    COUNTS_FILE,
+    PREDICTIONS_FILE,
+    RunStore,
+    describe_changes,
+    manifest_hash,
+)
+from foramflow.classify.tables import CountTable, prediction_schema, relative_abundance
+from foramflow.io.bundle import Bundle
+
+DEFAULT_CHUNK_SIZE = 1024
+
+
+class RunMismatchError(RuntimeError):
+    """The results folder holds a run of another job (bundle, inputs or settings differ)."""
+
+
+@dataclass
+class ClassifyResult:
+    """What a run produced: the results folder, its run record, counts and failed images."""
+
+    out_dir: Path
+    run: dict
+    counts: pd.DataFrame
+    errors: pd.DataFrame  # path, error
+    n_resumed: int
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.out_dir / PREDICTIONS_FILE
+
+
+def classify_folder(
+    bundle_path: str | Path,
+    images_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    threshold: float | None = None,
+    samples: SampleRule = SampleRule(),
+    precision: str = "auto",
+    workers: int | None = None,
+    batch_size: int = 64,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    scheduler=None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+    on_start: Callable[[int, int], None] = lambda total, done: None,
+    on_images: Callable[[int], None] = lambda n: None,
+) -> ClassifyResult:
+    """Classify all images under ``images_dir`` with a model bundle; write to ``out_dir``.
+
+    Parameters
+    ----------
+    threshold
+        The top probability must exceed it, else the image is "unsure"; in (0.5, 1.0], or 0
+        to switch the rule off. Default: the bundle's. Per-class thresholds in the bundle
+        override it for images predicted as that class.
+    samples
+        How the sample (and depth) of an image is decided; default its first folder.
+    precision
+        "fp32", "int8" (quantises the bundle's network first if it has no int8 copy,
+        calibrated on images from ``images_dir``) or "auto" (int8 when the bundle has it).
+    workers
+        Decoding processes on this machine (default: one per core; 0 decodes in-process).
+    scheduler
+        A Dask scheduler address (``tcp://host:port``), cluster object or Client: run the
+        chunks on that cluster instead of this machine.
+    overwrite
+        Discard an earlier run in ``out_dir`` instead of refusing when it differs.
+    log, on_start, on_images
+        Callbacks for messages, the number of images in all and already done, and progress.
+
+    A run that stops for any reason continues where it stopped when started again with the
+    same arguments.
+    """
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError("batch size and chunk size must be at least 1")
+    started = time.perf_counter()
+    bundle = Bundle.load(bundle_path)
+    rule = DecisionRule(
+        tuple(bundle.labels),
+        bundle.threshold if threshold is None else threshold,
+        bundle.class_thresholds,
+    )
+    images_dir = Path(images_dir).resolve()
+    manifest = build_manifest(images_dir, samples)
+    store = RunStore(out_dir)
+    earlier = None if overwrite else store.read_run()
+    if precision == "auto" and earlier is not None:
+        precision = earlier.get("precision", precision)
+    precision = _ensure_precision(bundle, precision, images_dir, manifest, log)
+    used_precision, model_path = resolve_precision(bundle, precision)
+    job = {
+        "bundle": str(bundle.path.resolve()),
+        "bundle_hash": bundle_hash(bundle, model_path),
+        "model_file": model_path.name,
+        "precision": used_precision,
+        "images_dir": str(images_dir),
+        "input_hash": manifest_hash(manifest),
+        "n_images": len(manifest),
+        "samples": samples.describe(),
+        **rule.to_dict(),
+    }
+    if earlier is not None:
+        _check_same_job(earlier, job, store, manifest)
+        chunk_size = int(earlier["chunk_size"])
+    elif overwrite:
+        store.clear()
+    if (
+        earlier is not None
+        and earlier.get("state") == "complete"
+        and store.path(PREDICTIONS_FILE).is_file()
+    ):
+        log(f"{store.root} already holds the complete results of this run")
+        return _result_from_predictions(store, earlier, bundle.labels)
+
+    store.prepare()
+    if earlier is None:
+        store.write_manifest(manifest)
+    run = {
+        **job,
+        "chunk_size": chunk_size,
+        "state": "running",
+        "started": (earlier or {}).get("started", _now()),
+        "foramflow": __version__,
+    }
+    store.write_run(run)
+
+    n_chunks = math.ceil(len(manifest) / chunk_size)
+    done = store.finished_chunks() & set(range(n_chunks))
+    n_resumed = sum(len(_chunk_rows(manifest, i, chunk_size)) for i in done)
+    if done:
+        log(f"resuming: {n_resumed} of {len(manifest)} images were classified by an earlier run")
+    on_start(len(manifest), n_resumed)
+    todo = ((i, _chunk_rows(manifest, i, chunk_size)) for i in range(n_chunks) if i not in done)
+    for index, table in _run_backend(
+        todo,
+        bundle,
+        job,
+        rule,
+        images_dir,
+        used_precision,
+        workers,
+        batch_size,
+        scheduler,
+        on_images,
+    ):
+        store.write_chunk(index, table)
+
+    counts, errors, n_unsure = _merge(store, n_chunks, bundle.labels, len(manifest))
+    elapsed = time.perf_counter() - started
+    run.update(
+        state="complete",
+        finished=_now(),
+        n_errors=len(errors),
+        n_unsure=n_unsure,
+        n_resumed=n_resumed,
+        seconds=round(elapsed, 1),
+    )
+    store.write_run(run)
+    return ClassifyResult(Path(out_dir), run, counts, errors, n_resumed)
+
+
+def build_manifest(images_dir: Path, samples: SampleRule) -> pd.DataFrame:
+    """The input list: path, sample, depth, size, mtime_ns, sorted by path."""
+    files = find_images(images_dir)
+    if files.empty:
+        raise FileNotFoundError(f"{images_dir}: no images found (looked for {_suffixes()})")
+    sample, depth = assign_samples(files["path"].tolist(), samples, root_name=images_dir.name)
+    files.insert(1, "sample", sample)
+    files.insert(2, "depth", pd.Series(depth, dtype="float64"))
+    return files
+
+
+def _suffixes() -> str:
+    from foramflow.io.images import IMAGE_SUFFIXES
+
+    return ", ".join(sorted(IMAGE_SUFFIXES))
+
+
+def _ensure_precision(
+    bundle: Bundle, precision: str, images_dir: Path, manifest: pd.DataFrame, log
+) -> str:
+    """Quantise the bundle's network when int8 is asked for and the bundle has none."""
+    from foramflow.classify.quantize import quantize_bundle
+
+    if precision != "int8" or (bundle.meta.get(INT8_FIELD) or {}).get("file"):
+        return precision
+    log("the bundle has no int8 model: calibrating one on images from this folder")
+    record = quantize_bundle(bundle.path, [images_dir / p for p in manifest["path"]])
+    bundle.meta[INT8_FIELD] = record
+    log(
+        f"int8 model written to {bundle.path / record['file']}: top-1 agreement with fp32 "
+        f"{record['top1_agreement']:.2%} on {record['check_images']} images"
+    )
+    return precision
+
+
+def _check_same_job(earlier: dict, job: dict, store: RunStore, manifest: pd.DataFrame) -> None:
+    reasons = []
+    if earlier.get("bundle_hash") != job["bundle_hash"]:
+        reasons.append(
+            f"the model differs (bundle {earlier.get('bundle')}, {earlier.get('precision')}, "
+            f"hash {str(earlier.get('bundle_hash'))[:12]} then; {job['bundle']}, "
+            f"{job['precision']}, hash {job['bundle_hash'][:12]} now)"
+        )
+    if earlier.get("input_hash") != job["input_hash"]:
+        old = store.read_manifest()
+        changes = describe_changes(old, manifest) if old is not None else "no input list stored"
+        reasons.append(f"the input images differ: {changes}")
+    for key in ("threshold", "class_thresholds"):
+        if earlier.get(key) != job[key]:
+            reasons.append(f"{key} was {earlier.get(key)}, now {job[key]}")
+    if reasons:
+        raise RunMismatchError(
+            f"{store.root} holds another run: {'; '.join(reasons)}. Choose another --out, "
+            "or --overwrite to discard it."
+        )
+
+
+def _run_backend(
+    todo, bundle, job, rule, images_dir, precision, workers, batch_size, scheduler, on_images
+) -> Iterator:
+    if scheduler is None:
+        engine = Engine(bundle, precision=precision)
+        workers = available_cores() if workers is None else workers
+        yield from run_local(
+            todo,
+            images_dir=images_dir,
+            engine=engine,
+            rule=rule,
+            workers=workers,
+            batch_size=batch_size,
+            on_images=on_images,
+        )
+        return
+    from foramflow.classify.dask_backend import connect, run_dask
+
+    with connect(scheduler) as client:
+        yield from run_dask(
+            todo,
+            client=client,
+            bundle_path=bundle.path.resolve(),
+            bundle_hash=job["bundle_hash"],
+            precision=precision,
+            images_dir=images_dir,
+            rule=rule,
+            batch_size=batch_size,
+            on_images=on_images,
+        )
+
+
+def _chunk_rows(manifest: pd.DataFrame, index: int, chunk_size: int) -> pd.DataFrame:
+    rows = manifest.iloc[index * chunk_size : (index + 1) * chunk_size]
+    return rows[["path", "sample", "depth"]].reset_index(drop=True)
+
+
+def _merge(store: RunStore, n_chunks: int, labels: list[str], n_images: int):
+    """Merge chunks into predictions.parquet, write the count tables, remove the chunks."""
+    counts, error_parts, n_rows, n_unsure = CountTable(labels), [], 0, 0
+    for table in store.merge_chunks(n_chunks, prediction_schema(labels)):
+        counts.add(table)
+        n_rows += table.num_rows
+        n_unsure += pc.sum(pc.equal(table["status"], UNSURE)).as_py() or 0
+        failed = table.filter(pc.equal(table["status"], ERROR)).select(["path", "error"])
+        error_parts.append(failed.to_pandas())
+    if n_rows != n_images:
+        raise RuntimeError(f"merged {n_rows} predictions for {n_images} images; chunks are corrupt")
+    table = counts.counts()
+    store.write_csv(COUNTS_FILE, table)
+    store.write_csv(ABUNDANCE_FILE, relative_abundance(table, labels))
+    store.remove_chunks()
+    return table, pd.concat(error_parts, ignore_index=True), n_unsure
+
+
+def _result_from_predictions(store: RunStore, run: dict, labels: list[str]) -> ClassifyResult:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(
+        store.path(PREDICTIONS_FILE),
+        columns=["path", "sample", "depth", "class", "status", "error"],
+    )
+    counts = CountTable(labels)
+    counts.add(table)
+    errors = table.filter(pc.equal(table["status"], ERROR)).select(["path", "error"]).to_pandas()
+    return ClassifyResult(store.root, run, counts.counts(), errors, run.get("n_images", 0))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,197 @@
+"""Which images to classify, and which sample (and depth) each one belongs to.
+
+Images are found recursively under IMAGES_DIR. The sample of an image is, by default, its
+first folder under IMAGES_DIR (an image lying directly in IMAGES_DIR belongs to a sample named
+after IMAGES_DIR itself). Alternatively a regular expression on the relative path, or a table
+(CSV) mapping image paths or folders to samples and depths, decides.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from foramflow.io.images import is_image_file
+
+
+class SampleError(ValueError):
+    """The sample of some images cannot be decided from the rule given."""
+
+
+@dataclass(frozen=True)
+class SampleRule:
+    """How to decide the sample of an image; at most one of ``regex`` and ``table``.
+
+    ``regex`` is searched in the image path relative to IMAGES_DIR (POSIX separators); the
+    sample is its group named ``sample``, else its first group, else the whole match; a group
+    named ``depth`` gives the depth. ``table`` is a CSV file with a ``sample`` column, an
+    optional ``depth`` column, and either a ``path`` column (image paths relative to
+    IMAGES_DIR), a ``folder`` column (folders relative to IMAGES_DIR; an image belongs to the
+    deepest listed folder that holds it), or neither (then samples come from the folders and
+    the table only adds their depths).
+    """
+
+    regex: str | None = None
+    table: str | None = None
+
+    def __post_init__(self):
+        if self.regex is not None and self.table is not None:
+            raise SampleError("give either a sample regex or a sample table, not both")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise SampleError(f"invalid sample regex {self.regex!r}: {err}") from None
+
+    def describe(self) -> str:
+        if self.regex is not None:
+            return f"regex {self.regex}"
+        if self.table is not None:
+            return f"table {Path(self.table).resolve()}"
+        return "first folder"
+
+
+def find_images(images_dir: str | Path) -> pd.DataFrame:
+    """All image files below ``images_dir``: columns path (relative, POSIX), size, mtime_ns.
+
+    Symbolic links are followed (directory loops are visited once); hidden files and folders
+    are skipped. Rows are sorted by path, so that the same folder always gives the same list.
+    """
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder")
+    rows: list[tuple[str, int, int]] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        info = folder.stat()
+        if (info.st_dev, info.st_ino) in seen_dirs:
+            continue
+        seen_dirs.add((info.st_dev, info.st_ino))
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                rel = prefix + entry.name
+                if entry.is_dir():
+                    stack.append((Path(entry.path), rel + "/"))
+                elif entry.is_file() and is_image_file(Path(entry.name)):
+                    stat = entry.stat()
+                    rows.append((rel, stat.st_size, stat.st_mtime_ns))
+    rows.sort()
+    return pd.DataFrame(rows, columns=["path", "size", "mtime_ns"]).astype(
+        {"path": str, "size": "int64", "mtime_ns": "int64"}
+    )
+
+
+def assign_samples(
+    paths: list[str], rule: SampleRule, *, root_name: str
+) -> tuple[list[str], list[float]]:
+    """The sample and depth (NaN when unknown) of each relative image path."""
+    if rule.regex is not None:
+        return _by_regex(paths, re.compile(rule.regex))
+    if rule.table is not None:
+        return _by_table(paths, Path(rule.table), root_name=root_name)
+    return [_first_folder(p, root_name) for p in paths], [math.nan] * len(paths)
+
+
+def _first_folder(path: str, root_name: str) -> str:
+    head, sep, _ = path.partition("/")
+    return head if sep else root_name
+
+
+def _by_regex(paths: list[str], pattern: re.Pattern) -> tuple[list[str], list[float]]:
+    samples, depths, unmatched = [], [], []
+    for path in paths:
+        match = pattern.search(path)
+        if match is None:
+            unmatched.append(path)
+            continue
+        groups = match.groupdict()
+        if "sample" in groups:
+            sample = groups["sample"]
+        elif pattern.groups:
+            sample = match.group(1)
+        else:
+            sample = match.group(0)
+        samples.append(sample or "")
+        depths.append(_to_depth(groups.get("depth"), path))
+    if unmatched:
+        raise SampleError(
+            f"sample regex {pattern.pattern!r} matches no part of {len(unmatched)} image path(s), "
+            f"e.g. {', '.join(unmatched[:3])}"
+        )
+    return samples, depths
+
+
+def _to_depth(text: str | None, where: str) -> float:
+    if text is None or text == "":
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise SampleError(f"{where}: depth {text!r} is not a number") from None
+
+
+def read_sample_table(path: Path) -> pd.DataFrame:
+    """Read and check a sample table (see :class:`SampleRule`)."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise SampleError(f"{path}: cannot read sample table ({err})") from None
+    table.columns = [c.strip().lower() for c in table.columns]
+    if "sample" not in table.columns:
+        raise SampleError(f"{path}: sample table needs a 'sample' column")
+    if "path" in table.columns and "folder" in table.columns:
+        raise SampleError(f"{path}: sample table has both 'path' and 'folder' columns; keep one")
+    depth = table["depth"] if "depth" in table.columns else pd.Series([""] * len(table))
+    table["depth"] = [_to_depth(d.strip(), f"{path} row {i + 2}") for i, d in enumerate(depth)]
+    for key in ("path", "folder"):
+        if key in table.columns:
+            table[key] = [_normalise(p) for p in table[key]]
+            duplicated = table[key][table[key].duplicated()]
+            if len(duplicated):
+                raise SampleError(f"{path}: {key} {duplicated.iloc[0]!r} is listed twice")
+    return table
+
+
+def _normalise(rel: str) -> str:
+    parts = [p for p in rel.strip().replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def _by_table(
+    paths: list[str], table_path: Path, *, root_name: str
+) -> tuple[list[str], list[float]]:
+    table = read_sample_table(table_path)
+    if "path" in table.columns:
+        lookup = {row.path: (row.sample, row.depth) for row in table.itertuples()}
+        found = [lookup.get(p) for p in paths]
+    elif "folder" in table.columns:
+        lookup = {row.folder: (row.sample, row.depth) for row in table.itertuples()}
+        found = [_deepest_folder(p, lookup) for p in paths]
+    else:
+        depths = dict(zip(table["sample"], table["depth"], strict=True))
+        samples = [_first_folder(p, root_name) for p in paths]
+        return samples, [depths.get(s, math.nan) for s in samples]
+    missing = [p for p, f in zip(paths, found, strict=True) if f is None]
+    if missing:
+        raise SampleError(
+            f"{table_path}: no sample for {len(missing)} image(s), e.g. {', '.join(missing[:3])}"
+        )
+    return [f[0] for f in found], [f[1] for f in found]
+
+
+def _deepest_folder(path: str, lookup: dict[str, tuple[str, float]]) -> tuple[str, float] | None:
+    parts = path.split("/")[:-1]
+    for end in range(len(parts), -1, -1):
+        hit = lookup.get("/".join(parts[:end]))
+        if hit is not None:
+            return hit
+    return None

@@ -1,0 +1,175 @@
+"""The results folder of a classification run, written so that a run can always resume.
+
+Layout::
+
+    RESULTS_DIR/
+      run.json             bundle, its hash, images folder, threshold, input hash, state
+      manifest.parquet     the input list: path, sample, depth, size, mtime_ns (chunk order)
+      chunks/000123.parquet  predictions for manifest rows [123·C, 124·C), C = chunk size
+      predictions.parquet  all chunks merged, once every chunk is done
+      counts.csv, relative_abundance.csv
+
+Every file is written to a temporary name, flushed to disk and renamed, so that a crash, a
+kill -9 or a power cut leaves either the whole file or none of it. A chunk that exists is
+complete; on restart only the missing chunks are computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from foramflow.io.bundle import write_json_atomic
+
+RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.parquet"
+CHUNKS_DIR = "chunks"
+PREDICTIONS_FILE = "predictions.parquet"
+COUNTS_FILE = "counts.csv"
+ABUNDANCE_FILE = "relative_abundance.csv"
+_TEMP_PREFIX = ".tmp-"
+
+
+def manifest_hash(manifest: pd.DataFrame) -> str:
+    """SHA-256 of the input list: every path with its size, mtime, sample and depth."""
+    digest = hashlib.sha256()
+    for row in manifest.itertuples(index=False):
+        digest.update(
+            f"{row.path}\0{row.size}\0{row.mtime_ns}\0{row.sample}\0{row.depth!r}\n".encode()
+        )
+    return digest.hexdigest()
+
+
+def describe_changes(old: pd.DataFrame, new: pd.DataFrame) -> str:
+    """A short account of how two input lists differ (added, removed, modified, re-assigned)."""
+    merged = old.merge(new, on="path", how="outer", suffixes=("_old", "_new"), indicator=True)
+    both = merged[merged["_merge"] == "both"]
+    modified = both[
+        (both["size_old"] != both["size_new"]) | (both["mtime_ns_old"] != both["mtime_ns_new"])
+    ]
+    moved = both[
+        (both["sample_old"] != both["sample_new"])
+        | ~(
+            (both["depth_old"] == both["depth_new"])
+            | (both["depth_old"].isna() & both["depth_new"].isna())
+        )
+    ]
+    parts = []
+    for name, rows in (
+        ("added", merged[merged["_merge"] == "right_only"]),
+        ("removed", merged[merged["_merge"] == "left_only"]),
+        ("modified", modified),
+        ("given another sample or depth", moved),
+    ):
+        if len(rows):
+            parts.append(f"{len(rows)} {name} (e.g. {rows['path'].iloc[0]})")
+    return "; ".join(parts) or "the same files in another order"
+
+
+class RunStore:
+    """Reads and writes one results folder."""
+
+    def __init__(self, out_dir: str | Path):
+        self.root = Path(out_dir)
+        self.chunks_dir = self.root / CHUNKS_DIR
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def prepare(self) -> None:
+        """Create the folders and drop temporary files an interrupted run left behind."""
+        self.chunks_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.chunks_dir):
+            for stale in folder.glob(_TEMP_PREFIX + "*"):
+                stale.unlink(missing_ok=True)
+
+    def read_run(self) -> dict | None:
+        path = self.path(RUN_FILE)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_run(self, info: dict) -> None:
+        write_json_atomic(self.path(RUN_FILE), info)
+
+    def read_manifest(self) -> pd.DataFrame | None:
+        path = self.path(MANIFEST_FILE)
+        return pd.read_parquet(path) if path.is_file() else None
+
+    def write_manifest(self, manifest: pd.DataFrame) -> None:
+        self._write_atomic(
+            self.path(MANIFEST_FILE), lambda tmp: manifest.to_parquet(tmp, index=False)
+        )
+
+    def chunk_path(self, index: int) -> Path:
+        return self.chunks_dir / f"{index:06d}.parquet"
+
+    def finished_chunks(self) -> set[int]:
+        return {int(p.stem) for p in self.chunks_dir.glob("[0-9]*.parquet")}
+
+    def write_chunk(self, index: int, table: pa.Table) -> None:
+        self._write_atomic(self.chunk_path(index), lambda tmp: pq.write_table(table, tmp))
+
+    def read_chunk(self, index: int) -> pa.Table:
+        return pq.read_table(self.chunk_path(index))
+
+    def merge_chunks(self, n_chunks: int, schema: pa.Schema) -> Iterator[pa.Table]:
+        """Write predictions.parquet from the chunks, one at a time; yield each chunk."""
+        target = self.path(PREDICTIONS_FILE)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=_TEMP_PREFIX, suffix=".parquet")
+        os.close(fd)
+        try:
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for index in range(n_chunks):
+                    table = self.read_chunk(index)
+                    writer.write_table(table)
+                    yield table
+            _fsync(tmp)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def remove_chunks(self) -> None:
+        for path in self.chunks_dir.glob("*.parquet"):
+            path.unlink()
+        self.chunks_dir.rmdir()
+
+    def clear(self) -> None:
+        """Forget an earlier run in this folder (its outputs and chunks)."""
+        for name in (RUN_FILE, MANIFEST_FILE, PREDICTIONS_FILE, COUNTS_FILE, ABUNDANCE_FILE):
+            self.path(name).unlink(missing_ok=True)
+        if self.chunks_dir.is_dir():
+            self.remove_chunks()
+
+    def write_csv(self, name: str, frame: pd.DataFrame) -> None:
+        self._write_atomic(self.path(name), lambda tmp: frame.to_csv(tmp))
+
+    def _write_atomic(self, target: Path, write: Callable[[str], None]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX, suffix=target.suffix)
+        os.close(fd)
+        try:
+            write(tmp)
+            _fsync(tmp)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+
+
+def _fsync(path: str | Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

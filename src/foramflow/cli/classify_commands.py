@@ -1,0 +1,158 @@
+"""``foramflow classify``: a bundle and folders of sample images → predictions and counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from foramflow.cli.console import console, fail, progress_bar
+
+
+def classify(
+    bundle: Path = typer.Argument(..., help="Model bundle folder (model.onnx + model.json)."),
+    images_dir: Path = typer.Argument(
+        ..., help="Folder of images, searched recursively; by default one subfolder per sample."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Results folder (created; resumable)."),
+    threshold: float = typer.Option(
+        None,
+        help="The top probability must exceed this, else 'unsure'. In (0.5, 1.0], or 0 to "
+        "switch the rule off. Default: the bundle's (0.8 unless set at training).",
+    ),
+    sample_regex: str = typer.Option(
+        None,
+        "--sample-regex",
+        help="Regex searched in each image path relative to IMAGES_DIR: group 'sample' (or "
+        "the first group) is the sample, an optional group 'depth' the depth.",
+    ),
+    samples_csv: Path = typer.Option(
+        None,
+        "--samples",
+        help="CSV with columns sample, optional depth, and path (image) or folder (relative "
+        "to IMAGES_DIR); with neither, it adds depths to the sample folders.",
+    ),
+    precision: str = typer.Option(
+        "auto",
+        help="auto (int8 when the bundle has an int8 model), fp32, or int8 (calibrates an "
+        "int8 model in the bundle on images from IMAGES_DIR when it has none).",
+    ),
+    workers: int = typer.Option(
+        None, help="Processes decoding images (default: one per core; 0 = none)."
+    ),
+    batch_size: int = typer.Option(64, help="Images per network batch."),
+    scheduler: str = typer.Option(
+        None, help="Run on a Dask cluster: its scheduler address, e.g. tcp://host:8786."
+    ),
+    chunk_size: int = typer.Option(
+        1024, help="Images per results chunk: the most an interruption can lose."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Discard an earlier, different run in the results folder."
+    ),
+) -> None:
+    """Classify every image under IMAGES_DIR: one row per image, counts per sample.
+
+    Writes to OUT: predictions.parquet, counts.csv, relative_abundance.csv, run.json.
+
+    Unreadable images get status error; the run carries on and lists them at the end.
+
+    Interrupted (Ctrl-C, kill, power cut)? Run the same command again to continue.
+
+    Example: foramflow classify runs/bc8/bundle core_images/ --out results/core
+    """
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    from foramflow.classify.runner import RunMismatchError, classify_folder
+    from foramflow.classify.samples import SampleError, SampleRule
+    from foramflow.io.bundle import BundleError
+
+    class ImagesPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.speed
+            return Text(f"{speed:,.0f} images/s" if speed else "… images/s", style="cyan")
+
+    progress = progress_bar(ImagesPerSecond())
+    task = progress.add_task("classifying", total=None, start=False)
+
+    def on_start(total: int, done: int) -> None:
+        progress.update(task, total=total, completed=done)
+        progress.start_task(task)
+
+    try:
+        rule = SampleRule(
+            regex=sample_regex, table=str(samples_csv) if samples_csv is not None else None
+        )
+        with progress:
+            result = classify_folder(
+                bundle,
+                images_dir,
+                out,
+                threshold=threshold,
+                samples=rule,
+                precision=precision,
+                workers=workers,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                scheduler=scheduler,
+                overwrite=overwrite,
+                log=progress.console.print,
+                on_start=on_start,
+                on_images=lambda n: progress.advance(task, n),
+            )
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted[/]: finished chunks are kept; run the same command again to "
+            "continue."
+        )
+        raise typer.Exit(130) from None
+    except (BundleError, SampleError, RunMismatchError, FileNotFoundError, ValueError) as err:
+        raise fail(str(err)) from None
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    from rich.table import Table
+
+    from foramflow.classify.decisions import ERROR, UNSURE
+
+    counts, run = result.counts, result.run
+    labels = [c for c in counts.columns if c not in ("depth", UNSURE, ERROR)]
+    table = Table(title="Per sample", title_justify="left")
+    table.add_column("sample")
+    if "depth" in counts.columns:
+        table.add_column("depth", justify="right")
+    for name in ("images", "classified", "unsure", "errors", "most common"):
+        table.add_column(name, justify="left" if name == "most common" else "right")
+    for sample, row in counts.iterrows():
+        classified = int(row[labels].sum())
+        top = row[labels].astype(int).idxmax() if classified else "–"
+        cells = [str(sample)]
+        if "depth" in counts.columns:
+            cells.append(f"{row['depth']:g}")
+        cells += [
+            str(classified + int(row[UNSURE]) + int(row[ERROR])),
+            str(classified),
+            str(int(row[UNSURE])),
+            str(int(row[ERROR])),
+            top,
+        ]
+        table.add_row(*cells)
+    console.print(table)
+    errors = result.errors
+    if len(errors):
+        console.print(f"[bold red]{len(errors)} image(s) could not be read[/]:")
+        for row in errors.head(10).itertuples():
+            console.print(f"  {row.path}: {row.error}")
+        if len(errors) > 10:
+            console.print(f"  … and {len(errors) - 10} more (status 'error' in predictions)")
+    rate, new = "", run["n_images"] - result.n_resumed
+    if new > 0 and run.get("seconds"):
+        rate = (
+            f" ({new} classified in {run['seconds']:.1f} s, {new / run['seconds']:,.0f} images/s)"
+        )
+    console.print(
+        f"{run['n_images']} images, {run.get('n_unsure', 0)} unsure, {len(errors)} errors, "
+        f"{run['precision']} model{rate}. Results in {result.out_dir}/"
+    )

@@ -1,0 +1,131 @@
+"""A tiny model bundle whose answers are known by construction, and trees of tiny images.
+
+The network is a mean-brightness classifier: GlobalAveragePool → MatMul → Add → Softmax with
+fixed weights, so that for an image of mean brightness m (in [0, 1])
+
+    P(bright) = sigmoid(STEEPNESS · (2m − 1)),  P(dark) = 1 − P(bright).
+
+A uniform image of grey level v has m = v / 255 exactly after preprocessing, so dark (v = 20)
+and bright (v = 235) images are classified with near certainty and mid-grey (v = 128) ones
+are "unsure" at any threshold above 0.52.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from foramflow.imaging.preprocess import PreprocessSpec
+
+LABELS = ("dark", "bright")
+STEEPNESS = 20.0
+DARK, BRIGHT, MID = 20, 235, 128
+
+# sample → list of grey levels; S2 also has a nested folder (images are found recursively)
+TREE = {
+    "S1": [DARK, DARK, DARK, BRIGHT],
+    "S2": [DARK, DARK, BRIGHT, BRIGHT, MID],
+    "S3": [BRIGHT, BRIGHT, BRIGHT, BRIGHT],
+}
+EXPECTED_COUNTS = {
+    # sample: (dark, bright, unsure, error)
+    "S1": (3, 1, 0, 0),
+    "S2": (2, 2, 1, 0),
+    "S3": (0, 4, 0, 0),
+}
+
+
+def p_bright(grey_level: int) -> float:
+    m = grey_level / 255
+    return 1 / (1 + np.exp(-STEEPNESS * (2 * m - 1)))
+
+
+def brightness_model(size: int = 16, steepness: float = STEEPNESS) -> onnx.ModelProto:
+    weights = np.array([[-steepness, steepness]], dtype=np.float32)
+    bias = np.array([steepness / 2, -steepness / 2], dtype=np.float32)
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["mean"], axis=1),
+        helper.make_node("MatMul", ["mean", "weights"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mean_brightness",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, size, size])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", len(LABELS)])],
+        initializer=[
+            numpy_helper.from_array(weights, "weights"),
+            numpy_helper.from_array(bias, "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_bundle(
+    path: Path, *, threshold: float = 0.8, steepness: float = STEEPNESS, **meta
+) -> Path:
+    """A bundle folder holding the brightness model; extra ``meta`` goes into model.json."""
+    path.mkdir(parents=True, exist_ok=True)
+    onnx.save(brightness_model(steepness=steepness), str(path / "model.onnx"))
+    description = {
+        "format": "foramflow-bundle/1",
+        "labels": list(LABELS),
+        "preprocessing": PreprocessSpec(size=16, channels=1).to_dict(),
+        "threshold": threshold,
+        **meta,
+    }
+    (path / "model.json").write_text(json.dumps(description))
+    return path
+
+
+def write_grey_png(path: Path, level: int, size: tuple[int, int] = (12, 10)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size, level, dtype=np.uint8)).save(path)
+    return path
+
+
+def write_tree(root: Path, tree: dict[str, list[int]] = TREE) -> Path:
+    """Per-sample folders of uniform grey PNGs; the last image of S2 lies in a subfolder."""
+    for sample, levels in tree.items():
+        for i, level in enumerate(levels):
+            sub = "nested/" if sample == "S2" and i == len(levels) - 1 else ""
+            write_grey_png(root / sample / f"{sub}img_{i:03d}.png", level)
+    return root
+
+
+@pytest.fixture
+def kit() -> SimpleNamespace:
+    """The known answers and the writers above, for tests (conftest cannot be imported)."""
+    return SimpleNamespace(
+        labels=LABELS,
+        dark=DARK,
+        bright=BRIGHT,
+        mid=MID,
+        expected_counts=EXPECTED_COUNTS,
+        p_bright=p_bright,
+        write_bundle=write_bundle,
+        write_grey_png=write_grey_png,
+        write_tree=write_tree,
+    )
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    return write_bundle(tmp_path / "bundle")
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    return write_tree(tmp_path / "images")
