@@ -36,6 +36,10 @@ def _root(
 
 
 # -- commands: one line per subcommand (keep this block sorted by workflow order) --
+from foramflow.cli import imaging_commands  # noqa: E402
+
+app.command("stack")(imaging_commands.stack)
+app.command("segment")(imaging_commands.segment)
 from foramflow.cli import train_commands  # noqa: E402
 
 app.command("train")(train_commands.train)
