@@ -1,0 +1,275 @@
+"""Segment a tray image into particles and cut one square crop per particle (METHOD §1).
+
+Threshold the distance of each pixel's colour from the background (a fixed level, Otsu's
+automatic level, or a model made from an image of the empty tray); smooth the mask with a
+morphological opening; label connected regions; drop, and report, regions that touch the
+image border, are too small, or are too concave; flag touching particles by the depth of
+the notch between them and optionally split them with a watershed; then crop a square of
+side 2.2·r around each particle's centre of mass, r being its largest centre-to-edge
+distance, so that the particle can be rotated without clipping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from foramflow.imaging.measure import concavity, measure_particles
+
+#: Why a region was dropped, in the order the checks are made.
+DROP_REASONS = ("border", "too_small", "too_concave")
+
+#: Crop side as a multiple of the particle's maximum radius (room to rotate).
+CROP_SCALE = 2.2
+
+
+def background_deviation(
+    image: np.ndarray, *, background: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance of every pixel's colour from the background's, in [0, 1] intensity units.
+
+    ``background`` is an image of the empty tray (same shape as ``image``), smoothed here
+    into a per-pixel model that absorbs uneven lighting; without it the background is the
+    median colour of the image, the tray covering most of it. Both dark and light
+    particles stand out, whatever the tray's colour.
+
+    Returns ``(deviation, background_colour)``: (H, W) float32 and the median background
+    colour (scalar for grey, (3,) for colour), used to pad crops.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    channel_axes = () if image.ndim == 2 else (-1,)
+    if background is None:
+        model = np.median(image.reshape(-1, *image.shape[2:]), axis=0)
+    else:
+        background = np.asarray(background, dtype=np.float32)
+        if background.shape != image.shape:
+            raise ValueError(
+                f"empty-tray image has shape {background.shape}, the image {image.shape}"
+            )
+        sigma = (2.0, 2.0) + (0.0,) * (image.ndim - 2)
+        model = ndi.gaussian_filter(background, sigma)
+    difference = image - model
+    if channel_axes:
+        deviation = np.sqrt(np.mean(difference * difference, axis=-1))
+    else:
+        deviation = np.abs(difference)
+    colour = model if background is None else np.median(model.reshape(-1, *image.shape[2:]), 0)
+    return deviation.astype(np.float32), np.asarray(colour, dtype=np.float32)
+
+
+def particle_mask(
+    deviation: np.ndarray,
+    *,
+    threshold: float | str = "auto",
+    opening_px: int = 2,
+    smoothing_px: float = 1.0,
+) -> tuple[np.ndarray, float]:
+    """Binary particle mask from a background-deviation image.
+
+    The deviation is smoothed by a Gaussian of ``smoothing_px``, thresholded at
+    ``threshold`` (a level in [0, 1], or ``"auto"`` for Otsu's), opened with a disc of
+    radius ``opening_px`` to remove specks and smooth outlines, and its holes are filled
+    (a particle is solid even where it shows the tray through it).
+
+    Returns ``(mask, threshold used)``.
+    """
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import disk
+
+    smooth = ndi.gaussian_filter(deviation, smoothing_px) if smoothing_px > 0 else deviation
+    if threshold == "auto":
+        level = float(threshold_otsu(smooth))
+    elif isinstance(threshold, str):
+        raise ValueError(f"threshold must be 'auto' or a number, not {threshold!r}")
+    else:
+        level = float(threshold)
+    mask = smooth > level
+    if opening_px > 0:
+        mask = ndi.binary_opening(mask, structure=disk(opening_px))
+    return ndi.binary_fill_holes(mask), level
+
+
+def split_touching(mask: np.ndarray, *, depth_fraction: float = 0.15) -> np.ndarray:
+    """Split one region of touching particles by a watershed of its distance transform.
+
+    Each particle is a maximum of the distance to the region's edge; maxima less than
+    ``depth_fraction`` of the largest distance above their saddle are merged, so that a
+    single particle with an uneven outline stays whole. Returns an int label image.
+    """
+    from skimage.measure import label
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    distance = ndi.distance_transform_edt(mask)
+    markers = label(h_maxima(distance, max(1.0, depth_fraction * distance.max())))
+    return watershed(-distance, markers, mask=mask)
+
+
+def segment_image(
+    image: np.ndarray,
+    *,
+    pixels_per_mm: float = 1159.4,
+    threshold: float | str = "auto",
+    background: np.ndarray | None = None,
+    min_area_um2: float = 3000.0,
+    max_concavity: float | None = None,
+    touching_concavity: float = 0.35,
+    split: bool = False,
+    opening_px: int = 2,
+    depth_um: np.ndarray | None = None,
+) -> dict:
+    """Find the particles on a tray image, measure them and place their crops.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, 3) float in [0, 1].
+    pixels_per_mm : optical resolution (1159.4 for the set-up of Marchant et al. 2020).
+    threshold : ``"auto"`` (Otsu) or a background-deviation level in [0, 1].
+    background : image of the empty tray, for a per-pixel background model.
+    min_area_um2 : smaller regions are dropped as ``too_small``; the default, 3000 µm²,
+        is a disc of 62 µm, the finest sieve fraction counted for foraminifera.
+    max_concavity : regions with a deeper notch (:func:`~foramflow.imaging.measure.concavity`)
+        are dropped as ``too_concave``; ``None`` keeps them all.
+    touching_concavity : regions with at least this concavity are flagged ``touching``
+        (the "double" class: two particles in contact).
+    split : split touching regions with :func:`split_touching` instead of only flagging.
+    opening_px : radius of the morphological opening, px.
+    depth_um : depth map from focus stacking, for ``thickness_um``.
+
+    Returns
+    -------
+    dict with ``labels`` (H, W int, kept particles only), ``particles`` (DataFrame, one
+    row per kept particle: label, parent_label, touching, centre of mass, maximum radius,
+    crop square, and the morphometrics), ``rejected`` (DataFrame: label, reason, centre,
+    area, concavity), ``threshold`` (level used) and ``background_colour`` (for padding).
+    """
+    from skimage.measure import label as label_regions
+    from skimage.measure import regionprops
+
+    deviation, background_colour = background_deviation(image, background=background)
+    mask, level = particle_mask(deviation, threshold=threshold, opening_px=opening_px)
+    labels = label_regions(mask)
+    height, width = mask.shape
+    um2_per_px = (1000.0 / pixels_per_mm) ** 2
+
+    kept = np.zeros_like(labels)
+    touching: dict[int, bool] = {}
+    parent: dict[int, int] = {}
+    rejected = []
+    next_label = labels.max() + 1
+
+    def reject(region, reason, region_concavity=np.nan):
+        rejected.append(
+            {
+                "label": region.label,
+                "reason": reason,
+                "centroid_y_px": region.centroid[0],
+                "centroid_x_px": region.centroid[1],
+                "area_um2": region.area * um2_per_px,
+                "concavity": region_concavity,
+            }
+        )
+
+    for region in regionprops(labels):
+        top, left, bottom, right = region.bbox
+        if top == 0 or left == 0 or bottom == height or right == width:
+            reject(region, "border")
+            continue
+        if region.area * um2_per_px < min_area_um2:
+            reject(region, "too_small")
+            continue
+        region_concavity = concavity(region.image)
+        if max_concavity is not None and region_concavity > max_concavity:
+            reject(region, "too_concave", region_concavity)
+            continue
+        is_touching = region_concavity >= touching_concavity
+        window = kept[region.slice]
+        if is_touching and split:
+            parts = split_touching(region.image)
+            for part in regionprops(parts):
+                if part.area * um2_per_px < min_area_um2:
+                    continue  # a sliver of the watershed, not a particle
+                window[parts == part.label] = next_label
+                touching[next_label], parent[next_label] = True, region.label
+                next_label += 1
+        else:
+            window[region.image] = region.label
+            touching[region.label], parent[region.label] = is_touching, region.label
+
+    particles = crop_geometry(kept)
+    particles.insert(1, "parent_label", particles["label"].map(parent))
+    particles.insert(2, "touching", particles["label"].map(touching).astype(bool))
+    morphometrics = measure_particles(kept, image, pixels_per_mm=pixels_per_mm, depth_um=depth_um)
+    particles = particles.join(morphometrics, on="label")
+    return {
+        "labels": kept,
+        "particles": particles,
+        "rejected": pd.DataFrame(
+            rejected,
+            columns=["label", "reason", "centroid_y_px", "centroid_x_px", "area_um2", "concavity"],
+        ),
+        "threshold": level,
+        "background_colour": background_colour,
+    }
+
+
+def crop_geometry(labels: np.ndarray, *, scale: float = CROP_SCALE) -> pd.DataFrame:
+    """Centre of mass, maximum radius r and crop square (side ≈ ``scale``·r) per label.
+
+    r is the largest distance from the centre of mass to the centre of a pixel of the
+    particle (the radius of a disc, to within a pixel).
+    The square is centred on the centre of mass; ``crop_top_px`` and ``crop_left_px`` may
+    be negative, or the square may pass the far edges, where it leaves the image.
+    """
+    from skimage.measure import regionprops
+
+    rows = []
+    for region in regionprops(labels):
+        centre_y, centre_x = region.centroid
+        coords = region.coords
+        radius = float(np.hypot(coords[:, 0] - centre_y, coords[:, 1] - centre_x).max())
+        side = max(round(scale * radius), 1)
+        rows.append(
+            {
+                "label": region.label,
+                "centroid_y_px": centre_y,
+                "centroid_x_px": centre_x,
+                "max_radius_px": radius,
+                "crop_side_px": side,
+                "crop_top_px": round(centre_y - (side - 1) / 2),
+                "crop_left_px": round(centre_x - (side - 1) / 2),
+            }
+        )
+    columns = [
+        "label",
+        "centroid_y_px",
+        "centroid_x_px",
+        "max_radius_px",
+        "crop_side_px",
+        "crop_top_px",
+        "crop_left_px",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def crop_square(
+    image: np.ndarray, top: int, left: int, side: int, *, fill: float | np.ndarray = 0.0
+) -> np.ndarray:
+    """The ``side``×``side`` window of ``image`` at (top, left), padded with ``fill`` outside."""
+    height, width = image.shape[:2]
+    out = np.empty((side, side, *image.shape[2:]), dtype=image.dtype)
+    out[...] = fill
+    y0, y1 = max(top, 0), min(top + side, height)
+    x0, x1 = max(left, 0), min(left + side, width)
+    if y0 < y1 and x0 < x1:
+        out[y0 - top : y1 - top, x0 - left : x1 - left] = image[y0:y1, x0:x1]
+    return out
+
+
+def crop_filename(source_stem: str, particle: pd.Series, *, suffix: str = ".png") -> str:
+    """``<source>_p<label>_x<col>_y<row><suffix>``: traces a crop to its image and position."""
+    return (
+        f"{source_stem}_p{int(particle['label']):04d}"
+        f"_x{round(particle['centroid_x_px'])}_y{round(particle['centroid_y_px'])}{suffix}"
+    )
