@@ -110,6 +110,7 @@ def kit() -> SimpleNamespace:
     """The known answers and the writers above, for tests (conftest cannot be imported)."""
     return SimpleNamespace(
         labels=LABELS,
+        prob_columns=[f"prob_{label}" for label in LABELS],
         dark=DARK,
         bright=BRIGHT,
         mid=MID,

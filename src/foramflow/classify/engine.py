@@ -1,7 +1,8 @@
 """The inference engine: a bundle's ONNX model in ONNX Runtime, in fp32 or int8.
 
-A bundle may carry an int8 copy of its network, recorded in model.json under ``"int8"``
-(see :mod:`foramflow.classify.quantize`). Precision "auto" uses it when present.
+The bundle may be a folder or a zip. It may carry an int8 copy of its network, recorded in
+model.json under ``"int8"`` (see :mod:`foramflow.classify.quantize`); precision "auto" uses it
+when present.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,34 +29,41 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, Path]:
-    """(precision, model file) that ``precision`` means for this bundle."""
+def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
+    """(precision, model file name) that ``precision`` means for this bundle."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    int8 = bundle.meta.get(INT8_FIELD) or {}
-    int8_path = bundle.path / int8["file"] if int8.get("file") else None
-    has_int8 = int8_path is not None and int8_path.is_file()
-    if precision == "int8" and not has_int8:
+    int8_file = (bundle.meta.get(INT8_FIELD) or {}).get("file")
+    if precision == "int8" and not int8_file:
         raise BundleError(f"{bundle.path}: the bundle holds no int8 model")
-    if precision == "int8" or (precision == "auto" and has_int8):
-        return "int8", int8_path
-    return "fp32", bundle.path / MODEL_FILE
+    if precision == "int8" or (precision == "auto" and int8_file):
+        return "int8", int8_file
+    return "fp32", MODEL_FILE
 
 
-def bundle_hash(bundle: Bundle, model_path: Path) -> str:
-    """SHA-256 over what decides the predictions: the model file(s), labels, preprocessing
-    and calibration temperature (not the metrics or notes that model.json also holds)."""
-    digest = hashlib.sha256()
-    for path in sorted(model_path.parent.glob(model_path.name + "*")):  # + external data
-        digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+def read_model(bundle: Bundle, name: str) -> bytes:
+    """The bytes of one model file of a bundle folder or zip."""
+    if bundle.path.is_dir():
+        try:
+            return (bundle.path / name).read_bytes()
+        except OSError as err:
+            raise BundleError(f"{bundle.path / name}: cannot read model ({err})") from None
+    with zipfile.ZipFile(bundle.path) as archive:
+        members = {Path(member).name: member for member in archive.namelist()}
+        if name not in members:
+            raise BundleError(f"{bundle.path}: the zip holds no {name}")
+        return archive.read(members[name])
+
+
+def bundle_hash(bundle: Bundle, model: bytes) -> str:
+    """SHA-256 over what decides the predictions: the model, labels, preprocessing and
+    calibration temperature (not the metrics or notes that model.json also holds)."""
     decisive = {
         "labels": bundle.labels,
         "preprocessing": bundle.meta["preprocessing"],
         "temperature": bundle.temperature,
     }
+    digest = hashlib.sha256(model)
     digest.update(json.dumps(decisive, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -66,16 +75,16 @@ class Engine:
         import onnxruntime as ort
 
         self.bundle = bundle
-        self.precision, self.model_path = resolve_precision(bundle, precision)
+        self.precision, self.model_file = resolve_precision(bundle, precision)
+        model = read_model(bundle, self.model_file)
+        self.hash = bundle_hash(bundle, model)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or available_cores()
         options.inter_op_num_threads = 1
         # Decoding runs in other processes on the same cores: do not busy-wait between ops.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(self.model_path), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.input_name = self._session.get_inputs()[0].name
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

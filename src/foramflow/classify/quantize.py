@@ -22,7 +22,7 @@ import numpy as np
 
 from foramflow.classify.engine import INT8_FIELD, Engine
 from foramflow.imaging.preprocess import load_and_preprocess
-from foramflow.io.bundle import MODEL_FILE, Bundle, update_bundle_meta
+from foramflow.io.bundle import MODEL_FILE, Bundle, BundleError, update_bundle_meta
 from foramflow.io.images import ImageReadError
 
 INT8_FILE = "model.int8.onnx"
@@ -54,6 +54,8 @@ def quantize_bundle(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     bundle = Bundle.load(bundle_path)
+    if not bundle.path.is_dir():
+        raise BundleError(f"{bundle.path}: an int8 model can only be added to a bundle folder")
     picked = _spread(list(images), n_calibration + n_check)
     batch = _preprocess_all(picked, bundle)
     if len(batch) < 2:

@@ -24,6 +24,7 @@ from foramflow.classify.engine import (
     Engine,
     available_cores,
     bundle_hash,
+    read_model,
     resolve_precision,
 )
 from foramflow.classify.local import run_local
@@ -120,11 +121,11 @@ def classify_folder(
     if precision == "auto" and earlier is not None:
         precision = earlier.get("precision", precision)
     precision = _ensure_precision(bundle, precision, images_dir, manifest, log)
-    used_precision, model_path = resolve_precision(bundle, precision)
+    used_precision, model_file = resolve_precision(bundle, precision)
     job = {
         "bundle": str(bundle.path.resolve()),
-        "bundle_hash": bundle_hash(bundle, model_path),
-        "model_file": model_path.name,
+        "bundle_hash": bundle_hash(bundle, read_model(bundle, model_file)),
+        "model_file": model_file,
         "precision": used_precision,
         "images_dir": str(images_dir),
         "input_hash": manifest_hash(manifest),

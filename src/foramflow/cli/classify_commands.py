@@ -79,28 +79,28 @@ def classify(
     def on_start(total: int, done: int) -> None:
         progress.update(task, total=total, completed=done)
         progress.start_task(task)
+        progress.start()
 
     try:
         rule = SampleRule(
             regex=sample_regex, table=str(samples_csv) if samples_csv is not None else None
         )
-        with progress:
-            result = classify_folder(
-                bundle,
-                images_dir,
-                out,
-                threshold=threshold,
-                samples=rule,
-                precision=precision,
-                workers=workers,
-                batch_size=batch_size,
-                chunk_size=chunk_size,
-                scheduler=scheduler,
-                overwrite=overwrite,
-                log=progress.console.print,
-                on_start=on_start,
-                on_images=lambda n: progress.advance(task, n),
-            )
+        result = classify_folder(
+            bundle,
+            images_dir,
+            out,
+            threshold=threshold,
+            samples=rule,
+            precision=precision,
+            workers=workers,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            scheduler=scheduler,
+            overwrite=overwrite,
+            log=progress.console.print,
+            on_start=on_start,
+            on_images=lambda n: progress.advance(task, n),
+        )
     except KeyboardInterrupt:
         console.print(
             "[yellow]interrupted[/]: finished chunks are kept; run the same command again to "
@@ -109,6 +109,8 @@ def classify(
         raise typer.Exit(130) from None
     except (BundleError, SampleError, RunMismatchError, FileNotFoundError, ValueError) as err:
         raise fail(str(err)) from None
+    finally:
+        progress.stop()  # started by on_start, once the inputs are checked
     _print_summary(result)
 
 

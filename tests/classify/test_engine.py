@@ -1,0 +1,61 @@
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from foramflow.classify.engine import Engine, resolve_precision
+from foramflow.classify.quantize import quantize_bundle
+from foramflow.classify.runner import classify_folder
+from foramflow.io.bundle import Bundle, BundleError
+
+
+def test_engine_applies_the_bundle_temperature(kit, tmp_path):
+    plain = Engine(Bundle.load(kit.write_bundle(tmp_path / "a")))
+    warm = Engine(Bundle.load(kit.write_bundle(tmp_path / "b", calibration={"temperature": 2.0})))
+    batch = np.full((1, 1, 16, 16), 150 / 255, dtype=np.float32)
+    p = plain.predict(batch)[0, 1]
+    logit = np.log(p / (1 - p))  # softmax(log p / T) of two classes is a sigmoid of logit / T
+    assert warm.predict(batch)[0, 1] == pytest.approx(1 / (1 + np.exp(-logit / 2)), rel=1e-5)
+
+
+def test_int8_copy_is_recorded_and_used_by_auto(kit, bundle, tree, tmp_path):
+    with pytest.raises(BundleError, match="no int8 model"):
+        resolve_precision(Bundle.load(bundle), "int8")
+    images = sorted(tree.rglob("*.png"))
+    record = quantize_bundle(bundle, images)
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["int8"] == record
+    assert (bundle / record["file"]).is_file()
+    assert record["calibration_images"] + record["check_images"] == len(images)
+    assert record["top1_agreement"] == 1.0
+    assert resolve_precision(Bundle.load(bundle), "auto") == ("int8", "model.int8.onnx")
+
+    result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
+    assert result.run["precision"] == "int8"
+    counts = result.counts[[*kit.labels, "unsure"]]
+    expected = pd.DataFrame(kit.expected_counts, index=[*kit.labels, "unsure", "error"]).T
+    pd.testing.assert_frame_equal(counts, expected[counts.columns], check_names=False)
+
+
+def test_classify_asks_for_int8_quantises_on_its_own_images(bundle, tree, tmp_path):
+    messages = []
+    result = classify_folder(
+        bundle, tree, tmp_path / "out", precision="int8", workers=0, log=messages.append
+    )
+    assert result.run["model_file"] == "model.int8.onnx"
+    assert any("top-1 agreement with fp32 100.00%" in m for m in messages)
+
+
+def test_zipped_bundle_classifies_like_the_folder(kit, bundle, tree, tmp_path):
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in bundle.iterdir():
+            zipped.write(path, f"bundle/{path.name}")
+    result = classify_folder(archive, tree, tmp_path / "out", workers=0)
+    reference = classify_folder(bundle, tree, tmp_path / "ref", workers=0)
+    pd.testing.assert_frame_equal(result.counts, reference.counts)
+    assert result.run["bundle_hash"] == reference.run["bundle_hash"]
+    with pytest.raises(BundleError, match="bundle folder"):
+        quantize_bundle(archive, sorted(tree.rglob("*.png")))
