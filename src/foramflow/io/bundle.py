@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +43,15 @@ class Bundle:
 
     path: Path
     meta: dict
+    _model_bytes: bytes | None = field(default=None, repr=False)
     _session: object = field(default=None, repr=False)
 
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
+        """Load a bundle folder, or a .zip holding its files."""
         path = Path(path)
+        if path.is_file() and zipfile.is_zipfile(path):
+            return cls._load_zip(path)
         meta_path, model_path = path / META_FILE, path / MODEL_FILE
         for required in (meta_path, model_path):
             if not required.is_file():
@@ -55,9 +60,22 @@ class Bundle:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as err:
             raise BundleError(f"{meta_path}: invalid JSON ({err})") from err
-        if meta.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{meta_path}: unknown bundle format {meta.get('format')!r}")
+        _check_format(meta, meta_path)
         return cls(path=path, meta=meta)
+
+    @classmethod
+    def _load_zip(cls, path: Path) -> Bundle:
+        with zipfile.ZipFile(path) as archive:
+            names = {Path(name).name: name for name in archive.namelist()}
+            for required in (META_FILE, MODEL_FILE):
+                if required not in names:
+                    raise BundleError(f"{path}: not a model bundle ({required} is missing)")
+            try:
+                meta = json.loads(archive.read(names[META_FILE]))
+            except json.JSONDecodeError as err:
+                raise BundleError(f"{path}: invalid {META_FILE} ({err})") from err
+            _check_format(meta, path)
+            return cls(path=path, meta=meta, _model_bytes=archive.read(names[MODEL_FILE]))
 
     @property
     def labels(self) -> list[str]:
@@ -88,8 +106,9 @@ class Bundle:
             if threads:
                 options.intra_op_num_threads = threads
             options.log_severity_level = 3
+            source = self._model_bytes or str(self.path / MODEL_FILE)
             self._session = ort.InferenceSession(
-                str(self.path / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+                source, options, providers=["CPUExecutionProvider"]
             )
         return self._session
 
@@ -125,6 +144,11 @@ class Bundle:
                     yield path, next(probs), None
 
 
+def _check_format(meta: dict, where: Path) -> None:
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{where}: unknown bundle format {meta.get('format')!r}")
+
+
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Rescale probabilities by a temperature: softmax(log p / T); T = 1 is a no-op."""
     if temperature == 1.0:
@@ -148,6 +172,8 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def update_bundle_meta(path: str | Path, **fields) -> dict:
     """Merge ``fields`` into a bundle's model.json (e.g. calibration, class_thresholds)."""
     bundle = Bundle.load(path)
+    if not bundle.path.is_dir():
+        raise BundleError(f"{path}: unpack the .zip to change the bundle")
     bundle.meta.update(fields)
     write_json_atomic(bundle.path / META_FILE, bundle.meta)
     return bundle.meta

@@ -85,7 +85,7 @@ def _read_tiff(path: Path) -> np.ndarray:
 
     try:
         array = tifffile.imread(path, key=0)
-    except Exception as tiff_error:  # noqa: BLE001 - fall back to Pillow for odd TIFFs
+    except Exception as tiff_error:
         try:
             return _read_with_pillow(path)
         except ImageReadError:
@@ -98,9 +98,7 @@ def _read_tiff(path: Path) -> np.ndarray:
 def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
     if array.ndim == 3 and array.shape[-1] == 4:
         array = array[..., :3]
-    elif array.ndim == 3 and array.shape[-1] == 2:
-        array = array[..., 0]
-    elif array.ndim == 3 and array.shape[-1] == 1:
+    elif (array.ndim == 3 and array.shape[-1] == 2) or (array.ndim == 3 and array.shape[-1] == 1):
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
         raise ImageReadError(path, f"unsupported image shape {array.shape}")

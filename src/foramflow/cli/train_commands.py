@@ -1,0 +1,207 @@
+"""``train``, ``evaluate``, ``export`` and ``predict``: from a labelled image set to a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from foramflow.cli.console import console, fail
+
+_MODEL_HELP = "network: base_cyclic, resnet_cyclic or resnet18"
+
+
+def train(
+    data: Path | None = typer.Argument(
+        None, help="Training set: a folder per class, or a ParticleTrieur project .xml."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder to create."),
+    model: str | None = typer.Option(None, help=f"Network [default: base_cyclic]; {_MODEL_HELP}."),
+    input_size: int | None = typer.Option(None, help="Input width in pixels [default: 128]."),
+    filters: int | None = typer.Option(None, help="Filters in the first block [default: 8]."),
+    colour: bool | None = typer.Option(
+        None, "--colour/--grey", help="Colour (3 channels) or greyscale input [default: grey]."
+    ),
+    pool: str | None = typer.Option(None, help="Cyclic pool: max (paper) or mean (MISO)."),
+    epochs: int | None = typer.Option(
+        None, help="Train a fixed number of epochs instead of the automatic ALRS schedule."
+    ),
+    alrs_window: int | None = typer.Option(
+        None, help="ALRS window L in epochs [default: 40 under 5 000 images, 10 above 10 000]."
+    ),
+    alrs_drops: int | None = typer.Option(None, help="ALRS: stop after this many drops [4]."),
+    max_epochs: int | None = typer.Option(None, help="ALRS: upper limit on epochs [300]."),
+    batch_size: int | None = typer.Option(None, help="Batch size [64]."),
+    learning_rate: float | None = typer.Option(None, "--lr", help="Adam learning rate [0.001]."),
+    min_per_class: int | None = typer.Option(None, help="Drop classes with fewer images [40]."),
+    val_fraction: float | None = typer.Option(None, help="Validation share [0.2]."),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Augmentation [on]."),
+    seed: int | None = typer.Option(None, help="Random seed for split, weights and batches [0]."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N [auto]."),
+    precision: str | None = typer.Option(
+        None, help="auto, bf16 or fp32 [auto: bf16 where the hardware has it]."
+    ),
+    workers: int | None = typer.Option(None, help="Image-decoding processes [one per core]."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML file of options; command-line options override it."
+    ),
+    resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+) -> None:
+    """Train a rotation-invariant CNN, evaluate it, and export a model bundle.
+
+    Writes a run folder with config.yaml, log.csv, checkpoints, bundle/ and
+    evaluation/report.html.
+
+    Example: foramflow train forams/ --model base_cyclic --input-size 128 --out runs/first
+    """
+    from pydantic import ValidationError
+
+    from foramflow.train.config import TrainConfig
+
+    options = {
+        "data": str(data) if data else None,
+        "out": str(out) if out else None,
+        "model": model,
+        "input_size": input_size,
+        "filters": filters,
+        "channels": None if colour is None else (3 if colour else 1),
+        "pool": pool,
+        "epochs": epochs,
+        "alrs_window_epochs": alrs_window,
+        "alrs_drops": alrs_drops,
+        "max_epochs": max_epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "min_per_class": min_per_class,
+        "val_fraction": val_fraction,
+        "augment": augment,
+        "seed": seed,
+        "device": device,
+        "precision": precision,
+        "workers": workers,
+    }
+    try:
+        if config:
+            resolved = TrainConfig.from_yaml(config, **options)
+        else:
+            resolved = TrainConfig(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors()
+        )
+        raise fail(f"invalid training options: {problems}") from None
+    except (OSError, ValueError) as err:
+        raise fail(str(err)) from None
+
+    from foramflow.train.loop import RunFolderExists, Trainer
+
+    try:
+        trainer = Trainer(resolved, console=console, resume=resume)
+        report = trainer.run()
+    except (RunFolderExists, FileNotFoundError, ValueError) as err:
+        raise fail(str(err)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    console.print(f"[green]Done.[/] Bundle: {Path(resolved.out) / 'bundle'}")
+    typer.echo(f"Report: {report}")
+
+
+def evaluate(
+    bundle: Path = typer.Argument(..., help="Model bundle folder."),
+    data: Path = typer.Argument(..., help="Labelled images: a folder per class."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the report and tables."),
+    workers: int = typer.Option(0, help="Image-decoding processes [one per core]."),
+) -> None:
+    """Evaluate a bundle on a labelled image set (for example an independent test set).
+
+    Classes of the set that the bundle does not know are reported and left out.
+    """
+    import time
+
+    import numpy as np
+
+    from foramflow.data.arrays import preprocess_all
+    from foramflow.data.dataset import load_image_set
+    from foramflow.evaluate.evaluation import evaluate_bundle, write_evaluation
+    from foramflow.io.bundle import Bundle, BundleError
+
+    try:
+        loaded = Bundle.load(bundle)
+        image_set = load_image_set(data, min_per_class=1)
+    except (BundleError, OSError, ValueError) as err:
+        raise fail(str(err)) from None
+    labels = loaded.labels
+    unknown = sorted(set(image_set.classes) - set(labels))
+    if unknown:
+        console.print(f"[yellow]left out, unknown to the bundle:[/] {', '.join(unknown)}")
+    keep = [i for i, k in enumerate(image_set.labels) if image_set.classes[k] in labels]
+    if not keep:
+        raise fail(f"{data}: none of its classes is known to the bundle")
+    y_true = np.array([labels.index(image_set.classes[image_set.labels[i]]) for i in keep])
+    images, ok, skipped = preprocess_all(
+        [image_set.paths[i] for i in keep], loaded.spec, workers=workers or None
+    )
+    evaluation = evaluate_bundle(loaded, images, y_true[ok])
+    m = evaluation.metrics
+    report = write_evaluation(
+        out,
+        evaluation,
+        images,
+        classes=labels,
+        title=f"foramflow evaluation: {Path(bundle).name} on {Path(data).name}",
+        bundle_path=bundle.resolve(),
+        created=time.strftime("%Y-%m-%d %H:%M"),
+        versions=loaded.meta.get("software", {}),
+        summary=[
+            ("images", str(len(images))),
+            ("accuracy", f"{m['accuracy']:.4f}"),
+            ("mean F1 over classes", f"{m['macro_f1']:.4f}"),
+            ("inference", f"{evaluation.inference_ms_per_image:.2f} ms per image"),
+        ],
+        skipped=skipped,
+    )
+    typer.echo(f"accuracy {m['accuracy']:.4f}, mean F1 {m['macro_f1']:.4f}")
+    typer.echo(f"Report: {report}")
+
+
+def export(
+    run: Path = typer.Argument(..., help="Run folder written by 'foramflow train'."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder, or a .zip file to write."),
+) -> None:
+    """Re-export a run's best network as a model bundle (a folder, or one .zip to share)."""
+    from foramflow.train.rebuild import rebuild_bundle
+
+    try:
+        written = rebuild_bundle(run, out)
+    except (OSError, ValueError) as err:
+        raise fail(str(err)) from None
+    typer.echo(f"Bundle: {written}")
+
+
+def predict(
+    bundle: Path = typer.Argument(..., help="Model bundle folder or .zip."),
+    images: list[Path] = typer.Argument(..., help="Image files to classify."),
+    threshold: float | None = typer.Option(
+        None, help="Minimum top score, else 'unsure' [the bundle's, usually 0.8]."
+    ),
+) -> None:
+    """Print the class and score of each image, using the bundle alone (ONNX Runtime)."""
+    from foramflow.io.bundle import Bundle, BundleError
+
+    try:
+        loaded = Bundle.load(bundle)
+    except BundleError as err:
+        raise fail(str(err)) from None
+    cut = loaded.threshold if threshold is None else threshold
+    labels, failed = loaded.labels, 0
+    for path, probs, error in loaded.predict_paths(images):
+        if error is not None:
+            failed += 1
+            typer.echo(f"{path}\terror\t{error}")
+            continue
+        k = int(probs.argmax())
+        name = labels[k] if probs[k] > loaded.class_thresholds.get(labels[k], cut) else "unsure"
+        typer.echo(f"{path}\t{name}\t{probs[k]:.4f}")
+    if failed:
+        console.print(f"[yellow]{failed} image(s) could not be read[/]")
+        raise typer.Exit(1)

@@ -1,0 +1,32 @@
+"""Stratified, seeded train/validation split and the paper's class weights (METHOD §5)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+
+def stratified_split(
+    labels: np.ndarray, *, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation): every class keeps the same share in both parts."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"validation fraction must lie in (0, 1), not {val_fraction}")
+    index = np.arange(len(labels))
+    train, val = train_test_split(
+        index, test_size=val_fraction, stratify=labels, random_state=seed, shuffle=True
+    )
+    return np.sort(train), np.sort(val)
+
+
+def class_weights(counts: np.ndarray, *, lower: float = 0.1, upper: float = 10.0) -> np.ndarray:
+    """w_i = (geometric mean of all class counts) / k_i, clamped to [lower, upper].
+
+    Rare classes weigh more in the loss so the network does not ignore them; the clamp stops
+    a class of a handful of images from dominating.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if np.any(counts <= 0):
+        raise ValueError("every class needs at least one image to be weighted")
+    geometric_mean = np.exp(np.mean(np.log(counts)))
+    return np.clip(geometric_mean / counts, lower, upper)

@@ -1,0 +1,82 @@
+"""Networks registered by name with their defaults; one factory, :func:`create_model`.
+
+Each entry records what a run needs to know before building the network: whether it
+trains end to end on augmented images (``full``) or on cached features (``transfer``),
+and its default input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Callable[..., nn.Module]
+    description: str
+    default_input_size: int = 128
+    kind: str = "full"
+    defaults: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} is already registered")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def model_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; choose one of {', '.join(model_names())}"
+        ) from None
+
+
+def create_model(
+    name: str, *, n_classes: int, input_size: int, channels: int, **params
+) -> nn.Module:
+    """Build the network ``name`` with its registered defaults overridden by ``params``."""
+    entry = get_entry(name)
+    kwargs = {**entry.defaults, **params}
+    return entry.build(n_classes=n_classes, input_size=input_size, channels=channels, **kwargs)
+
+
+def _register_builtin() -> None:
+    from foramflow.models.base_cyclic import BaseCyclic
+    from foramflow.models.resnet import ResNet18
+    from foramflow.models.resnet_cyclic import ResNetCyclic
+
+    register(
+        ModelEntry(
+            "base_cyclic",
+            BaseCyclic,
+            "the paper's Base-Cyclic: plain conv blocks with cyclic slice/roll/pool",
+            defaults={"filters": 8, "pool": "max", "dropout": 0.5, "dense": 512},
+        )
+    )
+    register(
+        ModelEntry(
+            "resnet_cyclic",
+            ResNetCyclic,
+            "Base-Cyclic with residual blocks",
+            defaults={"filters": 8, "pool": "max", "dropout": 0.5, "dense": 512},
+        )
+    )
+    register(ModelEntry("resnet18", ResNet18, "plain ResNet18 baseline (no cyclic layers)"))
+
+
+_register_builtin()

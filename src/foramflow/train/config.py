@@ -1,0 +1,55 @@
+"""The training configuration: validated, written next to every run as ``config.yaml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TrainConfig(BaseModel):
+    """Everything that determines a training run. Unknown keys are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    data: str = Field(description="folder-per-class training set, or a ParticleTrieur .xml")
+    out: str = Field(description="run folder to create")
+    model: str = "base_cyclic"
+    input_size: int = Field(128, ge=16)
+    channels: Literal[1, 3] = 1
+    filters: int = Field(8, ge=1)
+    pool: Literal["max", "mean"] = "max"
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    dense: int = Field(512, ge=1)
+    epochs: int | None = Field(None, ge=1, description="fixed number of epochs; None = ALRS")
+    alrs_window_epochs: int | None = Field(None, ge=1, description="ALRS L; None = by set size")
+    alrs_drops: int = Field(4, ge=1)
+    max_epochs: int = Field(300, ge=1, description="safety cap in ALRS mode")
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    min_per_class: int = Field(40, ge=1)
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    workers: int = Field(0, ge=0, description="image-decoding processes; 0 = one per core")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.input_size % 2:
+            raise ValueError(f"input_size must be even, not {self.input_size}")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of option: value")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.model_dump(), sort_keys=False))

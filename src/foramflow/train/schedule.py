@@ -1,0 +1,88 @@
+"""ALRS, the automatic learning-rate schedule of the paper (after dlib), METHOD §5.
+
+Keep the last n training-batch losses (n = L epochs' worth of batches); fit a straight line
+by least squares; P is the probability that the true slope is below zero under a Gaussian
+with the fitted slope and its standard error. While the loss still falls P is high; when
+P < 0.51 the loss has stopped falling: halve the learning rate, wait another n batches, and
+stop training after a set number of drops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+
+class Decision(str, Enum):
+    CONTINUE = "continue"
+    DROP = "drop"
+    STOP = "stop"
+
+
+def probability_decreasing(losses: np.ndarray) -> float:
+    """P(slope < 0) for a least-squares line through ``losses`` against their index."""
+    n = len(losses)
+    if n < 3:
+        return 1.0
+    x = np.arange(n, dtype=np.float64)
+    x -= x.mean()
+    y = np.asarray(losses, dtype=np.float64)
+    sxx = float(x @ x)
+    slope = float(x @ (y - y.mean())) / sxx
+    residuals = y - y.mean() - slope * x
+    variance = float(residuals @ residuals) / (n - 2)
+    if variance == 0.0:
+        return 1.0 if slope < 0 else 0.0
+    standard_error = math.sqrt(variance / sxx)
+    return 0.5 * math.erfc(slope / (standard_error * math.sqrt(2.0)))
+
+
+def default_window_epochs(n_train_images: int) -> int:
+    """The paper's L: 40 epochs under 5 000 images, 10 above 10 000, linear in between."""
+    if n_train_images <= 5000:
+        return 40
+    if n_train_images >= 10000:
+        return 10
+    return round(40 - 30 * (n_train_images - 5000) / 5000)
+
+
+@dataclass
+class ALRS:
+    """Stateful schedule: call :meth:`step` with every training-batch loss."""
+
+    window: int
+    max_drops: int = 4
+    threshold: float = 0.51
+    factor: float = 0.5
+
+    def __post_init__(self):
+        if self.window < 3:
+            raise ValueError(f"ALRS window must hold at least 3 batches, not {self.window}")
+        self._losses: deque[float] = deque(maxlen=self.window)
+        self._since_test = 0
+        self.drops = 0
+        self.last_probability = 1.0
+
+    def step(self, loss: float) -> Decision:
+        self._losses.append(float(loss))
+        self._since_test += 1
+        if self._since_test < self.window:
+            return Decision.CONTINUE
+        self.last_probability = probability_decreasing(np.fromiter(self._losses, float))
+        if self.last_probability >= self.threshold:
+            return Decision.CONTINUE
+        self.drops += 1
+        self._since_test = 0
+        return Decision.STOP if self.drops >= self.max_drops else Decision.DROP
+
+    def state_dict(self) -> dict:
+        return {"losses": list(self._losses), "since_test": self._since_test, "drops": self.drops}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._losses = deque(state["losses"], maxlen=self.window)
+        self._since_test = state["since_test"]
+        self.drops = state["drops"]
