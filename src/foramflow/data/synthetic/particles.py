@@ -138,6 +138,23 @@ def _ring_light(slope: np.ndarray, lighting: Lighting) -> np.ndarray:
     return table.astype(np.float32)[np.minimum(index, steps - 1)]
 
 
+def _steepest_slope(height: np.ndarray) -> np.ndarray:
+    """|∇h| from the steeper of the forward and backward differences on each axis.
+
+    Central differences would average the two flanks of a suture into a flat, bright line.
+    """
+    squares = []
+    for axis in (0, 1):
+        step = np.diff(height, axis=axis)
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (1, 0)
+        backward = np.pad(step, pad, mode="edge")
+        pad[axis] = (0, 1)
+        forward = np.pad(step, pad, mode="edge")
+        squares.append(np.maximum(backward * backward, forward * forward))
+    return np.sqrt(squares[0] + squares[1])
+
+
 def _spots(shape: tuple[int, int], spacing_px: float, rng: np.random.Generator) -> np.ndarray:
     """Random round spots about ``spacing_px`` apart, each peaking near 1 (pores)."""
     sigma = max(0.2 * spacing_px, 0.4)
@@ -187,18 +204,17 @@ def draw_particle(
     pores = _spots(shape, pore_spacing, rng)
     relief = height - pores * pore_spacing * rng.uniform(0.03, 0.12)
     relief += _smooth_noise(shape, max(size * 0.01, 0.6), rng) * size * rng.uniform(0.0002, 0.001)
-    gy, gx = np.gradient(relief)
-    shading = _ring_light(np.hypot(gx, gy), lighting)
+    shading = _ring_light(_steepest_slope(relief), lighting)
     # Sutures and the umbilicus are valleys: less light reaches them.
     cavity = height - ndimage.gaussian_filter(height, size * 0.04)
     occlusion = np.clip(1 + 4.0 * cavity / size, 0.35, 1.0)
     albedo = particle.chambers.albedo[top]
     albedo = albedo * (1 + 0.06 * _smooth_noise(shape, size * 0.05, rng))
-    albedo = albedo * (1 - rng.uniform(0.1, 0.3) * pores)
+    albedo = albedo * (1 - rng.uniform(0.08, 0.2) * pores)
     # Calcite is translucent: light scattered through the wall makes the outline glow.
-    steepness = np.hypot(*np.gradient(height))
-    glow = rng.uniform(0.1, 0.35) * (steepness / (1 + steepness)) ** 4
-    exposure = rng.uniform(0.7, 1.0)
+    rim = 1 - ndimage.gaussian_filter(mask.astype(np.float32), max(size * 0.01, 0.7))
+    glow = rng.uniform(0.1, 0.35) * np.clip(2 * rim, 0, 1)
+    exposure = rng.uniform(0.8, 1.05)
     lit = (shading * occlusion) ** rng.uniform(1.2, 1.8) + glow
     grey = np.clip(exposure * albedo * lit, 0, 1) * mask
     radiance = grey[..., None] * _wall_colour(rng) if colour else grey
@@ -209,9 +225,9 @@ def tray_background(
     shape: tuple[int, int], rng: np.random.Generator, *, colour: bool = False
 ) -> np.ndarray:
     """A dark, slightly uneven tray with fine grain: (H, W) or (H, W, 3) float32."""
-    level = rng.uniform(0.02, 0.12)
+    level = rng.uniform(0.01, 0.08)
     scale = max(shape) * rng.uniform(0.1, 0.3)
-    grey = level * (1 + 0.35 * _smooth_noise(shape, scale, rng))
+    grey = level * (1 + 0.3 * _smooth_noise(shape, scale, rng))
     grey = np.clip(grey, 0, 1).astype(np.float32)
     if not colour:
         return grey
@@ -277,5 +293,5 @@ def render_particle(
     )
     image = tray_background((side, side), rng, colour=colour)
     composite(image, rendered)
-    blur = rng.uniform(0.3, 0.8) * max(side / 128, 1.0)
+    blur = rng.uniform(0.3, 0.7)
     return add_sensor_noise(optical_blur(image, blur), rng), rendered.mask
