@@ -51,3 +51,9 @@ def test_invalid_class_threshold_names_its_label():
         DecisionRule(LABELS, 0.8, {"b": 0.4})
     with pytest.raises(ValueError, match="unknown label 'c'"):
         DecisionRule(LABELS, 0.8, {"c": 0.9})
+
+
+@pytest.mark.parametrize("reserved", ["unsure", "error"])
+def test_reserved_words_cannot_be_labels(reserved):
+    with pytest.raises(ValueError, match="reserved"):
+        DecisionRule(("a", reserved), 0.8)

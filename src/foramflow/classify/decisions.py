@@ -39,8 +39,9 @@ class DecisionRule:
             if label not in self.labels:
                 raise ValueError(f"class threshold for unknown label {label!r}")
             validate_threshold(value, what=f"class threshold of {label!r}")
-        if UNSURE in self.labels:
-            raise ValueError(f"{UNSURE!r} is reserved and cannot be a class label")
+        for reserved in (UNSURE, ERROR):
+            if reserved in self.labels:
+                raise ValueError(f"{reserved!r} is reserved and cannot be a class label")
 
     @property
     def per_class(self) -> np.ndarray:
