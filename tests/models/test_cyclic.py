@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from foramflow.models.base_cyclic import block_count
+from foramflow.models.cyclic import cyclic_pool, cyclic_roll, cyclic_slice
+from foramflow.models.registry import create_model, model_names
+
+
+@pytest.mark.parametrize(("width", "blocks"), [(64, 4), (128, 5), (256, 6)])
+def test_block_count(width, blocks):
+    assert block_count(width) == blocks
+
+
+@pytest.mark.parametrize("name", ["base_cyclic", "resnet_cyclic"])
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_cyclic_networks_are_invariant_to_right_angle_rotations(name, pool):
+    torch.manual_seed(0)
+    network = create_model(name, n_classes=4, input_size=32, channels=1, pool=pool).eval()
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        reference = network(x)
+        for k in (1, 2, 3):
+            rotated = network(torch.rot90(x, k, (2, 3)))
+            assert torch.allclose(rotated, reference, atol=1e-5), f"{k * 90}°"
+
+
+def test_plain_resnet_is_not_invariant():
+    torch.manual_seed(0)
+    network = create_model("resnet18", n_classes=4, input_size=32, channels=1).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(network(x), network(torch.rot90(x, 1, (2, 3))), atol=1e-4)
+
+
+def test_roll_commutes_with_rotating_the_input():
+    # Rotating the input by 90° shifts the four paths by one; roll must shift the same way.
+    x = torch.rand(2, 3, 8, 8)
+    paths = cyclic_slice(x)
+    shifted = cyclic_slice(torch.rot90(x, 1, (2, 3)))
+    rolled = cyclic_roll(paths).unflatten(0, (4, -1))
+    rolled_shifted = cyclic_roll(shifted).unflatten(0, (4, -1))
+    assert torch.equal(rolled_shifted, torch.roll(rolled, shifts=-1, dims=0))
+    assert rolled.shape == (4, 2, 12, 8, 8)
+
+
+def test_pool_modes():
+    x = torch.arange(8.0).reshape(8, 1)  # 4 paths × batch of 2
+    assert torch.equal(cyclic_pool(x, "max"), torch.tensor([[6.0], [7.0]]))
+    assert torch.equal(cyclic_pool(x, "mean"), torch.tensor([[3.0], [4.0]]))
+    with pytest.raises(ValueError):
+        cyclic_pool(x, "median")
+
+
+def test_registry_factory():
+    assert {"base_cyclic", "resnet_cyclic", "resnet18"} <= set(model_names())
+    network = create_model("base_cyclic", n_classes=5, input_size=64, channels=3, filters=4)
+    assert network(torch.rand(2, 3, 64, 64)).shape == (2, 5)
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("vgg99", n_classes=2, input_size=64, channels=1)

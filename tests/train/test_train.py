@@ -1,0 +1,122 @@
+"""End to end on a tiny learnable set: train, export, evaluate, and check the bundle."""
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from foramflow.imaging.preprocess import load_and_preprocess
+from foramflow.io.bundle import Bundle
+from foramflow.models.registry import create_model
+from foramflow.train.config import TrainConfig
+from foramflow.train.loop import RunFolderExists, Trainer
+from image_sets import write_shape_set
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    data = write_shape_set(tmp_path_factory.mktemp("learnable"), n_per_class=60)
+    out = tmp_path_factory.mktemp("runs") / "shapes"
+    config = TrainConfig(
+        data=str(data),
+        out=str(out),
+        input_size=32,
+        epochs=10,
+        batch_size=16,
+        min_per_class=10,
+        seed=0,
+        workers=1,
+    )
+    report = Trainer(config).run()
+    return config, out, report
+
+
+def test_tiny_set_is_learned(trained_run):
+    _, out, _ = trained_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.95
+    assert metrics["n_images"] == 36  # 20 % of 180
+
+
+def test_run_folder_holds_every_output(trained_run):
+    _, out, report = trained_run
+    for name in (
+        "config.yaml",
+        "log.csv",
+        "checkpoint_best.pt",
+        "checkpoint_last.pt",
+        "split.csv",
+        "bundle/model.onnx",
+        "bundle/model.json",
+        "bundle/network_info.xml",
+        "evaluation/confusion_matrix.csv",
+        "evaluation/confusion_matrix.png",
+        "evaluation/training_curves.png",
+        "evaluation/per_class_metrics.csv",
+    ):
+        assert (out / name).is_file(), name
+    log = pd.read_csv(out / "log.csv")
+    assert list(log["epoch"]) == list(range(1, 11))
+    html = report.read_text()
+    assert "Confusion matrix" in html and "data:image/png;base64," in html
+    assert TrainConfig.from_yaml(out / "config.yaml") == trained_run[0]
+
+
+def test_onnx_bundle_agrees_with_pytorch(trained_run):
+    _, out, _ = trained_run
+    bundle = Bundle.load(out / "bundle")
+    meta = bundle.meta
+    network = create_model(
+        meta["model"]["name"],
+        n_classes=len(meta["labels"]),
+        input_size=32,
+        channels=1,
+        **meta["model"]["params"],
+    )
+    network.load_state_dict(torch.load(out / "checkpoint_best.pt", weights_only=True))
+    network.eval()
+    paths = pd.read_csv(out / "split.csv")["path"][:40]
+    batch = np.stack([load_and_preprocess(p, bundle.spec) for p in paths])
+    onnx_probs = bundle.predict_batch(batch)
+    with torch.no_grad():
+        torch_probs = torch.softmax(network(torch.from_numpy(batch)), 1).numpy()
+    assert np.array_equal(onnx_probs.argmax(1), torch_probs.argmax(1))
+    assert np.abs(onnx_probs - torch_probs).max() < 1e-4
+
+
+def test_bundle_metadata_and_network_info(trained_run):
+    _, out, _ = trained_run
+    meta = json.loads((out / "bundle" / "model.json").read_text())
+    assert meta["labels"] == ["bar", "disc", "ring"]
+    assert meta["threshold"] == 0.8
+    assert meta["input"]["size"] == 32 and meta["input"]["channels"] == 1
+    assert meta["preprocessing"]["params"] == {"size": 32, "channels": 1}
+    assert len(meta["training_set"]["hash"]) == 64
+    assert np.array(meta["validation_confusion"]["matrix"]).sum() == 36
+    assert {"torch", "onnxruntime", "foramflow"} <= set(meta["software"])
+    root = ET.parse(out / "bundle" / "network_info.xml").getroot()
+    assert root.find("params/cnn").get("img_type") == "greyscale"
+    assert root.findtext("load/training_epochs") == "10"
+    assert root.find("load/training_time").get("unit") == "s"
+    assert [e.findtext("code") for e in root.iter("label")] == meta["labels"]
+
+
+def test_existing_run_folder_is_not_overwritten(trained_run):
+    config, _, _ = trained_run
+    with pytest.raises(RunFolderExists):
+        Trainer(config)
+
+
+def test_resume_continues_from_the_last_checkpoint(trained_run, tmp_path):
+    config, out, _ = trained_run
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    more = config.model_copy(update={"out": str(copy), "epochs": 11})
+    Trainer(more, resume=True).run()
+    log = pd.read_csv(copy / "log.csv")
+    assert list(log["epoch"]) == list(range(1, 12))
