@@ -255,7 +255,8 @@ def segment(
         0.35, help="Flag regions with at least this concavity as touching particles."
     ),
     split: bool = typer.Option(False, "--split", help="Split touching particles (watershed)."),
-    opening_px: int = typer.Option(2, help="Radius of the morphological opening, px."),
+    closing_px: int = typer.Option(3, help="Radius of the closing that bridges sutures, px."),
+    opening_px: int = typer.Option(2, help="Radius of the opening that removes specks, px."),
     masks: Path | None = typer.Option(None, help="Also write a mask per crop under this folder."),
     image_format: str = typer.Option("png", "--format", help="Crop format: png, jpg or tif."),
 ) -> None:
@@ -300,6 +301,7 @@ def segment(
         "max_concavity": max_concavity,
         "touching_concavity": touching_concavity,
         "split": split,
+        "closing_px": closing_px,
         "opening_px": opening_px,
     }
     writing = {"suffix": f".{image_format}", "masks": masks}

@@ -2,11 +2,11 @@
 
 Threshold the distance of each pixel's colour from the background (a fixed level, Otsu's
 automatic level, or a model made from an image of the empty tray); smooth the mask with a
-morphological opening; label connected regions; drop, and report, regions that touch the
-image border, are too small, or are too concave; flag touching particles by the depth of
-the notch between them and optionally split them with a watershed; then crop a square of
-side 2.2·r around each particle's centre of mass, r being its largest centre-to-edge
-distance, so that the particle can be rotated without clipping.
+morphological closing and opening; label connected regions; drop, and report, regions
+that touch the image border, are too small, or are too concave; flag touching particles
+by the depth of the notch between them and optionally split them with a watershed; then
+crop a square of side 2.2·r around each particle's centre of mass, r being its largest
+centre-to-edge distance, so that the particle can be rotated without clipping.
 """
 
 from __future__ import annotations
@@ -62,15 +62,18 @@ def particle_mask(
     deviation: np.ndarray,
     *,
     threshold: float | str = "auto",
+    closing_px: int = 3,
     opening_px: int = 2,
     smoothing_px: float = 1.0,
 ) -> tuple[np.ndarray, float]:
     """Binary particle mask from a background-deviation image.
 
     The deviation is smoothed by a Gaussian of ``smoothing_px``, thresholded at
-    ``threshold`` (a level in [0, 1], or ``"auto"`` for Otsu's), opened with a disc of
-    radius ``opening_px`` to remove specks and smooth outlines, and its holes are filled
-    (a particle is solid even where it shows the tray through it).
+    ``threshold`` (a level in [0, 1], or ``"auto"`` for Otsu's), closed with a disc of
+    radius ``closing_px`` so that dark sutures between chambers do not cut a shell in
+    pieces, opened with a disc of radius ``opening_px`` to remove specks and smooth
+    outlines, and its holes are filled (a particle is solid even where it shows the tray
+    through it).
 
     Returns ``(mask, threshold used)``.
     """
@@ -85,6 +88,9 @@ def particle_mask(
     else:
         level = float(threshold)
     mask = smooth > level
+    if closing_px > 0:
+        padded = ndi.binary_closing(np.pad(mask, closing_px), structure=disk(closing_px))
+        mask = padded[closing_px:-closing_px, closing_px:-closing_px]
     if opening_px > 0:
         mask = ndi.binary_opening(mask, structure=disk(opening_px))
     return ndi.binary_fill_holes(mask), level
@@ -116,6 +122,7 @@ def segment_image(
     max_concavity: float | None = None,
     touching_concavity: float = 0.35,
     split: bool = False,
+    closing_px: int = 3,
     opening_px: int = 2,
     depth_um: np.ndarray | None = None,
 ) -> dict:
@@ -134,7 +141,8 @@ def segment_image(
     touching_concavity : regions with at least this concavity are flagged ``touching``
         (the "double" class: two particles in contact).
     split : split touching regions with :func:`split_touching` instead of only flagging.
-    opening_px : radius of the morphological opening, px.
+    closing_px, opening_px : radii of the morphological closing and opening, px
+        (:func:`particle_mask`).
     depth_um : depth map from focus stacking, for ``thickness_um``.
 
     Returns
@@ -148,7 +156,9 @@ def segment_image(
     from skimage.measure import regionprops
 
     deviation, background_colour = background_deviation(image, background=background)
-    mask, level = particle_mask(deviation, threshold=threshold, opening_px=opening_px)
+    mask, level = particle_mask(
+        deviation, threshold=threshold, closing_px=closing_px, opening_px=opening_px
+    )
     labels = label_regions(mask)
     height, width = mask.shape
     um2_per_px = (1000.0 / pixels_per_mm) ** 2
