@@ -57,6 +57,10 @@ app.command("label-export")(label_commands.label_export)
 from foramflow.cli import classify_commands  # noqa: E402
 
 app.command("classify")(classify_commands.classify)
+from foramflow.cli import abundance_commands  # noqa: E402
+
+app.command("calibrate")(abundance_commands.calibrate)
+app.command("abundance")(abundance_commands.abundance)
 # -- end of commands --
 
 

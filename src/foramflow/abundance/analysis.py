@@ -1,0 +1,326 @@
+"""The whole abundance analysis of a core: from a predictions table to result tables.
+
+One function, :func:`analyse_core`, reads like the method: count per sample, group, compute
+relative abundances with intervals, correct them for the classifier's confusions (ACC and EM,
+see :mod:`foramflow.abundance.correction`), evaluate ratios, compare with human counts, and
+flag samples that look unlike the training set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foramflow.abundance import correction
+from foramflow.abundance.compare import agreement_by_sample, agreement_by_taxon
+from foramflow.abundance.counts import (
+    class_counts,
+    depth_to_age,
+    ratios,
+    relative_abundance,
+    sample_positions,
+)
+from foramflow.abundance.drift import DEFAULT_MAX_DISTANCE, drift_table
+from foramflow.abundance.groups import Grouping, Ratio
+from foramflow.evaluate.calibration import apply_class_bias
+
+PROB_PREFIX = "prob_"
+METHOD_NAMES = {"raw": "classify and count", "acc": "adjusted count (ACC)", "em": "EM prior"}
+
+
+@dataclass
+class Confusion:
+    """A validation confusion matrix (rows true, columns predicted) and its class labels."""
+
+    labels: list[str]
+    matrix: np.ndarray
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> Confusion | None:
+        """From a bundle's ``validation_confusion`` entry, or None when absent."""
+        entry = meta.get("validation_confusion")
+        if not entry:
+            return None
+        return cls(labels=list(entry["labels"]), matrix=np.asarray(entry["matrix"], int))
+
+    def reorder(self, labels: Sequence[str]) -> np.ndarray:
+        """The matrix with rows and columns in ``labels`` order."""
+        missing = [label for label in labels if label not in self.labels]
+        if missing:
+            raise ValueError(f"validation confusion matrix lacks class(es) {missing}")
+        index = [self.labels.index(label) for label in labels]
+        return self.matrix[np.ix_(index, index)]
+
+
+@dataclass
+class CoreAbundance:
+    """Every table of a core's abundance analysis (long tables: one row per sample × taxon)."""
+
+    positions: pd.DataFrame  # index sample; depth [, age]
+    axis: str  # the positions column used as the down-core axis
+    class_counts: pd.DataFrame
+    abundance: pd.DataFrame  # method, sample, taxon, fraction, low, high (+ counts for raw)
+    ratios: pd.DataFrame  # method, sample, ratio, value, low, high
+    drift: pd.DataFrame
+    human: pd.DataFrame | None = None  # sample, taxon, count, total, fraction, low, high
+    human_positions: pd.DataFrame | None = None
+    agreement_taxon: pd.DataFrame | None = None  # method, taxon, …
+    agreement_sample: pd.DataFrame | None = None  # method, sample, …
+    notes: list[str] = field(default_factory=list)
+
+
+def probability_labels(predictions: pd.DataFrame) -> list[str]:
+    """Class labels from the ``prob_<label>`` columns, in table order."""
+    return [c[len(PROB_PREFIX) :] for c in predictions.columns if c.startswith(PROB_PREFIX)]
+
+
+def _group_fractions(proportions: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    grouped = proportions @ matrix
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return grouped / grouped.sum(axis=-1, keepdims=True)
+
+
+def _ratio_values(proportions: np.ndarray, labels, grouping, definitions) -> np.ndarray:
+    """(…, R) ratio values from class proportions (…, K)."""
+    out = []
+    for ratio in definitions:
+        num, den = ratio.class_sets(grouping)
+        a = proportions[..., [i for i, c in enumerate(labels) if c in num]].sum(axis=-1)
+        b = proportions[..., [i for i, c in enumerate(labels) if c in den]].sum(axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(a / b)
+    return np.stack(out, axis=-1) if out else np.zeros((*proportions.shape[:-1], 0))
+
+
+def corrected_estimates(
+    predictions: pd.DataFrame,
+    *,
+    labels: Sequence[str],
+    confusion: np.ndarray,
+    grouping: Grouping,
+    ratio_definitions: Sequence[Ratio] = (),
+    class_bias=None,
+    level: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+    on_sample: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ACC and EM estimates per sample, grouped, with bootstrap percentile intervals.
+
+    Every image that was classified counts with its top class, whatever the threshold: the
+    validation confusion matrix describes top-class predictions, and the correction, not a
+    threshold, deals with the doubtful images. ``class_bias`` (K,), from ``foramflow
+    calibrate``, is applied to the probabilities before EM
+    (:func:`foramflow.evaluate.calibration.fit_class_bias`).
+    """
+    rng = np.random.default_rng(seed)
+    labels = list(labels)
+    groups, matrix = grouping.matrix(labels)
+    train_prior = confusion.sum(axis=1)
+    prob_columns = [PROB_PREFIX + label for label in labels]
+    ok = predictions[predictions["status"] != "error"]
+    abundance_rows, ratio_rows = [], []
+    for sample, group in ok.groupby("sample", sort=False):
+        probs = group[prob_columns].to_numpy(float)
+        predicted = np.bincount(probs.argmax(axis=1), minlength=len(labels))
+        if class_bias is not None:
+            probs = apply_class_bias(probs, class_bias)
+        estimates = {
+            "acc": (
+                correction.adjusted_classify_and_count(
+                    predicted, correction.confusion_rates(confusion)
+                ),
+                correction.acc_bootstrap(predicted, confusion, n_boot=n_boot, rng=rng),
+            ),
+            "em": (
+                correction.em_prior_adjustment(probs, train_prior),
+                correction.em_bootstrap(probs, train_prior, n_boot=n_boot, rng=rng),
+            ),
+        }
+        for method, (estimate, replicates) in estimates.items():
+            fraction = _group_fractions(estimate, matrix)
+            low, high = correction.percentile_interval(
+                _group_fractions(replicates, matrix), level=level
+            )
+            abundance_rows.append(
+                pd.DataFrame(
+                    {
+                        "method": method,
+                        "sample": sample,
+                        "taxon": groups,
+                        "fraction": fraction,
+                        "low": low,
+                        "high": high,
+                    }
+                )
+            )
+            if ratio_definitions:
+                value = _ratio_values(estimate, labels, grouping, ratio_definitions)
+                low, high = correction.percentile_interval(
+                    _ratio_values(replicates, labels, grouping, ratio_definitions), level=level
+                )
+                ratio_rows.append(
+                    pd.DataFrame(
+                        {
+                            "method": method,
+                            "sample": sample,
+                            "ratio": [r.name for r in ratio_definitions],
+                            "value": value,
+                            "low": low,
+                            "high": high,
+                        }
+                    )
+                )
+        if on_sample:
+            on_sample(sample)
+    ratio_table = pd.concat(ratio_rows, ignore_index=True) if ratio_rows else pd.DataFrame()
+    return pd.concat(abundance_rows, ignore_index=True), ratio_table
+
+
+def analyse_core(
+    predictions: pd.DataFrame,
+    *,
+    grouping: Grouping | None = None,
+    ratio_definitions: Sequence[Ratio] = (),
+    confusion: Confusion | None = None,
+    human: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+    age_model: pd.DataFrame | None = None,
+    level: float = 0.95,
+    interval_method: str = "wilson",
+    n_boot: int = 1000,
+    seed: int = 0,
+    class_bias: dict[str, float] | None = None,
+    drift_reference=None,
+    max_drift: float = DEFAULT_MAX_DISTANCE,
+    on_sample: Callable[[str], None] | None = None,
+) -> CoreAbundance:
+    """Run the full abundance analysis of one core.
+
+    Parameters
+    ----------
+    predictions
+        The ``classify`` predictions table.
+    grouping, ratio_definitions
+        Reported groups and ratios (default: every class its own group, ``unsure`` excluded).
+    confusion
+        Validation confusion matrix of the model; without it no correction is made.
+    human
+        ``(counts, positions)`` from :func:`foramflow.abundance.compare.read_human_counts`.
+    age_model
+        Depth–age table from :func:`foramflow.abundance.counts.read_age_model`; the axis
+        becomes age.
+    level, interval_method, n_boot, seed
+        Interval level, binomial interval for counts, bootstrap replicates and seed for the
+        corrected estimates.
+    class_bias
+        Per-class log-offsets from the bundle's calibration, applied before EM.
+    drift_reference, max_drift
+        See :func:`foramflow.abundance.drift.drift_table`.
+    """
+    grouping = grouping or Grouping()
+    labels = probability_labels(predictions)
+    notes = []
+    positions = sample_positions(predictions)
+    axis = "depth"
+    if age_model is not None:
+        axis = str(age_model.columns[1])
+        positions[axis] = depth_to_age(positions["depth"], age_model)
+    if positions[axis].isna().all():
+        axis = "sample order"
+        positions = positions.sort_index()
+        positions[axis] = np.arange(len(positions), dtype=float)
+        notes.append("No sample has a known depth: samples are plotted in name order.")
+
+    counts = class_counts(predictions, labels).reindex(positions.index)
+    raw = relative_abundance(counts, grouping, level=level, method=interval_method)
+    raw.insert(0, "method", "raw")
+    raw_ratios = ratios(counts, grouping, ratio_definitions, level=level, method=interval_method)
+    raw_ratios.insert(0, "method", "raw")
+    abundance, ratio_table = [raw], [raw_ratios]
+
+    if confusion is None:
+        notes.append("The model bundle holds no validation confusion matrix: no correction.")
+    elif not labels:
+        notes.append("The predictions hold no class probabilities: no correction.")
+    else:
+        corrected, corrected_ratios = corrected_estimates(
+            predictions,
+            labels=labels,
+            confusion=confusion.reorder(labels),
+            grouping=grouping,
+            ratio_definitions=ratio_definitions,
+            class_bias=None if not class_bias else [class_bias.get(c, 0.0) for c in labels],
+            level=level,
+            n_boot=n_boot,
+            seed=seed,
+            on_sample=on_sample,
+        )
+        abundance.append(corrected)
+        ratio_table.append(corrected_ratios)
+
+    result = CoreAbundance(
+        positions=positions,
+        axis=axis,
+        class_counts=counts,
+        abundance=pd.concat(abundance, ignore_index=True),
+        ratios=pd.concat(ratio_table, ignore_index=True),
+        drift=drift_table(predictions, reference=drift_reference, max_distance=max_drift).reindex(
+            positions.index
+        ),
+        notes=notes,
+    )
+    if human is not None:
+        _add_human(result, human, grouping, age_model, level, interval_method)
+    return result
+
+
+def _add_human(result, human, grouping, age_model, level, interval_method) -> None:
+    counts, positions = human
+    result.human = relative_abundance(counts, grouping, level=level, method=interval_method)
+    positions = positions.reindex(counts.index)
+    if "depth" not in positions:
+        positions["depth"] = result.positions["depth"].reindex(counts.index)
+    if result.axis not in positions:
+        if age_model is not None:
+            positions[result.axis] = depth_to_age(positions["depth"], age_model)
+        else:
+            positions[result.axis] = result.positions[result.axis].reindex(counts.index)
+    result.human_positions = positions
+    by_taxon, by_sample = [], []
+    for method, table in result.abundance.groupby("method", sort=False):
+        by_taxon.append(agreement_by_taxon(table, result.human).reset_index())
+        by_sample.append(agreement_by_sample(table, result.human).reset_index())
+        by_taxon[-1].insert(0, "method", method)
+        by_sample[-1].insert(0, "method", method)
+    result.agreement_taxon = pd.concat(by_taxon, ignore_index=True)
+    result.agreement_sample = pd.concat(by_sample, ignore_index=True)
+    if result.agreement_sample.empty:
+        result.notes.append("No sample name is shared with the human counts: no agreement.")
+
+
+def write_tables(result: CoreAbundance, out_dir: Path) -> list[Path]:
+    """Write every table of ``result`` as CSV into ``out_dir``; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = {
+        "class_counts.csv": result.class_counts,
+        "abundance.csv": result.abundance.merge(
+            result.positions, left_on="sample", right_index=True, how="left"
+        ),
+        "ratios.csv": result.ratios,
+        "drift.csv": result.drift,
+        "human_abundance.csv": result.human,
+        "agreement_by_taxon.csv": result.agreement_taxon,
+        "agreement_by_sample.csv": result.agreement_sample,
+    }
+    written = []
+    for name, table in tables.items():
+        if table is None or table.empty:
+            continue
+        keep_index = table.index.name is not None
+        table.to_csv(out_dir / name, index=keep_index)
+        written.append(out_dir / name)
+    return written
