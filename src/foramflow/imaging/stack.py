@@ -42,36 +42,42 @@ def focus_measure(image: np.ndarray, *, sigma: float = 1.0, window: float = 2.0)
     return ndi.gaussian_filter(response * response, window)
 
 
-def sharpness(image: np.ndarray, *, sigma: float = 1.0) -> float:
-    """Whole-image sharpness: variance of the Laplacian of Gaussian of the luma.
+def sharpness(image: np.ndarray, *, sigma: float = 1.0, mask: np.ndarray | None = None) -> float:
+    """Sharpness score: variance of the Laplacian of Gaussian of the luma.
 
     The usual "variance of the Laplacian" focus score (Pech-Pacheco et al. 2000), with a
-    small Gaussian (``sigma`` px) so that pixel noise and JPEG blocks count less than detail.
+    small Gaussian (``sigma`` px) so that pixel noise and JPEG blocks count less than detail;
+    over the whole image, or over ``mask`` (e.g. the particle) only.
     """
-    return float(np.var(ndi.gaussian_laplace(luma(image).astype(np.float32), sigma)))
+    response = ndi.gaussian_laplace(luma(image).astype(np.float32), sigma)
+    return float(np.var(response if mask is None else response[mask]))
 
 
-def plane_shifts(planes: np.ndarray, *, upsample_factor: int = 10) -> np.ndarray:
+def plane_shifts(planes: np.ndarray, *, upsample_factor: int = 4) -> np.ndarray:
     """Shift (dy, dx) in px that aligns each plane with the middle plane, shape (P, 2).
 
-    Neighbouring planes are registered by phase correlation and the steps are chained
-    outward from the middle plane.
+    Neighbouring planes are registered by phase correlation (to 1/``upsample_factor`` px)
+    and the steps are chained outward from the middle plane.
     """
     from skimage.registration import phase_cross_correlation
 
-    grey = [luma(plane) for plane in planes]
-    middle = len(grey) // 2
-    shifts = np.zeros((len(grey), 2))
-    for index in range(middle + 1, len(grey)):
-        step, _, _ = phase_cross_correlation(
-            grey[index - 1], grey[index], upsample_factor=upsample_factor, normalization=None
-        )
-        shifts[index] = shifts[index - 1] + step
+    spectra = [np.fft.fft2(luma(plane)) for plane in planes]
+    middle = len(spectra) // 2
+    shifts = np.zeros((len(spectra), 2))
+
+    def step(reference: int, moving: int) -> np.ndarray:
+        return phase_cross_correlation(
+            spectra[reference],
+            spectra[moving],
+            upsample_factor=upsample_factor,
+            space="fourier",
+            normalization=None,
+        )[0]
+
+    for index in range(middle + 1, len(spectra)):
+        shifts[index] = shifts[index - 1] + step(index - 1, index)
     for index in range(middle - 1, -1, -1):
-        step, _, _ = phase_cross_correlation(
-            grey[index + 1], grey[index], upsample_factor=upsample_factor, normalization=None
-        )
-        shifts[index] = shifts[index + 1] + step
+        shifts[index] = shifts[index + 1] + step(index + 1, index)
     return shifts
 
 
