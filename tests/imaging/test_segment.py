@@ -269,3 +269,22 @@ def test_generated_foraminifera_slide_count_and_doubles():
     assert found.label.is_unique
     doubles = (truth["class"] == "double").to_numpy()
     assert found.touching[doubles].all()
+
+
+# Particles counted by eye on the four tray photos (whole particles, not cut by the edge).
+TRAY_COUNTS_BY_EYE = {
+    "multi_bones_DSC_0049": 25,
+    "multi_bones_DSC_0050": 24,
+    "multi_rocks_DSC_0049": 25,
+    "multi_rocks_DSC_0050": 28,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAY_COUNTS_BY_EYE))
+def test_real_tray_photo_counts(shared_data, name):
+    from foramflow.io.images import read_image
+
+    path = shared_data / "rcos_bones_rocks" / "multi_particle_slides" / f"{name}.png"
+    # No scale on the photos: particles of about 2 mm are about 40 px, so 20 px/mm.
+    result = segment_image(read_image(path), pixels_per_mm=20.0, min_area_um2=200_000)
+    assert abs(len(result["particles"]) - TRAY_COUNTS_BY_EYE[name]) <= 1

@@ -156,3 +156,20 @@ def test_sharpness_and_focus_measure_prefer_the_sharp_image(dome):
 def test_rejects_a_single_plane():
     with pytest.raises(ValueError, match="at least 2 planes"):
         fuse_stack(np.zeros((1, 8, 8)))
+
+
+def test_real_automorph_stack_is_as_sharp_as_the_commercial_stacker(shared_data):
+    from foramflow.imaging.segment import segment_image
+    from foramflow.io.images import read_image
+
+    folder = shared_data / "automorph_zstack" / "run3d" / "final" / "stripped"
+    folder = folder / "IP.307717_obj00002"
+    planes = np.stack([read_image(p) for p in sorted(folder.glob("*_plane*.jpg"))])
+    fused = fuse_stack(planes)["image"]
+    particles = segment_image(fused, pixels_per_mm=1000.0, min_area_um2=10_000)
+    assert len(particles["particles"]) == 1
+    specimen = particles["labels"] > 0
+    commercial = read_image(folder / "ZS.tif")
+    ours = sharpness(fused, mask=specimen)
+    assert ours > 0.9 * sharpness(commercial, mask=specimen)
+    assert ours > max(sharpness(plane, mask=specimen) for plane in planes)
