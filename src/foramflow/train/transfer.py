@@ -1,0 +1,438 @@
+"""Transfer learning (METHOD §4): cached head features, a tail trained in seconds, one bundle.
+
+A run: preprocess and split the set as the full networks do (:func:`prepare_data`);
+compute each image's head vector once — and optionally vectors of N augmented copies of
+each training image — through the feature cache; train the tail on the vectors with the
+same loss, class weights, batch size, Adam and ALRS schedule as the full networks; join
+head and tail into one network and export, evaluate and report it as any other run
+(:func:`export_and_evaluate`). The run folder is that of :mod:`foramflow.train.loop`, with
+no ``checkpoint_last.pt``: a run that stops is simply run again, and every vector already
+computed comes from the cache. The bundle also holds ``reference_features.npz``, the
+vectors of the labelled images, for ``foramflow similar``.
+"""
+
+from __future__ import annotations
+
+import copy as copying
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+
+from foramflow.data.augment import augment_batch
+from foramflow.data.split import class_weights
+from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
+from foramflow.io.bundle import META_FILE, Bundle, update_bundle_meta
+from foramflow.io.images import ImageReadError
+from foramflow.models.backbones import file_sha256, get_backbone, resolve_weights
+from foramflow.models.registry import create_model, get_entry
+from foramflow.models.transfer import TAIL_DROPOUT, TransferHead, TransferNetwork
+from foramflow.train.config import TrainConfig
+from foramflow.train.feature_cache import (
+    ExtractorSpec,
+    FeatureCache,
+    ReferenceSet,
+    default_cache_root,
+    image_sha256,
+)
+from foramflow.train.finish import export_and_evaluate
+from foramflow.train.loop import PreparedData, Trainer, _progress, prepare_data
+from foramflow.train.schedule import ALRS, Decision, default_window_epochs
+
+REFERENCE_FILE = "reference_features.npz"
+_CHUNK = 256  # images per cache write: an interruption loses at most this many vectors
+
+
+def trainer_class(model: str) -> type[Trainer]:
+    """The trainer for a registered model: full networks or transfer learning."""
+    return TransferTrainer if get_entry(model).kind == "transfer" else Trainer
+
+
+# -- feature extraction --------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def extract_features(
+    head: TransferHead,
+    images: np.ndarray,
+    *,
+    device: torch.device,
+    bf16: bool,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Head vectors (N, F) float32 of preprocessed images (N, C, S, S): the backbone's work."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32))
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(head(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, head.features), np.float32)
+
+
+def augmented_copies(images: np.ndarray, hashes: Sequence[str], copy: int) -> np.ndarray:
+    """Augmented copy number ``copy`` of each image, identical for the same bytes in every run.
+
+    Each image draws its rotation, zoom, gamma and gain from a generator seeded by its own
+    hash and the copy number, so a cached vector always describes the same copy.
+    """
+    out = np.empty(images.shape, dtype=np.float32)
+    for i, (image, sha) in enumerate(zip(images, hashes, strict=True)):
+        seed = int(hashlib.sha256(f"{sha}:{copy}".encode()).hexdigest()[:15], 16)
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.from_numpy(np.asarray(image[None], dtype=np.float32))
+        out[i] = augment_batch(x, generator=generator)[0].numpy()
+    return out
+
+
+def cached_features(
+    cache: FeatureCache,
+    head: TransferHead,
+    images: np.ndarray,
+    hashes: Sequence[str],
+    *,
+    copy: int = 0,
+    device: torch.device,
+    bf16: bool,
+    console: Console,
+) -> tuple[np.ndarray, int, float]:
+    """Vectors (N, F) of ``images`` (copy 0) or of their augmented copy, from the cache where
+    present, computed and stored otherwise. Returns (vectors, number computed, seconds spent
+    computing)."""
+    found = cache.get(hashes, copy)
+    first: dict[str, int] = {}
+    for i, sha in enumerate(hashes):
+        if sha not in found:
+            first.setdefault(sha, i)  # identical files are computed once
+    missing = list(first.values())
+    seconds = 0.0
+    if missing:
+        what = "Computing features" if copy == 0 else f"Computing features, copy {copy}"
+        with _progress(console) as progress:
+            task = progress.add_task(what, total=len(missing))
+            for start in range(0, len(missing), _CHUNK):
+                index = missing[start : start + _CHUNK]
+                chunk_hashes = [hashes[i] for i in index]
+                batch = images[index]
+                if copy:
+                    batch = augmented_copies(batch, chunk_hashes, copy)
+                began = time.perf_counter()
+                vectors = extract_features(head, batch, device=device, bf16=bf16)
+                seconds += time.perf_counter() - began
+                cache.put(chunk_hashes, vectors, copy)
+                found.update(zip(chunk_hashes, vectors))
+                progress.advance(task, len(index))
+    return np.stack([found[sha] for sha in hashes]), len(missing), seconds
+
+
+def build_head(spec: ExtractorSpec, weights: str | Path) -> TransferHead:
+    """The head described by ``spec``, with its weights file (see :func:`find_weights`)."""
+    return TransferHead(
+        spec.backbone,
+        input_size=spec.input_size,
+        cyclic=spec.cyclic,
+        pool=spec.pool,
+        weights=weights,
+    )
+
+
+def embed_paths(
+    head: TransferHead, paths: Sequence[str | Path], spec: ExtractorSpec
+) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
+    """Head vectors of image files: (vectors of the readable ones, their paths, {bad: reason})."""
+    preprocess = PreprocessSpec.from_dict(spec.preprocessing)
+    arrays, ok, bad = [], [], {}
+    for path in map(Path, paths):
+        try:
+            arrays.append(load_and_preprocess(path, preprocess))
+            ok.append(path)
+        except ImageReadError as err:
+            bad[path] = err.reason
+    if not arrays:
+        return np.zeros((0, head.features), np.float32), ok, bad
+    bf16 = spec.precision == "bf16"
+    vectors = extract_features(head, np.stack(arrays), device=torch.device("cpu"), bf16=bf16)
+    return vectors, ok, bad
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+class TransferTrainer(Trainer):
+    """A transfer-learning run; ``run()`` extracts (or reuses) features, trains the tail,
+    then exports and evaluates the joined network."""
+
+    def __init__(
+        self, config: TrainConfig, *, console: Console | None = None, resume: bool = False
+    ):
+        if resume:
+            raise ValueError(
+                "transfer runs do not resume: start again with a new --out "
+                "(features already computed come from the cache)"
+            )
+        build = get_entry(config.model).build
+        self.backbone = build.backbone
+        self.weights = resolve_weights(self.backbone, config.weights)
+        super().__init__(config, console=console)
+        self.cache_root = Path(config.feature_cache or default_cache_root())
+
+    def run(self) -> Path:
+        c = self.config
+        torch.manual_seed(c.seed)
+        if self.device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        c.to_yaml(self.out / "config.yaml")
+        data = prepare_data(c, self.console)
+        self.data = data
+        self._write_split(data)
+        classes = data.image_set.classes
+        started = time.perf_counter()
+        self.model_params = {
+            "cyclic": c.cyclic,
+            "pool": c.pool,
+            "dense": c.dense,
+            "dropout": list(TAIL_DROPOUT),
+        }
+        network = create_model(
+            c.model,
+            n_classes=len(classes),
+            input_size=c.input_size,
+            channels=c.channels,
+            weights=str(self.weights),
+            **self.model_params,
+        )
+        head = network.head.to(self.device).to(memory_format=torch.channels_last)
+        hashes = [image_sha256(p) for p in data.paths]
+        features, train_x, train_y, stats = self._features(head, data, hashes)
+        stats["extraction_s"] = time.perf_counter() - started
+
+        train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a 1M-parameter MLP gains nothing from threads, and a busy
+        try:  # machine makes their synchronisation cost ten times the work
+            state = self._fit_tail(network, train_x, train_y, features, data, train_counts)
+        finally:
+            torch.set_num_threads(threads)
+        state["seconds"] += stats["extraction_s"]  # METHOD §6: training time includes features
+        network.cpu()
+        torch.save(network.state_dict(), self.out / "checkpoint_best.pt")
+        report = export_and_evaluate(
+            network,
+            data,
+            config=c.model_copy(update={"augment": c.augmented_copies > 0}),
+            out=self.out,
+            model_params=self.model_params,
+            train_counts=train_counts,
+            state=state,
+            console=self.console,
+        )
+        bundle = self.out / "bundle"
+        ReferenceSet(
+            vectors=features,
+            sha256=np.array(hashes, dtype=str),
+            paths=np.array([str(p) for p in data.paths], dtype=str),
+            labels=np.array([classes[k] for k in data.labels], dtype=str),
+        ).save(bundle / REFERENCE_FILE)
+        update_bundle_meta(
+            bundle,
+            transfer={
+                "extractor": asdict(self.spec),
+                "extractor_key": self.spec.key(),
+                "weights_path": str(self.weights),
+                "feature_cache": str(self.cache_folder),
+                "reference_file": REFERENCE_FILE,
+                "augmented_copies": c.augmented_copies,
+                "tail_training_s": state["tail_s"],
+                **stats,
+            },
+        )
+        return report
+
+    def _features(self, head: TransferHead, data: PreparedData, hashes: list[str]):
+        """(vectors of every image, tail training inputs and labels, extraction statistics)."""
+        c = self.config
+        self.spec = ExtractorSpec(
+            backbone=self.backbone,
+            weights_sha256=file_sha256(self.weights),
+            preprocessing=PreprocessSpec(size=c.input_size, channels=c.channels).to_dict(),
+            cyclic=c.cyclic,
+            pool=c.pool,
+            precision="bf16" if self.bf16 else "fp32",
+        )
+        kwargs = {"device": self.device, "bf16": self.bf16, "console": self.console}
+        with FeatureCache.open(
+            self.cache_root, self.spec, dim=head.features, weights_path=self.weights
+        ) as cache:
+            self.cache_folder = cache.folder
+            features, computed, seconds = cached_features(
+                cache, head, data.images, hashes, **kwargs
+            )
+            train_hashes = [hashes[i] for i in data.train_index]
+            train_x, train_y = [features[data.train_index]], [data.labels[data.train_index]]
+            for k in range(1, c.augmented_copies + 1):
+                vectors, n, s = cached_features(
+                    cache, head, data.images[data.train_index], train_hashes, copy=k, **kwargs
+                )
+                train_x.append(vectors)
+                train_y.append(data.labels[data.train_index])
+                computed, seconds = computed + n, seconds + s
+            names = data.image_set.classes
+            cache.record_images(hashes, data.paths, [names[k] for k in data.labels])
+        total = len(hashes) + c.augmented_copies * len(train_hashes)
+        self.console.print(
+            f"Features: {total - computed} from the cache, {computed} computed"
+            + (f" ({computed / seconds:.1f} images/s)" if computed else "")
+            + f"; cache {self.cache_folder}"
+        )
+        stats = {
+            "vectors_cached": total - computed,
+            "vectors_computed": computed,
+            "compute_s": seconds,
+            "images_per_s": computed / seconds if computed else None,
+        }
+        return features, np.concatenate(train_x), np.concatenate(train_y), stats
+
+    def _fit_tail(self, network: TransferNetwork, train_x, train_y, features, data, train_counts):
+        """Train the tail on vectors; keep the best epoch by validation accuracy (then loss)."""
+        c = self.config
+        tail = network.tail.to(self.device)
+        weights = torch.tensor(class_weights(np.maximum(train_counts, 1)), dtype=torch.float32)
+        weights = weights.to(self.device)
+        x, y = torch.from_numpy(train_x).to(self.device), torch.from_numpy(train_y).to(self.device)
+        val_x = torch.from_numpy(features[data.val_index]).to(self.device)
+        val_y = torch.from_numpy(data.labels[data.val_index]).to(self.device)
+        optimizer = torch.optim.Adam(tail.parameters(), lr=c.learning_rate)
+        n, batch_size = len(y), min(c.batch_size, len(y))
+        n_batches = -(-n // batch_size)
+        window_epochs = c.alrs_window_epochs or default_window_epochs(len(data.train_index))
+        schedule = (
+            None
+            if c.epochs
+            else ALRS(window=max(3, window_epochs * n_batches), max_drops=c.alrs_drops)
+        )
+        generator = torch.Generator().manual_seed(c.seed)
+        state = {"epoch": 0, "best_accuracy": -1.0, "best_loss": float("inf"), "seconds": 0.0}
+        best = copying.deepcopy(tail.state_dict())
+        last_epoch, stop = c.epochs or c.max_epochs, False
+        with _progress(self.console, "loss", "val_acc", "lr") as progress:
+            task = progress.add_task(
+                "Training the tail",
+                total=last_epoch,
+                loss="-",
+                val_acc="-",
+                lr=f"{c.learning_rate:.2g}",
+            )
+            while not stop and state["epoch"] < last_epoch:
+                epoch, start = state["epoch"] + 1, time.perf_counter()
+                tail.train()
+                order = torch.randperm(n, generator=generator).to(self.device)
+                loss_sum, correct = 0.0, 0
+                for b in range(n_batches):
+                    index = order[b * batch_size : (b + 1) * batch_size]
+                    logits = tail(x[index])
+                    loss = F.cross_entropy(logits, y[index], weight=weights)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += loss.item() * len(index)
+                    correct += int((logits.argmax(1) == y[index]).sum())
+                    if schedule is not None:
+                        decision = schedule.step(loss.item())
+                        if decision is Decision.STOP:
+                            stop = True
+                            break
+                        if decision is Decision.DROP:
+                            for group in optimizer.param_groups:
+                                group["lr"] *= schedule.factor
+                seen = min(n, (b + 1) * batch_size)
+                tail.eval()
+                with torch.no_grad():
+                    val_logits = tail(val_x)
+                val_loss = float(F.cross_entropy(val_logits, val_y)) if len(val_y) else float("nan")
+                val_accuracy = float((val_logits.argmax(1) == val_y).float().mean())
+                seconds = time.perf_counter() - start
+                state.update(epoch=epoch, seconds=state["seconds"] + seconds, stopped=stop)
+                self._append_log(
+                    {
+                        "epoch": epoch,
+                        "train_loss": loss_sum / seen,
+                        "train_accuracy": correct / seen,
+                        "val_loss": val_loss,
+                        "val_accuracy": val_accuracy,
+                        "learning_rate": optimizer.param_groups[0]["lr"],
+                        "seconds": seconds,
+                        "train_images_per_s": seen / seconds,
+                        "alrs_p_decreasing": schedule.last_probability
+                        if schedule
+                        else float("nan"),
+                        "alrs_drops": schedule.drops if schedule else 0,
+                    }
+                )
+                if (val_accuracy, -val_loss) > (state["best_accuracy"], -state["best_loss"]):
+                    state.update(best_accuracy=val_accuracy, best_loss=val_loss, best_epoch=epoch)
+                    best = copying.deepcopy(tail.state_dict())
+                progress.update(
+                    task,
+                    advance=1,
+                    loss=f"{loss_sum / seen:.3f}",
+                    val_acc=f"{val_accuracy:.3f}",
+                    lr=f"{optimizer.param_groups[0]['lr']:.2g}",
+                )
+        tail.load_state_dict(best)
+        state["tail_s"] = state["seconds"]
+        self.console.print(
+            f"Tail trained: {state['epoch']} epochs in {state['tail_s']:.1f} s, best validation "
+            f"accuracy {state['best_accuracy']:.3f} (epoch {state['best_epoch']})"
+        )
+        return state
+
+
+# -- nearest labelled images ---------------------------------------------------------------
+
+
+def open_reference(source: str | Path) -> tuple[ReferenceSet, ExtractorSpec, str | None]:
+    """(labelled images with vectors, their extractor, its recorded weights file) of a
+    transfer-learning bundle folder or a feature cache."""
+    source = Path(source)
+    if source.is_file():
+        raise ValueError(f"{source}: unpack the bundle .zip into a folder first")
+    if (source / META_FILE).is_file():
+        meta = Bundle.load(source).meta
+        transfer = meta.get("transfer")
+        if not transfer:
+            raise ValueError(
+                f"{source}: not a transfer-learning bundle (model {meta['model']['name']!r}); "
+                "train one with --model efficientnet_lite0_tl"
+            )
+        reference = source / transfer["reference_file"]
+        if not reference.is_file():
+            raise FileNotFoundError(f"{reference}: missing; use the feature cache instead")
+        spec = ExtractorSpec(**transfer["extractor"])
+        return ReferenceSet.load(reference), spec, transfer.get("weights_path")
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such bundle or feature cache")
+    with FeatureCache.find(source) as cache:
+        return cache.labelled(), cache.spec, cache.weights_path
+
+
+def find_weights(spec: ExtractorSpec, recorded: str | None, given: str | Path | None) -> Path:
+    """The weights file behind ``spec``: the given one, else the recorded one, else the
+    backbone's installed default, whichever exists and has the recorded hash."""
+    candidates = [given] if given else [recorded, get_backbone(spec.backbone).default_weights()]
+    for candidate in filter(None, candidates):
+        path = Path(candidate)
+        if path.is_file() and file_sha256(path) == spec.weights_sha256:
+            return path
+    if given:
+        raise ValueError(f"{given}: not the weights file these features were computed with")
+    raise FileNotFoundError(
+        f"the {spec.backbone} weights these features were computed with are not at "
+        f"{recorded}; pass --weights PATH"
+    )
