@@ -46,6 +46,9 @@ app.command("train")(train_commands.train)
 app.command("evaluate")(train_commands.evaluate)
 app.command("export")(train_commands.export)
 app.command("predict")(train_commands.predict)
+from foramflow.cli import similar_commands  # noqa: E402
+
+app.command("similar")(similar_commands.similar)
 from foramflow.cli import synthetic_commands  # noqa: E402
 
 app.add_typer(synthetic_commands.app, name="synth")
