@@ -47,7 +47,7 @@ class ImageSet:
 
 
 def scan_folder(root: str | Path) -> list[tuple[Path, str]]:
-    """(path, class) for each image under ``root/<class>/`` (recursively), hidden entries skipped."""
+    """(path, class) for each image under ``root/<class>/``, recursively; hidden entries skipped."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: training-set folder not found")

@@ -86,7 +86,7 @@ def prepare_data(config: TrainConfig, console: Console) -> PreparedData:
             on_progress=lambda n: progress.advance(task, n),
         )
     for path, reason in skipped.items():
-        console.print(f"[yellow]skipped[/] {path}: {reason}")
+        console.print(f"[yellow]skipped[/] {path}: {reason}", soft_wrap=True)
     labels = image_set.labels[ok]
     train_index, val_index = stratified_split(
         labels, val_fraction=config.val_fraction, seed=config.seed
