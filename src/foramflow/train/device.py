@@ -34,3 +34,27 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return cpu_has_bf16()
+
+
+class CompiledOrEager:
+    """Call a torch.compile'd network, falling back to the plain one if compilation fails.
+
+    Compilation (a C++ toolchain turning the graph into fused kernels) fuses the cyclic
+    roll's copies and batch norm with ReLU; it costs a minute or two once, so it pays off
+    only on long runs. Where no compiler works, training goes on uncompiled.
+    """
+
+    def __init__(self, network: torch.nn.Module, warn):
+        self.network = network
+        self._compiled = torch.compile(network)
+        self._warn = warn
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._compiled is None:
+            return self.network(x)
+        try:
+            return self._compiled(x)
+        except Exception as err:
+            self._warn(f"torch.compile failed ({type(err).__name__}); training uncompiled")
+            self._compiled = None
+            return self.network(x)

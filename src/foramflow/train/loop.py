@@ -33,7 +33,7 @@ from foramflow.data.split import class_weights, stratified_split
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.models.registry import create_model, get_entry
 from foramflow.train.config import TrainConfig
-from foramflow.train.device import resolve_device, use_bf16
+from foramflow.train.device import CompiledOrEager, resolve_device, use_bf16
 from foramflow.train.finish import export_and_evaluate
 from foramflow.train.schedule import ALRS, Decision, default_window_epochs
 
@@ -229,6 +229,10 @@ class Trainer:
         batch_size = min(c.batch_size, n)
         n_batches = max(1, n // batch_size)  # drop the ragged last batch: BN needs > 1 sample
         stop = state.get("stopped", False)
+        train_step = network
+        if c.compile == "on" or (c.compile == "auto" and n >= 5000):
+            train_step = CompiledOrEager(network, lambda m: self.console.print(f"[yellow]{m}"))
+            self.console.print("Compiling the network (once, about a minute) …")
         with _progress(self.console, "loss", "acc", "lr") as progress:
             while not stop and state["epoch"] < last_epoch:
                 epoch = state["epoch"] + 1
@@ -252,7 +256,7 @@ class Trainer:
                         with torch.autocast(
                             self.device.type, dtype=torch.bfloat16, enabled=self.bf16
                         ):
-                            logits = network(x)
+                            logits = train_step(x)
                         loss = F.cross_entropy(logits.float(), y, weight=weights)
                         optimizer.zero_grad(set_to_none=True)
                         loss.backward()
