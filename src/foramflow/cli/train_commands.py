@@ -19,49 +19,64 @@ def train(
         None, help="Training set: a folder per class, or a ParticleTrieur project .xml."
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder to create."),
-    model: str | None = typer.Option(None, help=f"Network [default: base_cyclic]; {_MODEL_HELP}."),
-    input_size: int | None = typer.Option(None, help="Input width in pixels [default: 128]."),
-    filters: int | None = typer.Option(None, help="Filters in the first block [default: 8]."),
+    model: str | None = typer.Option(None, help=f"Network (default: base_cyclic); {_MODEL_HELP}."),
+    input_size: int | None = typer.Option(None, help="Input width in pixels (default: 128)."),
+    filters: int | None = typer.Option(None, help="Filters in the first block (default: 8)."),
     colour: bool | None = typer.Option(
-        None, "--colour/--grey", help="Colour (3 channels) or greyscale input [default: grey]."
+        None, "--colour/--grey", help="Colour (3 channels) or greyscale input (default: grey)."
     ),
     pool: str | None = typer.Option(None, help="Cyclic pool: max (paper) or mean (MISO)."),
     epochs: int | None = typer.Option(
         None, help="Train a fixed number of epochs instead of the automatic ALRS schedule."
     ),
     alrs_window: int | None = typer.Option(
-        None, help="ALRS window L in epochs [default: 40 under 5 000 images, 10 above 10 000]."
+        None, help="ALRS window L in epochs (default: 40 under 5 000 images, 10 above 10 000)."
     ),
-    alrs_drops: int | None = typer.Option(None, help="ALRS: stop after this many drops [4]."),
-    max_epochs: int | None = typer.Option(None, help="ALRS: upper limit on epochs [300]."),
-    batch_size: int | None = typer.Option(None, help="Batch size [64]."),
-    learning_rate: float | None = typer.Option(None, "--lr", help="Adam learning rate [0.001]."),
-    min_per_class: int | None = typer.Option(None, help="Drop classes with fewer images [40]."),
-    val_fraction: float | None = typer.Option(None, help="Validation share [0.2]."),
-    augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Augmentation [on]."),
-    seed: int | None = typer.Option(None, help="Random seed for split, weights and batches [0]."),
-    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N [auto]."),
+    alrs_drops: int | None = typer.Option(
+        None, help="ALRS: stop after this many drops (default: 4)."
+    ),
+    max_epochs: int | None = typer.Option(None, help="ALRS: upper limit on epochs (default: 300)."),
+    batch_size: int | None = typer.Option(None, help="Batch size (default: 64)."),
+    learning_rate: float | None = typer.Option(
+        None, "--lr", help="Adam learning rate (default: 0.001)."
+    ),
+    min_per_class: int | None = typer.Option(
+        None, help="Drop classes with fewer images (default: 40)."
+    ),
+    val_fraction: float | None = typer.Option(None, help="Validation share (default: 0.2)."),
+    augment: bool | None = typer.Option(
+        None, "--augment/--no-augment", help="Augmentation (default: on)."
+    ),
+    seed: int | None = typer.Option(
+        None, help="Random seed for split, weights and batches (default: 0)."
+    ),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: auto)."),
     precision: str | None = typer.Option(
-        None, help="auto, bf16 or fp32 [auto: bf16 where the hardware has it]."
+        None, help="auto, bf16 or fp32 (auto: bf16 where the hardware has it)."
     ),
-    workers: int | None = typer.Option(None, help="Image-decoding processes [one per core]."),
+    workers: int | None = typer.Option(
+        None, help="Image-decoding processes (default: one per core)."
+    ),
     compile_network: str | None = typer.Option(
         None,
         "--compile",
-        help="torch.compile the training step: auto, on or off [auto: on for 5 000+ images; "
-        "costs about a minute once, then trains faster].",
+        help="torch.compile the training step: auto, on or off (auto: on for 5 000+ images; "
+        "costs about a minute once, then trains faster).",
     ),
     cyclic: bool | None = typer.Option(
-        None, "--cyclic/--no-cyclic", help="Transfer models: cyclic slice/pool in the head [on]."
+        None,
+        "--cyclic/--no-cyclic",
+        help="Transfer models: cyclic slice/pool in the head (default: on).",
     ),
     weights: Path | None = typer.Option(
         None, help="Transfer models: backbone ImageNet weights (a torchvision state dict)."
     ),
     augmented_copies: int | None = typer.Option(
-        None, help="Transfer models: also cache vectors of N augmented copies per image [0]."
+        None,
+        help="Transfer models: also cache vectors of N augmented copies per image (default: 0).",
     ),
     feature_cache: Path | None = typer.Option(
-        None, help="Transfer models: feature cache folder [~/.cache/foramflow/features]."
+        None, help="Transfer models: feature cache folder (default: ~/.cache/foramflow/features)."
     ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="YAML file of options; command-line options override it."
@@ -140,7 +155,7 @@ def evaluate(
     bundle: Path = typer.Argument(..., help="Model bundle folder."),
     data: Path = typer.Argument(..., help="Labelled images: a folder per class."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the report and tables."),
-    workers: int = typer.Option(0, help="Image-decoding processes [one per core]."),
+    workers: int = typer.Option(0, help="Image-decoding processes (default: one per core)."),
 ) -> None:
     """Evaluate a bundle on a labelled image set (for example an independent test set).
 
@@ -233,5 +248,5 @@ def predict(
         name = labels[k] if probs[k] > loaded.class_thresholds.get(labels[k], cut) else "unsure"
         typer.echo(f"{path}\t{name}\t{probs[k]:.4f}")
     if failed:
-        console.print(f"[yellow]{failed} image(s) could not be read[/]")
+        console.print(f"[yellow]{failed} image(s) could not be read(default: /)")
         raise typer.Exit(1)
