@@ -36,6 +36,7 @@ from foramflow.data.dataset import load_image_set
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.io.bundle import Bundle
 from foramflow.models.registry import create_model
+from foramflow.train.device import CompiledOrEager
 from foramflow.train.export import export_onnx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,10 +66,12 @@ def throughput(size: int, batches: int, repeats: int) -> None:
     print(f"{len(image_set)} images, {n_classes} classes, input {size}×{size} grey, batch 64")
 
     results = {}
-    for precision in ("fp32", "bf16"):
+    for variant in ("fp32", "bf16", "bf16+compile"):
+        precision, compiled = variant.split("+")[0], variant.endswith("compile")
         torch.manual_seed(0)
         network = create_model("base_cyclic", n_classes=n_classes, input_size=size, channels=1)
         network = network.to(memory_format=torch.channels_last).train()
+        step_network = CompiledOrEager(network, print) if compiled else network
         optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
         generator = torch.Generator().manual_seed(0)
         bf16 = precision == "bf16"
@@ -81,18 +84,22 @@ def throughput(size: int, batches: int, repeats: int) -> None:
                     memory_format=torch.channels_last
                 )
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    logits = network(x)
+                    logits = step_network(x)
                 loss = F.cross_entropy(logits.float(), labels[b * 64 : (b + 1) * 64])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            if repeat:  # the first pass warms up the kernels
+            if repeat:  # the first pass warms up the kernels (and compiles)
                 rates.append(64 * batches / (time.perf_counter() - start))
-        results[precision] = statistics.median(rates)
+            else:
+                print(f"  {variant}: first pass (warm-up) {time.perf_counter() - start:.1f} s")
+        results[variant] = statistics.median(rates)
         print(
-            f"training with augmentation, {precision}: median {results[precision]:.1f} images/s "
+            f"training with augmentation, {variant}: median {results[variant]:.1f} images/s "
             f"over {repeats} passes of {batches} batches ({', '.join(f'{r:.1f}' for r in rates)})"
         )
+        if compiled:
+            continue
 
         network.eval()
         batch = torch.from_numpy(images[:256]).float().contiguous(memory_format=torch.channels_last)
@@ -124,7 +131,8 @@ def throughput(size: int, batches: int, repeats: int) -> None:
                     f"inference ONNX Runtime fp32: "
                     f"{256 / (time.perf_counter() - start):.1f} images/s"
                 )
-    print(f"bf16 / fp32 training speed ratio: {results['bf16'] / results['fp32']:.2f}")
+    for variant in ("bf16", "bf16+compile"):
+        print(f"{variant} / fp32 training speed: {results[variant] / results['fp32']:.2f}×")
     print(f"peak memory (RSS): {peak_rss_mb():.0f} MB")
 
 
