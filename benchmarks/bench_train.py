@@ -136,7 +136,9 @@ def throughput(size: int, batches: int, repeats: int) -> None:
     print(f"peak memory (RSS): {peak_rss_mb():.0f} MB")
 
 
-def accuracy(size: int, out: str, epochs: int | None, window: int | None, precision: str) -> None:
+def accuracy(
+    size: int, out: str, epochs: int | None, window: int | None, max_epochs: int, precision: str
+) -> None:
     from rich.console import Console
 
     from foramflow.train.config import TrainConfig
@@ -151,6 +153,7 @@ def accuracy(size: int, out: str, epochs: int | None, window: int | None, precis
         filters=8,
         epochs=epochs,
         alrs_window_epochs=window,
+        max_epochs=max_epochs,
         precision=precision,
     )
     start = time.perf_counter()
@@ -186,12 +189,15 @@ def main() -> None:
     a.add_argument("--out", required=True)
     a.add_argument("--epochs", type=int, default=None, help="fixed epochs instead of ALRS")
     a.add_argument("--alrs-window", type=int, default=None, help="ALRS window in epochs")
+    a.add_argument("--max-epochs", type=int, default=300, help="upper limit in ALRS mode")
     a.add_argument("--precision", default="auto")
     args = parser.parse_args()
     if args.part == "throughput":
         throughput(args.size, args.batches, args.repeats)
     else:
-        accuracy(args.size, args.out, args.epochs, args.alrs_window, args.precision)
+        accuracy(
+            args.size, args.out, args.epochs, args.alrs_window, args.max_epochs, args.precision
+        )
 
 
 if __name__ == "__main__":
