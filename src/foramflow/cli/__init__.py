@@ -64,6 +64,9 @@ from foramflow.cli import abundance_commands  # noqa: E402
 
 app.command("calibrate")(abundance_commands.calibrate)
 app.command("abundance")(abundance_commands.abundance)
+from foramflow.cli import demo_commands  # noqa: E402
+
+app.command("demo")(demo_commands.demo)
 # -- end of commands --
 
 

@@ -1,0 +1,497 @@
+"""The demo, one function per stage: a synthetic core taken from trays to abundances.
+
+Read top to bottom, :func:`run_demo` is the method of Marchant et al. (2020) applied to a
+core whose truth is known: draw the core's trays, check focus stacking on Z-stacks, cut
+the trays into particle crops, label a training set, train a Base-Cyclic network and
+evaluate it, classify every crop of the core, score the classifier on the core, estimate
+down-core abundances (raw and corrected), and gather every figure in one report.
+
+Folder layout under ``out``::
+
+    core/          the synthetic core: trays per sample, truth and human counts
+    stacks/        Z-stacks, fused images and their errors
+    crops/         one crop per segmented particle, morphometrics with the true class
+    training_set/  labelled crops, one folder per class
+    run/           the training run: model bundle, log, validation evaluation
+    classify/      predictions and counts per sample
+    evaluation/    the classifier against the truth on the core's crops
+    abundance/     abundance tables, down-core figure, errors against the truth
+    figures/       the demo's own figures of stacking, segmentation and scoring
+    report.html    everything above on one page
+    demo.json      the profile and the finished stages (a rerun reuses them)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from foramflow.demo import figures, scores
+from foramflow.demo.profiles import DEFAULT, Profile
+
+PLANE_SPACING_UM = 70.0
+"""Distance between the focal planes of the Z-stacks (Marchant et al. 2020)."""
+
+MORPHOMETRICS_FILE = "morphometrics.parquet"
+SAMPLE_DEPTHS_FILE = "samples.csv"
+STATE_FILE = "demo.json"
+
+
+class DemoFolderError(RuntimeError):
+    """The output folder holds something other than a demo run of the same profile."""
+
+
+# -- the stages ----------------------------------------------------------------------
+
+
+def generate_core(core_dir: Path, profile: Profile, progress: Progress) -> dict:
+    """Draw the core: trays of particles per sample, with true and human-counted assemblages."""
+    from foramflow.data.synthetic import make_core
+
+    task = progress.add_task(
+        "drawing trays", total=profile.n_samples * profile.particles_per_sample
+    )
+    truth = make_core(
+        core_dir,
+        n_samples=profile.n_samples,
+        particles_per_sample=profile.particles_per_sample,
+        as_slides=True,
+        seed=profile.seed,
+        on_progress=lambda n: progress.advance(task, n),
+    )
+    return {
+        "samples": profile.n_samples,
+        "trays": int(truth.particles["file"].nunique()),
+        "particles": len(truth.particles),
+    }
+
+
+def stack_zstacks(
+    stacks_dir: Path, figures_dir: Path, profile: Profile, progress: Progress
+) -> dict:
+    """Fuse Z-stacks of trays and compare the result with the sharp image and true heights."""
+    import tifffile
+
+    from foramflow.data.synthetic import make_zstack, save_zstack
+    from foramflow.imaging.save import save_image
+    from foramflow.imaging.stack import fuse_stack
+
+    task = progress.add_task("focus stacking", total=profile.n_zstacks)
+    rows = []
+    for i in range(profile.n_zstacks):
+        stack = make_zstack(
+            n_particles=profile.zstack_particles,
+            plane_spacing_um=PLANE_SPACING_UM,
+            seed=np.random.default_rng([profile.seed, i]),
+        )
+        folder = stacks_dir / f"zstack_{i + 1:02d}"
+        save_zstack(stack, folder)
+        fused = fuse_stack(stack.planes, plane_spacing_um=stack.plane_spacing_um)
+        save_image(folder / "fused.png", fused["image"])
+        tifffile.imwrite(folder / "fused.depth-um.tif", fused["depth_um"])
+        particle = stack.labels > 0
+        errors = scores.image_errors(fused["image"], stack.planes, stack.sharp, particle)
+        depth_error = np.abs(fused["depth_um"] - stack.depth_um)[particle]
+        rows.append(
+            {
+                "stack": folder.name,
+                "planes": len(stack.planes),
+                **errors,
+                "median_height_error_um": float(np.median(depth_error)),
+            }
+        )
+        if i == 0:
+            figure = figures.plot_stack(
+                stack.planes,
+                fused["image"],
+                stack.depth_um,
+                fused["depth_um"],
+                best_plane=errors["best_plane"],
+            )
+            figures.save(figure, figures_dir / "stacking.png")
+        progress.advance(task)
+    table = pd.DataFrame(rows)
+    table.to_csv(stacks_dir / "stacks.csv", index=False)
+    return {
+        "stacks": len(table),
+        "fused_error": float(table["fused_error"].mean()),
+        "best_plane_error": float(table["best_plane_error"].mean()),
+        "median_height_error_um": float(table["median_height_error_um"].median()),
+    }
+
+
+def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: Progress) -> dict:
+    """Cut every tray into one crop per particle, measure it, and find its true class.
+
+    ``crops_dir`` receives only crops (and tables), being the input folder of classification.
+    """
+    from foramflow.data.synthetic import TRUTH_ABUNDANCE_FILE, TRUTH_PARTICLES_FILE
+    from foramflow.data.synthetic.slides import PIXEL_SIZE_UM
+    from foramflow.imaging.save import save_image
+    from foramflow.imaging.segment import crop_filename, crop_square, segment_image
+    from foramflow.io.images import read_image
+
+    truth = pd.read_csv(core_dir / TRUTH_PARTICLES_FILE)
+    trays = list(dict.fromkeys(truth["file"]))
+    task = progress.add_task("segmenting trays", total=len(trays))
+    tables, rejected = [], []
+    for tray in trays:
+        image = read_image(core_dir / tray)
+        result = segment_image(image, pixels_per_mm=1000.0 / PIXEL_SIZE_UM)
+        particles = result["particles"]
+        sample, stem = Path(tray).parent.name, Path(tray).stem
+        paths = []
+        for particle in particles.to_dict("records"):
+            path = f"{sample}/{stem}/{crop_filename(stem, particle)}"
+            top, left, side = (
+                int(particle[k]) for k in ("crop_top_px", "crop_left_px", "crop_side_px")
+            )
+            crop = crop_square(image, top, left, side, fill=result["background_colour"])
+            save_image(crops_dir / path, crop)
+            paths.append(path)
+        particles.insert(0, "path", paths)
+        particles.insert(1, "sample", sample)
+        particles.insert(2, "source", tray)
+        particles = particles.join(scores.match_to_truth(particles, truth[truth["file"] == tray]))
+        tables.append(particles)
+        rejected.append(result["rejected"].assign(source=tray))
+        if len(tables) == 1:
+            on_tray = truth[truth["file"] == tray]
+            figures.save(
+                figures.plot_segmentation(image, particles, on_tray),
+                figures_dir / "segmentation.png",
+            )
+        progress.advance(task)
+
+    crops = pd.concat(tables, ignore_index=True)
+    crops.to_parquet(crops_dir / MORPHOMETRICS_FILE, index=False)
+    pd.concat(rejected, ignore_index=True).to_csv(crops_dir / "rejected.csv", index=False)
+    depths = pd.read_csv(core_dir / TRUTH_ABUNDANCE_FILE)[["sample", "depth_m"]]
+    depths.rename(columns={"depth_m": "depth"}).to_csv(crops_dir / SAMPLE_DEPTHS_FILE, index=False)
+    figures.save(figures.plot_crop_gallery(crops_dir, crops), figures_dir / "gallery.png")
+
+    found = crops.loc[crops["truth_id"] >= 0, ["source", "truth_id"]].drop_duplicates()
+    return {
+        "trays": len(trays),
+        "true_particles": len(truth),
+        "crops": len(crops),
+        "crops_matched": int((crops["truth_id"] >= 0).sum()),
+        "true_particles_found": len(found),
+        "regions_dropped": int(sum(len(r) for r in rejected)),
+    }
+
+
+def label_training_set(training_dir: Path, profile: Profile, progress: Progress) -> dict:
+    """Write the labelled training set: crops of every class, one folder per class.
+
+    They come from other trays than the core's (another seed), as a specialist's labelled
+    collection would.
+    """
+    from foramflow.data.synthetic import MORPHOTYPES, write_training_set
+
+    task = progress.add_task("labelled crops", total=profile.train_per_class * len(MORPHOTYPES))
+    truth = write_training_set(
+        training_dir,
+        n_per_class=profile.train_per_class,
+        image_size=profile.input_size,
+        seed=profile.seed + 1,
+        on_progress=lambda n: progress.advance(task, n),
+    )
+    return {"images": len(truth), "classes": int(truth["class"].nunique())}
+
+
+def train_network(training_dir: Path, run_dir: Path, profile: Profile, console: Console) -> dict:
+    """Train a Base-Cyclic network for a fixed number of epochs; evaluate it on validation."""
+    from foramflow.train.config import TrainConfig
+    from foramflow.train.loop import Trainer
+
+    config = TrainConfig(
+        data=str(training_dir),
+        out=str(run_dir),
+        model="base_cyclic",
+        input_size=profile.input_size,
+        epochs=profile.epochs,
+        min_per_class=profile.min_per_class,
+        seed=profile.seed,
+    )
+    report = Trainer(config, console=console).run()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    log = pd.read_csv(run_dir / "log.csv")
+    return {
+        "epochs": len(log),
+        "validation_accuracy": metrics["accuracy"],
+        "validation_macro_f1": metrics["macro_f1"],
+        "training_images_per_s": float(log["train_images_per_s"].median()),
+        "report": str(report.relative_to(run_dir.parent)),
+    }
+
+
+def classify_crops(
+    bundle_dir: Path, crops_dir: Path, classify_dir: Path, progress: Progress
+) -> dict:
+    """Classify every crop of the core; counts per sample at the samples' depths."""
+    from foramflow.classify.runner import classify_folder
+    from foramflow.classify.samples import SampleRule
+
+    task = progress.add_task("classifying crops", total=None)
+    result = classify_folder(
+        bundle_dir,
+        crops_dir,
+        classify_dir,
+        samples=SampleRule(table=str(crops_dir / SAMPLE_DEPTHS_FILE)),
+        on_start=lambda total, done: progress.update(task, total=total, completed=done),
+        on_images=lambda n: progress.advance(task, n),
+    )
+    return {
+        "images": int(result.run["n_images"]),
+        "unsure": int(result.run["n_unsure"]),
+        "errors": len(result.errors),
+        "threshold": result.run["threshold"],
+    }
+
+
+def evaluate_on_core(
+    classify_dir: Path,
+    crops_dir: Path,
+    evaluation_dir: Path,
+    figures_dir: Path,
+    progress: Progress,
+) -> dict:
+    """Score the predictions for the core's crops against the particles they came from."""
+    from foramflow.classify.decisions import UNSURE
+    from foramflow.classify.store import PREDICTIONS_FILE
+
+    task = progress.add_task("scoring crops", total=1)
+    predictions = pd.read_parquet(classify_dir / PREDICTIONS_FILE, columns=["path", "class"])
+    crops = pd.read_parquet(crops_dir / MORPHOMETRICS_FILE, columns=["path", "true_class"])
+    joined = crops.merge(predictions, on="path", how="left", validate="one_to_one")
+    known = joined[joined["true_class"] != scores.NO_MATCH]
+    decided = known[known["class"] != UNSURE]
+    matrix = pd.crosstab(known["true_class"], known["class"])
+    columns = sorted(set(matrix.columns) - {UNSURE}) + [UNSURE] * (UNSURE in matrix.columns)
+    matrix = matrix[columns]
+    evaluation_dir.mkdir(parents=True, exist_ok=True)
+    matrix.to_csv(evaluation_dir / "core_confusion.csv")
+    figures.save(figures.plot_core_confusion(matrix), figures_dir / "core_confusion.png")
+    progress.advance(task)
+    return {
+        "crops_scored": len(known),
+        "accuracy_all": float((known["class"] == known["true_class"]).mean()),
+        "accuracy_decided": float((decided["class"] == decided["true_class"]).mean()),
+        "unsure_share": float(1 - len(decided) / max(len(known), 1)),
+    }
+
+
+def estimate_abundance(
+    classify_dir: Path,
+    core_dir: Path,
+    bundle_dir: Path,
+    abundance_dir: Path,
+    profile: Profile,
+    progress: Progress,
+) -> dict:
+    """Relative abundances per sample (raw, ACC- and EM-corrected), against humans and truth."""
+    from foramflow.abundance.analysis import Confusion, analyse_core, write_tables
+    from foramflow.abundance.plots import plot_downcore, save_figure
+    from foramflow.abundance.report import write_report
+    from foramflow.classify.store import PREDICTIONS_FILE
+    from foramflow.data.synthetic import (
+        HUMAN_COUNTS_FILE,
+        TRUTH_ABUNDANCE_FILE,
+        TRUTH_PARTICLES_FILE,
+    )
+    from foramflow.io.bundle import Bundle
+
+    predictions = pd.read_parquet(classify_dir / PREDICTIONS_FILE)
+    human = pd.read_csv(core_dir / HUMAN_COUNTS_FILE).set_index("sample")
+    positions = human[["depth_m"]].rename(columns={"depth_m": "depth"})
+    task = progress.add_task("correcting abundances", total=predictions["sample"].nunique())
+    result = analyse_core(
+        predictions,
+        confusion=Confusion.from_meta(Bundle.load(bundle_dir).meta),
+        human=(human.drop(columns="depth_m"), positions),
+        n_boot=profile.bootstrap,
+        seed=profile.seed,
+        on_sample=lambda _: progress.advance(task),
+    )
+    write_tables(result, abundance_dir)
+
+    true_table = pd.read_csv(core_dir / TRUTH_ABUNDANCE_FILE)
+    classes = [c for c in true_table.columns if c not in ("sample", "depth_m")]
+    truth = scores.long_fractions(true_table, classes)
+    particles = pd.read_csv(core_dir / TRUTH_PARTICLES_FILE)
+    drawn = pd.crosstab(particles["sample"], particles["class"], normalize="index")
+    drawn = drawn.reindex(columns=classes, fill_value=0.0).reset_index()
+    estimates = {
+        "human count": result.human,
+        "particles on the trays": scores.long_fractions(drawn, classes),
+        **dict(tuple(result.abundance.groupby("method", sort=False))),
+    }
+    errors = scores.abundance_errors(estimates, truth).rename_axis("estimate")
+    errors.to_csv(abundance_dir / "errors_vs_truth.csv")
+
+    figure = abundance_dir / "downcore.png"
+    title = "Recovered relative abundances against the truth (dashed)"
+    save_figure(plot_downcore(result, truth=truth, title=title), figure)
+    write_report(
+        abundance_dir / "report.html",
+        result,
+        title="Down-core abundance of the synthetic core",
+        figures={"Down-core relative abundance": figure},
+        level=0.95,
+    )
+    return {
+        "samples": len(result.positions),
+        "mae_pp": {name: float(errors.at[name, "all"]) for name in errors.index},
+    }
+
+
+# -- running them --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    folder: str
+    title: str
+    run: Callable[[Progress | None], dict]
+    live: bool = True  # False: the stage shows its own progress bars on the console
+
+
+def run_demo(
+    out: str | Path, *, profile: Profile = DEFAULT, console: Console | None = None
+) -> Path:
+    """Run the whole demo into ``out``; returns the path of ``report.html``.
+
+    A folder from an earlier demo run of the same profile is continued: finished stages are
+    reused, an unfinished one is redone from scratch. Any other non-empty folder is refused
+    with :class:`DemoFolderError`.
+    """
+    from foramflow.demo.report import write_demo_report
+
+    out = Path(out)
+    console = console or Console(stderr=True)
+    state = _open_state(out, profile)
+    bundle, shown = out / "run" / "bundle", out / "figures"
+    stages = [
+        Stage("core", "Draw a synthetic core", lambda p: generate_core(out / "core", profile, p)),
+        Stage(
+            "stacks",
+            "Focus-stack Z-stacks",
+            lambda p: stack_zstacks(out / "stacks", shown, profile, p),
+        ),
+        Stage(
+            "crops",
+            "Segment the trays",
+            lambda p: segment_trays(out / "core", out / "crops", shown, p),
+        ),
+        Stage(
+            "training_set",
+            "Label a training set",
+            lambda p: label_training_set(out / "training_set", profile, p),
+        ),
+        Stage(
+            "run",
+            "Train and evaluate Base-Cyclic",
+            lambda p: train_network(out / "training_set", out / "run", profile, console),
+            live=False,
+        ),
+        Stage(
+            "classify",
+            "Classify every crop",
+            lambda p: classify_crops(bundle, out / "crops", out / "classify", p),
+        ),
+        Stage(
+            "evaluation",
+            "Score the crops against the truth",
+            lambda p: evaluate_on_core(
+                out / "classify", out / "crops", out / "evaluation", shown, p
+            ),
+        ),
+        Stage(
+            "abundance",
+            "Estimate down-core abundances",
+            lambda p: estimate_abundance(
+                out / "classify", out / "core", bundle, out / "abundance", profile, p
+            ),
+        ),
+    ]
+    started = time.perf_counter()
+    for number, stage in enumerate(stages, start=1):
+        heading = f"[bold cyan]{number}/{len(stages) + 1}[/] {stage.title}"
+        if stage.folder in state["stages"]:
+            console.print(f"{heading}: [dim]reused from {out / stage.folder}[/]")
+            continue
+        shutil.rmtree(out / stage.folder, ignore_errors=True)  # an unfinished earlier try
+        (out / stage.folder).mkdir(parents=True)
+        console.print(heading)
+        clock = time.perf_counter()
+        if stage.live:
+            with _progress(console) as progress:
+                summary = stage.run(progress)
+        else:
+            summary = stage.run(None)
+        seconds = time.perf_counter() - clock
+        state["stages"][stage.folder] = {
+            "title": stage.title,
+            "seconds": round(seconds, 1),
+            "summary": summary,
+        }
+        _write_state(out, state)
+        console.print(f"{heading} [green]done[/] in {seconds:.1f} s")
+    console.print(f"[bold cyan]{len(stages) + 1}/{len(stages) + 1}[/] Write the report")
+    report = write_demo_report(out, state)
+    console.print(f"Demo finished in {time.perf_counter() - started:.1f} s")
+    return report
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("  [bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _open_state(out: Path, profile: Profile) -> dict:
+    path = out / STATE_FILE
+    if path.is_file():
+        state = json.loads(path.read_text())
+        if state.get("profile") != profile.to_dict():
+            raise DemoFolderError(
+                f"{out} holds a demo run with the {state.get('profile', {}).get('name')!r} "
+                f"profile, not {profile.name!r}: choose another --out, or delete {out}"
+            )
+        return state
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DemoFolderError(
+            f"{out} exists and is not a demo folder: choose another --out, or delete {out}"
+        )
+    state = {"profile": profile.to_dict(), "stages": {}}
+    _write_state(out, state)
+    return state
+
+
+def _write_state(out: Path, state: dict) -> None:
+    from foramflow.io.bundle import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / STATE_FILE, state)

@@ -1,0 +1,154 @@
+"""The demo end to end on a tiny core, and its scoring against the truth."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+import foramflow.demo
+from foramflow.cli import app
+from foramflow.demo import QUICK, TINY, DemoFolderError, run_demo
+from foramflow.demo.report import FIGURES
+from foramflow.demo.scores import NO_MATCH, abundance_errors, match_to_truth
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=100)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    report = run_demo(out, profile=TINY, console=quiet())
+    return out, report
+
+
+def test_every_stage_finishes_and_is_recorded(demo):
+    out, report = demo
+    state = json.loads((out / "demo.json").read_text())
+    assert state["profile"] == TINY.to_dict()
+    assert list(state["stages"]) == [
+        "core",
+        "stacks",
+        "crops",
+        "training_set",
+        "run",
+        "classify",
+        "evaluation",
+        "abundance",
+    ]
+    assert report == out / "report.html"
+    assert (out / "run" / "bundle" / "model.onnx").is_file()
+    assert (out / "abundance" / "report.html").is_file()
+
+
+def test_core_and_segmentation_agree_with_the_truth(demo):
+    out, _ = demo
+    truth = pd.read_csv(out / "core" / "truth_particles.csv")
+    assert len(truth) == TINY.n_samples * TINY.particles_per_sample
+    crops = pd.read_parquet(out / "crops" / "morphometrics.parquet")
+    written = sorted(p.relative_to(out / "crops").as_posix() for p in out.glob("crops/*/*/*.png"))
+    assert written == sorted(crops["path"])  # one crop file per segmented particle, nothing else
+    matched = crops[crops["truth_id"] >= 0]
+    assert not matched.duplicated(["source", "truth_id"]).any()
+    # Particles on synthetic trays never touch: nearly all are found, each as one crop.
+    assert len(matched) >= 0.9 * len(truth)
+    true_class = truth.set_index(["file", "id"])["class"]
+    expected = [true_class[(s, i)] for s, i in zip(matched["source"], matched["truth_id"])]
+    assert matched["true_class"].tolist() == expected
+
+
+def test_focus_stacking_beats_every_single_plane(demo):
+    out, _ = demo
+    stacks = pd.read_csv(out / "stacks" / "stacks.csv")
+    assert len(stacks) == TINY.n_zstacks
+    assert (stacks["fused_error"] < stacks["best_plane_error"]).all()
+
+
+def test_every_crop_is_classified_once(demo):
+    out, _ = demo
+    crops = pd.read_parquet(out / "crops" / "morphometrics.parquet")
+    counts = pd.read_csv(out / "classify" / "counts.csv", index_col="sample")
+    assert counts.drop(columns="depth").to_numpy().sum() == len(crops)
+    per_sample = crops.groupby("sample").size()
+    assert counts.drop(columns="depth").sum(axis=1).reindex(per_sample.index).tolist() == (
+        per_sample.tolist()
+    )
+    depths = pd.read_csv(out / "core" / "truth_abundance.csv", index_col="sample")["depth_m"]
+    assert np.allclose(counts["depth"], depths.reindex(counts.index))
+    scored = json.loads((out / "demo.json").read_text())["stages"]["evaluation"]["summary"]
+    assert scored["crops_scored"] == int((crops["true_class"] != NO_MATCH).sum())
+
+
+def test_report_embeds_every_figure_and_states_the_error(demo):
+    out, report = demo
+    page = report.read_text()
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    assert "percentage points" in page
+    errors = pd.read_csv(out / "abundance" / "errors_vs_truth.csv", index_col="estimate")
+    assert {"human count", "particles on the trays", "raw", "acc", "em"} <= set(errors.index)
+    human = errors.at["human count", "all"]
+    assert f"{human:.2f} points" in page
+    # 300-specimen counts of a known assemblage: a few points off, never tens.
+    assert 0 < human < 6
+
+
+def test_a_rerun_reuses_finished_stages(demo):
+    out, report = demo
+    before = (out / "run" / "bundle" / "model.onnx").stat().st_mtime_ns
+    console = quiet()
+    assert run_demo(out, profile=TINY, console=console) == report
+    assert console.file.getvalue().count("reused") == 8
+    assert (out / "run" / "bundle" / "model.onnx").stat().st_mtime_ns == before
+
+
+def test_other_folders_are_refused(demo, tmp_path):
+    out, _ = demo
+    with pytest.raises(DemoFolderError, match="'tiny' profile"):
+        run_demo(out, profile=QUICK, console=quiet())
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DemoFolderError, match="not a demo folder"):
+        run_demo(tmp_path, profile=TINY, console=quiet())
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_cli_prints_the_report_path_last(demo, monkeypatch, tmp_path):
+    out, report = demo
+    monkeypatch.setattr(foramflow.demo, "QUICK", TINY)
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == f"Report: {report.resolve()}"
+    (tmp_path / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
+    assert refused.exit_code == 2
+    assert re.search(r"not a demo folder", refused.output)
+
+
+def test_match_to_truth_takes_the_nearest_centre_within_half_a_radius():
+    truth = pd.DataFrame(
+        {"id": [1, 2], "class": ["spherical", "fragment"], "x": [10.0, 50.0], "y": [10.0, 10.0]}
+    ).assign(radius_px=[8.0, 8.0])
+    particles = pd.DataFrame(
+        {"centroid_x_px": [11.0, 47.0, 30.0], "centroid_y_px": [9.0, 10.0, 10.0]}, index=[5, 6, 7]
+    )
+    matched = match_to_truth(particles, truth)
+    assert matched["truth_id"].tolist() == [1, 2, -1]
+    assert matched["true_class"].tolist() == ["spherical", "fragment", NO_MATCH]
+    assert matched.index.tolist() == [5, 6, 7]
+
+
+def test_abundance_errors_in_percentage_points():
+    truth = pd.DataFrame(
+        {"sample": ["A", "A", "B", "B"], "taxon": ["x", "y"] * 2, "fraction": [0.5, 0.5, 0.2, 0.8]}
+    )
+    estimate = truth.assign(fraction=[0.6, 0.4, 0.2, 0.8])
+    errors = abundance_errors({"guess": estimate, "truth": truth}, truth)
+    assert errors.loc["guess"].tolist() == pytest.approx([5.0, 5.0, 5.0])
+    assert errors.loc["truth"].tolist() == pytest.approx([0.0, 0.0, 0.0])
