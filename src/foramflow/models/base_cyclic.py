@@ -49,8 +49,7 @@ class BaseCyclic(nn.Module):
         in_channels = channels
         for i in range(blocks):
             out_channels = filters * 2**i
-            layers += conv_bn_relu(in_channels, out_channels)
-            layers += conv_bn_relu(out_channels, out_channels)
+            layers += self.conv_block(in_channels, out_channels)
             layers += [nn.MaxPool2d(2), CyclicRoll()]
             in_channels = out_channels * N_PATHS
         self.features = nn.Sequential(*layers)
@@ -64,6 +63,11 @@ class BaseCyclic(nn.Module):
         )
         self.classifier = nn.Linear(dense, n_classes)
         init_he(self)
+
+    @staticmethod
+    def conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
+        """2 × [3×3 conv → batch norm → ReLU]; subclasses swap in other blocks."""
+        return conv_bn_relu(in_channels, out_channels) + conv_bn_relu(out_channels, out_channels)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The rotation-invariant feature vector (B, dense) before the classifier."""
