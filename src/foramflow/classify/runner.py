@@ -165,18 +165,19 @@ def classify_folder(
         log(f"resuming: {n_resumed} of {len(manifest)} images were classified by an earlier run")
     on_start(len(manifest), n_resumed)
     todo = ((i, _chunk_rows(manifest, i, chunk_size)) for i in range(n_chunks) if i not in done)
-    for index, table in _run_backend(
+    chunks = _run_backend(
         todo,
-        bundle,
-        job,
-        rule,
-        images_dir,
-        used_precision,
-        workers,
-        batch_size,
-        scheduler,
-        on_images,
-    ):
+        bundle=bundle,
+        bundle_hash=job["bundle_hash"],
+        precision=used_precision,
+        rule=rule,
+        images_dir=images_dir,
+        workers=workers,
+        batch_size=batch_size,
+        scheduler=scheduler,
+        on_images=on_images,
+    )
+    for index, table in chunks:
         store.write_chunk(index, table)
 
     counts, errors, n_unsure = _merge(store, n_chunks, bundle.labels, len(manifest))
@@ -251,8 +252,19 @@ def _check_same_job(earlier: dict, job: dict, store: RunStore, manifest: pd.Data
 
 
 def _run_backend(
-    todo, bundle, job, rule, images_dir, precision, workers, batch_size, scheduler, on_images
+    todo,
+    *,
+    bundle: Bundle,
+    bundle_hash: str,
+    precision: str,
+    rule: DecisionRule,
+    images_dir: Path,
+    workers: int | None,
+    batch_size: int,
+    scheduler,
+    on_images,
 ) -> Iterator:
+    """(chunk index, predictions) for each chunk in ``todo``, here or on a Dask cluster."""
     if scheduler is None:
         engine = Engine(bundle, precision=precision)
         workers = available_cores() if workers is None else workers
@@ -273,7 +285,7 @@ def _run_backend(
             todo,
             client=client,
             bundle_path=bundle.path.resolve(),
-            bundle_hash=job["bundle_hash"],
+            bundle_hash=bundle_hash,
             precision=precision,
             images_dir=images_dir,
             rule=rule,
