@@ -68,5 +68,5 @@ def worst_confusions(matrix: np.ndarray, classes: list[str], k: int = 10) -> lis
             "share_of_true": float(matrix[r, c] / support[r]) if support[r] else 0.0,
         }
         for r, c in zip(rows, cols)
-        if matrix[r, c] > 0
+        if off[r, c] > 0
     ]
