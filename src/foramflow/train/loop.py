@@ -219,67 +219,35 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------
     def _fit(self, network, optimizer, schedule, generator, weights, state, data) -> None:
+        """Train epoch after epoch until the schedule stops or the epoch limit is reached."""
         c = self.config
         train_x = torch.from_numpy(data.images[data.train_index])
         train_y = torch.from_numpy(data.labels[data.train_index])
         val_x, val_y = data.images[data.val_index], data.labels[data.val_index]
         weights = weights.to(self.device)
         last_epoch = c.epochs or c.max_epochs
-        n = len(train_y)
-        batch_size = min(c.batch_size, n)
-        n_batches = max(1, n // batch_size)  # drop the ragged last batch: BN needs > 1 sample
-        stop = state.get("stopped", False)
         train_step = network
-        if c.compile == "on" or (c.compile == "auto" and n >= 5000):
+        if c.compile == "on" or (c.compile == "auto" and len(train_y) >= 5000):
             train_step = CompiledOrEager(network, lambda m: self.console.print(f"[yellow]{m}"))
             self.console.print("Compiling the network (once, about a minute) …")
+        stop = state.get("stopped", False)
         with _progress(self.console, "loss", "acc", "lr") as progress:
             while not stop and state["epoch"] < last_epoch:
                 epoch = state["epoch"] + 1
-                task = progress.add_task(
-                    f"Epoch {epoch}/{'≤' if schedule else ''}{last_epoch}",
-                    total=n_batches,
-                    loss="-",
-                    acc="-",
-                    lr=f"{optimizer.param_groups[0]['lr']:.2g}",
-                )
                 network.train()
-                order = torch.randperm(n, generator=generator)
-                loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+                start = time.perf_counter()
                 try:
-                    for b in range(n_batches):
-                        index = order[b * batch_size : (b + 1) * batch_size]
-                        x = train_x[index].float()
-                        if c.augment:
-                            x = augment_batch(x, generator=generator)
-                        x, y = _to_device(x, self.device), train_y[index].to(self.device)
-                        with torch.autocast(
-                            self.device.type, dtype=torch.bfloat16, enabled=self.bf16
-                        ):
-                            logits = train_step(x)
-                        loss = F.cross_entropy(logits.float(), y, weight=weights)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        loss_value = loss.item()
-                        loss_sum += loss_value * len(y)
-                        correct += int((logits.argmax(1) == y).sum())
-                        seen += len(y)
-                        progress.update(
-                            task,
-                            advance=1,
-                            loss=f"{loss_sum / seen:.3f}",
-                            acc=f"{correct / seen:.3f}",
-                        )
-                        if schedule is not None:
-                            decision = schedule.step(loss_value)
-                            if decision is Decision.STOP:
-                                stop = True
-                                break
-                            if decision is Decision.DROP:
-                                for group in optimizer.param_groups:
-                                    group["lr"] *= schedule.factor
-                                progress.update(task, lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+                    epoch_stats = self._train_epoch(
+                        train_step,
+                        optimizer,
+                        schedule,
+                        generator,
+                        weights,
+                        train_x,
+                        train_y,
+                        progress,
+                        f"Epoch {epoch}/{'≤' if schedule else ''}{last_epoch}",
+                    )
                 except KeyboardInterrupt:
                     self.console.print(
                         f"[yellow]Interrupted in epoch {epoch}.[/] Checkpoint of epoch "
@@ -287,14 +255,10 @@ class Trainer:
                         f"{self.out / 'config.yaml'} --resume"
                     )
                     raise
+                loss_sum, correct, seen, stop = epoch_stats
                 seconds = time.perf_counter() - start
-                progress.remove_task(task)
-                val_logits = predict_logits(network, val_x, device=self.device, bf16=self.bf16)
-                val_t = torch.from_numpy(val_y)
-                val_loss = float(F.cross_entropy(val_logits, val_t)) if len(val_t) else float("nan")
-                val_accuracy = float((val_logits.argmax(1) == val_t).float().mean())
-                state["epoch"], state["seconds"] = epoch, state["seconds"] + seconds
-                state["stopped"] = stop
+                val_loss, val_accuracy = self._validate(network, val_x, val_y)
+                state.update(epoch=epoch, seconds=state["seconds"] + seconds, stopped=stop)
                 row = {
                     "epoch": epoch,
                     "train_loss": loss_sum / max(seen, 1),
@@ -309,14 +273,77 @@ class Trainer:
                 }
                 self._append_log(row)
                 if (val_accuracy, -val_loss) > (state["best_accuracy"], -state["best_loss"]):
-                    state["best_accuracy"], state["best_loss"] = val_accuracy, val_loss
-                    state["best_epoch"] = epoch
+                    state.update(best_accuracy=val_accuracy, best_loss=val_loss, best_epoch=epoch)
                     torch.save(network.state_dict(), self.out / "checkpoint_best.pt")
                 self._save_last(network, optimizer, schedule, generator, state)
                 self.console.print(
                     f"epoch {epoch}: loss {row['train_loss']:.3f}, validation accuracy "
                     f"{val_accuracy:.3f}, {row['train_images_per_s']:.0f} images/s"
                 )
+
+    def _train_epoch(
+        self,
+        train_step,
+        optimizer,
+        schedule,
+        generator,
+        weights,
+        train_x,
+        train_y,
+        progress,
+        description,
+    ) -> tuple[float, int, int, bool]:
+        """One pass over the shuffled training set; returns (loss sum, correct, seen, stop).
+
+        The ragged last batch is dropped: batch norm needs more than one image, and a tiny
+        batch would make a noisy step. ALRS sees every batch loss and may halve the learning
+        rate or stop training mid-epoch.
+        """
+        n = len(train_y)
+        batch_size = min(self.config.batch_size, n)
+        n_batches = max(1, n // batch_size)
+        lr = optimizer.param_groups[0]["lr"]
+        task = progress.add_task(description, total=n_batches, loss="-", acc="-", lr=f"{lr:.2g}")
+        order = torch.randperm(n, generator=generator)
+        loss_sum, correct, seen, stop = 0.0, 0, 0, False
+        for b in range(n_batches):
+            index = order[b * batch_size : (b + 1) * batch_size]
+            x = train_x[index].float()
+            if self.config.augment:
+                x = augment_batch(x, generator=generator)
+            x, y = _to_device(x, self.device), train_y[index].to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = train_step(x)
+            loss = F.cross_entropy(logits.float(), y, weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_value = loss.item()
+            loss_sum += loss_value * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            progress.update(
+                task, advance=1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}"
+            )
+            decision = schedule.step(loss_value) if schedule else Decision.CONTINUE
+            if decision is Decision.STOP:
+                stop = True
+                break
+            if decision is Decision.DROP:
+                for group in optimizer.param_groups:
+                    group["lr"] *= schedule.factor
+                progress.update(task, lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+        progress.remove_task(task)
+        return loss_sum, correct, seen, stop
+
+    def _validate(self, network, val_x: np.ndarray, val_y: np.ndarray) -> tuple[float, float]:
+        """(unweighted cross-entropy, accuracy) on the validation split, in eval mode."""
+        if not len(val_y):
+            return float("nan"), float("nan")
+        logits = predict_logits(network, val_x, device=self.device, bf16=self.bf16)
+        target = torch.from_numpy(val_y)
+        accuracy = float((logits.argmax(1) == target).float().mean())
+        return float(F.cross_entropy(logits, target)), accuracy
 
     def _append_log(self, row: dict) -> None:
         path = self.out / "log.csv"
