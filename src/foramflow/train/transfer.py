@@ -127,7 +127,8 @@ def cached_features(
                 vectors = extract_features(head, batch, device=device, bf16=bf16)
                 seconds += time.perf_counter() - began
                 cache.put(chunk_hashes, vectors, copy)
-                found.update(zip(chunk_hashes, vectors))
+                stored = vectors.astype(np.float16).astype(np.float32)  # as a rerun reads them
+                found.update(zip(chunk_hashes, stored))
                 progress.advance(task, len(index))
     return np.stack([found[sha] for sha in hashes]), len(missing), seconds
 
@@ -182,6 +183,11 @@ class TransferTrainer(Trainer):
         self.weights = resolve_weights(self.backbone, config.weights)
         super().__init__(config, console=console)
         self.cache_root = Path(config.feature_cache or default_cache_root())
+        if config.precision == "auto" and self.device.type == "cpu":
+            # Measured (benchmarks/bench_transfer.py): on a CPU, bf16 autocast does not speed
+            # EfficientNet-Lite0 up (depthwise convolutions) and moves its vectors by up to
+            # 25 %; fp32 unless asked for.
+            self.bf16 = False
 
     def run(self) -> Path:
         c = self.config

@@ -1,0 +1,203 @@
+"""Transfer learning end to end on a tiny set: cache reuse, bundle agreement, run outputs."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import foramflow.train.finish as finish
+import foramflow.train.transfer as transfer
+from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
+from foramflow.io.bundle import Bundle
+from foramflow.models.backbones import WeightsError
+from foramflow.models.registry import create_model
+from foramflow.train.config import TrainConfig
+from foramflow.train.feature_cache import (
+    ExtractorSpec,
+    FeatureCache,
+    ReferenceSet,
+    image_sha256,
+)
+from foramflow.train.transfer import REFERENCE_FILE, TransferTrainer, augmented_copies
+from image_sets import write_shape_set
+
+N_IMAGES, N_TRAIN, COPIES = 60, 48, 1
+
+
+def config_for(data, out, cache, **changes) -> TrainConfig:
+    values = dict(
+        data=str(data),
+        out=str(out),
+        model="efficientnet_lite0_tl",
+        input_size=32,
+        epochs=20,
+        batch_size=16,
+        min_per_class=10,
+        workers=1,
+        precision="fp32",
+        augmented_copies=COPIES,
+        feature_cache=str(cache),
+    )
+    return TrainConfig(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The same set trained twice with one cache, counting the images the backbone sees.
+
+    The second run's ONNX export (slow for EfficientNet, and checked on the first run) is
+    replaced by a copy of the first run's file: the same cached vectors and seed give the
+    same network, which the identical log.csv confirms.
+    """
+    root = tmp_path_factory.mktemp("transfer")
+    data = write_shape_set(root / "data", n_per_class=N_IMAGES // 3, size=48)
+    seen: list[list[int]] = []
+    real = transfer.extract_features
+
+    def counting(head, images, **kwargs):
+        seen[-1].append(len(images))
+        return real(head, images, **kwargs)
+
+    runs = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transfer, "extract_features", counting)
+        for name in ("first", "second"):
+            seen.append([])
+            config = config_for(data, root / name, root / "cache")
+            TransferTrainer(config).run()
+            runs.append(root / name)
+            patch.setattr(
+                finish,
+                "export_onnx",
+                lambda network, path, **_: shutil.copy(root / "first/bundle/model.onnx", path),
+            )
+    return data, root / "cache", runs, seen
+
+
+def test_second_run_takes_every_vector_from_the_cache(two_runs):
+    _, _, (first, second), seen = two_runs
+    assert sum(seen[0]) == N_IMAGES + COPIES * N_TRAIN
+    assert seen[1] == []  # no backbone forward pass at all
+    meta = json.loads((second / "bundle" / "model.json").read_text())["transfer"]
+    assert meta["vectors_computed"] == 0
+    assert meta["vectors_cached"] == N_IMAGES + COPIES * N_TRAIN
+    # the same vectors whether computed or read back, and the same seed: the same tail
+    columns = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(first / "log.csv")[columns], pd.read_csv(second / "log.csv")[columns]
+    )
+
+
+def test_tiny_set_is_learned_and_the_run_folder_is_complete(two_runs):
+    _, _, (first, _), _ = two_runs
+    metrics = json.loads((first / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.9
+    for name in (
+        "config.yaml",
+        "log.csv",
+        "split.csv",
+        "checkpoint_best.pt",
+        "evaluation/report.html",
+    ):
+        assert (first / name).is_file(), name
+    assert list(pd.read_csv(first / "log.csv")["epoch"]) == list(range(1, 21))
+    config = TrainConfig.from_yaml(first / "config.yaml")
+    assert config.model == "efficientnet_lite0_tl" and config.cyclic
+
+
+def test_joined_onnx_bundle_agrees_with_pytorch_head_and_tail(two_runs):
+    _, _, (first, _), _ = two_runs
+    bundle = Bundle.load(first / "bundle")
+    meta = bundle.meta
+    network = create_model(
+        meta["model"]["name"],
+        n_classes=len(meta["labels"]),
+        input_size=32,
+        channels=1,
+        **meta["model"]["params"],
+    )
+    network.load_state_dict(torch.load(first / "checkpoint_best.pt", weights_only=True))
+    network.eval()
+    paths = pd.read_csv(first / "split.csv")["path"][:24]
+    batch = np.stack([load_and_preprocess(p, bundle.spec) for p in paths])
+    onnx_probs = bundle.predict_batch(batch)
+    with torch.no_grad():
+        torch_probs = torch.softmax(network.tail(network.head(torch.from_numpy(batch))), 1)
+    assert np.array_equal(onnx_probs.argmax(1), torch_probs.numpy().argmax(1))
+    assert np.abs(onnx_probs - torch_probs.numpy()).max() < 1e-4
+
+
+def test_cache_holds_the_head_vectors_keyed_by_image_bytes(two_runs):
+    data, cache_root, (first, _), _ = two_runs
+    meta = json.loads((first / "bundle" / "model.json").read_text())["transfer"]
+    cache = FeatureCache(meta["feature_cache"])
+    assert cache.folder.parent == cache_root and cache.folder.name == cache.spec.key()
+    assert len(cache) == N_IMAGES + COPIES * N_TRAIN
+    path = sorted((data / "ring").iterdir())[0]
+    stored = cache.get([image_sha256(path)])[image_sha256(path)]
+    head = transfer.build_head(cache.spec, meta["weights_path"])
+    image = load_and_preprocess(path, PreprocessSpec(size=32, channels=1))
+    with torch.no_grad():
+        computed = head(torch.from_numpy(image[None]))[0].numpy()
+    np.testing.assert_allclose(stored, computed, rtol=2e-3, atol=2e-3)  # stored as float16
+    labelled = cache.labelled()
+    assert len(labelled.labels) == N_IMAGES
+    assert labelled.labels[list(labelled.paths).index(str(path))] == "ring"
+    cache.close()
+
+
+def test_bundle_holds_the_reference_vectors(two_runs):
+    _, _, (first, _), _ = two_runs
+    reference = ReferenceSet.load(first / "bundle" / REFERENCE_FILE)
+    split = pd.read_csv(first / "split.csv")
+    assert list(reference.paths) == list(split["path"])
+    assert list(reference.labels) == list(split["class"])
+    assert reference.vectors.shape == (N_IMAGES, 1280)
+    index, similarity = reference.nearest(reference.vectors[:5].astype(np.float32), k=3)
+    assert list(index[:, 0]) == [0, 1, 2, 3, 4]  # every image is its own nearest neighbour
+    assert np.all(np.diff(similarity, axis=1) <= 0)
+
+
+def test_extractor_key_changes_with_everything_a_vector_depends_on():
+    spec = ExtractorSpec(
+        backbone="efficientnet_lite0",
+        weights_sha256="ab" * 32,
+        preprocessing=PreprocessSpec(size=128, channels=1).to_dict(),
+        cyclic=True,
+        pool="max",
+        precision="bf16",
+    )
+    same = ExtractorSpec(**{**spec.__dict__})
+    assert spec.key() == same.key()
+    for change in (
+        {"cyclic": False},
+        {"precision": "fp32"},
+        {"weights_sha256": "cd" * 32},
+        {"preprocessing": PreprocessSpec(size=160, channels=1).to_dict()},
+    ):
+        assert ExtractorSpec(**{**spec.__dict__, **change}).key() != spec.key()
+
+
+def test_augmented_copies_depend_only_on_the_image_and_the_copy():
+    images = np.random.default_rng(0).random((3, 1, 32, 32)).astype(np.float16)
+    hashes = ["a" * 64, "b" * 64, "c" * 64]
+    first = augmented_copies(images, hashes, 1)
+    np.testing.assert_array_equal(first, augmented_copies(images, hashes, 1))
+    np.testing.assert_array_equal(first[1:], augmented_copies(images[1:], hashes[1:], 1))
+    assert not np.allclose(first, augmented_copies(images, hashes, 2))
+    assert not np.allclose(first, images.astype(np.float32))
+
+
+def test_resnet50_without_weights_and_resume_are_refused(tmp_path):
+    write_shape_set(tmp_path / "data", n_per_class=10, size=32)
+    config = config_for(
+        tmp_path / "data", tmp_path / "run", tmp_path / "cache", model="resnet50_tl"
+    )
+    with pytest.raises(WeightsError, match="--weights"):
+        TransferTrainer(config)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="do not resume"):
+        TransferTrainer(config.model_copy(update={"model": "efficientnet_lite0_tl"}), resume=True)
