@@ -73,7 +73,7 @@ def plot_segmentation(image: np.ndarray, particles: pd.DataFrame, truth: pd.Data
     ax.scatter(
         missed["x"], missed["y"], s=300, facecolors="none", edgecolors="orange", linewidths=1.5
     )
-    ax.set_title(f"{len(particles)} crops, {len(missed)} true particles missed", fontsize=10)
+    ax.set_title(f"{len(particles)} crops; true particles missed: {len(missed)}", fontsize=10)
     ax.set_axis_off()
     return fig
 
@@ -98,7 +98,7 @@ def plot_core_confusion(matrix: pd.DataFrame) -> Figure:
     counts = matrix.to_numpy()
     support = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, support, out=np.zeros(counts.shape), where=support > 0)
-    fig = Figure(figsize=(1.0 + 0.75 * matrix.shape[1], 1.2 + 0.6 * matrix.shape[0]))
+    fig = Figure(figsize=(max(5.0, 2.0 + 0.75 * matrix.shape[1]), 1.6 + 0.6 * matrix.shape[0]))
     ax = fig.subplots()
     shown = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=45, ha="right", fontsize=8)

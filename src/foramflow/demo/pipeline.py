@@ -48,6 +48,12 @@ from foramflow.demo.profiles import DEFAULT, Profile
 PLANE_SPACING_UM = 70.0
 """Distance between the focal planes of the Z-stacks (Marchant et al. 2020)."""
 
+MIN_AREA_UM2 = 1000.0
+"""Smallest particle kept by segmentation (a disc of 36 µm): small fragments count too."""
+
+TRAINING_TRAY_PARTICLES = 60
+"""Particles on each tray labelled for the training set."""
+
 MORPHOMETRICS_FILE = "morphometrics.parquet"
 SAMPLE_DEPTHS_FILE = "samples.csv"
 STATE_FILE = "demo.json"
@@ -136,15 +142,35 @@ def stack_zstacks(
     }
 
 
-def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: Progress) -> dict:
-    """Cut every tray into one crop per particle, measure it, and find its true class.
+def cut_tray(image: np.ndarray, truth: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    """Segment one tray image into crops, each with the true particle it shows.
 
-    ``crops_dir`` receives only crops (and tables), being the input folder of classification.
+    Returns the particles (morphometrics, crop squares, ``truth_id``, ``true_class``), the
+    dropped regions, and the crops (squares of 2.2 radii, padded with the tray colour).
+    """
+    from foramflow.data.synthetic.slides import PIXEL_SIZE_UM
+    from foramflow.imaging.segment import crop_square, segment_image
+
+    result = segment_image(image, pixels_per_mm=1000.0 / PIXEL_SIZE_UM, min_area_um2=MIN_AREA_UM2)
+    particles = result["particles"]
+    crops = [
+        crop_square(image, top, left, side, fill=result["background_colour"])
+        for top, left, side in particles[["crop_top_px", "crop_left_px", "crop_side_px"]]
+        .astype(int)
+        .itertuples(index=False)
+    ]
+    return particles.join(scores.match_to_truth(particles, truth)), result["rejected"], crops
+
+
+def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: Progress) -> dict:
+    """Cut every tray of the core into one crop per particle, measured, with its true class.
+
+    ``crops_dir`` receives only crops (and tables), being the input folder of classification:
+    ``<sample>/<tray>/<tray>_p<label>_x<col>_y<row>.png``, as ``foramflow segment`` writes.
     """
     from foramflow.data.synthetic import TRUTH_ABUNDANCE_FILE, TRUTH_PARTICLES_FILE
-    from foramflow.data.synthetic.slides import PIXEL_SIZE_UM
     from foramflow.imaging.save import save_image
-    from foramflow.imaging.segment import crop_filename, crop_square, segment_image
+    from foramflow.imaging.segment import crop_filename
     from foramflow.io.images import read_image
 
     truth = pd.read_csv(core_dir / TRUTH_PARTICLES_FILE)
@@ -153,26 +179,18 @@ def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: 
     tables, rejected = [], []
     for tray in trays:
         image = read_image(core_dir / tray)
-        result = segment_image(image, pixels_per_mm=1000.0 / PIXEL_SIZE_UM)
-        particles = result["particles"]
+        on_tray = truth[truth["file"] == tray]
+        particles, dropped, crops = cut_tray(image, on_tray)
         sample, stem = Path(tray).parent.name, Path(tray).stem
-        paths = []
-        for particle in particles.to_dict("records"):
-            path = f"{sample}/{stem}/{crop_filename(stem, particle)}"
-            top, left, side = (
-                int(particle[k]) for k in ("crop_top_px", "crop_left_px", "crop_side_px")
-            )
-            crop = crop_square(image, top, left, side, fill=result["background_colour"])
+        paths = [f"{sample}/{stem}/{crop_filename(stem, p)}" for _, p in particles.iterrows()]
+        for path, crop in zip(paths, crops):
             save_image(crops_dir / path, crop)
-            paths.append(path)
         particles.insert(0, "path", paths)
         particles.insert(1, "sample", sample)
         particles.insert(2, "source", tray)
-        particles = particles.join(scores.match_to_truth(particles, truth[truth["file"] == tray]))
         tables.append(particles)
-        rejected.append(result["rejected"].assign(source=tray))
+        rejected.append(dropped.assign(source=tray))
         if len(tables) == 1:
-            on_tray = truth[truth["file"] == tray]
             figures.save(
                 figures.plot_segmentation(image, particles, on_tray),
                 figures_dir / "segmentation.png",
@@ -198,22 +216,38 @@ def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: 
 
 
 def label_training_set(training_dir: Path, profile: Profile, progress: Progress) -> dict:
-    """Write the labelled training set: crops of every class, one folder per class.
+    """Label a training set: segment trays holding every class in equal shares, and file
+    each crop under its true class, one folder per class, as a specialist would.
 
-    They come from other trays than the core's (another seed), as a specialist's labelled
-    collection would.
+    The trays are not the core's (another seed); crops that show no single true particle
+    are left out, as a specialist would leave them unlabelled.
     """
-    from foramflow.data.synthetic import MORPHOTYPES, write_training_set
+    from foramflow.data.synthetic import MORPHOTYPES, make_slide
+    from foramflow.imaging.save import save_image
+    from foramflow.imaging.segment import crop_filename
 
-    task = progress.add_task("labelled crops", total=profile.train_per_class * len(MORPHOTYPES))
-    truth = write_training_set(
-        training_dir,
-        n_per_class=profile.train_per_class,
-        image_size=profile.input_size,
-        seed=profile.seed + 1,
-        on_progress=lambda n: progress.advance(task, n),
-    )
-    return {"images": len(truth), "classes": int(truth["class"].nunique())}
+    n_trays = -(-profile.train_per_class * len(MORPHOTYPES) // TRAINING_TRAY_PARTICLES)
+    task = progress.add_task("labelling trays", total=n_trays)
+    labelled = []
+    for i in range(n_trays):
+        tray = make_slide(
+            n_particles=TRAINING_TRAY_PARTICLES,
+            seed=np.random.default_rng([profile.seed + 1, i]),
+        )
+        particles, _, crops = cut_tray(tray.image, tray.truth)
+        for (_, particle), crop in zip(particles.iterrows(), crops):
+            if particle["true_class"] != scores.NO_MATCH:
+                path = f"{particle['true_class']}/{crop_filename(f'tray_{i + 1:03d}', particle)}"
+                save_image(training_dir / path, crop)
+                labelled.append(particle["true_class"])
+        progress.advance(task)
+    per_class = pd.Series(labelled).value_counts()
+    return {
+        "trays": n_trays,
+        "images": len(labelled),
+        "classes": len(per_class),
+        "fewest_per_class": int(per_class.min()),
+    }
 
 
 def train_network(training_dir: Path, run_dir: Path, profile: Profile, console: Console) -> dict:
@@ -227,6 +261,7 @@ def train_network(training_dir: Path, run_dir: Path, profile: Profile, console: 
         model="base_cyclic",
         input_size=profile.input_size,
         epochs=profile.epochs,
+        batch_size=profile.batch_size,
         min_per_class=profile.min_per_class,
         seed=profile.seed,
     )

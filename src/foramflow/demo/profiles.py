@@ -17,8 +17,8 @@ class Profile:
         Z-stacks of small trays on which focus stacking is checked against the truth.
     train_per_class
         Labelled crops per class in the training set.
-    input_size, epochs
-        Network input (px) and fixed number of training epochs.
+    input_size, epochs, batch_size
+        Network input (px), fixed number of training epochs, and images per batch.
     min_per_class
         Classes with fewer labelled crops are dropped before training.
     bootstrap
@@ -33,6 +33,7 @@ class Profile:
     train_per_class: int
     input_size: int
     epochs: int
+    batch_size: int = 64
     min_per_class: int = 40
     bootstrap: int = 200
     seed: int = 0
@@ -48,8 +49,8 @@ DEFAULT = Profile(
     n_zstacks=2,
     zstack_particles=8,
     train_per_class=300,
-    input_size=64,
-    epochs=12,
+    input_size=48,
+    epochs=14,
 )
 QUICK = Profile(
     name="quick",
@@ -57,9 +58,10 @@ QUICK = Profile(
     particles_per_sample=60,
     n_zstacks=1,
     zstack_particles=6,
-    train_per_class=80,
-    input_size=48,
-    epochs=5,
+    train_per_class=100,
+    input_size=32,
+    epochs=8,
+    batch_size=32,
 )
 TINY = Profile(
     name="tiny",
@@ -67,9 +69,10 @@ TINY = Profile(
     particles_per_sample=8,
     n_zstacks=1,
     zstack_particles=3,
-    train_per_class=6,
+    train_per_class=10,
     input_size=32,
     epochs=1,
+    batch_size=16,
     min_per_class=2,
     bootstrap=10,
 )
