@@ -8,7 +8,7 @@ import pytest
 from foramflow.classify.engine import Engine, resolve_precision
 from foramflow.classify.quantize import quantize_bundle
 from foramflow.classify.runner import classify_folder
-from foramflow.io.bundle import Bundle, BundleError
+from foramflow.io.bundle import Bundle, BundleError, update_bundle_meta
 
 
 def test_engine_applies_the_bundle_temperature(kit, tmp_path):
@@ -59,3 +59,10 @@ def test_zipped_bundle_classifies_like_the_folder(kit, bundle, tree, tmp_path):
     assert result.run["bundle_hash"] == reference.run["bundle_hash"]
     with pytest.raises(BundleError, match="bundle folder"):
         quantize_bundle(archive, sorted(tree.rglob("*.png")))
+
+
+def test_auto_keeps_fp32_when_the_int8_model_agrees_too_little(bundle, tree):
+    record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
+    update_bundle_meta(bundle, int8={**record, "top1_agreement": 0.99})
+    assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
+    assert resolve_precision(Bundle.load(bundle), "int8") == ("int8", "model.int8.onnx")

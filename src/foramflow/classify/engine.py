@@ -2,7 +2,7 @@
 
 The bundle may be a folder or a zip. It may carry an int8 copy of its network, recorded in
 model.json under ``"int8"`` (see :mod:`foramflow.classify.quantize`); precision "auto" uses it
-when present.
+when its recorded top-1 agreement with fp32 is at least 99.5 %.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from foramflow.io.bundle import MODEL_FILE, Bundle, BundleError, apply_temperatu
 
 PRECISIONS = ("auto", "fp32", "int8")
 INT8_FIELD = "int8"
+# "auto" takes the int8 model only when it agrees this well with fp32 (top-1, recorded).
+MIN_INT8_AGREEMENT = 0.995
 
 
 def available_cores() -> int:
@@ -33,11 +35,12 @@ def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
     """(precision, model file name) that ``precision`` means for this bundle."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    int8_file = (bundle.meta.get(INT8_FIELD) or {}).get("file")
-    if precision == "int8" and not int8_file:
+    int8 = bundle.meta.get(INT8_FIELD) or {}
+    if precision == "int8" and not int8.get("file"):
         raise BundleError(f"{bundle.path}: the bundle holds no int8 model")
-    if precision == "int8" or (precision == "auto" and int8_file):
-        return "int8", int8_file
+    faithful = int8.get("file") and int8.get("top1_agreement", 0.0) >= MIN_INT8_AGREEMENT
+    if precision == "int8" or (precision == "auto" and faithful):
+        return "int8", int8["file"]
     return "fp32", MODEL_FILE
 
 

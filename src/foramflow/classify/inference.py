@@ -9,26 +9,9 @@ import pandas as pd
 import pyarrow as pa
 
 from foramflow.classify.decisions import DecisionRule
+from foramflow.classify.decode import decode_batch
 from foramflow.classify.engine import Engine
 from foramflow.classify.tables import predictions_table
-from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
-from foramflow.io.images import ImageReadError
-
-
-def decode_batch(paths: list[str], spec: PreprocessSpec) -> tuple[np.ndarray, list[str | None]]:
-    """Preprocessed images (n_ok, C, S, S) and, per path, None or the reason it failed."""
-    arrays, errors = [], []
-    for path in paths:
-        try:
-            arrays.append(load_and_preprocess(path, spec))
-            errors.append(None)
-        except ImageReadError as err:
-            errors.append(err.reason)
-        except Exception as err:  # one odd file must not stop the run
-            errors.append(f"cannot read image ({type(err).__name__}: {err})")
-    if not arrays:
-        return np.empty((0, spec.channels, spec.size, spec.size), np.float32), errors
-    return np.stack(arrays), errors
 
 
 def predict_decoded(engine: Engine, batch: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ cores while the workers decode the next ones.
 from __future__ import annotations
 
 import multiprocessing
-import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -18,8 +17,9 @@ import pandas as pd
 import pyarrow as pa
 
 from foramflow.classify.decisions import DecisionRule
+from foramflow.classify.decode import decode_batch, ignore_sigint
 from foramflow.classify.engine import Engine
-from foramflow.classify.inference import classify_records, decode_batch, predict_decoded
+from foramflow.classify.inference import classify_records, predict_decoded
 from foramflow.classify.tables import predictions_table
 
 AHEAD_PER_WORKER = 3
@@ -47,7 +47,7 @@ def run_local(
         return
     spec = engine.bundle.spec
     context = multiprocessing.get_context("spawn")  # never fork a process running ORT threads
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_sigint) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=ignore_sigint) as pool:
         pending: deque[tuple[int, pd.DataFrame, bool, Future]] = deque()
         batches = _batches(chunks, batch_size)
         try:
@@ -72,11 +72,6 @@ def run_local(
         finally:
             for *_, future in pending:
                 future.cancel()
-
-
-def _ignore_sigint() -> None:
-    """Ctrl-C is for the main process, which stops the pool and keeps what is written."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _batches(
