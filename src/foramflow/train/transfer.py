@@ -184,9 +184,9 @@ class TransferTrainer(Trainer):
         super().__init__(config, console=console)
         self.cache_root = Path(config.feature_cache or default_cache_root())
         if config.precision == "auto" and self.device.type == "cpu":
-            # Measured (benchmarks/bench_transfer.py): on a CPU, bf16 autocast does not speed
-            # EfficientNet-Lite0 up (depthwise convolutions) and moves its vectors by up to
-            # 25 %; fp32 unless asked for.
+            # Measured on a 2-core CPU (benchmarks/bench_transfer.py): bf16 autocast gave
+            # EfficientNet-Lite0 no reliable speed-up (×0.9 to ×1.6 between runs) and moves
+            # its vectors (cosine down to 0.98 against fp32): fp32 unless asked for.
             self.bf16 = False
 
     def run(self) -> Path:
