@@ -14,7 +14,7 @@ def demo(
         Path("foramflow-demo"), "--out", "-o", help="Demo folder (created; a rerun continues it)."
     ),
     quick: bool = typer.Option(
-        False, "--quick", help="A smaller core and a shorter training: about 2 minutes."
+        False, "--quick", help="A smaller core and a shorter training: about 3 CPU-minutes."
     ),
 ) -> None:
     """Run every step on a synthetic core and score it against the truth, in one report.
@@ -25,7 +25,7 @@ def demo(
 
     Last: down-core abundances (raw, corrected) against human counts and the truth.
 
-    The last line printed is the report's path. Default: under 10 minutes on 2 CPU cores.
+    The last line printed is the report's path. The default run costs about 11 CPU-minutes.
 
     A rerun into the same folder reuses finished stages; any other folder is refused.
 
