@@ -16,7 +16,9 @@ def test_block_count(width, blocks):
 def test_cyclic_networks_are_invariant_to_right_angle_rotations(name, pool):
     torch.manual_seed(0)
     network = create_model(name, n_classes=4, input_size=32, channels=1, pool=pool).eval()
+    torch.nn.init.normal_(network.classifier.weight)  # starts at zero: give it something to show
     x = torch.rand(3, 1, 32, 32)
+    assert network(x).std() > 0.1
     with torch.no_grad():
         reference = network(x)
         for k in (1, 2, 3):
@@ -27,6 +29,7 @@ def test_cyclic_networks_are_invariant_to_right_angle_rotations(name, pool):
 def test_plain_resnet_is_not_invariant():
     torch.manual_seed(0)
     network = create_model("resnet18", n_classes=4, input_size=32, channels=1).eval()
+    torch.nn.init.normal_(network.classifier.weight)
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         assert not torch.allclose(network(x), network(torch.rot90(x, 1, (2, 3))), atol=1e-4)
@@ -57,3 +60,12 @@ def test_registry_factory():
     assert network(torch.rand(2, 3, 64, 64)).shape == (2, 5)
     with pytest.raises(ValueError, match="unknown model"):
         create_model("vgg99", n_classes=2, input_size=64, channels=1)
+
+
+def test_classifier_starts_with_every_class_equally_likely():
+    network = create_model("base_cyclic", n_classes=5, input_size=32, channels=1).eval()
+    with torch.no_grad():
+        probabilities = torch.softmax(network(torch.rand(2, 1, 32, 32)), dim=1)
+        features = network.embed(torch.rand(2, 1, 32, 32))
+    assert torch.allclose(probabilities, torch.full((2, 5), 0.2))
+    assert features.abs().sum() > 0  # the features themselves are not zero

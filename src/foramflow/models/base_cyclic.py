@@ -80,8 +80,9 @@ class BaseCyclic(nn.Module):
 def init_he(module: nn.Module) -> None:
     """He (Kaiming) normal initialisation of the ReLU layers, as the paper.
 
-    The final ``classifier`` layer feeds a softmax, not a ReLU: it gets Glorot initialisation
-    so that the first losses start near log(K) instead of far above it.
+    The final ``classifier`` layer feeds a softmax, not a ReLU: it starts at zero, so every
+    class starts equally likely (loss log K). With He weights there the 512 pooled features
+    give logits in the tens and first losses far above log K, which slows early training.
     """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -90,4 +91,4 @@ def init_he(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
     classifier = getattr(module, "classifier", None)
     if isinstance(classifier, nn.Linear):
-        nn.init.xavier_uniform_(classifier.weight)
+        nn.init.zeros_(classifier.weight)
