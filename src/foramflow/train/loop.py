@@ -174,15 +174,19 @@ class Trainer:
         self.model_params = accepted
         return network.to(self.device).to(memory_format=torch.channels_last)
 
-    def run(self) -> Path:
-        c = self.config
-        torch.manual_seed(c.seed)
+    def _start(self) -> PreparedData:
+        """Seed, write config.yaml, and load, preprocess and split the image set."""
+        torch.manual_seed(self.config.seed)
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
-        c.to_yaml(self.out / "config.yaml")
-        data = prepare_data(c, self.console)
-        self.data = data
-        self._write_split(data)
+        self.config.to_yaml(self.out / "config.yaml")
+        self.data = prepare_data(self.config, self.console)
+        self._write_split(self.data)
+        return self.data
+
+    def run(self) -> Path:
+        c = self.config
+        data = self._start()
         classes = data.image_set.classes
         train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
         weights = torch.tensor(class_weights(np.maximum(train_counts, 1)), dtype=torch.float32)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy as copying
 import hashlib
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -43,7 +42,7 @@ from foramflow.train.feature_cache import (
     image_sha256,
 )
 from foramflow.train.finish import export_and_evaluate
-from foramflow.train.loop import PreparedData, Trainer, _progress, prepare_data
+from foramflow.train.loop import PreparedData, Trainer, _progress
 from foramflow.train.schedule import ALRS, Decision, default_window_epochs
 
 REFERENCE_FILE = "reference_features.npz"
@@ -191,13 +190,7 @@ class TransferTrainer(Trainer):
 
     def run(self) -> Path:
         c = self.config
-        torch.manual_seed(c.seed)
-        if self.device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
-        c.to_yaml(self.out / "config.yaml")
-        data = prepare_data(c, self.console)
-        self.data = data
-        self._write_split(data)
+        data = self._start()
         classes = data.image_set.classes
         started = time.perf_counter()
         self.model_params = {
