@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from foramflow.cli import app
+from foramflow.train.device import use_bf16
 from image_sets import write_shape_set
 
 
@@ -54,7 +55,8 @@ def test_train_routes_transfer_models_and_records_the_options(trained):
     assert config["model"] == "efficientnet_lite0_tl" and config["cyclic"] is False
     meta = json.loads((run / "bundle" / "model.json").read_text())
     assert meta["model"]["params"]["cyclic"] is False
-    assert meta["transfer"]["extractor"]["precision"] == "fp32"  # bf16 only when asked, on a CPU
+    bf16 = use_bf16("auto", torch.device("cpu"))
+    assert meta["transfer"]["extractor"]["precision"] == ("bf16" if bf16 else "fp32")
     assert meta["transfer"]["feature_cache"].startswith(str(cache))
 
 

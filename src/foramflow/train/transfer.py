@@ -1,4 +1,4 @@
-"""Transfer learning (METHOD §4): cached head features, a tail trained in seconds, one bundle.
+"""Transfer learning (METHOD §4): cached head features, a small tail, one bundle.
 
 A run: preprocess and split the set as the full networks do (:func:`prepare_data`);
 compute each image's head vector once — and optionally vectors of N augmented copies of
@@ -31,6 +31,7 @@ from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
 from foramflow.io.bundle import META_FILE, Bundle, update_bundle_meta
 from foramflow.io.images import ImageReadError
 from foramflow.models.backbones import file_sha256, get_backbone, resolve_weights
+from foramflow.models.cyclic import N_PATHS
 from foramflow.models.registry import create_model, get_entry
 from foramflow.models.transfer import TAIL_DROPOUT, TransferHead, TransferNetwork
 from foramflow.train.config import TrainConfig
@@ -57,6 +58,17 @@ def trainer_class(model: str) -> type[Trainer]:
 # -- feature extraction --------------------------------------------------------------------
 
 
+def batch_size_for(head: TransferHead, input_size: int, device: torch.device) -> int:
+    """Images per forward pass. On a CPU about 16 backbone rows at 128 px (fewer at larger
+    sizes, 4 images when cyclic), so that the activations stay in the processor's cache:
+    measured 2.5× faster than 64 rows for EfficientNet-Lite0 (benchmarks/bench_transfer.py).
+    """
+    if device.type != "cpu":
+        return 256
+    rows = 16 * (128 / input_size) ** 2
+    return max(1, round(rows / (N_PATHS if head.cyclic else 1)))
+
+
 @torch.inference_mode()
 def extract_features(
     head: TransferHead,
@@ -64,9 +76,10 @@ def extract_features(
     *,
     device: torch.device,
     bf16: bool,
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """Head vectors (N, F) float32 of preprocessed images (N, C, S, S): the backbone's work."""
+    batch_size = batch_size or batch_size_for(head, images.shape[-1], device)
     out = []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32))
@@ -182,11 +195,6 @@ class TransferTrainer(Trainer):
         self.weights = resolve_weights(self.backbone, config.weights)
         super().__init__(config, console=console)
         self.cache_root = Path(config.feature_cache or default_cache_root())
-        if config.precision == "auto" and self.device.type == "cpu":
-            # Measured on a 2-core CPU (benchmarks/bench_transfer.py): bf16 autocast gave
-            # EfficientNet-Lite0 no reliable speed-up (×0.9 to ×1.6 between runs) and moves
-            # its vectors (cosine down to 0.98 against fp32): fp32 unless asked for.
-            self.bf16 = False
 
     def run(self) -> Path:
         c = self.config
