@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from foramflow.models.base_cyclic import block_count
-from foramflow.models.cyclic import cyclic_pool, cyclic_roll, cyclic_slice
+from foramflow.models.cyclic import (
+    cyclic_pool,
+    cyclic_roll,
+    cyclic_slice,
+    roll_by_concatenation,
+)
 from foramflow.models.registry import create_model, model_names
 
 
@@ -44,6 +49,33 @@ def test_roll_commutes_with_rotating_the_input():
     rolled_shifted = cyclic_roll(shifted).unflatten(0, (4, -1))
     assert torch.equal(rolled_shifted, torch.roll(rolled, shifts=-1, dims=0))
     assert rolled.shape == (4, 2, 12, 8, 8)
+
+
+def test_roll_slots_hold_each_path_turned_into_the_receivers_frame():
+    x = torch.rand(4 * 2, 3, 5, 5)  # 4 paths × batch of 2, 3 channels
+    rolled = cyclic_roll(x).unflatten(0, (4, -1))
+    paths = x.unflatten(0, (4, -1))
+    for i in range(4):
+        for j in range(4):
+            slot = rolled[i, :, 3 * j : 3 * (j + 1)]
+            assert torch.equal(slot, torch.rot90(paths[(i + j) % 4], -j, (-2, -1))), (i, j)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_written_roll_matches_the_concatenated_roll_and_keeps_the_layout(layout):
+    x = torch.rand(8, 3, 6, 6).contiguous(memory_format=layout)
+    rolled = cyclic_roll(x)
+    assert torch.equal(rolled, roll_by_concatenation(x))
+    assert rolled.is_contiguous(memory_format=layout)
+
+
+def test_written_roll_gradient_is_exact():
+    x = torch.rand(8, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(cyclic_roll, (x,))
+    weights = torch.rand(8, 8, 5, 5, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((cyclic_roll(x) * weights).sum(), x)
+    (expected,) = torch.autograd.grad((roll_by_concatenation(x) * weights).sum(), x)
+    assert torch.allclose(grad, expected)
 
 
 def test_pool_modes():

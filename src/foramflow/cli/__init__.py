@@ -19,7 +19,6 @@ app = typer.Typer(
 )
 
 
-
 def _show_version(value: bool) -> None:
     if value:
         typer.echo(f"foramflow {__version__}")
