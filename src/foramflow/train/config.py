@@ -36,7 +36,7 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     compile: Literal["auto", "on", "off"] = Field(
-        "auto", description="torch.compile the training step; auto = on for 5 000+ images"
+        "auto", description="torch.compile the training step; auto = on a GPU for 5 000+ images"
     )
     workers: int = Field(0, ge=0, description="image-decoding processes; 0 = one per core")
     cyclic: bool = Field(True, description="transfer models: cyclic slice/pool in the head")

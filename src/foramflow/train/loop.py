@@ -231,7 +231,8 @@ class Trainer:
         weights = weights.to(self.device)
         last_epoch = c.epochs or c.max_epochs
         train_step = network
-        if c.compile == "on" or (c.compile == "auto" and len(train_y) >= 5000):
+        compile_pays = self.device.type == "cuda" and len(train_y) >= 5000
+        if c.compile == "on" or (c.compile == "auto" and compile_pays):
             train_step = CompiledOrEager(network, lambda m: self.console.print(f"[yellow]{m}"))
             self.console.print("Compiling the network (once, about a minute) …")
         stop = state.get("stopped", False)
