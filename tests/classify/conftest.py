@@ -130,3 +130,16 @@ def bundle(tmp_path) -> Path:
 @pytest.fixture
 def tree(tmp_path) -> Path:
     return write_tree(tmp_path / "images")
+
+
+@pytest.fixture(autouse=True)
+def cpu_without_bf16(monkeypatch):
+    """Tests see a CPU without native bf16, so that "auto" means the same on every machine;
+    a test of bf16 itself says otherwise."""
+
+    def set_bf16(present: bool) -> None:
+        for module in ("foramflow.classify.engine", "foramflow.classify.runner"):
+            monkeypatch.setattr(f"{module}.cpu_has_bf16", lambda: present)
+
+    set_bf16(False)
+    return set_bf16

@@ -66,3 +66,33 @@ def test_auto_keeps_fp32_when_the_int8_model_agrees_too_little(bundle, tree):
     update_bundle_meta(bundle, int8={**record, "top1_agreement": 0.99})
     assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
     assert resolve_precision(Bundle.load(bundle), "int8") == ("int8", "model.int8.onnx")
+
+
+def test_bf16_agreement_is_measured_once_and_used_by_auto(kit, bundle, tree, tmp_path):
+    messages = []
+    result = classify_folder(
+        bundle, tree, tmp_path / "bf16", precision="bf16", workers=0, log=messages.append
+    )
+    assert result.run["precision"] == "bf16"
+    record = json.loads((bundle / "model.json").read_text())["bf16"]
+    assert record["check_images"] == len(list(tree.rglob("*.png")))
+    assert record["top1_agreement"] == 1.0  # dark and bright are never close calls
+    assert any("bf16: top-1 agreement with fp32 100.00%" in m for m in messages)
+    fp32 = classify_folder(bundle, tree, tmp_path / "fp32", precision="fp32", workers=0)
+    pd.testing.assert_frame_equal(result.counts, fp32.counts)
+
+
+def test_auto_takes_bf16_only_on_a_bf16_cpu_and_when_faithful(bundle, cpu_without_bf16):
+    update_bundle_meta(bundle, bf16={"check_images": 512, "top1_agreement": 0.999})
+    assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
+    cpu_without_bf16(True)
+    assert resolve_precision(Bundle.load(bundle), "auto") == ("bf16", "model.onnx")
+    update_bundle_meta(bundle, bf16={"check_images": 512, "top1_agreement": 0.99})
+    assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
+
+
+def test_auto_on_a_bf16_cpu_checks_the_bundle_first(bundle, tree, tmp_path, cpu_without_bf16):
+    cpu_without_bf16(True)
+    result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
+    assert result.run["precision"] == "bf16"
+    assert json.loads((bundle / "model.json").read_text())["bf16"]["top1_agreement"] == 1.0

@@ -60,8 +60,8 @@ def quantize_bundle(
     bundle = Bundle.load(bundle_path)
     if not bundle.path.is_dir():
         raise BundleError(f"{bundle.path}: an int8 model can only be added to a bundle folder")
-    picked = _spread(list(images), n_calibration + n_check)
-    batch = _preprocess_all(picked, bundle)
+    picked = spread(list(images), n_calibration + n_check)
+    batch = preprocess_images(picked, bundle)
     if len(batch) < 2:
         raise ValueError("need at least 2 readable images to calibrate an int8 model")
     n_cal = min(n_calibration, len(batch) // 2)
@@ -69,7 +69,7 @@ def quantize_bundle(
     calibration, check = batch[order[:n_cal]], batch[order[n_cal:][:n_check]]
 
     fp32 = Engine(bundle, precision="fp32")
-    input_name = fp32.input_name
+    input_name = bundle.session().get_inputs()[0].name
 
     class _Batches(CalibrationDataReader):
         def __init__(self):
@@ -118,13 +118,13 @@ def top1_agreement(a: Engine, b: Engine, batch: np.ndarray, *, batch_size: int =
     return same / len(batch)
 
 
-def _spread(items: list, n: int) -> list:
+def spread(items: list, n: int) -> list:
     if len(items) <= n:
         return items
     return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
-def _preprocess_all(paths: Sequence[str | Path], bundle: Bundle) -> np.ndarray:
+def preprocess_images(paths: Sequence[str | Path], bundle: Bundle) -> np.ndarray:
     spec, arrays = bundle.spec, []
     for path in paths:
         try:

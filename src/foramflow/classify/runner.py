@@ -20,11 +20,13 @@ import pyarrow.compute as pc
 from foramflow import __version__
 from foramflow.classify.decisions import ERROR, UNSURE, DecisionRule
 from foramflow.classify.engine import (
+    BF16_FIELD,
     INT8_FIELD,
-    MIN_INT8_AGREEMENT,
+    MIN_AGREEMENT,
     Engine,
     available_cores,
     bundle_hash,
+    cpu_has_bf16,
     read_model,
     resolve_precision,
 )
@@ -91,9 +93,11 @@ def classify_folder(
     samples
         How the sample (and depth) of an image is decided; default its first folder.
     precision
-        "fp32", "int8" (quantises the bundle's network first if it has no int8 copy,
-        calibrated on images from ``images_dir``) or "auto" (int8 when the bundle has one
-        whose recorded top-1 agreement with fp32 is at least 99.5 %, else fp32).
+        "fp32"; "bf16" (OpenVINO); "int8" (quantises the bundle's network first if it has
+        no int8 copy, calibrated on images from ``images_dir``); or "auto": bf16 on a CPU
+        that computes it natively, else int8 when the bundle has a copy, each only when
+        its top-1 agreement with fp32 is at least 99.5 % (bf16's is measured on images
+        from ``images_dir`` the first time), else fp32.
     workers
         Decoding processes on this machine (default: one per core; 0 decodes in-process).
     scheduler
@@ -216,24 +220,42 @@ def _suffixes() -> str:
 def _ensure_precision(
     bundle: Bundle, precision: str, images_dir: Path, manifest: pd.DataFrame, log
 ) -> str:
-    """Quantise the bundle's network when int8 is asked for and the bundle has none."""
-    from foramflow.classify.quantize import quantize_bundle
+    """Measure what a reduced precision costs before it is used, once per bundle.
 
+    bf16 (asked for, or "auto" on a CPU that has it) is checked against fp32 on images from
+    this folder; int8, when asked for and the bundle has none, is calibrated on them.
+    """
+    paths = [images_dir / p for p in manifest["path"]]
+    if precision == "bf16" and not cpu_has_bf16():
+        log("warning: this CPU has no native bf16; bf16 inference will be slow here")
+    wants_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
+    if wants_bf16 and not bundle.meta.get(BF16_FIELD):
+        from foramflow.classify.bf16 import check_bf16
+
+        log("checking bf16 inference against fp32 on images from this folder")
+        _report_agreement(log, "bf16", check_bf16(bundle, paths))
     if precision != "int8" or (bundle.meta.get(INT8_FIELD) or {}).get("file"):
         return precision
+    from foramflow.classify.quantize import quantize_bundle
+
     log("the bundle has no int8 model: calibrating one on images from this folder")
-    record = quantize_bundle(bundle.path, [images_dir / p for p in manifest["path"]])
+    record = quantize_bundle(bundle.path, paths)
     bundle.meta[INT8_FIELD] = record
-    log(
-        f"int8 model written to {bundle.path / record['file']}: top-1 agreement with fp32 "
-        f"{record['top1_agreement']:.2%} on {record['check_images']} images"
-    )
-    if record["top1_agreement"] < MIN_INT8_AGREEMENT:
-        log(
-            f"warning: below {MIN_INT8_AGREEMENT:.1%}: int8 results will differ "
-            "from fp32 for some images; --precision auto keeps using fp32 with this bundle"
-        )
+    log(f"int8 model written to {bundle.path / record['file']}")
+    _report_agreement(log, "int8", record)
     return precision
+
+
+def _report_agreement(log, precision: str, record: dict) -> None:
+    log(
+        f"{precision}: top-1 agreement with fp32 {record['top1_agreement']:.2%} "
+        f"on {record['check_images']} images"
+    )
+    if record["top1_agreement"] < MIN_AGREEMENT:
+        log(
+            f"warning: below {MIN_AGREEMENT:.1%}: {precision} results would differ from fp32 "
+            f"for some images; --precision auto uses fp32 with this bundle"
+        )
 
 
 def _check_same_job(earlier: dict, job: dict, store: RunStore, manifest: pd.DataFrame) -> None:

@@ -34,9 +34,10 @@ def classify(
     ),
     precision: str = typer.Option(
         "auto",
-        help="auto (int8 when the bundle has an int8 model agreeing ≥ 99.5 % with fp32), "
-        "fp32, or int8 (calibrates an int8 model in the bundle on images from IMAGES_DIR "
-        "when it has none).",
+        help="auto (bf16 on a CPU that computes it natively, else int8 when the bundle has "
+        "an int8 model; either only if its top-1 agreement with fp32 is ≥ 99.5 %, else "
+        "fp32), fp32, bf16 (OpenVINO), or int8 (calibrates an int8 model in the bundle on "
+        "images from IMAGES_DIR when it has none).",
     ),
     workers: int = typer.Option(
         None, help="Processes decoding images (default: one per core; 0 = none)."
