@@ -3,12 +3,13 @@
 Lays out N real images (../shared/data/ndsb_plankton_dev) as 10 sample folders of symbolic
 links in a temporary folder (nothing is copied), then measures on this machine:
 
-* the CNN alone: ONNX Runtime on preprocessed batches already in memory, fp32 and int8;
+* the CNN alone on preprocessed batches already in memory: fp32 and int8 (ONNX Runtime),
+  bf16 (OpenVINO);
 * ``foramflow classify`` end to end (scan → decode → preprocess → CNN → chunked Parquet →
-  merge → counts), each run a fresh command: int8 on 5 000 and N images, fp32 on 5 000; images/s
-  over the command's wall-clock time, and peak memory summed over the command and its
-  decoding processes (RSS sampled every 0.1 s from /proc);
-* top-1 agreement of the int8 model with the fp32 model over the 5 000 images.
+  merge → counts), each run a fresh command: bf16 on 5 000 and N images, int8 and fp32 on
+  5 000; images/s over the command's wall-clock time, and peak memory summed over the command
+  and its decoding processes (RSS sampled every 0.1 s from /proc);
+* top-1 agreement of bf16 and of int8 with fp32 over the 5 000 images.
 
 The bundle is a Base-Cyclic, 8 filters, 128 × 128 grey network. Give one with --bundle (it is
 copied, so that adding its int8 model leaves yours alone), or let the script train one for a
@@ -140,10 +141,10 @@ def cnn_alone(bundle: Bundle, images: list[Path], precision: str, repeats: int =
     return float(np.median(rates))
 
 
-def agreement(fp32: Path, int8: Path) -> tuple[float, float, int]:
+def agreement(fp32: Path, other: Path) -> tuple[float, float, int]:
     """(top-1 agreement, agreement of the final class incl. unsure, images compared)."""
     a = pd.read_parquet(fp32 / "predictions.parquet").set_index("path")
-    b = pd.read_parquet(int8 / "predictions.parquet").set_index("path").loc[a.index]
+    b = pd.read_parquet(other / "predictions.parquet").set_index("path").loc[a.index]
     ok = (a["status"] != "error").to_numpy()
     probs = [c for c in a.columns if c.startswith("prob_")]
     top_a = a[probs].to_numpy()[ok].argmax(1)
@@ -185,19 +186,23 @@ def main() -> None:
 
         bundle = Bundle.load(bundle_dir)
         sample_images = picked[:: max(1, len(picked) // 1024)][:1024]
-        for precision in ("fp32", "int8"):
+        for precision in ("fp32", "bf16", "int8"):
             rate = cnn_alone(bundle, sample_images, precision)
             print(f"CNN alone {precision}: {rate:.0f} images/s (batches of 64, preloaded)")
 
-        for folder, precision in ((five, "int8"), (full, "int8"), (five, "fp32")):
+        runs = ((five, "fp32"), (five, "bf16"), (full, "bf16"), (five, "int8"))
+        for folder, precision in runs:
             n = sum(1 for _ in folder.rglob("*.jpg"))
             r = classify_run(bundle_dir, folder, work / f"out_{precision}_{n}", precision)
             print(f"end to end {precision}, {n} images: {n / r['wall_s']:.0f} images/s "
                   f"(wall {r['wall_s']:.1f} s), peak memory {r['peak_mb']:.0f} MB, "
                   f"{r['run']['n_errors']} errors")  # fmt: skip
-        top1, same, n = agreement(work / "out_fp32_5000", work / "out_int8_5000")
-        print(f"int8 vs fp32 over {n} images: top-1 agreement {top1:.2%}, "
-              f"same final class (incl. unsure) {same:.2%}")  # fmt: skip
+        bf16_check = json.loads((bundle_dir / "model.json").read_text()).get("bf16", {})
+        print(f"bf16 check recorded by classify: {bf16_check}")
+        for precision in ("bf16", "int8"):
+            top1, same, n = agreement(work / "out_fp32_5000", work / f"out_{precision}_5000")
+            print(f"{precision} vs fp32 over {n} images: top-1 agreement {top1:.2%}, "
+                  f"same final class (incl. unsure) {same:.2%}")  # fmt: skip
         print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 

@@ -62,6 +62,17 @@ def test_read_human_counts(tmp_path):
         read_human_counts(path)
 
 
+def test_depth_and_age_columns_with_units_are_positions_not_taxa(tmp_path):
+    path = tmp_path / "human.csv"
+    path.write_text("sample,depth_m,Age_ka,G. ruber,Agedorsalis\n1,0.5,12,120,3\n")
+    counts, positions = read_human_counts(path)
+    assert list(counts.columns) == ["G. ruber", "Agedorsalis"]
+    assert positions.loc["1"].to_dict() == {"depth": 0.5, "age": 12.0}
+    path.write_text("sample,depth,depth_m,G. ruber\n1,0.5,0.5,120\n")
+    with pytest.raises(ValueError, match="more than one depth or age column"):
+        read_human_counts(path)
+
+
 def test_drift_flags_only_the_unlike_sample(make_predictions):
     rng = np.random.default_rng(0)
     reference_scores = rng.beta(8, 1, 2000)  # confident, like the validation set

@@ -1,7 +1,8 @@
 """Agreement between automatic and human relative abundances.
 
 Human counts come as a CSV, one row per sample: a ``sample`` column, optional ``depth`` and
-``age`` columns, and one column of counts per taxon. Taxon columns may be classifier classes
+``age`` columns (also with a unit suffix: ``depth_m``, ``depth_cm``, ``age_ka``), and one column
+of counts per taxon. Taxon columns may be classifier classes
 or group names; the same groups file turns them into the same reported groups, so both
 sides share one denominator definition. Samples are matched by name.
 
@@ -24,6 +25,12 @@ from scipy.spatial.distance import braycurtis
 POSITION_COLUMNS = ("depth", "age")
 
 
+def _position_name(column: str) -> str | None:
+    """'depth' for depth, Depth_m, depth_cm …; 'age' likewise; None for a taxon column."""
+    base = str(column).strip().lower().split("_", 1)[0].split(" ", 1)[0]
+    return base if base in POSITION_COLUMNS else None
+
+
 def read_human_counts(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a human counts CSV into ``(counts, positions)``, both indexed by sample."""
     table = pd.read_csv(path)
@@ -31,8 +38,11 @@ def read_human_counts(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise ValueError(f"{path}: human counts need a 'sample' column")
     table["sample"] = table["sample"].astype(str)
     table = table.set_index("sample")
-    positions = table[[c for c in POSITION_COLUMNS if c in table.columns]].astype(float)
-    counts = table.drop(columns=list(positions.columns))
+    named = {c: _position_name(c) for c in table.columns if _position_name(c)}
+    if len(set(named.values())) < len(named):
+        raise ValueError(f"{path}: more than one depth or age column ({', '.join(named)})")
+    positions = table[list(named)].astype(float).rename(columns=named)
+    counts = table.drop(columns=list(named))
     numeric = counts.apply(pd.to_numeric, errors="coerce")
     bad = [c for c in counts.columns if numeric[c].isna().any()]
     if bad:

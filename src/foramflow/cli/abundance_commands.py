@@ -24,8 +24,8 @@ def abundance(
     human: Path = typer.Option(
         None,
         "--human",
-        help="Human counts CSV: column 'sample', optional 'depth'/'age', one "
-        "column of counts per taxon (class or group names).",
+        help="Human counts CSV: column 'sample', optional 'depth'/'age' (also "
+        "'depth_m', 'age_ka' …), one column of counts per taxon (class or group names).",
     ),
     age_model: Path = typer.Option(
         None,
