@@ -105,17 +105,8 @@ def _fuse_conv(conv: nn.Conv2d, state: str) -> nn.Conv2d:
         weight, groups, fused_in = torch.cat([_turned(w, k) for k in range(N_PATHS)]), 1, in_c
     elif state == "paths":  # each path reads only its own channels
         weight, groups, fused_in = torch.cat([_turned(w, k) for k in range(N_PATHS)]), 4, in_c * 4
-    else:  # after a roll: slot j of path k holds path (k + j) mod 4
-        block = in_c // N_PATHS
-        weight = w.new_zeros(N_PATHS * out_c, in_c, *w.shape[2:])
-        for k in range(N_PATHS):
-            turned = _turned(w, k)
-            for j in range(N_PATHS):
-                source = (k + j) % N_PATHS
-                weight[k * out_c : (k + 1) * out_c, source * block : (source + 1) * block] = turned[
-                    :, j * block : (j + 1) * block
-                ]
-        groups, fused_in = 1, in_c
+    else:  # after a roll: the weights read all four paths
+        weight, groups, fused_in = _read_rolled_paths(w), 1, in_c
     fused = nn.Conv2d(
         fused_in,
         N_PATHS * out_c,
@@ -128,6 +119,23 @@ def _fuse_conv(conv: nn.Conv2d, state: str) -> nn.Conv2d:
     if conv.bias is not None:
         fused.bias.copy_(conv.bias.repeat(N_PATHS))
     return fused
+
+
+def _read_rolled_paths(w: torch.Tensor) -> torch.Tensor:
+    """Weights (out, 4·C, kh, kw) that read a rolled tensor → (4·out, 4·C, kh, kw) reading the
+    four paths' own maps: slot j of path k holds path (k + j) mod 4, and path k's weights are
+    turned by −k·90°."""
+    out_c, in_c = w.shape[:2]
+    block = in_c // N_PATHS
+    weight = w.new_zeros(N_PATHS * out_c, *w.shape[1:])
+    for k in range(N_PATHS):
+        turned = _turned(w, k)
+        for j in range(N_PATHS):
+            source = (k + j) % N_PATHS
+            weight[k * out_c : (k + 1) * out_c, source * block : (source + 1) * block] = turned[
+                :, j * block : (j + 1) * block
+            ]
+    return weight
 
 
 def _tile_batch_norm(norm: nn.BatchNorm2d) -> nn.BatchNorm2d:
@@ -160,16 +168,7 @@ def _fuse_dense(linear: nn.Linear, channels: int) -> nn.Linear:
     """
     out_f, in_f = linear.weight.shape
     side = round((in_f // channels) ** 0.5)
-    w = linear.weight.view(out_f, channels, side, side)
-    block = channels // N_PATHS
-    weight = w.new_zeros(N_PATHS * out_f, channels, side, side)
-    for k in range(N_PATHS):
-        turned = _turned(w, k)
-        for j in range(N_PATHS):
-            source = (k + j) % N_PATHS
-            weight[k * out_f : (k + 1) * out_f, source * block : (source + 1) * block] = turned[
-                :, j * block : (j + 1) * block
-            ]
+    weight = _read_rolled_paths(linear.weight.view(out_f, channels, side, side))
     fused = nn.Linear(in_f, N_PATHS * out_f)
     fused.weight.copy_(weight.flatten(1))
     fused.bias.copy_(linear.bias.repeat(N_PATHS))
