@@ -21,6 +21,20 @@ def test_add_images_takes_sample_and_depth_from_folder_names(store: LabelStore):
     assert store.status_counts() == {"unlabelled": 12, "predicted": 0, "validated": 0}
 
 
+def test_crops_in_slide_subfolders_belong_to_their_sample_folder(tmp_path: Path, make_image):
+    for relpath in ("S3_30cm/slide_a/crop_1.png", "S3_30cm/slide_b/crop_1.png", "loose.png"):
+        make_image(tmp_path / "crops" / relpath, np.full((12, 12), 0.4))
+    store = LabelStore(tmp_path / "p")
+    added, problems = store.add_images(tmp_path / "crops")
+    assert (added, problems) == (3, [])
+    samples = {row["relpath"]: (row["sample"], row["depth_cm"]) for row in store.page(limit=10)}
+    assert samples == {
+        "S3_30cm/slide_a/crop_1.png": ("S3_30cm", 30.0),
+        "S3_30cm/slide_b/crop_1.png": ("S3_30cm", 30.0),
+        "loose.png": ("crops", None),
+    }
+
+
 def test_adding_again_adds_nothing_and_files_are_untouched(store: LabelStore, image_root: Path):
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in image_root.rglob("*.png")}
     added, problems = store.add_images(image_root)

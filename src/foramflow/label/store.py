@@ -245,8 +245,9 @@ class LabelStore:
     ) -> tuple[int, list[str]]:
         """Register every image under ``folder``; return (number added, problems).
 
-        The sample of an image is the name of its folder (the root's name for images directly
-        in it); its depth in cm is the first match of ``depth_pattern`` in the sample name.
+        The sample of an image is its first folder under ``folder`` (the root's name for
+        images directly in it), as in ``foramflow classify``, so that the crops of every
+        slide of a sample, in their own subfolders, share the sample; its depth in cm is the first match of ``depth_pattern`` in the sample name.
         A CSV with ``sample`` and ``depth_cm`` (or ``depth``) columns overrides both, per
         sample; with a ``path`` column (relative to ``folder``) it sets them per image.
         Symbolic links that lead out of ``folder`` are skipped.
@@ -266,7 +267,8 @@ class LabelStore:
                     problems.append(f"{path}: symbolic link out of {root}, skipped")
                     continue
                 relpath = path.relative_to(root).as_posix()
-                sample = path.parent.name if path.parent != root else root.name
+                parts = path.relative_to(root).parts
+                sample = parts[0] if len(parts) > 1 else root.name
                 depth = _depth_from_name(sample, pattern)
                 sample, depth = by_path.get(relpath, by_sample.get(sample, (sample, depth)))
                 try:
