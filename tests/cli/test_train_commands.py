@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import zipfile
 
 import pytest
 from typer.testing import CliRunner
@@ -95,6 +96,9 @@ def test_export_to_zip_and_predict_from_it(cli_run, tmp_path, shape_set):
         app, ["predict", str(out / "bundle"), str(image), "--threshold", "0"]
     )
     assert from_zip.output == from_folder.output
+    with zipfile.ZipFile(archive) as zipped:
+        written = set(zipped.namelist())
+    assert written == {p.name for p in (out / "bundle").iterdir()}  # nothing left behind
 
 
 def test_evaluate_on_a_labelled_folder(cli_run, shape_set, tmp_path):

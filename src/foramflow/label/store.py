@@ -247,7 +247,8 @@ class LabelStore:
 
         The sample of an image is its first folder under ``folder`` (the root's name for
         images directly in it), as in ``foramflow classify``, so that the crops of every
-        slide of a sample, in their own subfolders, share the sample; its depth in cm is the first match of ``depth_pattern`` in the sample name.
+        slide of a sample, in their own subfolders, share the sample. Its depth in cm is the
+        first match of ``depth_pattern`` in the sample name.
         A CSV with ``sample`` and ``depth_cm`` (or ``depth``) columns overrides both, per
         sample; with a ``path`` column (relative to ``folder``) it sets them per image.
         Symbolic links that lead out of ``folder`` are skipped.

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import torch
 
-from foramflow.io.bundle import META_FILE, NETWORK_INFO_FILE
+from foramflow.io.bundle import META_FILE, write_json_atomic
 from foramflow.models.registry import create_model
 from foramflow.train.export import MODEL_FILE, export_onnx
+
+MODEL_FILES = (MODEL_FILE, "model.int8.onnx")
+STALE_FIELDS = ("int8", "bf16")
 
 
 def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
@@ -40,8 +43,12 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
             input_size=meta["input"]["size"],
             channels=meta["input"]["channels"],
         )
-        for name in (META_FILE, NETWORK_INFO_FILE):
-            shutil.copy2(run / "bundle" / name, folder / name)
+        for path in sorted((run / "bundle").iterdir()):  # e.g. reference_features.npz
+            if path.is_file() and path.name not in (META_FILE, *MODEL_FILES):
+                shutil.copy2(path, folder / path.name)
+        # The int8 copy and the bf16 check describe the old model.onnx: they are redone on use.
+        fresh = {k: v for k, v in meta.items() if k not in STALE_FIELDS}
+        write_json_atomic(folder / META_FILE, fresh)
         if out.suffix.lower() == ".zip":
             out.parent.mkdir(parents=True, exist_ok=True)
             with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
