@@ -153,11 +153,12 @@ def _check_aligned_pool(pool: nn.MaxPool2d) -> None:
 
 
 def _head_parts(head: nn.Sequential) -> tuple[nn.Linear, CyclicPool]:
-    linear = [m for m in head if isinstance(m, nn.Linear)]
-    pool = [m for m in head if isinstance(m, CyclicPool)]
-    if len(linear) != 1 or len(pool) != 1:
-        raise ValueError("fusing expects a head of one dense layer and a cyclic pool")
-    return linear[0], pool[0]
+    """The dense layer and the pool of Base-Cyclic's head, which is exactly
+    flatten → dropout → dense → ReLU → cyclic pool (dropout is the identity in inference)."""
+    expected = (nn.Flatten, nn.Dropout, nn.Linear, nn.ReLU, CyclicPool)
+    if len(head) != len(expected) or not all(map(isinstance, head, expected)):
+        raise ValueError("fusing expects a head of flatten, dropout, dense, ReLU, cyclic pool")
+    return head[2], head[4]
 
 
 def _fuse_dense(linear: nn.Linear, channels: int) -> nn.Linear:
