@@ -12,6 +12,7 @@ top-1 agreement with fp32 is at least 99.5 %, and fp32 otherwise.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -37,8 +38,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
-    """True where OpenVINO can compute in bf16 natively on this CPU."""
+    """True where OpenVINO can compute in bf16 natively on this CPU (asked once)."""
     try:
         import openvino as ov
 
