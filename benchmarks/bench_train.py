@@ -137,7 +137,13 @@ def throughput(size: int, batches: int, repeats: int) -> None:
 
 
 def accuracy(
-    size: int, out: str, epochs: int | None, window: int | None, max_epochs: int, precision: str
+    size: int,
+    out: str,
+    epochs: int | None,
+    window: int | None,
+    max_epochs: int,
+    precision: str,
+    class_weights: str,
 ) -> None:
     from rich.console import Console
 
@@ -155,6 +161,7 @@ def accuracy(
         alrs_window_epochs=window,
         max_epochs=max_epochs,
         precision=precision,
+        class_weights=class_weights,
     )
     start = time.perf_counter()
     Trainer(config, console=Console(stderr=True)).run()
@@ -167,7 +174,7 @@ def accuracy(
     print(
         f"input {size}×{size} grey, Base-Cyclic 8 filters, {len(meta['labels'])} classes, "
         f"{meta['training_set']['n_train']} training / {meta['training_set']['n_validation']} "
-        f"validation images, precision {precision}"
+        f"validation images, precision {precision}, class weights {class_weights}"
     )
     print(f"epochs: {meta['training']['epochs']} (best {meta['training']['best_epoch']})")
     print(f"validation accuracy: {metrics['accuracy']:.4f}")
@@ -191,12 +198,19 @@ def main() -> None:
     a.add_argument("--alrs-window", type=int, default=None, help="ALRS window in epochs")
     a.add_argument("--max-epochs", type=int, default=300, help="upper limit in ALRS mode")
     a.add_argument("--precision", default="auto")
+    a.add_argument("--class-weights", default="clamped", choices=["clamped", "none"])
     args = parser.parse_args()
     if args.part == "throughput":
         throughput(args.size, args.batches, args.repeats)
     else:
         accuracy(
-            args.size, args.out, args.epochs, args.alrs_window, args.max_epochs, args.precision
+            args.size,
+            args.out,
+            args.epochs,
+            args.alrs_window,
+            args.max_epochs,
+            args.precision,
+            args.class_weights,
         )
 
 

@@ -122,6 +122,10 @@ def test_bad_options_give_clear_errors(tmp_path, shape_set):
     config.write_text("data: x\nout: y\nfliters: 8\n")
     result = runner.invoke(app, ["train", "--config", str(config)])
     assert result.exit_code == 2 and "fliters" in result.output
+    result = runner.invoke(
+        app, ["train", str(shape_set), "--class-weights", "equal", "--out", str(tmp_path / "r3")]
+    )
+    assert result.exit_code == 2 and "class_weights" in result.output
 
 
 def test_yaml_config_with_command_line_override(tmp_path, shape_set):
@@ -130,10 +134,13 @@ def test_yaml_config_with_command_line_override(tmp_path, shape_set):
         f"data: {shape_set}\nout: {tmp_path / 'run'}\ninput_size: 32\n"
         "epochs: 1\nmin_per_class: 10\nworkers: 1\nbatch_size: 32\n"
     )
-    result = runner.invoke(app, ["train", "--config", str(config), "--filters", "4"])
+    result = runner.invoke(
+        app, ["train", "--config", str(config), "--filters", "4", "--class-weights", "none"]
+    )
     assert result.exit_code == 0, result.output
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "filters: 4" in saved and "input_size: 32" in saved
+    assert "class_weights: none" in saved
 
 
 def test_corrupt_training_image_is_reported_and_skipped(tmp_path):

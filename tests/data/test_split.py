@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from foramflow.data.split import class_weights, stratified_split
+from foramflow.data.split import class_weights, loss_weights, stratified_split
 
 
 def test_class_weights_known_vector():
@@ -14,6 +14,14 @@ def test_class_weights_are_clamped():
     assert np.allclose(class_weights(counts), [10.0, 1.0, 0.1])
     with pytest.raises(ValueError):
         class_weights(np.array([0, 5]))
+
+
+def test_loss_weights_by_scheme():
+    counts = np.array([10, 100, 1000])
+    assert np.allclose(loss_weights(counts, "clamped"), [10.0, 1.0, 0.1])
+    assert np.allclose(loss_weights(counts, "none"), [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="clamped"):
+        loss_weights(counts, "balanced")
 
 
 def test_split_is_stratified_seeded_and_disjoint():

@@ -44,6 +44,11 @@ def train(
         None, help="Drop classes with fewer images (default: 40)."
     ),
     val_fraction: float | None = typer.Option(None, help="Validation share (default: 0.2)."),
+    class_weights: str | None = typer.Option(
+        None,
+        help="Loss weights: clamped (the paper's, favours rare classes) or none "
+        "(favours overall accuracy) (default: clamped).",
+    ),
     augment: bool | None = typer.Option(
         None, "--augment/--no-augment", help="Augmentation (default: on)."
     ),
@@ -113,6 +118,7 @@ def train(
         "learning_rate": learning_rate,
         "min_per_class": min_per_class,
         "val_fraction": val_fraction,
+        "class_weights": class_weights,
         "augment": augment,
         "seed": seed,
         "device": device,

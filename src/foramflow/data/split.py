@@ -19,6 +19,19 @@ def stratified_split(
     return np.sort(train), np.sort(val)
 
 
+def loss_weights(counts: np.ndarray, scheme: str) -> np.ndarray:
+    """Per-class loss weights for ``scheme``: "clamped" (:func:`class_weights`) or "none".
+
+    "none" suits a goal of overall accuracy on a set whose class mix is the natural one; the
+    clamped weights trade some of it for the recall of rare classes.
+    """
+    if scheme == "none":
+        return np.ones(len(counts))
+    if scheme == "clamped":
+        return class_weights(counts)
+    raise ValueError(f"class weights must be 'clamped' or 'none', not {scheme!r}")
+
+
 def class_weights(counts: np.ndarray, *, lower: float = 0.1, upper: float = 10.0) -> np.ndarray:
     """w_i = (geometric mean of all class counts) / k_i, clamped to [lower, upper].
 

@@ -16,6 +16,10 @@ into the weights, where they cost nothing at run time. In that frame:
 * the dense layer sees each path's features turned by −k·90° and reordered, which is a
   permutation of its weights.
 
+The first convolution also reads its input minus the typical pixel value (see
+:class:`_CentredConv`), which changes nothing in exact arithmetic but keeps bf16 inference
+faithful on images with a bright background.
+
 With the paths stacked on the channel axis the result is an ordinary convolutional network
 (a first convolution with 4× the filters, grouped convolutions for the per-path layers,
 dense convolutions after each roll) with exactly the FLOPs of the original but none of the
@@ -51,11 +55,15 @@ def fuse_paths(network: BaseCyclic) -> nn.Module:
     layers: list[nn.Module] = []
     state = "shared"  # the input, before any path exists
     per_path = 0  # channels of one path's feature maps
-    for layer in network.features:
+    features = list(network.features)
+    for i, layer in enumerate(features):
         if isinstance(layer, CyclicSlice):
             state = "shared"
         elif isinstance(layer, nn.Conv2d):
-            layers.append(_fuse_conv(layer, state))
+            fused_conv = _fuse_conv(layer, state)
+            if not layers and isinstance(features[i + 1], nn.BatchNorm2d):
+                fused_conv = _CentredConv(fused_conv, typical_input(layer, features[i + 1]))
+            layers.append(fused_conv)
             state, per_path = "paths", layer.out_channels
         elif isinstance(layer, nn.BatchNorm2d):
             layers.append(_tile_batch_norm(layer))
@@ -119,6 +127,43 @@ def _fuse_conv(conv: nn.Conv2d, state: str) -> nn.Conv2d:
     if conv.bias is not None:
         fused.bias.copy_(conv.bias.repeat(N_PATHS))
     return fused
+
+
+class _CentredConv(nn.Module):
+    """conv(x) computed as conv'(x − c), with the padding filled with −c and c·ΣW in the bias.
+
+    Exactly the same function; but where most pixels sit near c (a bright background, say),
+    conv' sums small numbers instead of cancelling large ones, so that rounding its weights
+    to bf16 costs little. Without this, bf16 inference of a network trained on plankton
+    images (background ≈ 0.95) changed the top class of 7 % of them.
+    """
+
+    def __init__(self, conv: nn.Conv2d, offset: float):
+        super().__init__()
+        self.offset = offset
+        self.padding = conv.padding[0]
+        self.conv = nn.Conv2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, groups=conv.groups
+        )
+        self.conv.weight.copy_(conv.weight)
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.conv.bias.copy_(bias + offset * conv.weight.sum(dim=(1, 2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = (self.padding,) * 4
+        return self.conv(nn.functional.pad(x - self.offset, pad, value=-self.offset))
+
+
+def typical_input(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> float:
+    """The mean input pixel during training, read back from the batch norm that follows
+    ``conv``: its running mean of filter k is about s_k·c + b_k, where s_k sums filter k's
+    weights (a least-squares fit over the filters; in [0, 1])."""
+    sums = conv.weight.detach().sum(dim=(1, 2, 3)).double()
+    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(sums)
+    mean = norm.running_mean.double() - bias
+    if float(sums @ sums) == 0.0:
+        return 0.0
+    return float(((sums @ mean) / (sums @ sums)).clamp(0.0, 1.0))
 
 
 def _read_rolled_paths(w: torch.Tensor) -> torch.Tensor:

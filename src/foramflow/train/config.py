@@ -31,6 +31,9 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(1e-3, gt=0)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     min_per_class: int = Field(40, ge=1)
+    class_weights: Literal["clamped", "none"] = Field(
+        "clamped", description="loss weights: the paper's clamped geometric-mean weights, or none"
+    )
     augment: bool = True
     seed: int = 0
     device: str = "auto"

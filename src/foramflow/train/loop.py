@@ -29,7 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from foramflow.data.arrays import preprocess_all
 from foramflow.data.augment import augment_batch
 from foramflow.data.dataset import ImageSet, image_set_hash, load_image_set
-from foramflow.data.split import class_weights, stratified_split
+from foramflow.data.split import loss_weights, stratified_split
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.models.registry import create_model, get_entry
 from foramflow.train.config import TrainConfig
@@ -189,7 +189,9 @@ class Trainer:
         data = self._start()
         classes = data.image_set.classes
         train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
-        weights = torch.tensor(class_weights(np.maximum(train_counts, 1)), dtype=torch.float32)
+        weights = torch.tensor(
+            loss_weights(np.maximum(train_counts, 1), c.class_weights), dtype=torch.float32
+        )
         network = self._build(len(classes))
         optimizer = torch.optim.Adam(network.parameters(), lr=c.learning_rate)
         batches_per_epoch = max(1, len(data.train_index) // c.batch_size)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from foramflow.data.augment import augment_batch
-from foramflow.data.split import class_weights
+from foramflow.data.split import loss_weights
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
 from foramflow.io.bundle import META_FILE, Bundle, update_bundle_meta
 from foramflow.io.images import ImageReadError
@@ -310,7 +310,9 @@ class TransferTrainer(Trainer):
         """Train the tail on vectors; keep the best epoch by validation accuracy (then loss)."""
         c = self.config
         tail = network.tail.to(self.device)
-        weights = torch.tensor(class_weights(np.maximum(train_counts, 1)), dtype=torch.float32)
+        weights = torch.tensor(
+            loss_weights(np.maximum(train_counts, 1), c.class_weights), dtype=torch.float32
+        )
         weights = weights.to(self.device)
         x, y = torch.from_numpy(train_x).to(self.device), torch.from_numpy(train_y).to(self.device)
         val_x = torch.from_numpy(features[data.val_index]).to(self.device)
