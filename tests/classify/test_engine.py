@@ -5,7 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foramflow.classify.engine import Engine, resolve_precision
+from foramflow.classify.engine import (
+    Engine,
+    recheck_close_calls,
+    recheck_margin,
+    resolve_precision,
+)
 from foramflow.classify.quantize import quantize_bundle
 from foramflow.classify.runner import classify_folder
 from foramflow.io.bundle import Bundle, BundleError, update_bundle_meta
@@ -77,6 +82,7 @@ def test_bf16_agreement_is_measured_once_and_used_by_auto(kit, bundle, tree, tmp
     record = json.loads((bundle / "model.json").read_text())["bf16"]
     assert record["check_images"] == len(list(tree.rglob("*.png")))
     assert record["top1_agreement"] == 1.0  # dark and bright are never close calls
+    assert 0 <= record["max_probability_change"] < 0.05
     assert any("bf16: top-1 agreement with fp32 100.00%" in m for m in messages)
     fp32 = classify_folder(bundle, tree, tmp_path / "fp32", precision="fp32", workers=0)
     pd.testing.assert_frame_equal(result.counts, fp32.counts)
@@ -96,3 +102,29 @@ def test_auto_on_a_bf16_cpu_checks_the_bundle_first(bundle, tree, tmp_path, cpu_
     result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
     assert result.run["precision"] == "bf16"
     assert json.loads((bundle / "model.json").read_text())["bf16"]["top1_agreement"] == 1.0
+
+
+def test_close_calls_are_recomputed_and_clear_ones_kept():
+    probs = np.array(
+        [[0.50, 0.49, 0.01], [0.90, 0.05, 0.05], [0.30, 0.33, 0.37], [0.10, 0.10, 0.80]],
+        dtype=np.float32,
+    )
+    batch = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1)  # row i holds the value i
+    seen = []
+
+    def exact(rows):
+        seen.append(rows[:, 0, 0, 0].tolist())
+        return np.tile(np.float32([0.0, 1.0, 0.0]), (len(rows), 1))
+
+    fixed, n = recheck_close_calls(probs, batch, 0.05, exact)
+    assert n == 2 and seen == [[0.0, 2.0]]  # margins 0.01 and 0.04 are under 0.05
+    assert fixed[[0, 2]].argmax(1).tolist() == [1, 1]
+    np.testing.assert_array_equal(fixed[[1, 3]], probs[[1, 3]])
+    np.testing.assert_array_equal(probs[0], np.float32([0.50, 0.49, 0.01]))  # input unchanged
+    assert recheck_close_calls(probs, batch, 0.0, exact)[1] == 0
+
+
+def test_recheck_margin_is_twice_the_largest_change_seen(bundle):
+    assert recheck_margin(Bundle.load(bundle)) == 0.0  # no bf16 check yet
+    update_bundle_meta(bundle, bf16={"top1_agreement": 0.999, "max_probability_change": 0.03})
+    assert recheck_margin(Bundle.load(bundle)) == pytest.approx(0.06)

@@ -4,7 +4,9 @@
   recorded in model.json under ``"int8"`` (see :mod:`foramflow.classify.quantize`).
 * bf16 runs model.onnx itself in OpenVINO with bfloat16 arithmetic, on CPUs that compute
   bf16 natively (AVX-512 BF16 or AMX); elsewhere it would be slower than fp32. Its top-1
-  agreement with fp32 is measured once per bundle and recorded under ``"bf16"``.
+  agreement with fp32 is measured once per bundle and recorded under ``"bf16"``, with the
+  largest change of a probability; images whose two best classes are closer than twice that
+  change are recomputed in fp32, so that close calls come out as in fp32.
 
 Precision "auto" takes bf16 where the CPU has it, else int8, each only when its recorded
 top-1 agreement with fp32 is at least 99.5 %, and fp32 otherwise.
@@ -98,6 +100,28 @@ def bundle_hash(bundle: Bundle, model: bytes) -> str:
     return digest.hexdigest()
 
 
+def recheck_margin(bundle: Bundle) -> float:
+    """bf16 results whose top two probabilities differ by less than this are recomputed in
+    fp32: a flip of the top class needs the two to move towards each other by the margin,
+    each by at most the largest change seen in the bundle's bf16 check (0 without one)."""
+    return 2.0 * (bundle.meta.get(BF16_FIELD) or {}).get("max_probability_change", 0.0)
+
+
+def recheck_close_calls(
+    probs: np.ndarray, batch: np.ndarray, margin: float, exact
+) -> tuple[np.ndarray, int]:
+    """Replace the rows of ``probs`` whose top two are within ``margin`` by ``exact(rows)``;
+    returns the probabilities and how many rows were recomputed."""
+    if margin <= 0 or probs.shape[1] < 2:
+        return probs, 0
+    top_two = np.partition(probs, -2, axis=1)[:, -2:]
+    close = np.flatnonzero(top_two[:, 1] - top_two[:, 0] < margin)
+    if len(close):
+        probs = probs.copy()
+        probs[close] = exact(np.ascontiguousarray(batch[close]))
+    return probs, len(close)
+
+
 class Engine:
     """Runs a bundle's network on preprocessed batches; probabilities include calibration."""
 
@@ -107,14 +131,23 @@ class Engine:
         model = read_model(bundle, self.model_file)
         self.hash = bundle_hash(bundle, model)
         threads = threads or available_cores()
+        self.margin = 0.0
+        self.n_rechecked = 0
         if self.precision == "bf16":
             self._run = _openvino_bf16(model, threads)
+            self.margin = recheck_margin(bundle)
+            if self.margin > 0:
+                self._exact = _onnxruntime(model, threads)
         else:
             self._run = _onnxruntime(model, threads)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) float32 for a preprocessed batch (N, C, S, S)."""
-        probs = self._run(np.ascontiguousarray(batch, dtype=np.float32))
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        probs = self._run(batch)
+        if self.margin > 0:
+            probs, n = recheck_close_calls(probs, batch, self.margin, self._exact)
+            self.n_rechecked += n
         return apply_temperature(probs, self.bundle.temperature).astype(np.float32, copy=False)
 
 

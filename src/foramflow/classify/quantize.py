@@ -104,18 +104,23 @@ def quantize_bundle(
     }
     bundle.meta[INT8_FIELD] = record
     int8 = Engine(bundle, precision="int8")
-    record["top1_agreement"] = top1_agreement(fp32, int8, check, batch_size=batch_size)
+    record["top1_agreement"], _ = compare_engines(fp32, int8, check, batch_size=batch_size)
     update_bundle_meta(bundle.path, **{INT8_FIELD: record})
     return record
 
 
-def top1_agreement(a: Engine, b: Engine, batch: np.ndarray, *, batch_size: int = 64) -> float:
-    """Share of images whose top class is the same under both engines."""
-    same = 0
+def compare_engines(
+    a: Engine, b: Engine, batch: np.ndarray, *, batch_size: int = 64
+) -> tuple[float, float]:
+    """(share of images whose top class is the same under both engines, largest difference
+    of any class probability)."""
+    same, largest = 0, 0.0
     for i in range(0, len(batch), batch_size):
         part = batch[i : i + batch_size]
-        same += int((a.predict(part).argmax(1) == b.predict(part).argmax(1)).sum())
-    return same / len(batch)
+        pa, pb = a.predict(part), b.predict(part)
+        same += int((pa.argmax(1) == pb.argmax(1)).sum())
+        largest = max(largest, float(np.abs(pa - pb).max()))
+    return same / len(batch), largest
 
 
 def spread(items: list, n: int) -> list:
