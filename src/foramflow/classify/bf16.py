@@ -31,8 +31,8 @@ def check_bf16(bundle: Bundle, images: Sequence[str | Path], *, n_check: int = 5
     batch = preprocess_images(spread(list(images), n_check), bundle)
     if len(batch) == 0:
         raise ValueError("no readable images to check bf16 against fp32")
-    # Small batches: the two engines' working memory stays well under a classify run's.
     bundle.meta.pop(BF16_FIELD, None)  # the bf16 engine measured here must not recheck
+    # Small batches: the two engines' working memory stays well under a classify run's.
     agreement, change = compare_engines(
         Engine(bundle, precision="fp32"), Engine(bundle, precision="bf16"), batch, batch_size=16
     )
