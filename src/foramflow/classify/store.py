@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from foramflow.io.bundle import write_json_atomic
+from foramflow.io.files import atomic_path, atomic_write, write_json_atomic
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.parquet"
@@ -35,7 +33,7 @@ CHUNKS_DIR = "chunks"
 PREDICTIONS_FILE = "predictions.parquet"
 COUNTS_FILE = "counts.csv"
 ABUNDANCE_FILE = "relative_abundance.csv"
-_TEMP_PREFIX = ".tmp-"
+_TEMP_GLOB = ".*.tmp"  # what io.files.atomic_path leaves if killed
 
 
 def manifest_hash(manifest: pd.DataFrame) -> str:
@@ -88,7 +86,7 @@ class RunStore:
         """Create the folders and drop temporary files an interrupted run left behind."""
         self.chunks_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.root, self.chunks_dir):
-            for stale in folder.glob(_TEMP_PREFIX + "*"):
+            for stale in folder.glob(_TEMP_GLOB):
                 stale.unlink(missing_ok=True)
 
     def read_run(self) -> dict | None:
@@ -122,18 +120,11 @@ class RunStore:
     def merge_chunks(self, n_chunks: int, schema: pa.Schema) -> Iterator[pa.Table]:
         """Write predictions.parquet from the chunks, one at a time; yield each chunk."""
         target = self.path(PREDICTIONS_FILE)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=_TEMP_PREFIX, suffix=".parquet")
-        os.close(fd)
-        try:
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for index in range(n_chunks):
-                    table = self.read_chunk(index)
-                    writer.write_table(table)
-                    yield table
-            _fsync(tmp)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_path(target, durable=True) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+            for index in range(n_chunks):
+                table = self.read_chunk(index)
+                writer.write_table(table)
+                yield table
 
     def remove_chunks(self) -> None:
         for path in self.chunks_dir.glob("*.parquet"):
@@ -151,25 +142,4 @@ class RunStore:
         self._write_atomic(self.path(name), lambda tmp: frame.to_csv(tmp))
 
     def _write_atomic(self, target: Path, write: Callable[[str], None]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX, suffix=target.suffix)
-        os.close(fd)
-        try:
-            write(tmp)
-            _fsync(tmp)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        _fsync_dir(target.parent)
-
-
-def _fsync(path: str | Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        atomic_write(target, lambda tmp: write(str(tmp)), durable=True)

@@ -254,5 +254,5 @@ def predict(
         name = labels[k] if probs[k] > loaded.class_thresholds.get(labels[k], cut) else "unsure"
         typer.echo(f"{path}\t{name}\t{probs[k]:.4f}")
     if failed:
-        console.print(f"[yellow]{failed} image(s) could not be read(default: /)")
+        console.print(f"[yellow]{failed} image(s) could not be read")
         raise typer.Exit(1)

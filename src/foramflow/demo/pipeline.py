@@ -526,7 +526,7 @@ def _open_state(out: Path, profile: Profile) -> dict:
 
 
 def _write_state(out: Path, state: dict) -> None:
-    from foramflow.io.bundle import write_json_atomic
+    from foramflow.io.files import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / STATE_FILE, state)

@@ -14,8 +14,6 @@ This module needs only numpy, Pillow and ONNX Runtime.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
+from foramflow.io.files import write_json_atomic
 from foramflow.io.images import ImageReadError
 
 BUNDLE_FORMAT = "foramflow-bundle/1"
@@ -157,16 +156,6 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=1, keepdims=True)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def update_bundle_meta(path: str | Path, **fields) -> dict:

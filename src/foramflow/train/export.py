@@ -22,8 +22,8 @@ from foramflow.io.bundle import (
     META_FILE,
     MODEL_FILE,
     NETWORK_INFO_FILE,
-    write_json_atomic,
 )
+from foramflow.io.files import write_json_atomic
 from foramflow.io.network_info import write_network_info
 from foramflow.models.fused_paths import can_fuse_paths, fuse_paths
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.io.bundle import write_json_atomic
+from foramflow.io.files import write_json_atomic
 
 FEATURE_FORMAT = 1
 EXTRACTOR_FILE = "extractor.json"

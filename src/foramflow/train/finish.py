@@ -13,7 +13,8 @@ from torch import nn
 from foramflow.data.dataset import ImageSet
 from foramflow.evaluate.evaluation import evaluate_bundle, write_evaluation
 from foramflow.imaging.preprocess import PreprocessSpec
-from foramflow.io.bundle import META_FILE, NETWORK_INFO_FILE, Bundle, write_json_atomic
+from foramflow.io.bundle import META_FILE, NETWORK_INFO_FILE, Bundle
+from foramflow.io.files import write_json_atomic
 from foramflow.io.network_info import write_network_info
 from foramflow.train.config import TrainConfig
 from foramflow.train.export import MODEL_FILE, bundle_meta, export_onnx

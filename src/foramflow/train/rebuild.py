@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from foramflow.io.bundle import META_FILE, write_json_atomic
+from foramflow.io.bundle import META_FILE
+from foramflow.io.files import write_json_atomic
 from foramflow.models.registry import create_model
 from foramflow.train.export import MODEL_FILE, export_onnx
 
