@@ -12,7 +12,6 @@ of each abundance estimate against the true assemblages.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import tempfile
@@ -20,7 +19,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from rich.console import Console
 
 from foramflow.demo import DEFAULT, QUICK, TINY, run_demo
 
@@ -39,7 +37,7 @@ def main() -> None:
     load_before = os.getloadavg()
     wall, cpu = time.perf_counter(), time.process_time()
     children = os.times()
-    run_demo(out, profile=PROFILES[args.profile], console=Console(file=io.StringIO()))
+    run_demo(out, profile=PROFILES[args.profile])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     after = os.times()
     child_cpu = (after.children_user + after.children_system) - (

@@ -145,8 +145,7 @@ def accuracy(
     precision: str,
     class_weights: str,
 ) -> None:
-    from rich.console import Console
-
+    from foramflow.cli.console import RichProgress
     from foramflow.train.config import TrainConfig
     from foramflow.train.loop import Trainer
 
@@ -164,7 +163,7 @@ def accuracy(
         class_weights=class_weights,
     )
     start = time.perf_counter()
-    Trainer(config, console=Console(stderr=True)).run()
+    Trainer(config, progress=RichProgress()).run()
     wall = time.perf_counter() - start
     metrics = json.loads((Path(out) / "metrics.json").read_text())
     meta = json.loads((Path(out) / "bundle" / "model.json").read_text())

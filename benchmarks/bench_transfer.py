@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 
+from foramflow.cli.console import RichProgress
 from foramflow.data.arrays import preprocess_all
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.models.backbones import efficientnet_lite0_weights
@@ -98,7 +98,7 @@ def run(data: Path, out: Path, cache: Path, *, cyclic: bool, input_size: int) ->
         feature_cache=str(cache),
     )
     start = time.perf_counter()
-    TransferTrainer(config, console=Console(stderr=True)).run()
+    TransferTrainer(config, progress=RichProgress()).run()
     wall = time.perf_counter() - start
     meta = json.loads((out / "bundle" / "model.json").read_text())
     return {"wall_s": wall, "meta": meta}

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
 import foramflow.demo
@@ -17,16 +15,23 @@ from foramflow.cli import app
 from foramflow.demo import QUICK, TINY, DemoFolderError, run_demo
 from foramflow.demo.report import FIGURES
 from foramflow.demo.scores import NO_MATCH, abundance_errors, match_to_truth
+from foramflow.progress import Quiet
 
 
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=100)
+class Recording(Quiet):
+    """Keeps the messages a run reports."""
+
+    def __init__(self):
+        self.messages = []
+
+    def message(self, text, *, warning=False):
+        self.messages.append(text)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
-    report = run_demo(out, profile=TINY, console=quiet())
+    report = run_demo(out, profile=TINY, progress=Recording())
     return out, report
 
 
@@ -103,19 +108,19 @@ def test_report_embeds_every_figure_and_states_the_error(demo):
 def test_a_rerun_reuses_finished_stages(demo):
     out, report = demo
     before = (out / "run" / "bundle" / "model.onnx").stat().st_mtime_ns
-    console = quiet()
-    assert run_demo(out, profile=TINY, console=console) == report
-    assert console.file.getvalue().count("reused") == 8
+    progress = Recording()
+    assert run_demo(out, profile=TINY, progress=progress) == report
+    assert sum("reused" in m for m in progress.messages) == 8
     assert (out / "run" / "bundle" / "model.onnx").stat().st_mtime_ns == before
 
 
 def test_other_folders_are_refused(demo, tmp_path):
     out, _ = demo
     with pytest.raises(DemoFolderError, match="'tiny' profile"):
-        run_demo(out, profile=QUICK, console=quiet())
+        run_demo(out, profile=QUICK, progress=Recording())
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(DemoFolderError, match="not a demo folder"):
-        run_demo(tmp_path, profile=TINY, console=quiet())
+        run_demo(tmp_path, profile=TINY, progress=Recording())
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 

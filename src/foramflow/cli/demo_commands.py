@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from foramflow.cli.console import console, fail
+from foramflow.cli.console import RichProgress, console, fail
 
 
 def demo(
@@ -34,7 +34,8 @@ def demo(
     from foramflow.demo import DEFAULT, QUICK, DemoFolderError, run_demo
 
     try:
-        report = run_demo(out, profile=QUICK if quick else DEFAULT, console=console)
+        progress = RichProgress(console)
+        report = run_demo(out, profile=QUICK if quick else DEFAULT, progress=progress)
     except DemoFolderError as err:
         raise fail(str(err)) from None
     typer.echo(f"Report: {report.resolve()}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from foramflow.cli.console import console, fail
+from foramflow.cli.console import RichProgress, console, fail
 
 _MODEL_HELP = (
     "network: base_cyclic, resnet_cyclic or resnet18; transfer learning on cached "
@@ -147,11 +147,17 @@ def train(
     from foramflow.train.transfer import trainer_class
 
     try:
-        trainer = trainer_class(resolved.model)(resolved, console=console, resume=resume)
+        progress = RichProgress(console)
+        trainer = trainer_class(resolved.model)(resolved, progress=progress, resume=resume)
         report = trainer.run()
     except (RunFolderExists, FileNotFoundError, ValueError) as err:
         raise fail(str(err)) from None
     except KeyboardInterrupt:
+        if (Path(resolved.out) / "checkpoint_last.pt").is_file():
+            console.print(
+                f"continue with: foramflow train --config {Path(resolved.out) / 'config.yaml'} "
+                "--resume"
+            )
         raise typer.Exit(130) from None
     console.print(f"[green]Done.[/] Bundle: {Path(resolved.out) / 'bundle'}")
     typer.echo(f"Report: {report}")

@@ -32,18 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from foramflow.demo import figures, scores
 from foramflow.demo.profiles import DEFAULT, Profile
+from foramflow.progress import Progress, Quiet, Task
 
 PLANE_SPACING_UM = 70.0
 """Distance between the focal planes of the Z-stacks (Marchant et al. 2020)."""
@@ -70,16 +62,14 @@ def generate_core(core_dir: Path, profile: Profile, progress: Progress) -> dict:
     """Draw the core: trays of particles per sample, with true and human-counted assemblages."""
     from foramflow.data.synthetic import make_core
 
-    task = progress.add_task(
-        "drawing trays", total=profile.n_samples * profile.particles_per_sample
-    )
+    task = progress.task("drawing trays", profile.n_samples * profile.particles_per_sample)
     truth = make_core(
         core_dir,
         n_samples=profile.n_samples,
         particles_per_sample=profile.particles_per_sample,
         as_slides=True,
         seed=profile.seed,
-        on_progress=lambda n: progress.advance(task, n),
+        on_progress=task.advance,
     )
     return {
         "samples": profile.n_samples,
@@ -98,7 +88,7 @@ def stack_zstacks(
     from foramflow.imaging.save import save_image
     from foramflow.imaging.stack import fuse_stack
 
-    task = progress.add_task("focus stacking", total=profile.n_zstacks)
+    task = progress.task("focus stacking", profile.n_zstacks)
     rows = []
     for i in range(profile.n_zstacks):
         stack = make_zstack(
@@ -131,7 +121,7 @@ def stack_zstacks(
                 best_plane=errors["best_plane"],
             )
             figures.save(figure, figures_dir / "stacking.png")
-        progress.advance(task)
+        task.advance()
     table = pd.DataFrame(rows)
     table.to_csv(stacks_dir / "stacks.csv", index=False)
     return {
@@ -175,7 +165,7 @@ def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: 
 
     truth = pd.read_csv(core_dir / TRUTH_PARTICLES_FILE)
     trays = list(dict.fromkeys(truth["file"]))
-    task = progress.add_task("segmenting trays", total=len(trays))
+    task = progress.task("segmenting trays", len(trays))
     tables, rejected = [], []
     for tray in trays:
         image = read_image(core_dir / tray)
@@ -195,7 +185,7 @@ def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: 
                 figures.plot_segmentation(image, particles, on_tray),
                 figures_dir / "segmentation.png",
             )
-        progress.advance(task)
+        task.advance()
 
     crops = pd.concat(tables, ignore_index=True)
     crops.to_parquet(crops_dir / MORPHOMETRICS_FILE, index=False)
@@ -227,7 +217,7 @@ def label_training_set(training_dir: Path, profile: Profile, progress: Progress)
     from foramflow.imaging.segment import crop_filename
 
     n_trays = -(-profile.train_per_class * len(MORPHOTYPES) // TRAINING_TRAY_PARTICLES)
-    task = progress.add_task("labelling trays", total=n_trays)
+    task = progress.task("labelling trays", n_trays)
     labelled = []
     for i in range(n_trays):
         tray = make_slide(
@@ -240,7 +230,7 @@ def label_training_set(training_dir: Path, profile: Profile, progress: Progress)
                 path = f"{particle['true_class']}/{crop_filename(f'tray_{i + 1:03d}', particle)}"
                 save_image(training_dir / path, crop)
                 labelled.append(particle["true_class"])
-        progress.advance(task)
+        task.advance()
     per_class = pd.Series(labelled).value_counts()
     return {
         "trays": n_trays,
@@ -250,7 +240,7 @@ def label_training_set(training_dir: Path, profile: Profile, progress: Progress)
     }
 
 
-def train_network(training_dir: Path, run_dir: Path, profile: Profile, console: Console) -> dict:
+def train_network(training_dir: Path, run_dir: Path, profile: Profile, progress: Progress) -> dict:
     """Train a Base-Cyclic network for a fixed number of epochs; evaluate it on validation."""
     from foramflow.train.config import TrainConfig
     from foramflow.train.loop import Trainer
@@ -265,7 +255,7 @@ def train_network(training_dir: Path, run_dir: Path, profile: Profile, console: 
         min_per_class=profile.min_per_class,
         seed=profile.seed,
     )
-    report = Trainer(config, console=console).run()
+    report = Trainer(config, progress=progress).run()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     log = pd.read_csv(run_dir / "log.csv")
     return {
@@ -284,14 +274,14 @@ def classify_crops(
     from foramflow.classify.runner import classify_folder
     from foramflow.classify.samples import SampleRule
 
-    task = progress.add_task("classifying crops", total=None)
+    task = progress.task("classifying crops", None)
     result = classify_folder(
         bundle_dir,
         crops_dir,
         classify_dir,
         samples=SampleRule(table=str(crops_dir / SAMPLE_DEPTHS_FILE)),
-        on_start=lambda total, done: progress.update(task, total=total, completed=done),
-        on_images=lambda n: progress.advance(task, n),
+        on_start=lambda total, done: task.update(total=total, completed=done),
+        on_images=task.advance,
     )
     return {
         "images": int(result.run["n_images"]),
@@ -312,7 +302,7 @@ def evaluate_on_core(
     from foramflow.classify.decisions import UNSURE
     from foramflow.classify.store import PREDICTIONS_FILE
 
-    task = progress.add_task("scoring crops", total=1)
+    task = progress.task("scoring crops", 1)
     predictions = pd.read_parquet(classify_dir / PREDICTIONS_FILE, columns=["path", "class"])
     crops = pd.read_parquet(crops_dir / MORPHOMETRICS_FILE, columns=["path", "true_class"])
     joined = crops.merge(predictions, on="path", how="left", validate="one_to_one")
@@ -324,7 +314,7 @@ def evaluate_on_core(
     evaluation_dir.mkdir(parents=True, exist_ok=True)
     matrix.to_csv(evaluation_dir / "core_confusion.csv")
     figures.save(figures.plot_core_confusion(matrix), figures_dir / "core_confusion.png")
-    progress.advance(task)
+    task.advance()
     return {
         "crops_scored": len(known),
         "accuracy_all": float((known["class"] == known["true_class"]).mean()),
@@ -356,14 +346,14 @@ def estimate_abundance(
     predictions = pd.read_parquet(classify_dir / PREDICTIONS_FILE)
     human = pd.read_csv(core_dir / HUMAN_COUNTS_FILE).set_index("sample")
     positions = human[["depth_m"]].rename(columns={"depth_m": "depth"})
-    task = progress.add_task("correcting abundances", total=predictions["sample"].nunique())
+    task = progress.task("correcting abundances", predictions["sample"].nunique())
     result = analyse_core(
         predictions,
         confusion=Confusion.from_meta(Bundle.load(bundle_dir).meta),
         human=(human.drop(columns="depth_m"), positions),
         n_boot=profile.bootstrap,
         seed=profile.seed,
-        on_sample=lambda _: progress.advance(task),
+        on_sample=lambda _: task.advance(),
     )
     write_tables(result, abundance_dir)
 
@@ -404,12 +394,30 @@ def estimate_abundance(
 class Stage:
     folder: str
     title: str
-    run: Callable[[Progress | None], dict]
-    live: bool = True  # False: the stage shows its own progress bars on the console
+    run: Callable[[Progress], dict]
+
+
+class _StageTasks:
+    """A stage's view of the progress: every task it opened is closed when it ends."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.opened = progress, []
+
+    def message(self, text: str, *, warning: bool = False) -> None:
+        self.progress.message(text, warning=warning)
+
+    def task(self, description: str, total: int | None, **fields: str) -> Task:
+        task = self.progress.task(description, total, **fields)
+        self.opened.append(task)
+        return task
+
+    def close(self) -> None:
+        for task in self.opened:
+            task.done()
 
 
 def run_demo(
-    out: str | Path, *, profile: Profile = DEFAULT, console: Console | None = None
+    out: str | Path, *, profile: Profile = DEFAULT, progress: Progress | None = None
 ) -> Path:
     """Run the whole demo into ``out``; returns the path of ``report.html``.
 
@@ -420,7 +428,7 @@ def run_demo(
     from foramflow.demo.report import write_demo_report
 
     out = Path(out)
-    console = console or Console(stderr=True)
+    progress = progress or Quiet()
     state = _open_state(out, profile)
     bundle, shown = out / "run" / "bundle", out / "figures"
     stages = [
@@ -443,8 +451,7 @@ def run_demo(
         Stage(
             "run",
             "Train and evaluate Base-Cyclic",
-            lambda p: train_network(out / "training_set", out / "run", profile, console),
-            live=False,
+            lambda p: train_network(out / "training_set", out / "run", profile, p),
         ),
         Stage(
             "classify",
@@ -468,19 +475,19 @@ def run_demo(
     ]
     started = time.perf_counter()
     for number, stage in enumerate(stages, start=1):
-        heading = f"[bold cyan]{number}/{len(stages) + 1}[/] {stage.title}"
+        heading = f"{number}/{len(stages) + 1} {stage.title}"
         if stage.folder in state["stages"]:
-            console.print(f"{heading}: [dim]reused from {out / stage.folder}[/]")
+            progress.message(f"{heading}: reused from {out / stage.folder}")
             continue
         shutil.rmtree(out / stage.folder, ignore_errors=True)  # an unfinished earlier try
         (out / stage.folder).mkdir(parents=True)
-        console.print(heading)
+        progress.message(heading)
         clock = time.perf_counter()
-        if stage.live:
-            with _progress(console) as progress:
-                summary = stage.run(progress)
-        else:
-            summary = stage.run(None)
+        tasks = _StageTasks(progress)
+        try:
+            summary = stage.run(tasks)
+        finally:
+            tasks.close()
         seconds = time.perf_counter() - clock
         state["stages"][stage.folder] = {
             "title": stage.title,
@@ -488,22 +495,11 @@ def run_demo(
             "summary": summary,
         }
         _write_state(out, state)
-        console.print(f"{heading} [green]done[/] in {seconds:.1f} s")
-    console.print(f"[bold cyan]{len(stages) + 1}/{len(stages) + 1}[/] Write the report")
+        progress.message(f"{heading} done in {seconds:.1f} s")
+    progress.message(f"{len(stages) + 1}/{len(stages) + 1} Write the report")
     report = write_demo_report(out, state)
-    console.print(f"Demo finished in {time.perf_counter() - started:.1f} s")
+    progress.message(f"Demo finished in {time.perf_counter() - started:.1f} s")
     return report
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("  [bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def _open_state(out: Path, profile: Profile) -> dict:

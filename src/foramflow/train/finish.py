@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
 from torch import nn
 
 from foramflow.data.dataset import ImageSet
@@ -16,6 +15,7 @@ from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.io.bundle import META_FILE, NETWORK_INFO_FILE, Bundle
 from foramflow.io.files import write_json_atomic
 from foramflow.io.network_info import write_network_info
+from foramflow.progress import Progress
 from foramflow.train.config import TrainConfig
 from foramflow.train.export import MODEL_FILE, bundle_meta, export_onnx
 
@@ -29,14 +29,14 @@ def export_and_evaluate(
     model_params: dict,
     train_counts: np.ndarray,
     state: dict,
-    console: Console,
+    progress: Progress,
 ) -> Path:
     """Write ``out/bundle`` and ``out/evaluation``; return the path of the HTML report."""
     image_set: ImageSet = data.image_set
     classes = image_set.classes
     bundle_dir = out / "bundle"
     bundle_dir.mkdir(exist_ok=True)
-    console.print("Exporting the best network to ONNX …")
+    progress.message("Exporting the best network to ONNX …")
     export_onnx(
         network, bundle_dir / MODEL_FILE, input_size=config.input_size, channels=config.channels
     )
@@ -52,7 +52,7 @@ def export_and_evaluate(
     )
     write_json_atomic(bundle_dir / META_FILE, meta)
 
-    console.print("Evaluating the bundle on the validation split …")
+    progress.message("Evaluating the bundle on the validation split …")
     val_images = data.images[data.val_index]
     evaluation = evaluate_bundle(Bundle.load(bundle_dir), val_images, data.labels[data.val_index])
     n_train = len(data.train_index)

@@ -15,7 +15,6 @@ Run folder::
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +22,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from foramflow.data.arrays import preprocess_all
 from foramflow.data.augment import augment_batch
@@ -32,23 +29,12 @@ from foramflow.data.dataset import ImageSet, image_set_hash, load_image_set
 from foramflow.data.split import loss_weights, stratified_split
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.models.registry import create_model, get_entry
+from foramflow.progress import Progress, Quiet
 from foramflow.train.config import TrainConfig
 from foramflow.train.device import CompiledOrEager, resolve_device, use_bf16
 from foramflow.train.finish import export_and_evaluate
-from foramflow.train.schedule import ALRS, Decision, default_window_epochs
-
-LOG_COLUMNS = [
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "seconds",
-    "train_images_per_s",
-    "alrs_p_decreasing",
-    "alrs_drops",
-]
+from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, FitSettings, fit
+from foramflow.train.schedule import default_window_epochs
 
 
 class RunFolderExists(FileExistsError):
@@ -67,26 +53,25 @@ class PreparedData:
     dataset_hash: str
 
 
-def prepare_data(config: TrainConfig, console: Console) -> PreparedData:
+def prepare_data(config: TrainConfig, progress: Progress) -> PreparedData:
     """Load, preprocess and split the image set; unreadable images are reported and skipped."""
     image_set = load_image_set(config.data, min_per_class=config.min_per_class)
     if image_set.dropped:
         listed = ", ".join(f"{k} ({v})" for k, v in image_set.dropped.items())
-        console.print(
+        progress.message(
             f"Dropped {len(image_set.dropped)} class(es) under "
             f"{config.min_per_class} images: {listed}"
         )
     spec = PreprocessSpec(size=config.input_size, channels=config.channels)
-    with _progress(console) as progress:
-        task = progress.add_task("Preprocessing images", total=len(image_set))
+    task = progress.task("Preprocessing images", len(image_set))
+    try:
         images, ok, skipped = preprocess_all(
-            image_set.paths,
-            spec,
-            workers=config.workers or None,
-            on_progress=lambda n: progress.advance(task, n),
+            image_set.paths, spec, workers=config.workers or None, on_progress=task.advance
         )
+    finally:
+        task.done()
     for path, reason in skipped.items():
-        console.print(f"[yellow]skipped[/] {path}: {reason}", soft_wrap=True)
+        progress.message(f"skipped {path}: {reason}", warning=True)
     labels = image_set.labels[ok]
     train_index, val_index = stratified_split(
         labels, val_fraction=config.val_fraction, seed=config.seed
@@ -100,18 +85,6 @@ def prepare_data(config: TrainConfig, console: Console) -> PreparedData:
         val_index=val_index,
         skipped=skipped,
         dataset_hash=image_set_hash(image_set),
-    )
-
-
-def _progress(console: Console, *fields: str) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        *[TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields],
-        console=console,
     )
 
 
@@ -143,19 +116,19 @@ class Trainer:
     """One training run. ``run()`` trains (or resumes), then exports and evaluates."""
 
     def __init__(
-        self, config: TrainConfig, *, console: Console | None = None, resume: bool = False
+        self, config: TrainConfig, *, progress: Progress | None = None, resume: bool = False
     ):
         self.config = config
-        self.console = console or Console(stderr=True)
+        self.progress = progress or Quiet()
         self.out = Path(config.out)
         self.resume = resume
         if not resume and self.out.exists() and any(self.out.iterdir()):
             raise RunFolderExists(
                 f"{self.out}: run folder already exists and is not empty "
-                "(choose another --out, or --resume to continue it)"
+                "(choose another output folder, or resume the run)"
             )
-        if resume and not (self.out / "checkpoint_last.pt").is_file():
-            raise FileNotFoundError(f"{self.out}: nothing to resume (no checkpoint_last.pt)")
+        if resume and not (self.out / LAST_CHECKPOINT).is_file():
+            raise FileNotFoundError(f"{self.out}: nothing to resume (no {LAST_CHECKPOINT})")
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
         self.bf16 = use_bf16(config.precision, self.device)
@@ -180,34 +153,75 @@ class Trainer:
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
         self.config.to_yaml(self.out / "config.yaml")
-        self.data = prepare_data(self.config, self.console)
+        self.data = prepare_data(self.config, self.progress)
         self._write_split(self.data)
         return self.data
+
+    def fit_settings(self, data: PreparedData, train_counts: np.ndarray) -> FitSettings:
+        """The fit loop's settings from the configuration and the training split."""
+        c = self.config
+        weights = loss_weights(np.maximum(train_counts, 1), c.class_weights)
+        return FitSettings(
+            batch_size=c.batch_size,
+            seed=c.seed,
+            epochs=c.epochs,
+            max_epochs=c.max_epochs,
+            alrs_window_epochs=c.alrs_window_epochs or default_window_epochs(len(data.train_index)),
+            alrs_drops=c.alrs_drops,
+            class_weights=torch.tensor(weights, dtype=torch.float32),
+        )
 
     def run(self) -> Path:
         c = self.config
         data = self._start()
         classes = data.image_set.classes
         train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
-        weights = torch.tensor(
-            loss_weights(np.maximum(train_counts, 1), c.class_weights), dtype=torch.float32
-        )
         network = self._build(len(classes))
         optimizer = torch.optim.Adam(network.parameters(), lr=c.learning_rate)
-        batches_per_epoch = max(1, len(data.train_index) // c.batch_size)
-        window_epochs = c.alrs_window_epochs or default_window_epochs(len(data.train_index))
-        schedule = (
-            None
-            if c.epochs
-            else ALRS(window=max(3, window_epochs * batches_per_epoch), max_drops=c.alrs_drops)
-        )
-        state = {"epoch": 0, "best_accuracy": -1.0, "best_loss": float("inf"), "seconds": 0.0}
-        generator = torch.Generator().manual_seed(c.seed)
-        if self.resume:
-            state = self._load_last(network, optimizer, schedule, generator)
-            self.console.print(f"Resuming {self.out} after epoch {state['epoch']}")
-        self._fit(network, optimizer, schedule, generator, weights, state, data)
+        try:
+            state = fit(
+                self._batches(network, data),
+                optimizer,
+                self.fit_settings(data, train_counts),
+                out=self.out,
+                progress=self.progress,
+                resume=self.resume,
+            )
+        except KeyboardInterrupt:
+            self.progress.message(
+                f"Interrupted; the checkpoint of the last finished epoch is kept in {self.out}",
+                warning=True,
+            )
+            raise
         return self._finish(network, data, train_counts, state)
+
+    def _batches(self, network: torch.nn.Module, data: PreparedData) -> Batches:
+        """Image batches: augmented on the way in when the configuration says so."""
+        c = self.config
+        device = self.device
+        forward = network
+        compile_pays = device.type == "cuda" and len(data.train_index) >= 5000
+        if c.compile == "on" or (c.compile == "auto" and compile_pays):
+            forward = CompiledOrEager(network, lambda m: self.progress.message(m, warning=True))
+            self.progress.message("Compiling the network (once, about a minute) …")
+
+        def prepare(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            x = x.float()
+            if c.augment:
+                x = augment_batch(x, generator=generator)
+            return _to_device(x, device)
+
+        val_x, val_y = data.images[data.val_index], data.labels[data.val_index]
+        return Batches(
+            module=network,
+            train_x=torch.from_numpy(data.images[data.train_index]),
+            train_y=torch.from_numpy(data.labels[data.train_index]),
+            validate=lambda: self._validate(network, val_x, val_y),
+            forward=forward,
+            prepare=prepare,
+            device=device,
+            bf16=self.bf16,
+        )
 
     def _write_split(self, data: PreparedData) -> None:
         part = np.full(len(data.labels), "train", dtype=object)
@@ -223,126 +237,6 @@ class Trainer:
             sorted((str(p), r) for p, r in data.skipped.items()), columns=["path", "reason"]
         ).to_csv(self.out / "skipped_images.csv", index=False)
 
-    # -- training ----------------------------------------------------------------
-    def _fit(self, network, optimizer, schedule, generator, weights, state, data) -> None:
-        """Train epoch after epoch until the schedule stops or the epoch limit is reached."""
-        c = self.config
-        train_x = torch.from_numpy(data.images[data.train_index])
-        train_y = torch.from_numpy(data.labels[data.train_index])
-        val_x, val_y = data.images[data.val_index], data.labels[data.val_index]
-        weights = weights.to(self.device)
-        last_epoch = c.epochs or c.max_epochs
-        train_step = network
-        compile_pays = self.device.type == "cuda" and len(train_y) >= 5000
-        if c.compile == "on" or (c.compile == "auto" and compile_pays):
-            train_step = CompiledOrEager(network, lambda m: self.console.print(f"[yellow]{m}"))
-            self.console.print("Compiling the network (once, about a minute) …")
-        stop = state.get("stopped", False)
-        with _progress(self.console, "loss", "acc", "lr") as progress:
-            while not stop and state["epoch"] < last_epoch:
-                epoch = state["epoch"] + 1
-                network.train()
-                start = time.perf_counter()
-                try:
-                    epoch_stats = self._train_epoch(
-                        train_step,
-                        optimizer,
-                        schedule,
-                        generator,
-                        weights,
-                        train_x,
-                        train_y,
-                        progress,
-                        f"Epoch {epoch}/{'≤' if schedule else ''}{last_epoch}",
-                    )
-                except KeyboardInterrupt:
-                    self.console.print(
-                        f"[yellow]Interrupted in epoch {epoch}.[/] Checkpoint of epoch "
-                        f"{state['epoch']} kept; continue with: foramflow train --config "
-                        f"{self.out / 'config.yaml'} --resume"
-                    )
-                    raise
-                loss_sum, correct, seen, stop = epoch_stats
-                seconds = time.perf_counter() - start
-                val_loss, val_accuracy = self._validate(network, val_x, val_y)
-                state.update(epoch=epoch, seconds=state["seconds"] + seconds, stopped=stop)
-                row = {
-                    "epoch": epoch,
-                    "train_loss": loss_sum / max(seen, 1),
-                    "train_accuracy": correct / max(seen, 1),
-                    "val_loss": val_loss,
-                    "val_accuracy": val_accuracy,
-                    "learning_rate": optimizer.param_groups[0]["lr"],
-                    "seconds": seconds,
-                    "train_images_per_s": seen / seconds,
-                    "alrs_p_decreasing": schedule.last_probability if schedule else float("nan"),
-                    "alrs_drops": schedule.drops if schedule else 0,
-                }
-                self._append_log(row)
-                if (val_accuracy, -val_loss) > (state["best_accuracy"], -state["best_loss"]):
-                    state.update(best_accuracy=val_accuracy, best_loss=val_loss, best_epoch=epoch)
-                    torch.save(network.state_dict(), self.out / "checkpoint_best.pt")
-                self._save_last(network, optimizer, schedule, generator, state)
-                self.console.print(
-                    f"epoch {epoch}: loss {row['train_loss']:.3f}, validation accuracy "
-                    f"{val_accuracy:.3f}, {row['train_images_per_s']:.0f} images/s"
-                )
-
-    def _train_epoch(
-        self,
-        train_step,
-        optimizer,
-        schedule,
-        generator,
-        weights,
-        train_x,
-        train_y,
-        progress,
-        description,
-    ) -> tuple[float, int, int, bool]:
-        """One pass over the shuffled training set; returns (loss sum, correct, seen, stop).
-
-        The ragged last batch is dropped: batch norm needs more than one image, and a tiny
-        batch would make a noisy step. ALRS sees every batch loss and may halve the learning
-        rate or stop training mid-epoch.
-        """
-        n = len(train_y)
-        batch_size = min(self.config.batch_size, n)
-        n_batches = max(1, n // batch_size)
-        lr = optimizer.param_groups[0]["lr"]
-        task = progress.add_task(description, total=n_batches, loss="-", acc="-", lr=f"{lr:.2g}")
-        order = torch.randperm(n, generator=generator)
-        loss_sum, correct, seen, stop = 0.0, 0, 0, False
-        for b in range(n_batches):
-            index = order[b * batch_size : (b + 1) * batch_size]
-            x = train_x[index].float()
-            if self.config.augment:
-                x = augment_batch(x, generator=generator)
-            x, y = _to_device(x, self.device), train_y[index].to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = train_step(x)
-            loss = F.cross_entropy(logits.float(), y, weight=weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_value = loss.item()
-            loss_sum += loss_value * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-            progress.update(
-                task, advance=1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}"
-            )
-            decision = schedule.step(loss_value) if schedule else Decision.CONTINUE
-            if decision is Decision.STOP:
-                stop = True
-                break
-            if decision is Decision.DROP:
-                for group in optimizer.param_groups:
-                    group["lr"] *= schedule.factor
-                progress.update(task, lr=f"{optimizer.param_groups[0]['lr']:.2g}")
-        progress.remove_task(task)
-        return loss_sum, correct, seen, stop
-
     def _validate(self, network, val_x: np.ndarray, val_y: np.ndarray) -> tuple[float, float]:
         """(unweighted cross-entropy, accuracy) on the validation split, in eval mode."""
         if not len(val_y):
@@ -352,41 +246,9 @@ class Trainer:
         accuracy = float((logits.argmax(1) == target).float().mean())
         return float(F.cross_entropy(logits, target)), accuracy
 
-    def _append_log(self, row: dict) -> None:
-        path = self.out / "log.csv"
-        frame = pd.DataFrame([row], columns=LOG_COLUMNS)
-        frame.to_csv(path, mode="a", header=not path.exists(), index=False)
-
-    def _save_last(self, network, optimizer, schedule, generator, state) -> None:
-        tmp = self.out / "checkpoint_last.pt.tmp"
-        torch.save(
-            {
-                "network": network.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict() if schedule else None,
-                "generator": generator.get_state(),
-                "state": state,
-            },
-            tmp,
-        )
-        os.replace(tmp, self.out / "checkpoint_last.pt")
-
-    def _load_last(self, network, optimizer, schedule, generator) -> dict:
-        checkpoint = torch.load(self.out / "checkpoint_last.pt", weights_only=False)
-        network.load_state_dict(checkpoint["network"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if schedule and checkpoint["schedule"]:
-            schedule.load_state_dict(checkpoint["schedule"])
-        generator.set_state(checkpoint["generator"])
-        log = self.out / "log.csv"
-        if log.exists():  # drop rows of an epoch that finished after the last checkpoint
-            frame = pd.read_csv(log)
-            frame[frame["epoch"] <= checkpoint["state"]["epoch"]].to_csv(log, index=False)
-        return checkpoint["state"]
-
     # -- export and evaluation ---------------------------------------------------
     def _finish(self, network, data: PreparedData, train_counts, state) -> Path:
-        network.load_state_dict(torch.load(self.out / "checkpoint_best.pt", weights_only=True))
+        network.load_state_dict(torch.load(self.out / BEST_CHECKPOINT, weights_only=True))
         return export_and_evaluate(
             network.cpu(),
             data,
@@ -395,5 +257,5 @@ class Trainer:
             model_params=self.model_params,
             train_counts=train_counts,
             state=state,
-            console=self.console,
+            progress=self.progress,
         )

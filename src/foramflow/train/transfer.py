@@ -13,7 +13,6 @@ vectors of the labelled images, for ``foramflow similar``.
 
 from __future__ import annotations
 
-import copy as copying
 import hashlib
 import time
 from collections.abc import Sequence
@@ -23,10 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 
 from foramflow.data.augment import augment_batch
-from foramflow.data.split import loss_weights
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
 from foramflow.io.bundle import META_FILE, Bundle, update_bundle_meta
 from foramflow.io.images import ImageReadError
@@ -34,6 +31,7 @@ from foramflow.models.backbones import file_sha256, get_backbone, resolve_weight
 from foramflow.models.cyclic import N_PATHS
 from foramflow.models.registry import create_model, get_entry
 from foramflow.models.transfer import TAIL_DROPOUT, TransferHead, TransferNetwork
+from foramflow.progress import Progress, Quiet
 from foramflow.train.config import TrainConfig
 from foramflow.train.feature_cache import (
     ExtractorSpec,
@@ -43,8 +41,8 @@ from foramflow.train.feature_cache import (
     image_sha256,
 )
 from foramflow.train.finish import export_and_evaluate
-from foramflow.train.loop import PreparedData, Trainer, _progress
-from foramflow.train.schedule import ALRS, Decision, default_window_epochs
+from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, fit
+from foramflow.train.loop import PreparedData, Trainer
 
 REFERENCE_FILE = "reference_features.npz"
 _CHUNK = 256  # images per cache write: an interruption loses at most this many vectors
@@ -113,7 +111,7 @@ def cached_features(
     copy: int = 0,
     device: torch.device,
     bf16: bool,
-    console: Console,
+    progress: Progress,
 ) -> tuple[np.ndarray, int, float]:
     """Vectors (N, F) of ``images`` (copy 0) or of their augmented copy, from the cache where
     present, computed and stored otherwise. Returns (vectors, number computed, seconds spent
@@ -127,8 +125,8 @@ def cached_features(
     seconds = 0.0
     if missing:
         what = "Computing features" if copy == 0 else f"Computing features, copy {copy}"
-        with _progress(console) as progress:
-            task = progress.add_task(what, total=len(missing))
+        task = progress.task(what, len(missing))
+        try:
             for start in range(0, len(missing), _CHUNK):
                 index = missing[start : start + _CHUNK]
                 chunk_hashes = [hashes[i] for i in index]
@@ -141,7 +139,9 @@ def cached_features(
                 cache.put(chunk_hashes, vectors, copy)
                 stored = vectors.astype(np.float16).astype(np.float32)  # as a rerun reads them
                 found.update(zip(chunk_hashes, stored))
-                progress.advance(task, len(index))
+                task.advance(len(index))
+        finally:
+            task.done()
     return np.stack([found[sha] for sha in hashes]), len(missing), seconds
 
 
@@ -183,17 +183,17 @@ class TransferTrainer(Trainer):
     then exports and evaluates the joined network."""
 
     def __init__(
-        self, config: TrainConfig, *, console: Console | None = None, resume: bool = False
+        self, config: TrainConfig, *, progress: Progress | None = None, resume: bool = False
     ):
         if resume:
             raise ValueError(
-                "transfer runs do not resume: start again with a new --out "
+                "transfer runs do not resume: start again in a new run folder "
                 "(features already computed come from the cache)"
             )
         build = get_entry(config.model).build
         self.backbone = build.backbone
         self.weights = resolve_weights(self.backbone, config.weights)
-        super().__init__(config, console=console)
+        super().__init__(config, progress=progress or Quiet())
         self.cache_root = Path(config.feature_cache or default_cache_root())
 
     def run(self) -> Path:
@@ -225,11 +225,13 @@ class TransferTrainer(Trainer):
         torch.set_num_threads(1)  # a 1M-parameter MLP gains nothing from threads, and a busy
         try:  # machine makes their synchronisation cost ten times the work
             state = self._fit_tail(network, train_x, train_y, features, data, train_counts)
+            network.tail.load_state_dict(torch.load(self.out / BEST_CHECKPOINT, weights_only=True))
+            (self.out / LAST_CHECKPOINT).unlink()  # transfer runs are rerun, not resumed
         finally:
             torch.set_num_threads(threads)
         state["seconds"] += stats["extraction_s"]  # METHOD §6: training time includes features
         network.cpu()
-        torch.save(network.state_dict(), self.out / "checkpoint_best.pt")
+        torch.save(network.state_dict(), self.out / BEST_CHECKPOINT)
         report = export_and_evaluate(
             network,
             data,
@@ -238,7 +240,7 @@ class TransferTrainer(Trainer):
             model_params=self.model_params,
             train_counts=train_counts,
             state=state,
-            console=self.console,
+            progress=self.progress,
         )
         bundle = self.out / "bundle"
         ReferenceSet(
@@ -273,7 +275,7 @@ class TransferTrainer(Trainer):
             pool=c.pool,
             precision="bf16" if self.bf16 else "fp32",
         )
-        kwargs = {"device": self.device, "bf16": self.bf16, "console": self.console}
+        kwargs = {"device": self.device, "bf16": self.bf16, "progress": self.progress}
         with FeatureCache.open(
             self.cache_root, self.spec, dim=head.features, weights_path=self.weights
         ) as cache:
@@ -293,7 +295,7 @@ class TransferTrainer(Trainer):
             names = data.image_set.classes
             cache.record_images(hashes, data.paths, [names[k] for k in data.labels])
         total = len(hashes) + c.augmented_copies * len(train_hashes)
-        self.console.print(
+        self.progress.message(
             f"Features: {total - computed} from the cache, {computed} computed"
             + (f" ({computed / seconds:.1f} images/s)" if computed else "")
             + f"; cache {self.cache_folder}"
@@ -307,96 +309,42 @@ class TransferTrainer(Trainer):
         return features, np.concatenate(train_x), np.concatenate(train_y), stats
 
     def _fit_tail(self, network: TransferNetwork, train_x, train_y, features, data, train_counts):
-        """Train the tail on vectors; keep the best epoch by validation accuracy (then loss)."""
+        """Train the tail on vectors in the one fit loop; the best epoch's tail is in
+        ``checkpoint_best.pt``."""
         c = self.config
         tail = network.tail.to(self.device)
-        weights = torch.tensor(
-            loss_weights(np.maximum(train_counts, 1), c.class_weights), dtype=torch.float32
-        )
-        weights = weights.to(self.device)
-        x, y = torch.from_numpy(train_x).to(self.device), torch.from_numpy(train_y).to(self.device)
         val_x = torch.from_numpy(features[data.val_index]).to(self.device)
         val_y = torch.from_numpy(data.labels[data.val_index]).to(self.device)
-        optimizer = torch.optim.Adam(tail.parameters(), lr=c.learning_rate)
-        n, batch_size = len(y), min(c.batch_size, len(y))
-        n_batches = -(-n // batch_size)
-        window_epochs = c.alrs_window_epochs or default_window_epochs(len(data.train_index))
-        schedule = (
-            None
-            if c.epochs
-            else ALRS(window=max(3, window_epochs * n_batches), max_drops=c.alrs_drops)
+
+        @torch.no_grad()
+        def validate() -> tuple[float, float]:
+            tail.eval()
+            logits = tail(val_x)
+            if not len(val_y):
+                return float("nan"), float("nan")
+            accuracy = float((logits.argmax(1) == val_y).float().mean())
+            return float(F.cross_entropy(logits, val_y)), accuracy
+
+        batches = Batches(
+            module=tail,
+            train_x=torch.from_numpy(train_x).to(self.device),
+            train_y=torch.from_numpy(train_y).to(self.device),
+            validate=validate,
+            prepare=lambda x, generator: x,
+            device=self.device,
         )
-        generator = torch.Generator().manual_seed(c.seed)
-        state = {"epoch": 0, "best_accuracy": -1.0, "best_loss": float("inf"), "seconds": 0.0}
-        best = copying.deepcopy(tail.state_dict())
-        last_epoch, stop = c.epochs or c.max_epochs, False
-        with _progress(self.console, "loss", "val_acc", "lr") as progress:
-            task = progress.add_task(
-                "Training the tail",
-                total=last_epoch,
-                loss="-",
-                val_acc="-",
-                lr=f"{c.learning_rate:.2g}",
-            )
-            while not stop and state["epoch"] < last_epoch:
-                epoch, start = state["epoch"] + 1, time.perf_counter()
-                tail.train()
-                order = torch.randperm(n, generator=generator).to(self.device)
-                loss_sum, correct = 0.0, 0
-                for b in range(n_batches):
-                    index = order[b * batch_size : (b + 1) * batch_size]
-                    logits = tail(x[index])
-                    loss = F.cross_entropy(logits, y[index], weight=weights)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    loss_sum += loss.item() * len(index)
-                    correct += int((logits.argmax(1) == y[index]).sum())
-                    if schedule is not None:
-                        decision = schedule.step(loss.item())
-                        if decision is Decision.STOP:
-                            stop = True
-                            break
-                        if decision is Decision.DROP:
-                            for group in optimizer.param_groups:
-                                group["lr"] *= schedule.factor
-                seen = min(n, (b + 1) * batch_size)
-                tail.eval()
-                with torch.no_grad():
-                    val_logits = tail(val_x)
-                val_loss = float(F.cross_entropy(val_logits, val_y)) if len(val_y) else float("nan")
-                val_accuracy = float((val_logits.argmax(1) == val_y).float().mean())
-                seconds = time.perf_counter() - start
-                state.update(epoch=epoch, seconds=state["seconds"] + seconds, stopped=stop)
-                self._append_log(
-                    {
-                        "epoch": epoch,
-                        "train_loss": loss_sum / seen,
-                        "train_accuracy": correct / seen,
-                        "val_loss": val_loss,
-                        "val_accuracy": val_accuracy,
-                        "learning_rate": optimizer.param_groups[0]["lr"],
-                        "seconds": seconds,
-                        "train_images_per_s": seen / seconds,
-                        "alrs_p_decreasing": schedule.last_probability
-                        if schedule
-                        else float("nan"),
-                        "alrs_drops": schedule.drops if schedule else 0,
-                    }
-                )
-                if (val_accuracy, -val_loss) > (state["best_accuracy"], -state["best_loss"]):
-                    state.update(best_accuracy=val_accuracy, best_loss=val_loss, best_epoch=epoch)
-                    best = copying.deepcopy(tail.state_dict())
-                progress.update(
-                    task,
-                    advance=1,
-                    loss=f"{loss_sum / seen:.3f}",
-                    val_acc=f"{val_accuracy:.3f}",
-                    lr=f"{optimizer.param_groups[0]['lr']:.2g}",
-                )
-        tail.load_state_dict(best)
+        optimizer = torch.optim.Adam(tail.parameters(), lr=c.learning_rate)
+        state = fit(
+            batches,
+            optimizer,
+            self.fit_settings(data, train_counts),
+            out=self.out,
+            progress=self.progress,
+            what="Tail epoch",
+            log_epochs=False,
+        )
         state["tail_s"] = state["seconds"]
-        self.console.print(
+        self.progress.message(
             f"Tail trained: {state['epoch']} epochs in {state['tail_s']:.1f} s, best validation "
             f"accuracy {state['best_accuracy']:.3f} (epoch {state['best_epoch']})"
         )

@@ -1,0 +1,248 @@
+"""The one training loop (METHOD §5): every network trains here, given a model and its batches.
+
+The Base-Cyclic and ResNet networks plug in with image batches (augmented on the way in),
+the transfer tail with cached feature vectors. The loop owns what they share:
+
+- one shuffled pass per epoch in batches of ``batch_size``; the ragged last batch is
+  dropped (batch norm needs more than one image, and a tiny batch makes a noisy step),
+  so every model sees ``max(1, n // batch_size)`` batches of equal size;
+- the schedule: a fixed number of epochs, or ALRS, which sees every batch loss and may
+  halve the learning rate or stop training mid-epoch;
+- after each epoch: validation, a row of ``log.csv``, ``checkpoint_best.pt`` when the
+  validation accuracy (then loss) is the best so far, and ``checkpoint_last.pt`` with
+  everything needed to resume after an interruption.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from foramflow.io.files import atomic_path
+from foramflow.progress import Progress, Quiet
+from foramflow.train.schedule import ALRS, Decision
+
+LOG_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "seconds",
+    "train_images_per_s",
+    "alrs_p_decreasing",
+    "alrs_drops",
+]
+BEST_CHECKPOINT = "checkpoint_best.pt"
+LAST_CHECKPOINT = "checkpoint_last.pt"
+LOG_FILE = "log.csv"
+
+
+def _identity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return x
+
+
+@dataclass
+class Batches:
+    """A model and its batches, as the fit loop sees them.
+
+    ``module`` is what is trained and checkpointed; ``forward`` runs it on a prepared
+    batch (a compiled wrapper, say; by default the module itself); ``prepare`` turns a
+    slice of ``train_x`` into the batch the network sees (augmentation, device, layout);
+    ``validate`` returns (unweighted cross-entropy, accuracy) on the validation split.
+    """
+
+    module: nn.Module
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    validate: Callable[[], tuple[float, float]]
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    prepare: Callable[[torch.Tensor, torch.Generator], torch.Tensor] = _identity
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    bf16: bool = False
+
+
+@dataclass
+class FitSettings:
+    """How long and in what steps to train; ``epochs`` fixes the count, else ALRS stops."""
+
+    batch_size: int
+    seed: int
+    epochs: int | None = None
+    max_epochs: int = 200
+    alrs_window_epochs: int = 10
+    alrs_drops: int = 4
+    class_weights: torch.Tensor | None = None
+
+    def batches_per_epoch(self, n: int) -> int:
+        return max(1, n // min(self.batch_size, n))
+
+    def schedule(self, n: int) -> ALRS | None:
+        if self.epochs:
+            return None
+        window = max(3, self.alrs_window_epochs * self.batches_per_epoch(n))
+        return ALRS(window=window, max_drops=self.alrs_drops)
+
+
+def new_state() -> dict:
+    return {"epoch": 0, "best_accuracy": -1.0, "best_loss": float("inf"), "seconds": 0.0}
+
+
+def fit(
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    settings: FitSettings,
+    *,
+    out: Path,
+    progress: Progress | None = None,
+    resume: bool = False,
+    what: str = "Epoch",
+    log_epochs: bool = True,
+) -> dict:
+    """Train until the schedule stops or the epoch limit is reached; return the run state.
+
+    The state holds ``epoch``, ``best_epoch``, ``best_accuracy``, ``best_loss``,
+    ``seconds`` (time in training epochs) and ``stopped``. The best weights are in
+    ``out/checkpoint_best.pt``; with ``resume`` the loop continues from
+    ``out/checkpoint_last.pt``.
+    """
+    progress = progress or Quiet()
+    out = Path(out)
+    schedule = settings.schedule(len(batches.train_y))
+    generator = torch.Generator().manual_seed(settings.seed)
+    state = new_state()
+    if resume:
+        state = _load_last(out, batches.module, optimizer, schedule, generator)
+        progress.message(f"Resuming {out} after epoch {state['epoch']}")
+    last_epoch = settings.epochs or settings.max_epochs
+    weights = settings.class_weights
+    if weights is not None:
+        weights = weights.to(batches.device)
+    while not state.get("stopped", False) and state["epoch"] < last_epoch:
+        epoch = state["epoch"] + 1
+        limit = f"{'≤' if schedule else ''}{last_epoch}"
+        start = time.perf_counter()
+        loss_sum, correct, seen, stopped = _train_epoch(
+            batches, optimizer, schedule, generator, weights, settings, progress,
+            f"{what} {epoch}/{limit}",
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        val_loss, val_accuracy = batches.validate()
+        state.update(epoch=epoch, seconds=state["seconds"] + seconds, stopped=stopped)
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "learning_rate": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "train_images_per_s": seen / seconds,
+            "alrs_p_decreasing": schedule.last_probability if schedule else float("nan"),
+            "alrs_drops": schedule.drops if schedule else 0,
+        }
+        _append_log(out / LOG_FILE, row)
+        if (val_accuracy, -val_loss) > (state["best_accuracy"], -state["best_loss"]):
+            state.update(best_accuracy=val_accuracy, best_loss=val_loss, best_epoch=epoch)
+            _save(batches.module.state_dict(), out / BEST_CHECKPOINT)
+        _save_last(out, batches.module, optimizer, schedule, generator, state)
+        if log_epochs:
+            progress.message(
+                f"{what.lower()} {epoch}: loss {row['train_loss']:.3f}, validation accuracy "
+                f"{val_accuracy:.3f}, {row['train_images_per_s']:.0f} images/s"
+            )
+    return state
+
+
+def _train_epoch(
+    batches: Batches,
+    optimizer,
+    schedule: ALRS | None,
+    generator: torch.Generator,
+    weights: torch.Tensor | None,
+    settings: FitSettings,
+    progress: Progress,
+    description: str,
+) -> tuple[float, int, int, bool]:
+    """One shuffled pass over the training set; returns (loss sum, correct, seen, stop)."""
+    n = len(batches.train_y)
+    batch_size = min(settings.batch_size, n)
+    n_batches = settings.batches_per_epoch(n)
+    forward = batches.forward or batches.module
+    lr = optimizer.param_groups[0]["lr"]
+    task = progress.task(description, n_batches, loss="-", acc="-", lr=f"{lr:.2g}")
+    batches.module.train()
+    order = torch.randperm(n, generator=generator)
+    loss_sum, correct, seen, stop = 0.0, 0, 0, False
+    try:
+        for b in range(n_batches):
+            index = order[b * batch_size : (b + 1) * batch_size]
+            x = batches.prepare(batches.train_x[index], generator)
+            y = batches.train_y[index].to(batches.device)
+            with torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=batches.bf16):
+                logits = forward(x)
+            loss = F.cross_entropy(logits.float(), y, weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_value = loss.item()
+            loss_sum += loss_value * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            task.advance(1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            decision = schedule.step(loss_value) if schedule else Decision.CONTINUE
+            if decision is Decision.STOP:
+                stop = True
+                break
+            if decision is Decision.DROP:
+                for group in optimizer.param_groups:
+                    group["lr"] *= schedule.factor
+                task.update(lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+    finally:
+        task.done()
+    return loss_sum, correct, seen, stop
+
+
+def _append_log(path: Path, row: dict) -> None:
+    frame = pd.DataFrame([row], columns=LOG_COLUMNS)
+    frame.to_csv(path, mode="a", header=not path.exists(), index=False)
+
+
+def _save(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _save_last(out: Path, module, optimizer, schedule, generator, state) -> None:
+    _save(
+        {
+            "network": module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict() if schedule else None,
+            "generator": generator.get_state(),
+            "state": state,
+        },
+        out / LAST_CHECKPOINT,
+    )
+
+
+def _load_last(out: Path, module, optimizer, schedule, generator) -> dict:
+    checkpoint = torch.load(out / LAST_CHECKPOINT, weights_only=False)
+    module.load_state_dict(checkpoint["network"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if schedule and checkpoint["schedule"]:
+        schedule.load_state_dict(checkpoint["schedule"])
+    generator.set_state(checkpoint["generator"])
+    log = out / LOG_FILE
+    if log.exists():  # drop rows of an epoch that finished after the last checkpoint
+        frame = pd.read_csv(log)
+        frame[frame["epoch"] <= checkpoint["state"]["epoch"]].to_csv(log, index=False)
+    return checkpoint["state"]
