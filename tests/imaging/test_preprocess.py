@@ -61,6 +61,6 @@ def test_spec_round_trips_and_rejects_bad_values():
     spec = PreprocessSpec(size=64, channels=3)
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ValueError, match="channels"):
-        PreprocessSpec(channels=2)
+        PreprocessSpec(size=64, channels=2)
     with pytest.raises(ValueError, match="unknown preprocessing"):
         PreprocessSpec.from_dict({"name": "other", "params": {}})

@@ -20,7 +20,9 @@ def train(
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder to create."),
     model: str | None = typer.Option(None, help=f"Network (default: base_cyclic); {_MODEL_HELP}."),
-    input_size: int | None = typer.Option(None, help="Input width in pixels (default: 128)."),
+    input_size: int | None = typer.Option(
+        None, help="Input width in pixels (default: the model's; 128 for base_cyclic)."
+    ),
     filters: int | None = typer.Option(None, help="Filters in the first block (default: 8)."),
     colour: bool | None = typer.Option(
         None, "--colour/--grey", help="Colour (3 channels) or greyscale input (default: grey)."

@@ -28,7 +28,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 class PreprocessSpec:
     """Parameters of :func:`preprocess`; stored verbatim in the model bundle."""
 
-    size: int = 128
+    size: int
     channels: int = 1
 
     def __post_init__(self):

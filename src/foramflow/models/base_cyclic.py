@@ -34,7 +34,7 @@ class BaseCyclic(nn.Module):
         self,
         *,
         n_classes: int,
-        input_size: int = 128,
+        input_size: int,
         channels: int = 1,
         filters: int = 8,
         dense: int = 512,

@@ -2,7 +2,8 @@
 
 Each entry records what a run needs to know before building the network: whether it
 trains end to end on augmented images (``full``) or on cached features (``transfer``),
-and its default input size.
+its default input size (what a run uses unless told otherwise) and its default
+parameters. This is the one place those defaults are written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ class ModelEntry:
     name: str
     build: Callable[..., nn.Module]
     description: str
-    default_input_size: int = 128
+    default_input_size: int
     kind: str = "full"
     defaults: dict = field(default_factory=dict)
 
@@ -65,6 +66,7 @@ def _register_builtin() -> None:
             "base_cyclic",
             BaseCyclic,
             "the paper's Base-Cyclic: plain conv blocks with cyclic slice/roll/pool",
+            default_input_size=128,
             defaults={"filters": 8, "pool": "max", "dropout": 0.5, "dense": 512},
         )
     )
@@ -73,11 +75,20 @@ def _register_builtin() -> None:
             "resnet_cyclic",
             ResNetCyclic,
             "Base-Cyclic with residual blocks",
+            default_input_size=128,
             defaults={"filters": 8, "pool": "max", "dropout": 0.5, "dense": 512},
         )
     )
-    register(ModelEntry("resnet18", ResNet18, "plain ResNet18 baseline (no cyclic layers)"))
+    register(
+        ModelEntry(
+            "resnet18",
+            ResNet18,
+            "plain ResNet18 baseline (no cyclic layers)",
+            default_input_size=128,
+        )
+    )
 
+    from foramflow.models.backbones import get_backbone
     from foramflow.models.transfer import TAIL_DROPOUT, transfer_builder
 
     transfer_defaults = {"cyclic": True, "pool": "max", "dense": 512, "dropout": TAIL_DROPOUT}
@@ -86,6 +97,7 @@ def _register_builtin() -> None:
             "efficientnet_lite0_tl",
             transfer_builder("efficientnet_lite0"),
             "transfer learning: EfficientNet-Lite0 (ImageNet, installed) head, small tail",
+            default_input_size=get_backbone("efficientnet_lite0").default_input_size,
             kind="transfer",
             defaults=transfer_defaults,
         )
@@ -95,7 +107,7 @@ def _register_builtin() -> None:
             "resnet50_tl",
             transfer_builder("resnet50"),
             "transfer learning: ResNet50 head (torchvision ImageNet weights, --weights)",
-            default_input_size=224,
+            default_input_size=get_backbone("resnet50").default_input_size,
             kind="transfer",
             defaults=transfer_defaults,
         )

@@ -32,7 +32,7 @@ class ResidualBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, *, n_classes: int, channels: int = 1, input_size: int = 128):
+    def __init__(self, *, n_classes: int, input_size: int, channels: int = 1):
         super().__init__()
         del input_size  # global average pooling makes the network size-agnostic
         self.stem = nn.Sequential(

@@ -17,7 +17,9 @@ class TrainConfig(BaseModel):
     data: str = Field(description="folder-per-class training set, or a ParticleTrieur .xml")
     out: str = Field(description="run folder to create")
     model: str = "base_cyclic"
-    input_size: int = Field(128, ge=16)
+    input_size: int | None = Field(
+        None, ge=16, description="input side in pixels; None = the model's default"
+    )
     channels: Literal[1, 3] = 1
     filters: int = Field(8, ge=1)
     pool: Literal["max", "mean"] = "max"
@@ -49,6 +51,10 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if self.input_size is None:
+            from foramflow.models.registry import get_entry
+
+            self.input_size = get_entry(self.model).default_input_size
         if self.input_size % 2:
             raise ValueError(f"input_size must be even, not {self.input_size}")
         return self

@@ -1,0 +1,12 @@
+"""The model's registered defaults are the run's defaults."""
+
+from foramflow.train.config import TrainConfig
+
+
+def test_input_size_defaults_to_the_models_registered_size():
+    assert TrainConfig(data="d", out="o", model="base_cyclic").input_size == 128
+    assert TrainConfig(data="d", out="o", model="resnet50_tl").input_size == 224
+
+
+def test_a_given_input_size_wins():
+    assert TrainConfig(data="d", out="o", model="resnet50_tl", input_size=96).input_size == 96
