@@ -114,3 +114,32 @@ def test_a_folder_whose_own_name_is_not_utf8_is_refused_by_name(tmp_path: Path):
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert "core\\udcff:foldernameisnotvalidUTF-8" in "".join(result.output.split())
+
+
+def test_export_of_a_class_name_that_is_a_path_fails_cleanly(tmp_path: Path, image_root: Path):
+    project = tmp_path / "proj"
+    store = LabelStore(project)
+    store.add_images(image_root)
+    with store.write() as con:  # a label stored before class names were checked
+        con.execute("INSERT INTO classes(name, position) VALUES ('..', 0)")
+        con.execute("UPDATE images SET label = '..', validated_by = 'old' WHERE id = 1")
+    out = tmp_path / "out" / "train"
+    result = runner.invoke(app, ["label-export", str(project), str(out)])
+    assert result.exit_code == 2, result.output
+    assert "outoftheexportfolder" in "".join(result.output.split())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["train"]
+    assert list(out.iterdir()) == []
+
+
+def test_import_xml_with_a_class_name_that_is_a_path_fails_cleanly(tmp_path: Path, make_image):
+    make_image(tmp_path / "pt" / "a.png", np.zeros((8, 8)))
+    (tmp_path / "pt" / "project.xml").write_text(
+        "<project><images><image><source><filename>a.png</filename></source>"
+        "<val_by>anna</val_by><classifications><classification><code>../../up</code>"
+        "<value>1</value></classification></classifications></image></images></project>"
+    )
+    args = ["label", str(tmp_path / "p"), "--import-xml", str(tmp_path / "pt" / "project.xml")]
+    result = runner.invoke(app, [*args, "--no-serve"])
+    assert result.exit_code == 2, result.output
+    assert "project.xml:image1:'../../up':aclassname" in "".join(result.output.split())
+    assert LabelStore(tmp_path / "p").count() == 0
