@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from enum import Enum
 from pathlib import Path
 
 import typer
 
 from foramflow.cli.console import console, fail, progress_bar
+from foramflow.errors import ForamflowError
 
 
 class ExportFormat(str, Enum):
@@ -16,15 +16,6 @@ class ExportFormat(str, Enum):
     csv = "csv"
     particletrieur = "particletrieur"
     ecotaxa = "ecotaxa"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def label(
@@ -43,7 +34,9 @@ def label(
     import_xml: Path = typer.Option(
         None, "--import-xml", help="Add the images and labels of a ParticleTrieur project."
     ),
-    host: str = typer.Option("127.0.0.1", help="Address to serve on; non-local needs a token."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to serve on; one that is not loopback needs a token."
+    ),
     port: int = typer.Option(8765, help="Port to serve on."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the web app."),
 ) -> None:
@@ -51,7 +44,8 @@ def label(
 
     Images are registered where they lie and never moved or changed; sample = folder name,
     depth from --depth-pattern or a --metadata CSV. Open the printed address in a browser.
-    Bound to an address other than 127.0.0.1, the app requires the token it prints.
+    Bound to an address other than a loopback one (127.x.x.x, ::1, localhost), the app
+    requires the token it prints.
     """
     from foramflow.label.export import import_particletrieur
     from foramflow.label.store import LabelStore
@@ -92,8 +86,9 @@ def _serve(project_dir: Path, *, host: str, port: int) -> None:
     import uvicorn
 
     from foramflow.label.app import create_app
+    from foramflow.label.guard import is_loopback_name
 
-    token = None if _is_loopback(host) else secrets.token_urlsafe(24)
+    token = None if is_loopback_name(host) else secrets.token_urlsafe(24)
     app = create_app(project_dir, token=token)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
@@ -121,7 +116,7 @@ def label_predict(
             count, problems = prelabel(
                 store, bundle, progress=lambda done, total: bar.update(task, completed=done)
             )
-        except BundleError as err:
+        except (BundleError, ForamflowError) as err:
             raise fail(str(err)) from None
     for problem in problems:
         console.print(f"[yellow]unreadable[/] {problem}")
@@ -156,5 +151,7 @@ def label_export(
             console.print(f"{dest}: {export.export_particletrieur(store, dest)} images")
         else:
             console.print(f"{export.export_ecotaxa(store, dest)}: written")
+    except ForamflowError as err:
+        raise fail(str(err)) from None
     except OSError as err:
         raise fail(f"{dest}: {err.strerror or err}") from None

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from foramflow.errors import OutputError
+
 MAX_TEXT = 250
 TABLE_PREFIXES = ("object_", "sample_", "acq_", "process_", "img_")
 STATUSES = ("validated", "predicted", "dubious")
@@ -59,10 +61,14 @@ class EcoTaxaObject:
 def write_ecotaxa(
     out_dir: str | Path, objects: Sequence[EcoTaxaObject], *, name: str = "foramflow"
 ) -> Path:
-    """Copy the images into ``out_dir/images`` and write ``out_dir/ecotaxa_<name>.tsv``."""
+    """Copy the images into ``out_dir/images`` and write ``out_dir/ecotaxa_<name>.tsv``.
+
+    Raises :class:`OutputError` when a link in ``out_dir`` would lead a file out of it.
+    """
     out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    tsv_path = out_dir / f"ecotaxa_{_safe_id(name)}.tsv"
+    root = out_dir.resolve()
+    _inside(root, out_dir / "images").mkdir(parents=True, exist_ok=True)
+    tsv_path = _inside(root, out_dir / f"ecotaxa_{_safe_id(name)}.tsv")
     used_ids: set[str] = set()
     rows = []
     for item in objects:
@@ -70,7 +76,7 @@ def write_ecotaxa(
             raise ValueError(f"{item.path}: annotation status {item.status!r} not in {STATUSES}")
         object_id = _unique(_safe_id(f"{item.sample or 'obj'}_{Path(item.path).stem}"), used_ids)
         image_name = f"images/{object_id}{Path(item.path).suffix.lower()}"
-        shutil.copyfile(item.path, out_dir / image_name)
+        shutil.copyfile(item.path, _inside(root, out_dir / image_name))
         when = item.annotated_at
         rows.append(
             {
@@ -90,6 +96,13 @@ def write_ecotaxa(
         )
     _write_tsv(tsv_path, rows)
     return tsv_path
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` when it stays inside the resolved folder ``root`` once links are followed."""
+    if not path.resolve().is_relative_to(root):
+        raise OutputError(f"{path}: leads out of the export folder {root}, not written")
+    return path
 
 
 def _write_tsv(path: Path, rows: list[dict]) -> None:

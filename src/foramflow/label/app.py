@@ -4,11 +4,23 @@ The page (``templates/index.html`` + ``static/label.js``) asks the JSON API belo
 of thumbnails and sends label changes back; the server keeps no state besides the store
 and at most one running pre-labelling job.
 
-Security: the CLI binds to 127.0.0.1 by default, and then only answers requests whose
-``Host`` is a loopback name (no DNS rebinding). Bound to any other address, every request
-needs the token printed at start: as ``?token=`` once (the page then keeps it in a cookie),
-or as an ``Authorization: Bearer`` header. Files are only served from registered image
-roots, after resolving symbolic links.
+Security (the rules themselves live in :mod:`foramflow.label.guard`):
+
+* The CLI binds to 127.0.0.1 by default. Bound to a loopback address (127.0.0.0/8,
+  ``::1``, ``localhost``) the app needs no token and answers only requests whose ``Host``
+  is a loopback name (no DNS rebinding). Bound to any other address, every request needs
+  the token printed at start: as ``?token=`` once (the page then keeps it in a cookie),
+  or as an ``Authorization: Bearer`` header.
+* Cross-site requests: a POST, PUT, PATCH or DELETE whose ``Origin`` (else ``Referer``,
+  else ``Sec-Fetch-Site``) shows another origin than the app's own ``Host`` is refused
+  with 403, on loopback too, so no other web page can label, undo or export. The page's
+  own ``fetch`` calls carry its own origin; a request with none of these headers (a
+  script, curl) passes, and still needs the token where one is required.
+* Size: request bodies over 1 MiB and label changes of more than 10,000 images are
+  refused with 413.
+* Files are only served from registered image roots, after resolving symbolic links;
+  class and sample names are checked by the store (they become folder and file names),
+  and exports write nothing outside their folder.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from __future__ import annotations
 import getpass
 import hmac
 import io
+import shutil
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -30,14 +43,22 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from foramflow.errors import ForamflowError
 from foramflow.io.images import ImageReadError, is_image_file, read_image
 from foramflow.label import active, export
+from foramflow.label.guard import (
+    MAX_IDS_PER_REQUEST,
+    STATE_CHANGING,
+    BodyLimit,
+    foreign_origin,
+    host_name,
+    is_loopback_name,
+)
 from foramflow.label.prelabel import prelabel
 from foramflow.label.store import TARGET_PER_CLASS, ImageFilter, LabelStore, PathRefused
 
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "foramflow_token"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 THUMB_PIXELS = 160
 
 ImageId = Annotated[int, PathParam(ge=1, le=2**62)]
@@ -45,7 +66,7 @@ Text = Annotated[str, Field(max_length=200)]
 
 
 class LabelRequest(BaseModel):
-    ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(max_length=100_000)
+    ids: list[Annotated[int, Field(ge=1, le=2**62)]]
     label: Text | None = None
     user: Text | None = None
 
@@ -129,21 +150,29 @@ def create_app(project_dir: str | Path, *, token: str | None = None) -> FastAPI:
     @app.middleware("http")
     async def guard(request: Request, call_next):
         if token is None:
-            host = (request.headers.get("host") or "").rsplit(":", 1)[0]
-            if host not in LOOPBACK_HOSTS:
-                return JSONResponse({"detail": "unknown host"}, status_code=400)
-            return await call_next(request)
+            host = host_name(request.headers.get("host") or "")
+            if not is_loopback_name(host):
+                return JSONResponse({"detail": f"unknown host {host!r}"}, status_code=400)
+        elif not token_given(request):
+            return JSONResponse({"detail": "token required"}, status_code=401)
+        if request.method in STATE_CHANGING and (origin := foreign_origin(request.headers)):
+            return JSONResponse(
+                {"detail": f"cross-site request from {origin} refused"}, status_code=403
+            )
+        response = await call_next(request)
+        if token is not None and request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    def token_given(request: Request) -> bool:
         given = (
             request.query_params.get("token")
             or request.cookies.get(TOKEN_COOKIE)
             or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         )
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
-            return JSONResponse({"detail": "token required"}, status_code=401)
-        response = await call_next(request)
-        if request.query_params.get("token"):
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        return response
+        return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(PathRefused)
     async def refused(_request, err):
@@ -154,6 +183,7 @@ def create_app(project_dir: str | Path, *, token: str | None = None) -> FastAPI:
         return JSONResponse({"detail": f"not found: {err}"}, status_code=404)
 
     @app.exception_handler(ValueError)
+    @app.exception_handler(ForamflowError)
     async def bad_value(_request, err):
         return JSONResponse({"detail": str(err)}, status_code=400)
 
@@ -267,6 +297,10 @@ def create_app(project_dir: str | Path, *, token: str | None = None) -> FastAPI:
     @app.post("/api/labels")
     def set_labels(request: LabelRequest) -> dict:
         """Validate the given images as ``label`` (null clears it), as one undoable change."""
+        if len(request.ids) > MAX_IDS_PER_REQUEST:
+            raise HTTPException(
+                413, f"at most {MAX_IDS_PER_REQUEST} images per request, got {len(request.ids)}"
+            )
         changed = store.set_labels(request.ids, request.label, user=user_of(request.user))
         return {"changed": changed}
 
@@ -320,10 +354,20 @@ def create_app(project_dir: str | Path, *, token: str | None = None) -> FastAPI:
 
     @app.post("/api/export")
     def export_project(request: ExportRequest) -> dict:
-        """Export into a new folder under ``PROJECT_DIR/exports``; returns its path."""
+        """Export into a new folder under ``PROJECT_DIR/exports``; returns its path.
+
+        A failed export leaves no half-written folder behind.
+        """
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         dest = store.project_dir / "exports" / f"{request.kind}-{stamp}"
         dest.mkdir(parents=True)
+        try:
+            return export_into(dest, request)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    def export_into(dest: Path, request: ExportRequest) -> dict:
         result: dict = {"kind": request.kind, "path": str(dest)}
         if request.kind == "training-set":
             result["counts"] = export.export_training_set(

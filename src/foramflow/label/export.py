@@ -4,6 +4,10 @@
   images (the layout :mod:`foramflow.train` reads), plus ``labels.csv``;
 * a CSV of every image's label, status, prediction, sample, depth and class group;
 * a ParticleTrieur project file; an EcoTaxa import folder.
+
+Every file an export writes lies inside the folder it was given: each output path is
+checked once links are followed, and single files are renamed into place, so a link
+left at the target is replaced rather than written through.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from foramflow.errors import OutputError
 from foramflow.io.ecotaxa import EcoTaxaObject, write_ecotaxa
+from foramflow.io.files import atomic_write
 from foramflow.io.particletrieur import (
     RESERVED_LABELS,
     ParticleRecord,
@@ -22,7 +28,7 @@ from foramflow.io.particletrieur import (
     read_project,
     write_project,
 )
-from foramflow.label.store import LabelStore
+from foramflow.label.store import InvalidName, LabelStore, class_name, sample_name
 
 CSV_COLUMNS = (
     "path", "label", "status", "validated_by", "validated_at", "pred_label", "pred_score",
@@ -39,12 +45,16 @@ def export_labels_csv(store: LabelStore, csv_path: str | Path) -> int:
     """Write one row per image; return the number of rows."""
     groups = {c["name"]: c["group"] for c in store.classes()}
     rows = _rows_with_paths(store)
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for row, path in rows:
-            values = {**row, "path": str(path), "group": groups.get(row["current"], "")}
-            writer.writerow("" if values[c] is None else values[c] for c in CSV_COLUMNS)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            for row, path in rows:
+                values = {**row, "path": str(path), "group": groups.get(row["current"], "")}
+                writer.writerow("" if values[c] is None else values[c] for c in CSV_COLUMNS)
+
+    atomic_write(csv_path, write)
     return len(rows)
 
 
@@ -56,30 +66,54 @@ def export_training_set(
     The reserved labels ``unlabeled`` and ``unsure`` are not classes and are left out.
     File names keep the original name, prefixed by the sample so names from different
     samples cannot collide. ``dest/labels.csv`` lists every image of the project.
+    Nothing is written when one of the files would land outside ``dest``.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    plan = _training_set_plan(store, dest)
+    labels_csv = _inside(dest.resolve(), dest / "labels.csv")
     counts: dict[str, int] = {}
+    for label, source, target in plan:
+        target.parent.mkdir(exist_ok=True)
+        _place(source, target, hard_link=hard_links)
+        counts[label] = counts.get(label, 0) + 1
+    export_labels_csv(store, labels_csv)
+    return counts
+
+
+def _training_set_plan(store: LabelStore, dest: Path) -> list[tuple[str, Path, Path]]:
+    """(class, image, copy) for every validated image; each copy checked to stay in ``dest``."""
+    root = dest.resolve()
+    plan, taken = [], set()
     for row, path in _rows_with_paths(store):
         label = row["label"]
         if label is None or label in RESERVED_LABELS:
             continue
-        folder = dest / label
-        folder.mkdir(exist_ok=True)
+        folder = _inside(root, dest / label)
         name = f"{row['sample']}__{path.name}" if row["sample"] else path.name
-        target = folder / name
-        if target.exists():
-            target = folder / f"{target.stem}_{row['id']}{target.suffix}"
-        if hard_links:
-            try:
-                os.link(path, target)
-            except OSError:  # another file system: fall back to a copy
-                shutil.copy2(path, target)
-        else:
-            shutil.copy2(path, target)
-        counts[label] = counts.get(label, 0) + 1
-    export_labels_csv(store, dest / "labels.csv")
-    return counts
+        target = _inside(root, folder / name)
+        if target in taken or target.exists() or target.is_symlink():
+            target = _inside(root, folder / f"{target.stem}_{row['id']}{target.suffix}")
+        taken.add(target)
+        plan.append((label, path, target))
+    return plan
+
+
+def _place(source: Path, target: Path, *, hard_link: bool) -> None:
+    if hard_link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system: fall back to a copy
+            pass
+    shutil.copy2(source, target)
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` when it stays inside the resolved folder ``root`` once links are followed."""
+    if not path.resolve().is_relative_to(root):
+        raise OutputError(f"{path}: leads out of the export folder {root}, nothing written")
+    return path
 
 
 def project_records(store: LabelStore) -> tuple[list[ParticleRecord], list[Taxon]]:
@@ -123,6 +157,7 @@ def import_particletrieur(store: LabelStore, xml_path: str | Path) -> int:
     of import); other labels as predictions of the classifier named in the file.
     """
     records, taxa = read_project(xml_path)
+    _check_names(xml_path, records, taxa)
     missing = [r.path for r in records if not r.path.is_file()]
     if missing:
         raise ValueError(f"{xml_path}: {len(missing)} images not found, e.g. {missing[0]}")
@@ -152,6 +187,23 @@ def import_particletrieur(store: LabelStore, xml_path: str | Path) -> int:
             }
         )
     return store.add_image_records(rows)
+
+
+def _check_names(xml_path: str | Path, records: list[ParticleRecord], taxa: list[Taxon]) -> None:
+    """Refuse a project file whose class or sample names the store cannot keep."""
+    for taxon in taxa:
+        if taxon.is_class and taxon.code not in RESERVED_LABELS:
+            try:
+                class_name(taxon.code)
+            except InvalidName as err:
+                raise InvalidName(f"{xml_path}: taxon: {err}") from None
+    for number, record in enumerate(records, start=1):
+        try:
+            if record.label is not None:
+                class_name(record.label)
+            sample_name(record.sample)
+        except InvalidName as err:
+            raise InvalidName(f"{xml_path}: image {number}: {err}") from None
 
 
 def export_ecotaxa(store: LabelStore, out_dir: str | Path) -> Path:

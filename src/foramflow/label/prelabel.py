@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.io.bundle import Bundle
-from foramflow.label.store import LabelStore
+from foramflow.io.bundle import META_FILE, Bundle
+from foramflow.label.store import InvalidName, LabelStore, class_name
 
 
 def prelabel(
@@ -29,7 +29,7 @@ def prelabel(
     """
     bundle = Bundle.load(bundle_path)
     model = str(bundle.meta.get("name") or Path(bundle_path).resolve().name)
-    labels = bundle.labels
+    labels = _class_names(bundle, Path(bundle_path) / META_FILE)
     paths = store.image_paths()
     ids, files = list(paths), list(paths.values())
     problems, pending, done = [], [], 0
@@ -50,3 +50,11 @@ def prelabel(
         if progress:
             progress(done, len(ids))
     return done - len(problems), problems
+
+
+def _class_names(bundle: Bundle, meta_path: Path) -> list[str]:
+    """The bundle's labels, every one checked to be a class name before any is stored."""
+    try:
+        return [class_name(label) for label in bundle.labels]
+    except InvalidName as err:
+        raise InvalidName(f"{meta_path}: {err}") from None

@@ -8,14 +8,20 @@ change can be undone and the history says who changed what.
 
 Every thread gets its own connection; writes take SQLite's write lock up front
 (``BEGIN IMMEDIATE``), so concurrent writers queue instead of losing updates.
+
+Class names become folder names and sample names become parts of file names when a
+training set is exported, so :func:`class_name` and :func:`sample_name` are the one rule
+for each, applied to every name that enters the store (labels, predictions, imports).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import re
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,9 +31,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from foramflow.errors import ForamflowError
 from foramflow.io.images import is_image_file
 
 STORE_FILE = "foramflow-labels.sqlite"
+MAX_CLASS_NAME = 100
+MAX_SAMPLE_NAME = 200
 STATUSES = ("unlabelled", "predicted", "validated")
 TARGET_PER_CLASS = 200  # images per class the method aims for (METHOD §2)
 DEFAULT_DEPTH_PATTERN = r"(\d+(?:\.\d+)?)\s*cm"
@@ -101,6 +110,10 @@ _ROW = (
 
 class PathRefused(ValueError):
     """A requested path is outside every registered image root."""
+
+
+class InvalidName(ForamflowError, ValueError):
+    """A class, sample or file name the store cannot keep or export safely."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +201,9 @@ class LabelStore:
     def add_root(self, folder: str | Path) -> int:
         folder = Path(folder).resolve()
         if not folder.is_dir():
-            raise ValueError(f"{folder}: not a folder")
+            raise ValueError(f"{_shown(folder)}: not a folder")
+        if not _is_utf8(str(folder)):
+            raise InvalidName(f"{_shown(folder)}: folder name is not valid UTF-8, cannot be stored")
         with self.write() as con:
             con.execute("INSERT OR IGNORE INTO roots(path) VALUES (?)", (str(folder),))
             root_id = con.execute("SELECT id FROM roots WHERE path = ?", (str(folder),)).fetchone()
@@ -251,36 +266,30 @@ class LabelStore:
         first match of ``depth_pattern`` in the sample name.
         A CSV with ``sample`` and ``depth_cm`` (or ``depth``) columns overrides both, per
         sample; with a ``path`` column (relative to ``folder``) it sets them per image.
-        Symbolic links that lead out of ``folder`` are skipped.
+        Every entry that looks like an image but cannot be registered (a link loop or out of
+        ``folder``, a dangling link, a name that is not UTF-8, an unreadable file) is
+        named in the problems, with the reason.
         """
         root_id = self.add_root(folder)
         root = self._roots[root_id]
         by_sample, by_path = _read_metadata(metadata_csv) if metadata_csv else ({}, {})
         pattern = re.compile(depth_pattern) if depth_pattern else None
         rows, problems = [], []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                if not is_image_file(path):
-                    continue
-                if not path.resolve().is_relative_to(root):
-                    problems.append(f"{path}: symbolic link out of {root}, skipped")
-                    continue
-                relpath = path.relative_to(root).as_posix()
-                parts = path.relative_to(root).parts
-                sample = parts[0] if len(parts) > 1 else root.name
-                depth = _depth_from_name(sample, pattern)
-                sample, depth = by_path.get(relpath, by_sample.get(sample, (sample, depth)))
-                try:
-                    with Image.open(path) as image:
-                        width, height = image.size
-                except (OSError, ValueError) as err:
-                    problems.append(f"{path}: not a readable image ({err})")
-                    continue
-                rows.append((root_id, relpath, sample, depth, width, height))
-                if progress and len(rows) % 1000 == 0:
-                    progress(len(rows))
+        for path in _image_files(root, problems):
+            relpath = path.relative_to(root).as_posix()
+            parts = path.relative_to(root).parts
+            sample = parts[0] if len(parts) > 1 else root.name
+            depth = _depth_from_name(sample, pattern)
+            sample, depth = by_path.get(relpath, by_sample.get(sample, (sample, depth)))
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+            except (OSError, ValueError) as err:
+                problems.append(f"{path}: not a readable image ({err})")
+                continue
+            rows.append((root_id, relpath, sample, depth, width, height))
+            if progress and len(rows) % 1000 == 0:
+                progress(len(rows))
         with self.write() as con:
             before = con.total_changes
             con.executemany(
@@ -303,7 +312,7 @@ class LabelStore:
             *("sample", "depth_cm", "width", "height", "guid", "resolution"),
             *("label", "validated_by", "validated_at", "pred_label", "pred_score", "pred_model"),
         ]
-        records = list(records)
+        records = [_checked_record(record) for record in records]
         root_ids = {}
         for record in records:
             parent = Path(record["path"]).absolute().parent
@@ -413,11 +422,13 @@ class LabelStore:
         ids = list(dict.fromkeys(int(i) for i in ids))
         with self.write() as con:
             if label is not None:
-                _ensure_class(con, label)
+                label = _ensure_class(con, label)
             return _relabel(con, ids, label, user=user, action=action)
 
     def accept_predictions(self, *, label: str | None, min_score: float, user: str) -> int:
         """Validate every unvalidated image predicted ``label`` (any, if None) at ≥ min_score."""
+        if label is not None:
+            label = class_name(label)
         with self.write() as con:
             sql = "SELECT id, pred_label FROM images WHERE label IS NULL AND pred_score >= ?"
             params: list = [min_score]
@@ -431,6 +442,7 @@ class LabelStore:
                 return 0
             batch = _new_batch(con, user, "accept")
             for pred_label, ids in by_label.items():
+                class_name(pred_label)  # a prediction stored before names were checked
                 _relabel(con, ids, pred_label, user=user, action="accept", batch=batch)
             return sum(map(len, by_label.values()))
 
@@ -472,22 +484,23 @@ class LabelStore:
         self, predictions: Iterable[tuple[int, str, float, float]], *, model: str
     ) -> None:
         """Store (image id, label, top score, margin to the second score) from ``model``."""
+        predictions = list(predictions)
         with self.write() as con:
-            rows = [(label, score, margin, model, i) for i, label, score, margin in predictions]
+            names = {label: _ensure_class(con, label) for label in {p[1] for p in predictions}}
+            rows = [
+                (names[label], score, margin, model, i) for i, label, score, margin in predictions
+            ]
             con.executemany(
                 "UPDATE images SET pred_label = ?, pred_score = ?, pred_margin = ?,"
                 " pred_model = ? WHERE id = ?",
                 rows,
             )
-            for label in {row[0] for row in rows}:
-                _ensure_class(con, label)
 
     # -- classes -------------------------------------------------------------------------
 
     def create_class(self, name: str, *, group: str = "") -> None:
-        name = _check_class_name(name)
         with self.write() as con:
-            _ensure_class(con, name)
+            name = _ensure_class(con, name)
             if group:
                 con.execute("UPDATE classes SET grp = ? WHERE name = ?", (group, name))
 
@@ -500,7 +513,8 @@ class LabelStore:
                 raise KeyError(name)
 
     def rename_class(self, old: str, new: str) -> None:
-        new = _check_class_name(new)
+        """Rename ``old`` everywhere; ``old`` may be any stored name, ``new`` must be valid."""
+        new = class_name(new)
         with self.write() as con:
             if con.execute("SELECT 1 FROM classes WHERE name = ?", (old,)).fetchone() is None:
                 raise KeyError(old)
@@ -517,7 +531,7 @@ class LabelStore:
 
     def merge_classes(self, sources: Sequence[str], target: str, *, user: str) -> int:
         """Relabel every image of ``sources`` as ``target`` (undoable) and drop the sources."""
-        target = _check_class_name(target)
+        target = class_name(target)
         sources = [s for s in sources if s != target]
         with self.write() as con:
             _ensure_class(con, target)
@@ -560,19 +574,134 @@ class LabelStore:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _check_class_name(name: str) -> str:
-    name = (name or "").strip()
-    if not name or len(name) > 100 or any(c in name for c in '/\\\0:*?"<>|'):
-        raise ValueError(f'{name!r}: a class name is 1-100 characters, none of / \\ : * ? " < > |')
+def class_name(name: str) -> str:
+    """``name`` without surrounding blanks, if it can name a class; else :class:`InvalidName`.
+
+    A class becomes a folder of an exported training set, so its name is 1-100
+    characters, holds no path separator, no character Windows forbids in file names and
+    no control character, and does not start with a dot (neither ``.``, ``..`` nor a
+    hidden folder).
+    """
+    text = name.strip() if isinstance(name, str) else ""
+    if not 1 <= len(text) <= MAX_CLASS_NAME or text.startswith(".") or _has_any(text, '/\\:*?"<>|'):
+        raise InvalidName(
+            f"{name!r}: a class name is 1-{MAX_CLASS_NAME} characters, none of"
+            ' / \\ : * ? " < > | or control characters, and does not start with "."'
+        )
+    return text
+
+
+def sample_name(name: str | None) -> str | None:
+    """``name`` if it can name a sample (or None); else :class:`InvalidName`.
+
+    A sample name starts the file names of an exported training set, so it holds no path
+    separator and no control character, and is neither ``.`` nor ``..``.
+    """
+    if name is None:
+        return None
+    if len(name) > MAX_SAMPLE_NAME or name in (".", "..") or _has_any(name, "/\\"):
+        raise InvalidName(
+            f"{name!r}: a sample name is at most {MAX_SAMPLE_NAME} characters, without"
+            " / \\ or control characters, and is not . or .."
+        )
     return name
 
 
-def _ensure_class(con: sqlite3.Connection, name: str) -> None:
+def _has_any(text: str, forbidden: str) -> bool:
+    """True when ``text`` holds one of ``forbidden`` or a control character."""
+    return any(c in forbidden or ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 appear as ``\\udcXX``."""
+    return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _image_files(root: Path, problems: list[str]) -> Iterator[Path]:
+    """The image files under ``root`` that can be registered, in a stable order.
+
+    Hidden folders and files are passed over; everything else that cannot be registered
+    is added to ``problems`` with the reason.
+    """
+
+    def unlistable(err: OSError) -> None:
+        problems.append(f"{_shown(err.filename)}: cannot list folder ({err.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable):
+        dirnames[:] = [
+            name
+            for name in sorted(dirnames)
+            if not name.startswith(".") and _folder_to_walk(Path(dirpath) / name, problems)
+        ]
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if not is_image_file(path):
+                continue
+            problem = _file_problem(path, root)
+            if problem:
+                problems.append(f"{_shown(path)}: {problem}")
+            else:
+                yield path
+
+
+def _folder_to_walk(folder: Path, problems: list[str]) -> bool:
+    """True when ``folder`` is walked; a linked or non-UTF-8 folder is reported instead."""
+    if not _is_utf8(folder.name):
+        problems.append(f"{_shown(folder)}: folder name is not valid UTF-8, not searched")
+    elif folder.is_symlink():
+        problems.append(f"{_shown(folder)}: symbolic link to a folder, not followed")
+    else:
+        return True
+    return False
+
+
+def _file_problem(path: Path, root: Path) -> str | None:
+    """Why the file at ``path`` cannot be registered under ``root``; None when it can."""
+    if not _is_utf8(path.name):
+        return "file name is not valid UTF-8, cannot be stored"
+    try:
+        info = path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if err.errno == errno.ENOENT and path.is_symlink():
+            return "symbolic link to a missing file"
+        return f"cannot be read ({err.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if not path.resolve().is_relative_to(root):
+        return f"symbolic link out of {root}"
+    return None
+
+
+def _checked_record(record: dict) -> dict:
+    """``record`` with its class and sample names checked (and blanks around classes cut)."""
+    try:
+        labels = {
+            k: class_name(record[k]) for k in ("label", "pred_label") if record.get(k) is not None
+        }
+        return {**record, **labels, "sample": sample_name(record.get("sample"))}
+    except InvalidName as err:
+        raise InvalidName(f"{record['path']}: {err}") from None
+
+
+def _ensure_class(con: sqlite3.Connection, name: str) -> str:
+    """Add the class ``name`` unless it exists; return the name as stored."""
+    name = class_name(name)
     con.execute(
         "INSERT OR IGNORE INTO classes(name, position)"
         " SELECT ?, coalesce(max(position) + 1, 0) FROM classes",
         (name,),
     )
+    return name
 
 
 def _new_batch(con: sqlite3.Connection, user: str, action: str) -> int:
@@ -635,7 +764,10 @@ def _read_metadata(path: str | Path) -> tuple[dict, dict]:
                 raise ValueError(
                     f"{path}: line {line}: depth {raw_depth!r} is not a number"
                 ) from None
-            sample = (row.get("sample") or "").strip() or None
+            try:
+                sample = sample_name((row.get("sample") or "").strip() or None)
+            except InvalidName as err:
+                raise InvalidName(f"{path}: line {line}: {err}") from None
             if row.get("path"):
                 by_path[row["path"].strip()] = (sample, depth)
             elif sample:
