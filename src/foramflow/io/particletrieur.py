@@ -37,6 +37,8 @@ from pathlib import Path
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse as _safe_parse
 
+from foramflow.io.files import atomic_write
+
 UNLABELED = "unlabeled"
 UNSURE = "unsure"
 RESERVED_LABELS = (UNLABELED, UNSURE)
@@ -131,9 +133,8 @@ def write_project(xml_path: str | Path, records: list[ParticleRecord], taxa: lis
     for record in records:
         _write_image(ET.SubElement(images, "image"), record, base)
     ET.indent(root)
-    tmp = xml_path.with_name(f".{xml_path.name}.tmp")
-    ET.ElementTree(root).write(tmp, encoding="UTF-8", xml_declaration=True)
-    os.replace(tmp, xml_path)
+    tree = ET.ElementTree(root)
+    atomic_write(xml_path, lambda tmp: tree.write(tmp, encoding="UTF-8", xml_declaration=True))
 
 
 # -- reading ------------------------------------------------------------------------------
