@@ -27,6 +27,7 @@ from foramflow.abundance.counts import (
 from foramflow.abundance.drift import DEFAULT_MAX_DISTANCE, drift_table
 from foramflow.abundance.groups import Grouping, Ratio
 from foramflow.evaluate.calibration import apply_class_bias
+from foramflow.io.files import atomic_write
 
 PROB_PREFIX = "prob_"
 METHOD_NAMES = {"raw": "classify and count", "acc": "adjusted count (ACC)", "em": "EM prior"}
@@ -320,7 +321,11 @@ def write_tables(result: CoreAbundance, out_dir: Path) -> list[Path]:
     for name, table in tables.items():
         if table is None or table.empty:
             continue
-        keep_index = table.index.name is not None
-        table.to_csv(out_dir / name, index=keep_index)
+        write_csv_atomic(out_dir / name, table, index=table.index.name is not None)
         written.append(out_dir / name)
     return written
+
+
+def write_csv_atomic(path: Path, table: pd.DataFrame, *, index: bool) -> None:
+    """A CSV written whole or not at all (a full disk leaves no truncated table)."""
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=index))

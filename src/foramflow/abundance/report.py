@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from foramflow.abundance.analysis import METHOD_NAMES, CoreAbundance
+from foramflow.io.files import atomic_write
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -132,5 +133,5 @@ def write_report(
         + "\n".join(parts)
         + "</body></html>\n"
     )
-    path.write_text(document, encoding="utf-8")
+    atomic_write(path, lambda tmp: tmp.write_text(document, encoding="utf-8"))
     return path

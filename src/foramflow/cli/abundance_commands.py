@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from foramflow.cli.console import console, fail, progress_bar
 
@@ -76,6 +77,7 @@ def abundance(
     from foramflow.abundance.plots import plot_downcore, save_figure
     from foramflow.abundance.report import write_report
     from foramflow.io.bundle import Bundle, BundleError
+    from foramflow.io.files import prepare_output_dir
 
     predictions_path = results_dir / "predictions.parquet"
     if not predictions_path.is_file():
@@ -94,6 +96,7 @@ def abundance(
         ages = read_age_model(age_model) if age_model else None
     except (GroupingError, ValueError, OSError) as err:
         raise fail(str(err)) from err
+    prepare_output_dir(out)
 
     meta, bundle_path = {}, bundle
     if bundle_path is None and (results_dir / "run.json").is_file():
@@ -129,7 +132,6 @@ def abundance(
         except ValueError as err:
             raise fail(f"{predictions_path}: {err}") from err
 
-    out.mkdir(parents=True, exist_ok=True)
     written = write_tables(result, out)
     figure = out / "downcore.png"
     save_figure(plot_downcore(result, title=results_dir.name), figure)
@@ -153,7 +155,7 @@ def abundance(
         details=details,
     )
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     flagged = result.drift.index[result.drift["flagged"]].tolist()
     if flagged:
         console.print(
