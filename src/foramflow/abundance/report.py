@@ -72,6 +72,7 @@ def write_report(
             f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in details.items()
         )
         parts.append(f"<ul class='small'>{items}</ul>")
+    parts += [f"<p class='note'>Warning: {html.escape(warning)}</p>" for warning in result.warnings]
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in result.notes]
 
     flags = result.drift[result.drift["flagged"]]

@@ -69,7 +69,12 @@ def abundance(
     """
     import pandas as pd
 
-    from foramflow.abundance.analysis import Confusion, analyse_core, write_tables
+    from foramflow.abundance.analysis import (
+        Confusion,
+        analyse_core,
+        check_settings,
+        write_tables,
+    )
     from foramflow.abundance.compare import read_human_counts
     from foramflow.abundance.counts import read_age_model
     from foramflow.abundance.groups import Grouping, GroupingError, Ratio
@@ -88,10 +93,14 @@ def abundance(
         raise fail(f"--level must lie in (0.5, 1), not {level}")
     try:
         predictions = pd.read_parquet(predictions_path)
+    except (ValueError, OSError) as err:
+        raise fail(f"{predictions_path}: not a readable predictions table ({err})") from err
+    try:
         grouping = Grouping.from_yaml(groups) if groups else Grouping()
         ratios = [Ratio.parse(text) for text in ratio or []]
         for definition in ratios:
             definition.kind(grouping)
+        check_settings(predictions, grouping=grouping, ratio_definitions=ratios, n_boot=bootstrap)
         human_counts = read_human_counts(human) if human else None
         ages = read_age_model(age_model) if age_model else None
     except (GroupingError, ValueError, OSError) as err:
@@ -154,6 +163,8 @@ def abundance(
         level=level,
         details=details,
     )
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     flagged = result.drift.index[result.drift["flagged"]].tolist()
