@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from foramflow.abundance import correction
-from foramflow.abundance.compare import agreement_by_sample, agreement_by_taxon
+from foramflow.abundance.compare import agreement_by_sample, agreement_by_taxon, split_known_taxa
 from foramflow.abundance.counts import (
     class_counts,
     depth_to_age,
@@ -25,11 +25,14 @@ from foramflow.abundance.counts import (
     sample_positions,
 )
 from foramflow.abundance.drift import DEFAULT_MAX_DISTANCE, drift_table
-from foramflow.abundance.groups import Grouping, Ratio
+from foramflow.abundance.groups import UNSURE, Grouping, Ratio, check_ratio_terms
+from foramflow.abundance.inputs import AbundanceError
 from foramflow.evaluate.calibration import apply_class_bias
+from foramflow.io.files import atomic_write
 
 PROB_PREFIX = "prob_"
 METHOD_NAMES = {"raw": "classify and count", "acc": "adjusted count (ACC)", "em": "EM prior"}
+NO_SHARED_TAXON = "The human counts share no taxon with the predictions: no agreement."
 
 
 @dataclass
@@ -71,11 +74,35 @@ class CoreAbundance:
     agreement_taxon: pd.DataFrame | None = None  # method, taxon, …
     agreement_sample: pd.DataFrame | None = None  # method, sample, …
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # inputs left out, named
 
 
 def probability_labels(predictions: pd.DataFrame) -> list[str]:
     """Class labels from the ``prob_<label>`` columns, in table order."""
     return [c[len(PROB_PREFIX) :] for c in predictions.columns if c.startswith(PROB_PREFIX)]
+
+
+def class_names(predictions: pd.DataFrame) -> set[str]:
+    """Every class an image of these predictions could have: the model's and ``unsure``."""
+    classified = predictions.loc[predictions["status"] != "error", "class"]
+    return {*probability_labels(predictions), *classified, UNSURE}
+
+
+def check_settings(
+    predictions: pd.DataFrame,
+    *,
+    grouping: Grouping,
+    ratio_definitions: Sequence[Ratio] = (),
+    n_boot: int = 1000,
+) -> None:
+    """Refuse settings that would give silent nonsense rather than an answer.
+
+    A ratio term that names no class would count as zero; the corrected estimates' intervals
+    need at least one bootstrap replicate.
+    """
+    check_ratio_terms(ratio_definitions, grouping, class_names(predictions))
+    if n_boot < 1:
+        raise AbundanceError(f"the intervals need at least one bootstrap replicate, not {n_boot}")
 
 
 def _group_fractions(proportions: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -222,6 +249,9 @@ def analyse_core(
         See :func:`foramflow.abundance.drift.drift_table`.
     """
     grouping = grouping or Grouping()
+    check_settings(
+        predictions, grouping=grouping, ratio_definitions=ratio_definitions, n_boot=n_boot
+    )
     labels = probability_labels(predictions)
     notes = []
     positions = sample_positions(predictions)
@@ -280,6 +310,18 @@ def analyse_core(
 
 def _add_human(result, human, grouping, age_model, level, interval_method) -> None:
     counts, positions = human
+    known = set(result.class_counts.columns) | {UNSURE} | grouping.names()
+    counts, unknown = split_known_taxa(counts, known)
+    if unknown:
+        columns = "column" if len(unknown) == 1 else "columns"
+        verb = "names" if len(unknown) == 1 else "name"
+        result.warnings.append(
+            f"human counts: {columns} {', '.join(map(repr, unknown))} {verb} no class or "
+            "group of the predictions; left out of the comparison and of the human totals"
+        )
+    if counts.columns.empty:
+        result.notes.append(NO_SHARED_TAXON)
+        return
     result.human = relative_abundance(counts, grouping, level=level, method=interval_method)
     positions = positions.reindex(counts.index)
     if "depth" not in positions:
@@ -299,7 +341,10 @@ def _add_human(result, human, grouping, age_model, level, interval_method) -> No
     result.agreement_taxon = pd.concat(by_taxon, ignore_index=True)
     result.agreement_sample = pd.concat(by_sample, ignore_index=True)
     if result.agreement_sample.empty:
-        result.notes.append("No sample name is shared with the human counts: no agreement.")
+        if counts.index.intersection(result.positions.index).empty:
+            result.notes.append("No sample name is shared with the human counts: no agreement.")
+        else:
+            result.notes.append(NO_SHARED_TAXON)
 
 
 def write_tables(result: CoreAbundance, out_dir: Path) -> list[Path]:
@@ -320,7 +365,11 @@ def write_tables(result: CoreAbundance, out_dir: Path) -> list[Path]:
     for name, table in tables.items():
         if table is None or table.empty:
             continue
-        keep_index = table.index.name is not None
-        table.to_csv(out_dir / name, index=keep_index)
+        write_csv_atomic(out_dir / name, table, index=table.index.name is not None)
         written.append(out_dir / name)
     return written
+
+
+def write_csv_atomic(path: Path, table: pd.DataFrame, *, index: bool) -> None:
+    """A CSV written whole or not at all (a full disk leaves no truncated table)."""
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=index))

@@ -22,6 +22,8 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import braycurtis
 
+from foramflow.abundance.inputs import AbundanceError, read_csv_table
+
 POSITION_COLUMNS = ("depth", "age")
 
 
@@ -32,24 +34,80 @@ def _position_name(column: str) -> str | None:
 
 
 def read_human_counts(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read a human counts CSV into ``(counts, positions)``, both indexed by sample."""
-    table = pd.read_csv(path)
+    """Read a human counts CSV into ``(counts, positions)``, both indexed by sample.
+
+    Each sample has one row with at least one specimen counted: a repeated row would be
+    counted twice, and a row of zeros has no relative abundances to compare.
+    """
+    table = read_csv_table(path, "human counts")
     if "sample" not in table.columns:
-        raise ValueError(f"{path}: human counts need a 'sample' column")
+        raise AbundanceError(f"{path}: human counts need a 'sample' column")
+    if table.empty:
+        raise AbundanceError(f"{path}: a header but no rows of human counts")
     table["sample"] = table["sample"].astype(str)
-    table = table.set_index("sample")
+    _refuse_repeated_samples(path, table["sample"])
     named = {c: _position_name(c) for c in table.columns if _position_name(c)}
     if len(set(named.values())) < len(named):
-        raise ValueError(f"{path}: more than one depth or age column ({', '.join(named)})")
-    positions = table[list(named)].astype(float).rename(columns=named)
-    counts = table.drop(columns=list(named))
-    numeric = counts.apply(pd.to_numeric, errors="coerce")
-    bad = [c for c in counts.columns if numeric[c].isna().any()]
+        raise AbundanceError(f"{path}: more than one depth or age column ({', '.join(named)})")
+    positions = _numeric_columns(
+        path, table[list(named)], "depth or age values", blanks=True
+    ).rename(columns=named)
+    counts = _numeric_columns(path, table.drop(columns=["sample", *named]), "counts", blanks=False)
+    if counts.columns.empty:
+        raise AbundanceError(f"{path}: no column of counts (one column per taxon)")
+    _refuse_bad_rows(path, counts, table["sample"])
+    by_sample = pd.Index(table["sample"], name="sample")
+    return counts.round().astype(int).set_axis(by_sample), positions.set_axis(by_sample)
+
+
+def _numeric_columns(path, columns: pd.DataFrame, what: str, *, blanks: bool) -> pd.DataFrame:
+    """The columns as numbers; a text value, or a blank where ``blanks`` is False, is refused."""
+    numeric = columns.apply(pd.to_numeric, errors="coerce")
+    refused = numeric.isna() & (columns.notna() | (not blanks))
+    bad = [c for c in columns.columns if refused[c].any()]
     if bad:
-        raise ValueError(f"{path}: non-numeric counts in column(s) {', '.join(map(str, bad))}")
-    if (numeric < 0).any().any():
-        raise ValueError(f"{path}: negative counts")
-    return numeric.round().astype(int), positions
+        raise AbundanceError(f"{path}: non-numeric {what} in column(s) {', '.join(map(str, bad))}")
+    return numeric.astype(float)
+
+
+def _refuse_repeated_samples(path, samples: pd.Series) -> None:
+    """Samples are matched by name: a name on two rows would be counted twice."""
+    repeated = samples[samples.duplicated(keep=False)]
+    if repeated.empty:
+        return
+    where = [
+        f"sample {name!r} is on lines {_and_list(lines.index)}"
+        for name, lines in repeated.groupby(repeated, sort=False)
+    ]
+    raise AbundanceError(f"{path}: {'; '.join(where)} (one row per sample)")
+
+
+def _refuse_bad_rows(path, counts: pd.DataFrame, samples: pd.Series) -> None:
+    """A negative count is a typing error; a row of zeros has no relative abundances."""
+    for line, row in counts.iterrows():
+        if (row < 0).any():
+            raise AbundanceError(f"{path}: line {line} (sample {samples[line]!r}): negative count")
+        if row.sum() == 0:
+            raise AbundanceError(
+                f"{path}: line {line} (sample {samples[line]!r}): every count is zero "
+                "(a sample needs at least one specimen counted)"
+            )
+
+
+def _and_list(items) -> str:
+    """'2 and 5', '2, 5 and 7'."""
+    items = [str(item) for item in items]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def split_known_taxa(counts: pd.DataFrame, known: set[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The human counts of the taxa in ``known``, and the columns that name none of them.
+
+    A column that names no class or group of the predictions has no automatic counterpart;
+    kept, it would only enlarge the human denominator.
+    """
+    unknown = [c for c in counts.columns if c not in known]
+    return counts.drop(columns=unknown), unknown
 
 
 def _paired(automatic: pd.DataFrame, human: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from foramflow.abundance.groups import Grouping, Ratio
+from foramflow.abundance.inputs import AbundanceError, read_csv_table
 from foramflow.abundance.intervals import proportion_interval, ratio_interval
 
 
@@ -39,12 +40,12 @@ def read_age_model(path: str | Path) -> pd.DataFrame:
 
     The column headers become the axis labels (e.g. ``depth_cm,age_ka_BP``).
     """
-    table = pd.read_csv(path)
+    table = read_csv_table(path, "depth and age")
     if table.shape[1] < 2:
-        raise ValueError(f"{path}: an age model needs two columns (depth, age)")
+        raise AbundanceError(f"{path}: an age model needs two columns (depth, age)")
     table = table.iloc[:, :2].apply(pd.to_numeric, errors="coerce").dropna()
     if len(table) < 2:
-        raise ValueError(f"{path}: an age model needs at least two numeric rows")
+        raise AbundanceError(f"{path}: an age model needs at least two numeric rows")
     return table.sort_values(table.columns[0]).reset_index(drop=True)
 
 

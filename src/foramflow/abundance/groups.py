@@ -25,10 +25,12 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from foramflow.errors import ForamflowError
+
 UNSURE = "unsure"
 
 
-class GroupingError(ValueError):
+class GroupingError(ForamflowError, ValueError):
     """A groups file or a ratio definition is invalid."""
 
 
@@ -61,7 +63,7 @@ class Grouping:
         try:
             raw = yaml.safe_load(path.read_text()) or {}
             spec = _GroupsFile.model_validate(raw)
-        except (OSError, yaml.YAMLError, ValidationError) as err:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise GroupingError(f"{path}: invalid groups file ({reason})") from err
         return cls(groups=spec.groups, exclude=tuple(spec.exclude))
@@ -72,6 +74,11 @@ class Grouping:
             if name in members:
                 return group
         return name
+
+    def names(self) -> set[str]:
+        """Every group, class and excluded name the grouping mentions."""
+        members = {name for names in self.groups.values() for name in names}
+        return set(self.groups) | members | set(self.exclude)
 
     def is_excluded(self, name: str) -> bool:
         return name in self.exclude or self.group_of(name) in self.exclude
@@ -129,6 +136,11 @@ class Ratio:
         den = set().union(*(grouping.members(t) for t in self.denominator))
         return num, den
 
+    def unknown_terms(self, grouping: Grouping, classes: set[str]) -> list[str]:
+        """Terms that stand for none of ``classes``: they would count as zero, silently."""
+        terms = dict.fromkeys((*self.numerator, *self.denominator))
+        return [term for term in terms if not grouping.members(term) & classes]
+
     def kind(self, grouping: Grouping) -> str:
         """``"proportion"`` (numerator within denominator) or ``"odds"`` (disjoint sets)."""
         num, den = self.class_sets(grouping)
@@ -140,3 +152,18 @@ class Ratio:
             f"ratio {self.name!r}: the numerator must lie within the denominator "
             "or be disjoint from it"
         )
+
+
+def check_ratio_terms(definitions, grouping: Grouping, classes: set[str]) -> None:
+    """Refuse a ratio with a term that names no class (or group of classes) in ``classes``."""
+    for ratio in definitions:
+        unknown = ratio.unknown_terms(grouping, classes)
+        if unknown:
+            verb = "names" if len(unknown) == 1 else "name"
+            known = f"classes: {', '.join(sorted(classes))}"
+            if grouping.groups:
+                known += f"; groups: {', '.join(grouping.groups)}"
+            raise GroupingError(
+                f"ratio {ratio.name!r}: {', '.join(map(repr, unknown))} {verb} no class or "
+                f"group of the predictions ({known})"
+            )

@@ -9,12 +9,14 @@ ratio. Samples flagged for drift are shaded in every panel.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from foramflow.abundance.analysis import METHOD_NAMES, CoreAbundance
+from foramflow.io.files import atomic_write
 
 STYLE = {
     "human": {"color": "tab:blue", "marker": "s", "label": "human count"},
@@ -159,4 +161,6 @@ def plot_downcore(
 
 
 def save_figure(fig: Figure, path) -> None:
-    fig.savefig(path, dpi=130)
+    """Save whole or not at all, in the format the suffix names (PNG without one)."""
+    image_format = Path(path).suffix.lstrip(".").lower() or "png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format=image_format))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from foramflow.abundance.analysis import METHOD_NAMES, CoreAbundance
+from foramflow.io.files import atomic_write
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -71,6 +72,7 @@ def write_report(
             f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in details.items()
         )
         parts.append(f"<ul class='small'>{items}</ul>")
+    parts += [f"<p class='note'>Warning: {html.escape(warning)}</p>" for warning in result.warnings]
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in result.notes]
 
     flags = result.drift[result.drift["flagged"]]
@@ -132,5 +134,5 @@ def write_report(
         + "\n".join(parts)
         + "</body></html>\n"
     )
-    path.write_text(document, encoding="utf-8")
+    atomic_write(path, lambda tmp: tmp.write_text(document, encoding="utf-8"))
     return path

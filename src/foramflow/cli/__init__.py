@@ -8,9 +8,11 @@ Command modules import heavy libraries (torch, dask, …) inside the command bod
 import typer
 
 from foramflow import __version__
+from foramflow.cli.console import ErrorReportingGroup
 
 app = typer.Typer(
     name="foramflow",
+    cls=ErrorReportingGroup,
     help="Foraminifera images to down-core abundances: stack, segment, label, train, "
     "classify, and count.",
     no_args_is_help=True,
@@ -29,6 +31,9 @@ def _show_version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of every error, not one line."
     ),
 ) -> None:
     """Foraminifera images to down-core abundances."""

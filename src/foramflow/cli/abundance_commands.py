@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from foramflow.cli.console import console, fail, progress_bar
 
@@ -68,7 +69,12 @@ def abundance(
     """
     import pandas as pd
 
-    from foramflow.abundance.analysis import Confusion, analyse_core, write_tables
+    from foramflow.abundance.analysis import (
+        Confusion,
+        analyse_core,
+        check_settings,
+        write_tables,
+    )
     from foramflow.abundance.compare import read_human_counts
     from foramflow.abundance.counts import read_age_model
     from foramflow.abundance.groups import Grouping, GroupingError, Ratio
@@ -76,6 +82,7 @@ def abundance(
     from foramflow.abundance.plots import plot_downcore, save_figure
     from foramflow.abundance.report import write_report
     from foramflow.io.bundle import Bundle, BundleError
+    from foramflow.io.files import prepare_output_dir
 
     predictions_path = results_dir / "predictions.parquet"
     if not predictions_path.is_file():
@@ -86,14 +93,19 @@ def abundance(
         raise fail(f"--level must lie in (0.5, 1), not {level}")
     try:
         predictions = pd.read_parquet(predictions_path)
+    except (ValueError, OSError) as err:
+        raise fail(f"{predictions_path}: not a readable predictions table ({err})") from err
+    try:
         grouping = Grouping.from_yaml(groups) if groups else Grouping()
         ratios = [Ratio.parse(text) for text in ratio or []]
         for definition in ratios:
             definition.kind(grouping)
+        check_settings(predictions, grouping=grouping, ratio_definitions=ratios, n_boot=bootstrap)
         human_counts = read_human_counts(human) if human else None
         ages = read_age_model(age_model) if age_model else None
     except (GroupingError, ValueError, OSError) as err:
         raise fail(str(err)) from err
+    prepare_output_dir(out)
 
     meta, bundle_path = {}, bundle
     if bundle_path is None and (results_dir / "run.json").is_file():
@@ -129,7 +141,6 @@ def abundance(
         except ValueError as err:
             raise fail(f"{predictions_path}: {err}") from err
 
-    out.mkdir(parents=True, exist_ok=True)
     written = write_tables(result, out)
     figure = out / "downcore.png"
     save_figure(plot_downcore(result, title=results_dir.name), figure)
@@ -152,8 +163,10 @@ def abundance(
         level=level,
         details=details,
     )
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     flagged = result.drift.index[result.drift["flagged"]].tolist()
     if flagged:
         console.print(

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from foramflow.cli.console import console, fail, progress_bar
+from foramflow.io.files import prepare_output_dir
 
 
 def classify(
@@ -75,6 +76,7 @@ def classify(
             speed = task.speed
             return Text(f"{speed:,.0f} images/s" if speed else "… images/s", style="cyan")
 
+    prepare_output_dir(out)
     progress = progress_bar(ImagesPerSecond())
     task = progress.add_task("classifying", total=None, start=False)
 

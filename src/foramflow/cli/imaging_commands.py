@@ -23,6 +23,7 @@ from pathlib import Path
 import typer
 
 from foramflow.cli.console import console, fail, progress_bar
+from foramflow.io.files import prepare_output_dir
 
 DEPTH_INDEX_SUFFIX = ".depth-index.tif"
 DEPTH_UM_SUFFIX = ".depth-um.tif"
@@ -143,6 +144,7 @@ def stack(
             jobs.append((files, out / name.with_suffix(f".{image_format}")))
         if not jobs:
             raise fail(f"{root}: no folder with two or more images matching {pattern!r}")
+        prepare_output_dir(out)
     else:
         missing = [p for p in planes if not p.is_file()]
         if missing:
@@ -150,6 +152,7 @@ def stack(
         if len(planes) < 2:
             raise fail(f"{planes[0]}: a stack needs at least two planes")
         jobs = [(sorted(planes, key=_natural_key), out)]
+        prepare_output_dir(out.parent)
 
     reports, failures = [], []
     with progress_bar() as progress:
@@ -305,6 +308,7 @@ def segment(
         "opening_px": opening_px,
     }
     writing = {"suffix": f".{image_format}", "masks": masks}
+    prepare_output_dir(out)
     tables, rejected_tables, failures = [], [], []
     with progress_bar() as progress:
         task = progress.add_task("segmenting", total=len(found))

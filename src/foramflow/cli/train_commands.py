@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from foramflow.cli.console import RichProgress, console, fail
+from foramflow.io.files import prepare_output_dir
 
 _MODEL_HELP = (
     "network: base_cyclic, resnet_cyclic or resnet18; transfer learning on cached "
@@ -144,6 +145,7 @@ def train(
         raise fail(f"invalid training options: {problems}") from None
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None
+    prepare_output_dir(resolved.out)
 
     from foramflow.train.loop import RunFolderExists
     from foramflow.train.transfer import trainer_class

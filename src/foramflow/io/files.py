@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from foramflow.errors import OutputError
+
 
 def umask_mode(base: int = 0o666) -> int:
     """The mode a newly created file gets under the current umask."""
@@ -31,19 +33,66 @@ def atomic_path(target: str | Path, *, durable: bool = False) -> Iterator[Path]:
     and ``target`` is left as it was.
     """
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with naming_the_file(target):
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        os.chmod(tmp_path, umask_mode())
-        yield tmp_path
-        if durable:
-            fsync_file(tmp_path)
-        os.replace(tmp_path, target)
-        if durable:
-            fsync_dir(target.parent)
+        with naming_the_file(target):
+            os.chmod(tmp_path, umask_mode())
+            yield tmp_path
+            if durable:
+                fsync_file(tmp_path)
+            os.replace(tmp_path, target)
+            if durable:
+                fsync_dir(target.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def naming_the_file(path: str | Path) -> Iterator[None]:
+    """Give an OSError raised in the block the file name it lacks.
+
+    A full disk or a lost network share fails a write with no file name attached, and the
+    user is then told only "No space left on device"; this names the file being written.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """Create an output folder (and its parents) and make sure files can be written in it.
+
+    Raises :class:`OutputError` when the path is a file, the folder cannot be created, or a
+    file cannot be created in it. The last is tried with a real file, since permission bits
+    do not tell (root ignores them; a read-only mount or a full quota overrides them).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot create the folder ({_reason(err, path)})") from err
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".foramflow-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write in this folder ({err.strerror})") from err
+    return path
+
+
+def _reason(err: OSError, path: Path) -> str:
+    """The error's reason, with the file it concerns when that is not ``path`` itself."""
+    if err.filename is not None and Path(err.filename) != path:
+        return f"{err.filename}: {err.strerror}"
+    return str(err.strerror)
 
 
 def atomic_write(target: str | Path, write: Callable[[Path], None], *, durable=False) -> None:
