@@ -63,12 +63,19 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def image_file_problem(path: Path) -> str | None:
-    """Why an entry named like an image, other than a folder, cannot be read as one (a
-    dangling link, a link loop, a FIFO, a name that is not UTF-8); None for a file."""
+def is_utf8_path(path: str | Path) -> bool:
+    """False for a path with bytes that are not UTF-8: it cannot be written to a table."""
     try:
         os.fsdecode(path).encode("utf-8")
     except UnicodeEncodeError:
+        return False
+    return True
+
+
+def image_file_problem(path: Path) -> str | None:
+    """Why an entry named like an image, other than a folder, cannot be read as one (a
+    dangling link, a link loop, a FIFO, a name that is not UTF-8); None for a file."""
+    if not is_utf8_path(path):
         return "file name is not valid UTF-8"
     try:
         info = path.stat()
