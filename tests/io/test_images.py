@@ -4,6 +4,7 @@ import tifffile
 from PIL import Image
 
 from foramflow.io.images import ImageReadError, read_image
+from image_sets import write_png_bomb
 
 
 def test_8bit_grey_png_is_divided_by_255(tmp_path):
@@ -74,25 +75,6 @@ def test_empty_and_missing_files(tmp_path):
         read_image(tmp_path / "missing.png")
 
 
-def _bomb_png(path, side: int) -> None:
-    """A valid 1-bit PNG of side × side pixels, a few kilobytes on disk, written row by row
-    so that the test never holds the image in memory."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    compressor = zlib.compressobj(9)
-    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte, then the packed bits
-    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
-
-
 def _refuse_decoding(monkeypatch):
     """Make any pixel decoding fail the test: the size must be refused from the header."""
     from PIL import ImageFile
@@ -106,7 +88,7 @@ def _refuse_decoding(monkeypatch):
 
 def test_png_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     path = tmp_path / "bomb.png"
-    _bomb_png(path, 12000)
+    write_png_bomb(path, 12000)
     assert path.stat().st_size < 100_000
     _refuse_decoding(monkeypatch)
     with pytest.raises(ImageReadError, match=r"12000 × 12000") as info:
