@@ -55,7 +55,7 @@ def _find_stacks(root: Path, pattern: str) -> list[Path]:
 
 _MAX_PIXELS_HELP = (
     "Refuse images of more pixels (width × height), before decoding them: a small "
-    "compressed file can claim gigabytes (default: 400 000 000)."
+    "compressed file can claim gigabytes (default: 400 million)."
 )
 
 

@@ -65,7 +65,7 @@ def train(
     max_pixels: int | None = typer.Option(
         None,
         help="Skip images of more pixels (width × height), refused before decoding "
-        "(default: 50 000 000).",
+        "(default: 50 million).",
     ),
     compile_network: str | None = typer.Option(
         None,
