@@ -32,3 +32,23 @@ def write_shape_set(root: Path, *, n_per_class: int = 40, size: int = 32, seed: 
             pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / name / f"{name}_{i:03d}.png")
     return root
+
+
+def write_png_bomb(path: Path, side: int) -> Path:
+    """A valid 1-bit PNG of ``side`` × ``side`` black pixels, a few kilobytes on disk,
+    written row by row so that it is never held in memory. Returns ``path``."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte, then the packed bits
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path

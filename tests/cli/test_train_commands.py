@@ -5,7 +5,9 @@ import subprocess
 import sys
 import zipfile
 
+import pandas as pd
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from foramflow.cli import app
@@ -171,3 +173,61 @@ def test_corrupt_training_image_is_reported_and_skipped(tmp_path):
     assert "zz_corrupt.png" in result.output
     skipped = (tmp_path / "run" / "skipped_images.csv").read_text()
     assert "zz_corrupt.png" in skipped
+
+
+def _train_small(data, out, *extra):
+    return runner.invoke(
+        app,
+        [
+            "train",
+            str(data),
+            "--input-size",
+            "32",
+            "--epochs",
+            "1",
+            "--min-per-class",
+            "5",
+            "--workers",
+            "1",
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+            *extra,
+        ],
+    )
+
+
+def test_dangling_links_loops_odd_names_and_oversize_images_are_listed_not_fatal(tmp_path):
+    import os
+
+    from image_sets import write_shape_set
+
+    data = write_shape_set(tmp_path / "data", n_per_class=8)
+    (data / "disc" / "gone.png").symlink_to("nowhere.png")
+    (data / "ring" / "loop1.png").symlink_to("loop2.png")
+    (data / "ring" / "loop2.png").symlink_to("loop1.png")
+    with open(os.fsencode(data / "bar") + b"/caf\xe9.png", "wb") as handle:
+        handle.write((data / "bar" / "bar_000.png").read_bytes())
+    (data / "bar" / "x.jpg").mkdir()
+    Image.new("L", (50, 50)).save(data / "ring" / "big.png")
+    result = _train_small(data, tmp_path / "run", "--max-pixels", "2000")
+    assert result.exit_code == 0, result.output
+    output = "".join(result.output.split())
+    for shown in (
+        "gone.png:danglingsymboliclink",
+        "loop1.png:symboliclinkloop",
+        "caf\\xe9.png:filenameisnotvalidUTF-8",
+        "big.png:imageof50×50pixels",
+    ):
+        assert shown in output
+    skipped = pd.read_csv(tmp_path / "run" / "skipped_images.csv")
+    assert sorted(skipped["path"].map(lambda p: p.rsplit("/", 1)[1])) == [
+        "big.png",
+        "caf\\xe9.png",
+        "gone.png",
+        "loop1.png",
+        "loop2.png",
+    ]
+    assert "x.jpg" not in result.output
+    assert len(pd.read_csv(tmp_path / "run" / "split.csv")) == 24

@@ -163,3 +163,90 @@ def test_segment_rejects_a_bad_threshold(trays, tmp_path):
     result, output = run("segment", root, "--out", tmp_path / "c", "--threshold", "high")
     assert result.exit_code == 2
     assert "--thresholdmustbe'auto'oranumber" in output
+
+
+@pytest.mark.parametrize("level", ["7", "-0.1", "nan"])
+def test_segment_refuses_a_threshold_outside_0_1(trays, tmp_path, level):
+    root, _ = trays
+    result, output = run("segment", root, "--out", tmp_path / "c", "--threshold", level)
+    assert result.exit_code == 2
+    assert f"--thresholdmustbe'auto'oranumberin[0,1],not'{level}'" in output
+    assert not (tmp_path / "c").exists()
+
+
+def test_segment_says_what_to_set_when_every_region_is_too_small(trays, tmp_path):
+    root, _ = trays
+    crops = tmp_path / "crops"
+    result, output = run("segment", root / "S2", "--out", crops)  # another microscope's scale
+    assert result.exit_code == 0, output
+    rejected = pd.read_csv(crops / "rejected.csv")
+    too_small = rejected[rejected.reason == "too_small"]
+    assert len(too_small) == 9 and "0crops" in output
+    pixels = too_small.area_um2 * (1159.4 / 1000) ** 2
+    assert (
+        f"in1image(s)everyregionwasdroppedassmallerthan3000µm²at1159.4pixelspermm;"
+        f"the{len(too_small)}regionsfoundmeasure{too_small.area_um2.min():.3g}to"
+        f"{too_small.area_um2.max():.3g}µm²({pixels.min():,.0f}to{pixels.max():,.0f}pixels)"
+    ) in output
+    assert "--pixels-per-mm" in output and "--min-area-um2" in output
+
+
+def test_segment_lists_links_that_lead_nowhere_and_odd_names_and_goes_on(trays, tmp_path):
+    import os
+    import shutil
+
+    root, truths = trays
+    folder = tmp_path / "in" / "S1"
+    folder.mkdir(parents=True)
+    tray = next((root / "S1").glob("tray*.png"))
+    shutil.copy(tray, folder / tray.name)
+    (folder / "gone.png").symlink_to("nowhere.png")
+    (folder / "loop1.png").symlink_to("loop2.png")
+    (folder / "loop2.png").symlink_to("loop1.png")
+    shutil.copy(tray, os.fsencode(folder) + b"/caf\xe9.png")
+    (folder / "x.jpg").mkdir()
+    crops = tmp_path / "crops"
+    result, output = run("segment", tmp_path / "in", "--out", crops, "--pixels-per-mm", 200)
+    assert result.exit_code == 0, output
+    for shown in (
+        "gone.png:danglingsymboliclink(tonowhere.png)",
+        "loop1.png:symboliclinkloop",
+        "loop2.png:symboliclinkloop",
+        "caf\\xe9.png:filenameisnotvalidUTF-8",
+    ):
+        assert f"skipped:{tmp_path}/in/S1/{shown}" in output
+    assert "x.jpg" not in output and "hint:" not in output
+    assert len(pd.read_parquet(crops / "morphometrics.parquet")) == len(truths["S1"])
+
+
+def test_segment_and_stack_refuse_images_over_max_pixels(trays, zstack, tmp_path):
+    root, _ = trays
+    tray = next((root / "S1").glob("tray*.png"))
+    height, width = read_image(tray).shape[:2]
+    result, output = run(
+        "segment", tray, "--out", tmp_path / "c", "--pixels-per-mm", 200, "--max-pixels", 1000
+    )
+    assert result.exit_code == 1
+    assert f"{tray.name}:imageof{width}×{height}pixels" in output
+    assert "overthelimitof0.001Mpx" in output
+    planes = save_planes(zstack, tmp_path / "stack")
+    result, output = run("stack", *planes, "--out", tmp_path / "f.png", "--max-pixels", 1000)
+    assert result.exit_code == 1
+    assert "plane_00.png:imageof" in output and "overthelimitof0.001Mpx" in output
+
+
+def test_trays_are_read_under_the_tray_limit_by_default(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from image_sets import write_png_bomb
+
+    def decoding(image):
+        raise OSError("decoding started")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoding)
+    big = write_png_bomb(tmp_path / "big.png", 8000)  # 64 Mpx: more than a crop may have
+    huge = write_png_bomb(tmp_path / "huge.png", 22400)  # 502 Mpx
+    result, output = run("segment", big, huge, "--out", tmp_path / "c")
+    assert result.exit_code == 1
+    assert "big.png:corruptortruncatedimage(decodingstarted)" in output
+    assert "huge.png:imageof22400×22400pixels(502Mpx)isoverthelimitof400Mpx" in output

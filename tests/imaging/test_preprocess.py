@@ -64,3 +64,39 @@ def test_spec_round_trips_and_rejects_bad_values():
         PreprocessSpec(size=64, channels=2)
     with pytest.raises(ValueError, match="unknown preprocessing"):
         PreprocessSpec.from_dict({"name": "other", "params": {}})
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Any pixel decoding fails the test: an oversize image must be refused from its header."""
+    from PIL import ImageFile
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+def _png(path, shape=(40, 30)):
+    from PIL import Image
+
+    Image.fromarray(np.zeros(shape, np.uint8)).save(path)
+    return path
+
+
+def test_load_and_preprocess_caps_the_decoded_pixels(tmp_path, no_decoding):
+    from foramflow.imaging.preprocess import load_and_preprocess
+    from foramflow.io.images import ImageReadError
+
+    path = _png(tmp_path / "crop.png")
+    with pytest.raises(ImageReadError, match=r"crop\.png: image of 30 × 40 pixels"):
+        load_and_preprocess(path, PreprocessSpec(size=16), max_pixels=1000)
+
+
+def test_classify_decoder_reports_an_oversize_image_without_decoding_it(tmp_path, no_decoding):
+    from foramflow.classify.decode import decode_batch
+
+    path = _png(tmp_path / "crop.png")
+    batch, errors = decode_batch([str(path)], PreprocessSpec(size=16), max_pixels=1000)
+    assert batch.shape == (0, 1, 16, 16)
+    assert "30 × 40 pixels" in errors[0] and "0.001 Mpx" in errors[0]

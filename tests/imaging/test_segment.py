@@ -288,3 +288,10 @@ def test_real_tray_photo_counts(shared_data, name):
     # No scale on the photos: particles of about 2 mm are about 40 px, so 20 px/mm.
     result = segment_image(read_image(path), pixels_per_mm=20.0, min_area_um2=200_000)
     assert abs(len(result["particles"]) - TRAY_COUNTS_BY_EYE[name]) <= 1
+
+
+@pytest.mark.parametrize("level", [7, -0.1, float("nan"), "high"])
+def test_threshold_outside_0_1_is_refused(tray, level):
+    image, _ = tray
+    with pytest.raises(ValueError, match=r"threshold must be 'auto' or a level in \[0, 1\]"):
+        segment_image(image, pixels_per_mm=PIXELS_PER_MM, threshold=level)

@@ -8,15 +8,18 @@ import signal
 import numpy as np
 
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
-from foramflow.io.images import ImageReadError
+from foramflow.io.images import MAX_PIXELS, ImageReadError
 
 
-def decode_batch(paths: list[str], spec: PreprocessSpec) -> tuple[np.ndarray, list[str | None]]:
-    """Preprocessed images (n_ok, C, S, S) and, per path, None or the reason it failed."""
+def decode_batch(
+    paths: list[str], spec: PreprocessSpec, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, list[str | None]]:
+    """Preprocessed images (n_ok, C, S, S) and, per path, None or the reason it failed;
+    an image of more than ``max_pixels`` fails before it is decoded."""
     arrays, errors = [], []
     for path in paths:
         try:
-            arrays.append(load_and_preprocess(path, spec))
+            arrays.append(load_and_preprocess(path, spec, max_pixels=max_pixels))
             errors.append(None)
         except ImageReadError as err:
             errors.append(err.reason)

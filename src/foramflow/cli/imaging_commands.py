@@ -12,6 +12,9 @@ File conventions shared with the rest of the tool:
   the key that ``classify`` writes into its predictions table. Regions that were dropped
   are listed, with the reason, in ``CROPS/rejected.csv``. A depth map
   ``NAME.depth-um.tif`` beside an image gives the particles' thickness.
+
+Both read whole trays, so they decode images of up to 400 million pixels
+(``--max-pixels``), eight times what the commands that read crops accept.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import re
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from foramflow.cli.console import console, fail, progress_bar
 from foramflow.io.files import prepare_output_dir
@@ -50,14 +54,26 @@ def _find_stacks(root: Path, pattern: str) -> list[Path]:
     ]
 
 
-def _read_planes(paths: list[Path]):
+_MAX_PIXELS_HELP = (
+    "Refuse images of more pixels (width × height), before decoding them: a small "
+    "compressed file can claim gigabytes (default: 400 million)."
+)
+
+
+def _tray_max_pixels(max_pixels: int | None) -> int:
+    from foramflow.io.images import TRAY_MAX_PIXELS
+
+    return TRAY_MAX_PIXELS if max_pixels is None else max_pixels
+
+
+def _read_planes(paths: list[Path], max_pixels: int):
     import numpy as np
 
     from foramflow.io.images import ImageReadError, read_image
 
-    planes = [read_image(paths[0])]
+    planes = [read_image(paths[0], max_pixels=max_pixels)]
     for path in paths[1:]:
-        plane = read_image(path)
+        plane = read_image(path, max_pixels=max_pixels)
         if plane.shape != planes[0].shape:
             raise ImageReadError(
                 path, f"plane of shape {plane.shape} in a stack of shape {planes[0].shape}"
@@ -66,14 +82,14 @@ def _read_planes(paths: list[Path]):
     return np.stack(planes)
 
 
-def _fuse_and_write(paths: list[Path], out: Path, options: dict) -> dict:
+def _fuse_and_write(paths: list[Path], out: Path, options: dict, max_pixels: int) -> dict:
     import numpy as np
     import tifffile
 
     from foramflow.imaging.save import save_image
     from foramflow.imaging.stack import fuse_stack, sharpness
 
-    planes = _read_planes(paths)
+    planes = _read_planes(paths, max_pixels)
     result = fuse_stack(planes, **options)
     save_image(out, result["image"])
     stem = out.with_suffix("")
@@ -121,6 +137,7 @@ def stack(
     image_format: str = typer.Option(
         "png", "--format", help="Fused image format in folder mode: png or tif."
     ),
+    max_pixels: int | None = typer.Option(None, min=1, help=_MAX_PIXELS_HELP),
 ) -> None:
     """Fuse Z-stacks into all-in-focus images, with a depth map and a sharpness score.
 
@@ -131,6 +148,7 @@ def stack(
     from foramflow.io.images import ImageReadError
 
     options = {"align": align, "noise_factor": noise_factor, "plane_spacing_um": plane_spacing_um}
+    max_pixels = _tray_max_pixels(max_pixels)
     if len(planes) == 1 and planes[0].is_dir():
         root = planes[0]
         jobs = []
@@ -159,7 +177,7 @@ def stack(
         task = progress.add_task("stacking", total=len(jobs))
         for files, target in jobs:
             try:
-                reports.append(_fuse_and_write(files, target, options))
+                reports.append(_fuse_and_write(files, target, options, max_pixels))
             except (ImageReadError, ValueError) as err:
                 failures.append(f"{files[0].parent}: {err}")
             progress.advance(task)
@@ -181,31 +199,41 @@ def stack(
         raise typer.Exit(1)
 
 
-def _find_images(sources: list[Path]) -> list[tuple[Path, Path]]:
-    """(image, root) pairs: a folder is searched recursively and is its images' root."""
-    found = []
+def _find_images(sources: list[Path]) -> tuple[list[tuple[Path, Path]], dict[Path, str]]:
+    """(image, root) pairs, a folder being searched recursively and its images' root; and
+    ``{entry: reason}`` for entries named like images that cannot be read as files."""
+    from foramflow.io.images import image_file_problem
+
+    found, skipped = [], {}
     for source in sources:
         if source.is_dir():
-            images = sorted(p for p in source.rglob("*") if p.is_file() and _is_plain_image(p))
-            found.extend((image, source) for image in images)
+            entries = sorted(p for p in source.rglob("*") if _is_plain_image(p) and not p.is_dir())
+            pairs = [(entry, source) for entry in entries]
         else:
-            found.append((source, source.parent))
-    return found
+            pairs = [(source, source.parent)]
+        for image, root in pairs:
+            problem = image_file_problem(image)
+            if problem is None:
+                found.append((image, root))
+            else:
+                skipped[image] = problem
+    return found, skipped
 
 
-def _segment_one(image_path: Path, root: Path, crops_dir: Path, options: dict, writing: dict):
+def _segment_one(
+    image_path: Path, root: Path, crops_dir: Path, options: dict, writing: dict, max_pixels: int
+):
     import numpy as np
-    import tifffile
 
     from foramflow.imaging.save import save_image
     from foramflow.imaging.segment import crop_filename, crop_square, segment_image
-    from foramflow.io.images import ImageReadError, read_image
+    from foramflow.io.images import ImageReadError, read_image, read_tiff_page
 
-    image = read_image(image_path)
+    image = read_image(image_path, max_pixels=max_pixels)
     depth_path = image_path.with_suffix(DEPTH_UM_SUFFIX)
     depth = None
     if depth_path.is_file():
-        depth = tifffile.imread(depth_path)
+        depth = read_tiff_page(depth_path, max_pixels=max_pixels)
         if depth.shape != image.shape[:2]:
             raise ImageReadError(depth_path, f"depth map {depth.shape} for image {image.shape}")
     try:
@@ -243,7 +271,9 @@ def segment(
         ..., help="Tray images, or folders searched recursively (first subfolder = sample)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Crops folder (CROPS_DIR)."),
-    pixels_per_mm: float = typer.Option(1159.4, help="Optical resolution, pixels per mm."),
+    pixels_per_mm: float = typer.Option(
+        1159.4, help="Optical resolution, pixels per mm (the default is one microscope's)."
+    ),
     threshold: str = typer.Option(
         "auto", help="'auto' (Otsu) or a level in [0, 1] of colour distance from background."
     ),
@@ -262,6 +292,7 @@ def segment(
     opening_px: int = typer.Option(2, help="Radius of the opening that removes specks, px."),
     masks: Path | None = typer.Option(None, help="Also write a mask per crop under this folder."),
     image_format: str = typer.Option("png", "--format", help="Crop format: png, jpg or tif."),
+    max_pixels: int | None = typer.Option(None, min=1, help=_MAX_PIXELS_HELP),
 ) -> None:
     """Cut tray images into one square crop per particle and measure every particle.
 
@@ -272,27 +303,24 @@ def segment(
     """
     import pandas as pd
 
-    from foramflow.io.images import ImageReadError, read_image
+    from foramflow.io.images import ImageReadError, printable_path, read_image
 
-    if threshold != "auto":
-        try:
-            threshold_value: float | str = float(threshold)
-        except ValueError:
-            raise fail(f"--threshold must be 'auto' or a number, not {threshold!r}") from None
-    else:
-        threshold_value = "auto"
+    threshold_value = _parse_threshold(threshold)
+    max_pixels = _tray_max_pixels(max_pixels)
     if image_format not in ("png", "jpg", "tif"):
         raise fail(f"--format must be png, jpg or tif, not {image_format!r}")
     empty_tray = None
     if background is not None:
         try:
-            empty_tray = read_image(background)
+            empty_tray = read_image(background, max_pixels=max_pixels)
         except ImageReadError as err:
             raise fail(str(err)) from None
     missing = [p for p in images if not p.exists()]
     if missing:
         raise fail(f"{missing[0]}: no such file or folder")
-    found = _find_images(images)
+    found, skipped = _find_images(images)
+    for path, reason in skipped.items():
+        console.print(f"[yellow]skipped:[/] {escape(printable_path(path))}: {reason}")
     if not found:
         raise fail("no images found in " + ", ".join(str(p) for p in images))
 
@@ -314,7 +342,9 @@ def segment(
         task = progress.add_task("segmenting", total=len(found))
         for image_path, root in found:
             try:
-                particles, rejected = _segment_one(image_path, root, out, options, writing)
+                particles, rejected = _segment_one(
+                    image_path, root, out, options, writing, max_pixels
+                )
                 tables.append(particles)
                 rejected_tables.append(rejected)
                 console.print(
@@ -327,7 +357,7 @@ def segment(
 
     if not tables:
         for failure in failures:
-            console.print(f"[bold red]failed:[/] {failure}")
+            console.print(f"[bold red]failed:[/] {escape(failure)}")
         raise typer.Exit(1)
     out.mkdir(parents=True, exist_ok=True)
     table = pd.concat(tables, ignore_index=True)
@@ -340,5 +370,46 @@ def segment(
         f"{len(table)} crops from {len(tables)} images in {out}; dropped: "
         + (", ".join(f"{n} {reason}" for reason, n in reasons.items()) or "none")
     )
+    hint = _too_small_hint(tables, rejected_tables, pixels_per_mm, min_area_um2)
+    if hint:
+        console.print(f"[yellow]hint:[/] {hint}")
     for failure in failures:
-        console.print(f"[bold red]failed:[/] {failure}")
+        console.print(f"[bold red]failed:[/] {escape(failure)}")
+
+
+def _parse_threshold(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        level = float(text)
+    except ValueError:
+        level = float("nan")
+    if not 0.0 <= level <= 1.0:
+        raise fail(
+            f"--threshold must be 'auto' or a number in [0, 1], not {text!r} (a level of "
+            "colour distance from the background: 1 is black on white)"
+        )
+    return level
+
+
+def _too_small_hint(tables, rejected_tables, pixels_per_mm: float, min_area_um2: float):
+    """What to set when the size rule dropped every region of some images: most often a
+    photograph with another scale than the one assumed."""
+    import pandas as pd
+
+    emptied = [
+        rejected[rejected["reason"] == "too_small"]
+        for particles, rejected in zip(tables, rejected_tables, strict=True)
+        if particles.empty and (rejected["reason"] == "too_small").any()
+    ]
+    if not emptied:
+        return None
+    areas_um2 = pd.concat(emptied)["area_um2"]
+    areas_px = areas_um2 * (pixels_per_mm / 1000.0) ** 2
+    return (
+        f"in {len(emptied)} image(s) every region was dropped as smaller than "
+        f"{min_area_um2:g} µm² at {pixels_per_mm:g} pixels per mm; the {len(areas_um2)} "
+        f"regions found measure {areas_um2.min():.3g} to {areas_um2.max():.3g} µm² "
+        f"({areas_px.min():,.0f} to {areas_px.max():,.0f} pixels). If the images have "
+        "another scale, give it with --pixels-per-mm; or lower --min-area-um2."
+    )

@@ -65,6 +65,11 @@ def train(
     workers: int | None = typer.Option(
         None, help="Image-decoding processes (default: one per core)."
     ),
+    max_pixels: int | None = typer.Option(
+        None,
+        help="Skip images of more pixels (width × height), refused before decoding "
+        "(default: 50 million).",
+    ),
     compile_network: str | None = typer.Option(
         None,
         "--compile",
@@ -127,6 +132,7 @@ def train(
         "device": device,
         "precision": precision,
         "workers": workers,
+        "max_pixels": max_pixels,
         "compile": compile_network,
         "cyclic": cyclic,
         "weights": str(weights) if weights else None,

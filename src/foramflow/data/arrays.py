@@ -15,19 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
-from foramflow.io.images import ImageReadError
+from foramflow.io.images import MAX_PIXELS, ImageReadError
 
 _CHUNK = 64
 
 
-def _load_chunk(args: tuple[list[Path], PreprocessSpec]) -> list[np.ndarray | str]:
-    paths, spec = args
+def _load_chunk(args: tuple[list[Path], PreprocessSpec, int]) -> list[np.ndarray | str]:
+    paths, spec, max_pixels = args
     out: list[np.ndarray | str] = []
     for path in paths:
         try:
-            out.append(load_and_preprocess(path, spec).astype(np.float16))
+            out.append(load_and_preprocess(path, spec, max_pixels=max_pixels).astype(np.float16))
         except ImageReadError as err:
             out.append(err.reason)
+        except Exception as err:  # one odd file must not stop the run
+            out.append(f"cannot read image ({type(err).__name__}: {err})")
     return out
 
 
@@ -41,8 +43,10 @@ def preprocess_all(
     *,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[np.ndarray, np.ndarray, dict[Path, str]]:
-    """Return (array (N_ok, C, S, S) float16, index of the readable paths, {bad path: reason})."""
+    """Return (array (N_ok, C, S, S) float16, index of the readable paths, {bad path: reason});
+    images of more than ``max_pixels`` are bad paths, refused before they are decoded."""
     workers = workers or default_workers()
     chunks = [list(paths[i : i + _CHUNK]) for i in range(0, len(paths), _CHUNK)]
     array = np.empty((len(paths), spec.channels, spec.size, spec.size), dtype=np.float16)
@@ -60,7 +64,7 @@ def preprocess_all(
         if on_progress:
             on_progress(len(results))
 
-    jobs = [(chunk, spec) for chunk in chunks]
+    jobs = [(chunk, spec, max_pixels) for chunk in chunks]
     if workers == 1 or len(chunks) < 2:
         for k, job in enumerate(jobs):
             consume(k * _CHUNK, _load_chunk(job))

@@ -2,6 +2,8 @@
 
 Classes with fewer than ``min_per_class`` images are dropped before training, as in the
 paper (default 40), and listed so that the user knows what the model cannot recognise.
+Entries named like images that cannot be read as files (dangling links, link loops,
+names that are not UTF-8) are listed too, with the reason, rather than silently left out.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.io.images import is_image_file
+from foramflow.io.images import (
+    ImageReadError,
+    image_file_problem,
+    is_image_file,
+    is_utf8_path,
+    printable_path,
+)
 
 MIN_PER_CLASS = 40
 RESERVED_LABELS = frozenset({"unlabeled", "unlabelled", "unsure"})
@@ -28,6 +36,7 @@ class ImageSet:
     classes: list[str]
     source: str
     dropped: dict[str, int] = field(default_factory=dict)
+    skipped: dict[Path, str] = field(default_factory=dict)  # entry: why it is not in the set
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -43,23 +52,39 @@ class ImageSet:
             self.classes,
             self.source,
             self.dropped,
+            self.skipped,
         )
 
 
 def scan_folder(root: str | Path) -> list[tuple[Path, str]]:
     """(path, class) for each image under ``root/<class>/``, recursively; hidden entries skipped."""
+    return list_folder(root)[0]
+
+
+def list_folder(root: str | Path) -> tuple[list[tuple[Path, str]], dict[Path, str]]:
+    """:func:`scan_folder`'s images, and ``{entry: reason}`` for what it had to leave out:
+    entries named like images that are not files to read, class folders whose name is not
+    UTF-8 (a class name must be written to the bundle)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: training-set folder not found")
-    items = []
+    items, skipped = [], {}
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not is_utf8_path(class_dir.name):
+            skipped[class_dir] = "folder name is not valid UTF-8 (its images are left out)"
+            continue
         for path in sorted(class_dir.rglob("*")):
             relative = path.relative_to(class_dir).parts
             if any(part.startswith(".") for part in relative):
                 continue
-            if path.is_file() and is_image_file(path):
+            if not is_image_file(path) or path.is_dir():
+                continue
+            problem = image_file_problem(path)
+            if problem is None:
                 items.append((path, class_dir.name))
-    return items
+            else:
+                skipped[path] = problem
+    return items, skipped
 
 
 def scan_particletrieur(xml_path: str | Path) -> list[tuple[Path, str]]:
@@ -78,9 +103,9 @@ def load_image_set(source: str | Path, *, min_per_class: int = MIN_PER_CLASS) ->
     """Read a folder-per-class set or a ParticleTrieur ``.xml`` project; drop rare classes."""
     source = Path(source)
     is_project = source.suffix.lower() == ".xml"
-    items = scan_particletrieur(source) if is_project else scan_folder(source)
+    items, skipped = (scan_particletrieur(source), {}) if is_project else list_folder(source)
     if not items:
-        raise ValueError(f"{source}: no labelled images found")
+        raise ValueError(f"{source}: no labelled images found{_skipped_note(skipped)}")
     counts = Counter(label for _, label in items)
     dropped = {name: n for name, n in sorted(counts.items()) if n < min_per_class}
     classes = sorted(name for name in counts if name not in dropped)
@@ -97,13 +122,32 @@ def load_image_set(source: str | Path, *, min_per_class: int = MIN_PER_CLASS) ->
         classes=classes,
         source=str(source),
         dropped=dropped,
+        skipped=skipped,
     )
 
 
+def _skipped_note(skipped: dict[Path, str]) -> str:
+    if not skipped:
+        return ""
+    path, reason = next(iter(skipped.items()))
+    return f" ({len(skipped)} entries left out, such as {printable_path(path)}: {reason})"
+
+
 def image_set_hash(image_set: ImageSet) -> str:
-    """SHA-256 over every image's bytes and class, in a stable order: identifies a training set."""
+    """SHA-256 over every image's bytes and class, in a stable order: identifies a training set.
+
+    Give it the images actually used (:meth:`ImageSet.subset`), not those left out."""
     digest = hashlib.sha256()
     for path, label in sorted(zip(image_set.paths, image_set.labels), key=lambda t: str(t[0])):
         digest.update(image_set.classes[label].encode())
-        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        digest.update(hashlib.sha256(_read_for_hash(Path(path))).digest())
     return digest.hexdigest()
+
+
+def _read_for_hash(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ImageReadError(
+            path, f"cannot read it for the training-set hash ({err.strerror or err})"
+        ) from err

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from foramflow.io.images import read_image
+from foramflow.io.images import MAX_PIXELS, read_image
 
 PREPROCESS_NAME = "foramflow.pad_square_edge_median_bilinear"
 
@@ -95,6 +95,9 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(np.clip(resized, 0.0, 1.0).transpose(2, 0, 1))
 
 
-def load_and_preprocess(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
-    """Read ``path`` and preprocess it; raises ImageReadError naming the file."""
-    return preprocess(read_image(path), spec)
+def load_and_preprocess(
+    path: str | Path, spec: PreprocessSpec, *, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Read ``path`` (at most ``max_pixels``) and preprocess it; raises ImageReadError
+    naming the file."""
+    return preprocess(read_image(path, max_pixels=max_pixels), spec)

@@ -58,6 +58,15 @@ def background_deviation(
     return deviation.astype(np.float32), np.asarray(colour, dtype=np.float32)
 
 
+def check_threshold(threshold: float | str) -> None:
+    """Refuse a threshold that is neither ``"auto"`` nor a level in [0, 1]: the deviation
+    it is compared with lies in [0, 1], so any other level finds nothing, or everything."""
+    if threshold == "auto":
+        return
+    if isinstance(threshold, str) or not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be 'auto' or a level in [0, 1], not {threshold!r}")
+
+
 def particle_mask(
     deviation: np.ndarray,
     *,
@@ -80,13 +89,9 @@ def particle_mask(
     from skimage.filters import threshold_otsu
     from skimage.morphology import disk
 
+    check_threshold(threshold)
     smooth = ndi.gaussian_filter(deviation, smoothing_px) if smoothing_px > 0 else deviation
-    if threshold == "auto":
-        level = float(threshold_otsu(smooth))
-    elif isinstance(threshold, str):
-        raise ValueError(f"threshold must be 'auto' or a number, not {threshold!r}")
-    else:
-        level = float(threshold)
+    level = float(threshold_otsu(smooth)) if threshold == "auto" else float(threshold)
     mask = smooth > level
     if closing_px > 0:
         padded = ndi.binary_closing(np.pad(mask, closing_px), structure=disk(closing_px))
@@ -155,6 +160,7 @@ def segment_image(
     from skimage.measure import label as label_regions
     from skimage.measure import regionprops
 
+    check_threshold(threshold)
     deviation, background_colour = background_deviation(image, background=background)
     mask, level = particle_mask(
         deviation, threshold=threshold, closing_px=closing_px, opening_px=opening_px

@@ -8,6 +8,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from foramflow.io.images import MAX_PIXELS
+
 
 class TrainConfig(BaseModel):
     """Everything that determines a training run. Unknown keys are an error, not ignored."""
@@ -44,6 +46,9 @@ class TrainConfig(BaseModel):
         "auto", description="torch.compile the training step; auto = on a GPU for 5 000+ images"
     )
     workers: int = Field(0, ge=0, description="image-decoding processes; 0 = one per core")
+    max_pixels: int = Field(
+        MAX_PIXELS, ge=1, description="larger images are skipped, refused before decoding"
+    )
     cyclic: bool = Field(True, description="transfer models: cyclic slice/pool in the head")
     weights: str | None = Field(None, description="transfer models: backbone weights file")
     augmented_copies: int = Field(0, ge=0, description="transfer models: extra augmented vectors")

@@ -6,7 +6,7 @@ Run folder::
     log.csv                one row per epoch, appended as training goes
     checkpoint_best.pt     weights with the best validation accuracy
     checkpoint_last.pt     everything needed to resume after an interruption
-    skipped_images.csv     images that could not be read (the run carried on)
+    skipped_images.csv     images that could not be read or listed (the run carried on)
     split.csv              every image with its class and its part (train / validation)
     bundle/                the exported model bundle
     evaluation/            metrics tables, figures and report.html
@@ -28,6 +28,7 @@ from foramflow.data.augment import augment_batch
 from foramflow.data.dataset import ImageSet, image_set_hash, load_image_set
 from foramflow.data.split import loss_weights, stratified_split
 from foramflow.imaging.preprocess import PreprocessSpec
+from foramflow.io.images import printable_path
 from foramflow.models.registry import create_model, get_entry
 from foramflow.progress import Progress, Quiet
 from foramflow.train.config import TrainConfig
@@ -49,12 +50,13 @@ class PreparedData:
     paths: list[Path]
     train_index: np.ndarray
     val_index: np.ndarray
-    skipped: dict[Path, str]
-    dataset_hash: str
+    skipped: dict[str, str]  # printable path: why the image is not used
+    dataset_hash: str  # of the images used
 
 
 def prepare_data(config: TrainConfig, progress: Progress) -> PreparedData:
-    """Load, preprocess and split the image set; unreadable images are reported and skipped."""
+    """Load, preprocess and split the image set; images that cannot be listed or read are
+    reported and skipped, and the set's hash is that of the images used."""
     image_set = load_image_set(config.data, min_per_class=config.min_per_class)
     if image_set.dropped:
         listed = ", ".join(f"{k} ({v})" for k, v in image_set.dropped.items())
@@ -65,26 +67,33 @@ def prepare_data(config: TrainConfig, progress: Progress) -> PreparedData:
     spec = PreprocessSpec(size=config.input_size, channels=config.channels)
     task = progress.task("Preprocessing images", len(image_set))
     try:
-        images, ok, skipped = preprocess_all(
-            image_set.paths, spec, workers=config.workers or None, on_progress=task.advance
+        images, ok, unreadable = preprocess_all(
+            image_set.paths,
+            spec,
+            workers=config.workers or None,
+            on_progress=task.advance,
+            max_pixels=config.max_pixels,
         )
     finally:
         task.done()
+    skipped = {
+        printable_path(p): reason for p, reason in {**image_set.skipped, **unreadable}.items()
+    }
     for path, reason in skipped.items():
         progress.message(f"skipped {path}: {reason}", warning=True)
-    labels = image_set.labels[ok]
+    used = image_set.subset(ok)
     train_index, val_index = stratified_split(
-        labels, val_fraction=config.val_fraction, seed=config.seed
+        used.labels, val_fraction=config.val_fraction, seed=config.seed
     )
     return PreparedData(
         image_set=image_set,
         images=images,
-        labels=labels,
-        paths=[image_set.paths[i] for i in ok],
+        labels=used.labels,
+        paths=used.paths,
         train_index=train_index,
         val_index=val_index,
         skipped=skipped,
-        dataset_hash=image_set_hash(image_set),
+        dataset_hash=image_set_hash(used),
     )
 
 
@@ -233,9 +242,9 @@ class Trainer:
                 "part": part,
             }
         ).to_csv(self.out / "split.csv", index=False)
-        pd.DataFrame(
-            sorted((str(p), r) for p, r in data.skipped.items()), columns=["path", "reason"]
-        ).to_csv(self.out / "skipped_images.csv", index=False)
+        pd.DataFrame(sorted(data.skipped.items()), columns=["path", "reason"]).to_csv(
+            self.out / "skipped_images.csv", index=False
+        )
 
     def _validate(self, network, val_x: np.ndarray, val_y: np.ndarray) -> tuple[float, float]:
         """(unweighted cross-entropy, accuracy) on the validation split, in eval mode."""
