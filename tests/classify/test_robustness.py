@@ -117,6 +117,21 @@ def test_non_utf8_file_name_is_an_error_row_with_a_printable_name(
     assert result.errors["path"].tolist() == [latin1_name]
 
 
+def test_non_utf8_folder_name_gives_a_printable_sample(kit, bundle, tree, tmp_path):
+    folder = os.fsencode(tree) + b"/S\xe9"
+    try:
+        os.mkdir(folder)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system does not take non-UTF-8 names")
+    with open(folder + b"/a.png", "wb") as handle:
+        handle.write((tree / "S1" / "img_000.png").read_bytes())
+    result = run(bundle, tree, tmp_path / "out")
+    row = predictions(tmp_path / "out").loc["S\\xe9/a.png"]
+    assert (row["sample"], row["status"]) == ("S\\xe9", "error")
+    assert row["error"].startswith("folder name is not valid UTF-8")
+    assert result.counts.loc["S\\xe9", "error"] == 1
+
+
 def test_non_utf8_file_name_is_listed_by_the_command(bundle, tree, latin1_name, tmp_path):
     done = subprocess.run(
         [*COMMAND, str(bundle), str(tree), "--out", str(tmp_path / "out"), "--workers", "0"],

@@ -218,3 +218,14 @@ def test_zipped_bundle_with_a_corrupt_model_names_the_zip(bundle, tmp_path):
     with pytest.raises(BundleError, match="cannot load the network") as caught:
         Bundle.load(archive).session()
     assert str(archive) in str(caught.value)
+
+
+def test_predict_reports_a_folder_named_like_an_image_and_goes_on(bundle, images, tmp_path):
+    folder = tmp_path / "x.jpg"
+    folder.mkdir()
+    image = images / "dark" / "0.png"
+    result = CliRunner().invoke(app, ["predict", str(bundle), str(folder), str(image)])
+    assert result.exit_code == 1  # one input could not be read
+    lines = [line.split("\t") for line in result.output.splitlines() if "\t" in line]
+    assert lines[0] == [str(folder), "error", "a folder, not an image file"]
+    assert lines[1][0] == str(image) and lines[1][1] in {*LABELS, "unsure"}
