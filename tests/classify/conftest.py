@@ -133,6 +133,15 @@ def tree(tmp_path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch) -> Path:
+    """The user's cache folder, where records of bundles that cannot be written go; private
+    to each test."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
+@pytest.fixture(autouse=True)
 def cpu_without_bf16(monkeypatch):
     """Tests see a CPU without native bf16, so that "auto" means the same on every machine;
     a test of bf16 itself says otherwise."""

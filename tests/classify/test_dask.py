@@ -1,3 +1,6 @@
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,3 +50,17 @@ def test_scheduler_address_string_resumes_a_local_run(cluster, bundle, tree, tmp
     assert result.n_resumed == 5
     assert result.counts["bright"].tolist() == [1, 2, 4]
     assert pd.read_parquet(result.predictions_path)["path"].is_unique
+
+
+def test_cluster_uses_an_int8_model_kept_outside_a_zipped_bundle(cluster, bundle, tree, tmp_path):
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in bundle.iterdir():
+            zipped.write(path, path.name)
+    local = classify_folder(archive, tree, tmp_path / "local", precision="int8", workers=0)
+    assert Path(local.run["model_file"]).is_absolute()  # in the user cache, not in the zip
+    remote = classify_folder(
+        archive, tree, tmp_path / "dask", precision="int8", scheduler=cluster.scheduler_address
+    )
+    assert remote.run["model_file"] == local.run["model_file"]
+    pd.testing.assert_frame_equal(local.counts, remote.counts)

@@ -11,7 +11,8 @@ any class probability, are recorded in model.json under ``"bf16"``::
 The engine then recomputes in fp32 every image whose two best classes lie closer than twice
 that change (:func:`foramflow.classify.engine.recheck_margin`): only those can flip.
 
-A zipped bundle cannot be written to: its record then lives for the run only.
+A bundle that cannot be written (read-only or zipped) keeps its record elsewhere: see
+:mod:`foramflow.classify.records`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ from foramflow.io.bundle import Bundle, update_bundle_meta
 
 
 def check_bf16(bundle: Bundle, images: Sequence[str | Path], *, n_check: int = 512) -> dict:
-    """Measure and record bf16's top-1 agreement with fp32 on up to ``n_check`` images."""
+    """Measure bf16's top-1 agreement with fp32 on up to ``n_check`` images and record it
+    in the bundle folder (a zipped bundle's record lasts as long as ``bundle``)."""
+    record = measure_bf16(bundle, images, n_check=n_check)
+    if bundle.path.is_dir():
+        update_bundle_meta(bundle.path, **{BF16_FIELD: record})
+    return record
+
+
+def measure_bf16(bundle: Bundle, images: Sequence[str | Path], *, n_check: int = 512) -> dict:
+    """bf16's top-1 agreement with fp32 on up to ``n_check`` images, and the largest change
+    of a probability; the record is also set in ``bundle.meta`` (not written anywhere)."""
     import openvino as ov
 
     batch = preprocess_images(spread(list(images), n_check), bundle)
@@ -43,6 +54,4 @@ def check_bf16(bundle: Bundle, images: Sequence[str | Path], *, n_check: int = 5
         "max_probability_change": round(change, 6),
     }
     bundle.meta[BF16_FIELD] = record
-    if bundle.path.is_dir():
-        update_bundle_meta(bundle.path, **{BF16_FIELD: record})
     return record

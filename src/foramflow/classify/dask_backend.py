@@ -9,6 +9,7 @@ and the bundle at the same paths, and have foramflow installed.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,10 +51,13 @@ def run_dask(
     images_dir: Path,
     rule: DecisionRule,
     batch_size: int,
+    precision_records: dict | None = None,
     on_images: Callable[[int], None] = lambda n: None,
 ) -> Iterator[tuple[int, pa.Table]]:
     """Yield (chunk index, predictions) as chunks finish on the cluster (in any order).
 
+    ``precision_records`` are the bundle's precision records (bf16, int8) as this process sees them,
+    also those kept outside the bundle (see :mod:`foramflow.classify.records`).
     At most a couple of tasks per worker thread are in flight, so that neither this process
     nor the scheduler holds more than a few chunks at a time.
     """
@@ -73,6 +77,7 @@ def run_dask(
             classify_chunk,
             str(bundle_path),
             bundle_hash,
+            json.dumps(precision_records or {}, sort_keys=True),
             precision,
             str(images_dir),
             records,
@@ -103,6 +108,7 @@ def run_dask(
 def classify_chunk(
     bundle_path: str,
     bundle_hash: str,
+    precision_records: str,
     precision: str,
     images_dir: str,
     records: pd.DataFrame,
@@ -110,12 +116,14 @@ def classify_chunk(
     batch_size: int,
 ) -> pa.Table:
     """Task run on a worker: predictions for one chunk of records."""
-    engine = _engine(bundle_path, bundle_hash, precision)
+    engine = _engine(bundle_path, bundle_hash, precision_records, precision)
     return classify_records(records, Path(images_dir), engine, rule, batch_size=batch_size)
 
 
 @functools.lru_cache(maxsize=2)
-def _engine(bundle_path: str, bundle_hash: str, precision: str) -> Engine:
+def _engine(bundle_path: str, bundle_hash: str, precision_records: str, precision: str) -> Engine:
     """One engine per worker process and bundle (the hash keys the cache, so a changed
-    bundle is reloaded)."""
-    return Engine(Bundle.load(bundle_path), precision=precision, threads=1)
+    bundle is reloaded); ``precision_records`` is JSON, added to the bundle's description."""
+    bundle = Bundle.load(bundle_path)
+    bundle.meta.update(json.loads(precision_records))
+    return Engine(bundle, precision=precision, threads=1)

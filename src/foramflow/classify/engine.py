@@ -23,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.io.bundle import MODEL_FILE, Bundle, BundleError, apply_temperature
+from foramflow.io.bundle import (
+    MODEL_FILE,
+    Bundle,
+    BundleError,
+    apply_temperature,
+    check_probabilities,
+    open_session,
+)
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 INT8_FIELD = "int8"
@@ -74,8 +81,9 @@ def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
 
 
 def read_model(bundle: Bundle, name: str) -> bytes:
-    """The bytes of one model file of a bundle folder or zip."""
-    if bundle.path.is_dir():
+    """The bytes of one model file of a bundle folder or zip; an absolute ``name`` is a
+    file kept outside the bundle (see :mod:`foramflow.classify.records`)."""
+    if bundle.path.is_dir() or Path(name).is_absolute():
         try:
             return (bundle.path / name).read_bytes()
         except OSError as err:
@@ -130,28 +138,30 @@ class Engine:
         self.precision, self.model_file = resolve_precision(bundle, precision)
         model = read_model(bundle, self.model_file)
         self.hash = bundle_hash(bundle, model)
+        self.where = bundle.model_location(self.model_file)
         threads = threads or available_cores()
         self.margin = 0.0
         self.n_rechecked = 0
         if self.precision == "bf16":
-            self._run = _openvino_bf16(model, threads)
+            self._run = _openvino_bf16(model, threads, self.where)
             self.margin = recheck_margin(bundle)
             if self.margin > 0:
-                self._exact = _onnxruntime(model, threads)
+                self._exact = _onnxruntime(model, threads, bundle, self.where)
         else:
-            self._run = _onnxruntime(model, threads)
+            self._run = _onnxruntime(model, threads, bundle, self.where)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) float32 for a preprocessed batch (N, C, S, S)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         probs = self._run(batch)
+        check_probabilities(probs, self.bundle, self.where)
         if self.margin > 0:
             probs, n = recheck_close_calls(probs, batch, self.margin, self._exact)
             self.n_rechecked += n
         return apply_temperature(probs, self.bundle.temperature).astype(np.float32, copy=False)
 
 
-def _onnxruntime(model: bytes, threads: int):
+def _onnxruntime(model: bytes, threads: int, bundle: Bundle, where: str):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -159,24 +169,24 @@ def _onnxruntime(model: bytes, threads: int):
     options.inter_op_num_threads = 1
     # Decoding runs in other processes on the same cores: do not busy-wait between ops.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = open_session(model, options, bundle, where)
     input_name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {input_name: batch})[0]
 
 
-def _openvino_bf16(model: bytes, threads: int):
+def _openvino_bf16(model: bytes, threads: int, where: str):
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(
-        core.read_model(model),
-        "CPU",
-        {
-            "INFERENCE_PRECISION_HINT": "bf16",
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": threads,
-        },
-    )
+    settings = {
+        "INFERENCE_PRECISION_HINT": "bf16",
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+    }
+    try:
+        compiled = core.compile_model(core.read_model(model), "CPU", settings)
+    except Exception as err:  # OpenVINO's errors share no base class of their own
+        message = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise BundleError(f"{where}: cannot load the network in OpenVINO ({message})") from None
     request = compiled.create_infer_request()
     return lambda batch: request.infer({0: batch})[0].copy()

@@ -21,6 +21,25 @@ def predict_decoded(engine: Engine, batch: np.ndarray) -> np.ndarray:
     return engine.predict(batch)
 
 
+def readable_paths(records: pd.DataFrame, images_dir: Path) -> list[str]:
+    """The paths to decode: records whose listing found no problem (see find_images)."""
+    return [str(images_dir / p) for p in records.loc[_no_problem(records), "path"]]
+
+
+def with_listing_problems(records: pd.DataFrame, errors: list[str | None]) -> list[str | None]:
+    """Per record, the problem its listing found, else its entry in ``errors`` (which holds
+    one per readable path, in order)."""
+    decoded = iter(errors)
+    problems = records["problem"] if "problem" in records else [""] * len(records)
+    return [problem or next(decoded) for problem in problems]
+
+
+def _no_problem(records: pd.DataFrame) -> pd.Series:
+    if "problem" not in records:
+        return pd.Series(True, index=records.index)
+    return records["problem"] == ""
+
+
 def classify_records(
     records: pd.DataFrame,
     images_dir: Path,
@@ -29,11 +48,13 @@ def classify_records(
     *,
     batch_size: int,
 ) -> pa.Table:
-    """Predictions for ``records`` (path, sample, depth), decoding in this process."""
+    """Predictions for ``records`` (path, sample, depth, optional problem), decoding in this
+    process."""
     spec = engine.bundle.spec
     parts = []
     for start in range(0, len(records), batch_size):
         part = records.iloc[start : start + batch_size]
-        batch, errors = decode_batch([str(images_dir / p) for p in part["path"]], spec)
+        batch, errors = decode_batch(readable_paths(part, images_dir), spec)
+        errors = with_listing_problems(part, errors)
         parts.append(predictions_table(part, predict_decoded(engine, batch), errors, rule))
     return pa.concat_tables(parts)

@@ -8,6 +8,7 @@ cores while the workers decode the next ones.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -17,10 +18,16 @@ import pandas as pd
 import pyarrow as pa
 
 from foramflow.classify.decisions import DecisionRule
-from foramflow.classify.decode import decode_batch, ignore_sigint
+from foramflow.classify.decode import decode_batch
 from foramflow.classify.engine import Engine
-from foramflow.classify.inference import classify_records, predict_decoded
+from foramflow.classify.inference import (
+    classify_records,
+    predict_decoded,
+    readable_paths,
+    with_listing_problems,
+)
 from foramflow.classify.tables import predictions_table
+from foramflow.classify.workers import start_worker
 
 AHEAD_PER_WORKER = 3
 
@@ -47,7 +54,9 @@ def run_local(
         return
     spec = engine.bundle.spec
     context = multiprocessing.get_context("spawn")  # never fork a process running ORT threads
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=ignore_sigint) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=start_worker, initargs=(os.getpid(),)
+    ) as pool:
         pending: deque[tuple[int, pd.DataFrame, bool, Future]] = deque()
         batches = _batches(chunks, batch_size)
         try:
@@ -58,12 +67,13 @@ def run_local(
                     if item is None:
                         break
                     index, part, last = item
-                    paths = [str(images_dir / p) for p in part["path"]]
+                    paths = readable_paths(part, images_dir)
                     pending.append((index, part, last, pool.submit(decode_batch, paths, spec)))
                 if not pending:
                     return
                 index, part, last, future = pending.popleft()
                 batch, errors = future.result()
+                errors = with_listing_problems(part, errors)
                 parts.append(predictions_table(part, predict_decoded(engine, batch), errors, rule))
                 on_images(len(part))
                 if last:

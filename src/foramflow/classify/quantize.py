@@ -4,7 +4,8 @@ ONNX Runtime static quantisation, QDQ format: int8 weights per output channel, u
 activations with ranges calibrated (min/max) on a few hundred preprocessed images. The dense
 head (Gemm/MatMul) and the softmax stay in fp32: they cost about 2 % of the compute, and
 quantising them moves the class probabilities enough to flip close calls. The copy
-is written beside model.onnx as ``model.int8.onnx`` and recorded in model.json as::
+is written beside model.onnx as ``model.int8.onnx`` and recorded in model.json as (or, for a
+bundle that cannot be written, elsewhere: :mod:`foramflow.classify.records`)::
 
     "int8": {"file": "model.int8.onnx", "method": "...", "calibration_images": 256,
              "check_images": 512, "top1_agreement": 0.998}
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.classify.engine import INT8_FIELD, Engine
+from foramflow.classify.engine import INT8_FIELD, Engine, read_model
 from foramflow.imaging.preprocess import load_and_preprocess
 from foramflow.io.bundle import MODEL_FILE, Bundle, BundleError, update_bundle_meta
 from foramflow.io.images import ImageReadError
@@ -43,7 +44,34 @@ def quantize_bundle(
     n_check: int = 512,
     batch_size: int = 32,
 ) -> dict:
-    """Write an int8 copy of the bundle's network calibrated on ``images``; return its record.
+    """Write an int8 copy of the bundle's network calibrated on ``images`` into the bundle
+    folder, record it in model.json and return its record."""
+    bundle = Bundle.load(bundle_path)
+    if not bundle.path.is_dir():
+        raise BundleError(f"{bundle.path}: an int8 model can only be added to a bundle folder")
+    record = quantize_into(
+        bundle,
+        images,
+        bundle.path,
+        n_calibration=n_calibration,
+        n_check=n_check,
+        batch_size=batch_size,
+    )
+    update_bundle_meta(bundle.path, **{INT8_FIELD: record})
+    return record
+
+
+def quantize_into(
+    bundle: Bundle,
+    images: Sequence[str | Path],
+    folder: Path,
+    *,
+    n_calibration: int = 256,
+    n_check: int = 512,
+    batch_size: int = 32,
+) -> dict:
+    """Write an int8 copy of the bundle's network calibrated on ``images`` as
+    ``folder/model.int8.onnx``; return its record (``file`` relative to ``folder``).
 
     Images are taken evenly spread over ``images`` (so every sample folder contributes);
     calibration and check images do not overlap. Unreadable images are skipped.
@@ -57,9 +85,6 @@ def quantize_bundle(
     from onnxruntime.quantization.registry import QDQRegistry
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    bundle = Bundle.load(bundle_path)
-    if not bundle.path.is_dir():
-        raise BundleError(f"{bundle.path}: an int8 model can only be added to a bundle folder")
     picked = spread(list(images), n_calibration + n_check)
     batch = preprocess_images(picked, bundle)
     if len(batch) < 2:
@@ -81,9 +106,11 @@ def quantize_bundle(
         def get_next(self):
             return next(self._batches, None)
 
-    with tempfile.TemporaryDirectory(dir=bundle.path, prefix=".quantize.") as work:
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".quantize.") as work:
+        source = Path(work) / MODEL_FILE
+        source.write_bytes(read_model(bundle, MODEL_FILE))
         prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(bundle.path / MODEL_FILE), str(prepared))
+        quant_pre_process(str(source), str(prepared))
         quantized = Path(work) / INT8_FILE
         quantize_static(
             str(prepared),
@@ -95,17 +122,16 @@ def quantize_bundle(
             weight_type=QuantType.QInt8,
             op_types_to_quantize=[op for op in QDQRegistry if op not in FP32_OPS],
         )
-        os.replace(quantized, bundle.path / INT8_FILE)
+        os.replace(quantized, folder / INT8_FILE)
     record = {
         "file": INT8_FILE,
         "method": METHOD,
         "calibration_images": len(calibration),
         "check_images": len(check),
     }
-    bundle.meta[INT8_FIELD] = record
+    bundle.meta[INT8_FIELD] = {**record, "file": str(folder.resolve() / INT8_FILE)}
     int8 = Engine(bundle, precision="int8")
     record["top1_agreement"], _ = compare_engines(fp32, int8, check, batch_size=batch_size)
-    update_bundle_meta(bundle.path, **{INT8_FIELD: record})
     return record
 
 

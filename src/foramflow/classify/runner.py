@@ -31,6 +31,7 @@ from foramflow.classify.engine import (
     resolve_precision,
 )
 from foramflow.classify.local import run_local
+from foramflow.classify.records import RECORD_FIELDS, PrecisionRecords
 from foramflow.classify.samples import SampleRule, assign_samples, find_images
 from foramflow.classify.store import (
     ABUNDANCE_FILE,
@@ -39,8 +40,10 @@ from foramflow.classify.store import (
     RunStore,
     describe_changes,
     manifest_hash,
+    run_fingerprint,
 )
 from foramflow.classify.tables import CountTable, prediction_schema, relative_abundance
+from foramflow.errors import OutputError
 from foramflow.io.bundle import Bundle
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -115,18 +118,25 @@ def classify_folder(
         raise ValueError("batch size and chunk size must be at least 1")
     started = time.perf_counter()
     bundle = Bundle.load(bundle_path)
+    for note in bundle.notes:
+        log(f"note: {bundle.path}: {note}")
+    bundle.verify()
     rule = DecisionRule(
         tuple(bundle.labels),
         bundle.threshold if threshold is None else threshold,
         bundle.class_thresholds,
     )
     images_dir = Path(images_dir).resolve()
-    manifest = build_manifest(images_dir, samples)
+    manifest, skipped = build_manifest(images_dir, samples)
+    for path, reason in skipped:
+        log(f"skipped {path}: {reason}")
     store = RunStore(out_dir)
+    records = PrecisionRecords(bundle, store.root)
+    records.attach()
     earlier = None if overwrite else store.read_run()
     if precision == "auto" and earlier is not None:
         precision = earlier.get("precision", precision)
-    precision = _ensure_precision(bundle, precision, images_dir, manifest, log)
+    precision = _ensure_precision(bundle, precision, images_dir, manifest, log, records)
     used_precision, model_file = resolve_precision(bundle, precision)
     job = {
         "bundle": str(bundle.path.resolve()),
@@ -152,12 +162,17 @@ def classify_folder(
         log(f"{store.root} already holds the complete results of this run")
         return _result_from_predictions(store, earlier, bundle.labels)
 
+    # Opened before anything is written, so that a network that cannot run is refused first.
+    engine = Engine(bundle, precision=used_precision) if scheduler is None else None
+    fingerprint = run_fingerprint(job, chunk_size)
     store.prepare()
     if earlier is None:
         store.write_manifest(manifest)
     run = {
         **job,
         "chunk_size": chunk_size,
+        "fingerprint": fingerprint,
+        "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         "state": "running",
         "started": (earlier or {}).get("started", _now()),
         "foramflow": __version__,
@@ -165,7 +180,13 @@ def classify_folder(
     store.write_run(run)
 
     n_chunks = math.ceil(len(manifest) / chunk_size)
-    done = store.finished_chunks() & set(range(n_chunks))
+    done, n_foreign = store.finished_chunks(fingerprint)
+    done &= set(range(n_chunks))
+    if n_foreign:
+        log(
+            f"discarded {n_foreign} chunk(s) in {store.chunks_dir} that this run did not "
+            "write (another bundle, threshold or input list); their images are classified again"
+        )
     n_resumed = sum(len(_chunk_rows(manifest, i, chunk_size)) for i in done)
     if done:
         log(f"resuming: {n_resumed} of {len(manifest)} images were classified by an earlier run")
@@ -173,6 +194,7 @@ def classify_folder(
     todo = ((i, _chunk_rows(manifest, i, chunk_size)) for i in range(n_chunks) if i not in done)
     chunks = _run_backend(
         todo,
+        engine=engine,
         bundle=bundle,
         bundle_hash=job["bundle_hash"],
         precision=used_precision,
@@ -184,9 +206,9 @@ def classify_folder(
         on_images=on_images,
     )
     for index, table in chunks:
-        store.write_chunk(index, table)
+        store.write_chunk(index, table, fingerprint)
 
-    counts, errors, n_unsure = _merge(store, n_chunks, bundle.labels, len(manifest))
+    counts, errors, n_unsure = _merge(store, n_chunks, bundle.labels, len(manifest), fingerprint)
     elapsed = time.perf_counter() - started
     run.update(
         state="complete",
@@ -200,15 +222,20 @@ def classify_folder(
     return ClassifyResult(Path(out_dir), run, counts, errors, n_resumed)
 
 
-def build_manifest(images_dir: Path, samples: SampleRule) -> pd.DataFrame:
-    """The input list: path, sample, depth, size, mtime_ns, sorted by path."""
-    files = find_images(images_dir)
+def build_manifest(
+    images_dir: Path, samples: SampleRule
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The input list (path, sample, depth, size, mtime_ns, problem; sorted by path) and the
+    entries that could not be searched, with the reason."""
+    skipped: list[tuple[str, str]] = []
+    files = find_images(images_dir, on_skip=lambda path, reason: skipped.append((path, reason)))
     if files.empty:
-        raise FileNotFoundError(f"{images_dir}: no images found (looked for {_suffixes()})")
+        unread = "".join(f"; skipped {path}: {reason}" for path, reason in skipped[:3])
+        raise FileNotFoundError(f"{images_dir}: no images found (looked for {_suffixes()}){unread}")
     sample, depth = assign_samples(files["path"].tolist(), samples, root_name=images_dir.name)
     files.insert(1, "sample", sample)
     files.insert(2, "depth", pd.Series(depth, dtype="float64"))
-    return files
+    return files, skipped
 
 
 def _suffixes() -> str:
@@ -218,32 +245,52 @@ def _suffixes() -> str:
 
 
 def _ensure_precision(
-    bundle: Bundle, precision: str, images_dir: Path, manifest: pd.DataFrame, log
+    bundle: Bundle,
+    precision: str,
+    images_dir: Path,
+    manifest: pd.DataFrame,
+    log,
+    records: PrecisionRecords,
 ) -> str:
     """Measure what a reduced precision costs before it is used, once per bundle.
 
     bf16 (asked for, or "auto" on a CPU that has it) is checked against fp32 on images from
-    this folder; int8, when asked for and the bundle has none, is calibrated on them.
+    this folder; int8, when asked for and the bundle has none, is calibrated on them. The
+    records go where ``records`` can keep them.
     """
-    paths = [images_dir / p for p in manifest["path"]]
+    paths = [images_dir / p for p in manifest.loc[manifest["problem"] == "", "path"]]
     if precision == "bf16" and not cpu_has_bf16():
         log("warning: this CPU has no native bf16; bf16 inference will be slow here")
     wants_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
     if wants_bf16 and not bundle.meta.get(BF16_FIELD):
-        from foramflow.classify.bf16 import check_bf16
+        from foramflow.classify.bf16 import measure_bf16
 
         log("checking bf16 inference against fp32 on images from this folder")
-        _report_agreement(log, "bf16", check_bf16(bundle, paths))
+        record = measure_bf16(bundle, paths)
+        _report_kept(log, "bf16 record", bundle, records.keep(BF16_FIELD, record))
+        _report_agreement(log, "bf16", record)
     if precision != "int8" or (bundle.meta.get(INT8_FIELD) or {}).get("file"):
         return precision
-    from foramflow.classify.quantize import quantize_bundle
+    from foramflow.classify.quantize import quantize_into
 
     log("the bundle has no int8 model: calibrating one on images from this folder")
-    record = quantize_bundle(bundle.path, paths)
-    bundle.meta[INT8_FIELD] = record
-    log(f"int8 model written to {bundle.path / record['file']}")
-    _report_agreement(log, "int8", record)
+    folder = records.make(INT8_FIELD, lambda place: quantize_into(bundle, paths, place))
+    if folder is None:
+        raise OutputError(
+            f"{records.folders[-1]}: cannot be created, nor can the bundle or the user cache "
+            "be written: there is nowhere to put an int8 model"
+        )
+    log(f"int8 model written to {Path(bundle.meta[INT8_FIELD]['file'])}")
+    _report_agreement(log, "int8", bundle.meta[INT8_FIELD])
     return precision
+
+
+def _report_kept(log, what: str, bundle: Bundle, folder: Path | None) -> None:
+    """Say where a record went when it could not go into the bundle."""
+    if folder is None:
+        log(f"warning: {what} kept for this run only: no folder to keep it in can be written")
+    elif folder != bundle.path:
+        log(f"{bundle.path} cannot be written: {what} kept in {folder}")
 
 
 def _report_agreement(log, precision: str, record: dict) -> None:
@@ -283,6 +330,7 @@ def _check_same_job(earlier: dict, job: dict, store: RunStore, manifest: pd.Data
 def _run_backend(
     todo,
     *,
+    engine: Engine | None,
     bundle: Bundle,
     bundle_hash: str,
     precision: str,
@@ -295,7 +343,6 @@ def _run_backend(
 ) -> Iterator:
     """(chunk index, predictions) for each chunk in ``todo``, here or on a Dask cluster."""
     if scheduler is None:
-        engine = Engine(bundle, precision=precision)
         workers = available_cores() if workers is None else workers
         yield from run_local(
             todo,
@@ -315,6 +362,9 @@ def _run_backend(
             client=client,
             bundle_path=bundle.path.resolve(),
             bundle_hash=bundle_hash,
+            precision_records={
+                name: bundle.meta[name] for name in RECORD_FIELDS if bundle.meta.get(name)
+            },
             precision=precision,
             images_dir=images_dir,
             rule=rule,
@@ -325,13 +375,13 @@ def _run_backend(
 
 def _chunk_rows(manifest: pd.DataFrame, index: int, chunk_size: int) -> pd.DataFrame:
     rows = manifest.iloc[index * chunk_size : (index + 1) * chunk_size]
-    return rows[["path", "sample", "depth"]].reset_index(drop=True)
+    return rows[["path", "sample", "depth", "problem"]].reset_index(drop=True)
 
 
-def _merge(store: RunStore, n_chunks: int, labels: list[str], n_images: int):
+def _merge(store: RunStore, n_chunks: int, labels: list[str], n_images: int, fingerprint: str):
     """Merge chunks into predictions.parquet, write the count tables, remove the chunks."""
     counts, error_parts, n_rows, n_unsure = CountTable(labels), [], 0, 0
-    for table in store.merge_chunks(n_chunks, prediction_schema(labels)):
+    for table in store.merge_chunks(n_chunks, prediction_schema(labels), fingerprint):
         counts.add(table)
         n_rows += table.num_rows
         n_unsure += pc.sum(pc.equal(table["status"], UNSURE)).as_py() or 0

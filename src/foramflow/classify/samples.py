@@ -8,11 +8,14 @@ after IMAGES_DIR itself). Alternatively a regular expression on the relative pat
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 import pandas as pd
 
@@ -56,38 +59,86 @@ class SampleRule:
         return "first folder"
 
 
-def find_images(images_dir: str | Path) -> pd.DataFrame:
-    """All image files below ``images_dir``: columns path (relative, POSIX), size, mtime_ns.
+def find_images(
+    images_dir: str | Path, *, on_skip: Callable[[str, str], None] = lambda path, reason: None
+) -> pd.DataFrame:
+    """All image files below ``images_dir``: columns path (relative, POSIX), size, mtime_ns
+    and problem ("" for a file that can be read).
 
     Symbolic links are followed (directory loops are visited once); hidden files and folders
-    are skipped. Rows are sorted by path, so that the same folder always gives the same list.
+    are skipped. An entry named like an image that cannot be one (a broken link, a link loop,
+    a name that is not valid UTF-8) is listed with its problem, so that it is reported rather
+    than lost. A folder that cannot be searched is passed to ``on_skip`` with the reason.
+    Rows are sorted by path, so that the same folder always gives the same list.
     """
     root = Path(images_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
-    rows: list[tuple[str, int, int]] = []
+    rows: list[tuple[str, int, int, str]] = []
     seen_dirs: set[tuple[int, int]] = set()
     stack = [(root, "")]
     while stack:
         folder, prefix = stack.pop()
-        info = folder.stat()
-        if (info.st_dev, info.st_ino) in seen_dirs:
+        try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in seen_dirs:
+                continue
+            seen_dirs.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as err:
+            on_skip(printable_name(prefix.rstrip("/")) or ".", _os_problem(err))
             continue
-        seen_dirs.add((info.st_dev, info.st_ino))
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                rel = prefix + entry.name
-                if entry.is_dir():
-                    stack.append((Path(entry.path), rel + "/"))
-                elif entry.is_file() and is_image_file(Path(entry.name)):
-                    stat = entry.stat()
-                    rows.append((rel, stat.st_size, stat.st_mtime_ns))
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = prefix + entry.name
+            try:
+                stat = entry.stat()
+            except OSError as err:
+                _broken_entry(rel, _os_problem(err), rows, on_skip)
+                continue
+            if S_ISDIR(stat.st_mode):
+                stack.append((Path(entry.path), rel + "/"))
+            elif is_image_file(Path(entry.name)):
+                problem = "" if S_ISREG(stat.st_mode) else "not a regular file"
+                rows.append(_image_row(rel, stat.st_size, stat.st_mtime_ns, problem))
     rows.sort()
-    return pd.DataFrame(rows, columns=["path", "size", "mtime_ns"]).astype(
-        {"path": str, "size": "int64", "mtime_ns": "int64"}
+    return pd.DataFrame(rows, columns=["path", "size", "mtime_ns", "problem"]).astype(
+        {"path": str, "size": "int64", "mtime_ns": "int64", "problem": str}
     )
+
+
+def printable_name(name: str) -> str:
+    """``name`` with the bytes of a file name that is not valid UTF-8 written as \\xNN, so
+    that it can be stored in a table and shown (os.scandir hands them over as surrogates)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _image_row(rel: str, size: int, mtime_ns: int, problem: str) -> tuple[str, int, int, str]:
+    shown = printable_name(rel)
+    if shown != rel and not problem:
+        name = rel.rpartition("/")[2]
+        which = "file" if printable_name(name) != name else "folder"
+        problem = f"{which} name is not valid UTF-8; rename it to classify the image"
+    return shown, size, mtime_ns, problem
+
+
+def _broken_entry(rel: str, problem: str, rows: list, on_skip) -> None:
+    """An entry whose target cannot be reached: an error row when it is named like an image
+    (sizes -1), else a skipped entry (it may have been a folder of images)."""
+    if is_image_file(Path(rel)):
+        rows.append(_image_row(rel, -1, -1, problem))
+    else:
+        on_skip(printable_name(rel), problem)
+
+
+def _os_problem(err: OSError) -> str:
+    if err.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if err.errno == errno.ENOENT:
+        return "broken symbolic link (its target does not exist)"
+    return f"cannot be read ({err.strerror or err})"
 
 
 def assign_samples(

@@ -11,7 +11,9 @@ Layout::
 
 Every file is written to a temporary name, flushed to disk and renamed, so that a crash, a
 kill -9 or a power cut leaves either the whole file or none of it. A chunk that exists is
-complete; on restart only the missing chunks are computed.
+complete. Each chunk carries the fingerprint of its run (model, inputs, decision rule, chunk
+size) in its Parquet metadata; on restart only chunks with this run's fingerprint are kept,
+so that chunks of another run are never mixed in, even when run.json is gone.
 """
 
 from __future__ import annotations
@@ -34,16 +36,28 @@ PREDICTIONS_FILE = "predictions.parquet"
 COUNTS_FILE = "counts.csv"
 ABUNDANCE_FILE = "relative_abundance.csv"
 _TEMP_GLOB = ".*.tmp"  # what io.files.atomic_path leaves if killed
+FINGERPRINT_KEY = b"foramflow.run_fingerprint"
+# What decides the rows of a chunk, besides the chunk size.
+_DECISIVE = ("bundle_hash", "precision", "input_hash", "threshold", "class_thresholds")
 
 
 def manifest_hash(manifest: pd.DataFrame) -> str:
-    """SHA-256 of the input list: every path with its size, mtime, sample and depth."""
+    """SHA-256 of the input list: every path with its size, mtime, sample, depth and, for a
+    file that cannot be read, the problem found when listing it."""
     digest = hashlib.sha256()
     for row in manifest.itertuples(index=False):
         digest.update(
             f"{row.path}\0{row.size}\0{row.mtime_ns}\0{row.sample}\0{row.depth!r}\n".encode()
         )
+        if row.problem:
+            digest.update(f"{row.problem}\n".encode())
     return digest.hexdigest()
+
+
+def run_fingerprint(job: dict, chunk_size: int) -> str:
+    """SHA-256 of everything the rows of a chunk depend on."""
+    decisive = {key: job[key] for key in _DECISIVE} | {"chunk_size": chunk_size}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 
 
 def describe_changes(old: pd.DataFrame, new: pd.DataFrame) -> str:
@@ -108,21 +122,38 @@ class RunStore:
     def chunk_path(self, index: int) -> Path:
         return self.chunks_dir / f"{index:06d}.parquet"
 
-    def finished_chunks(self) -> set[int]:
-        return {int(p.stem) for p in self.chunks_dir.glob("[0-9]*.parquet")}
+    def finished_chunks(self, fingerprint: str) -> tuple[set[int], int]:
+        """(indices of the chunks written by the run with ``fingerprint``, number of other
+        chunks removed: they belong to another run, or to none that can be proved)."""
+        mine, others = set(), 0
+        for path in self.chunks_dir.glob("[0-9]*.parquet"):
+            if _chunk_fingerprint(path) == fingerprint.encode():
+                mine.add(int(path.stem))
+            else:
+                path.unlink()
+                others += 1
+        return mine, others
 
-    def write_chunk(self, index: int, table: pa.Table) -> None:
-        self._write_atomic(self.chunk_path(index), lambda tmp: pq.write_table(table, tmp))
+    def write_chunk(self, index: int, table: pa.Table, fingerprint: str) -> None:
+        signed = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()}
+        )
+        self._write_atomic(self.chunk_path(index), lambda tmp: pq.write_table(signed, tmp))
 
-    def read_chunk(self, index: int) -> pa.Table:
-        return pq.read_table(self.chunk_path(index))
+    def read_chunk(self, index: int, fingerprint: str) -> pa.Table:
+        path = self.chunk_path(index)
+        if _chunk_fingerprint(path) != fingerprint.encode():
+            raise RuntimeError(f"{path}: written by another run; run the command again")
+        return pq.read_table(path).replace_schema_metadata(None)
 
-    def merge_chunks(self, n_chunks: int, schema: pa.Schema) -> Iterator[pa.Table]:
+    def merge_chunks(
+        self, n_chunks: int, schema: pa.Schema, fingerprint: str
+    ) -> Iterator[pa.Table]:
         """Write predictions.parquet from the chunks, one at a time; yield each chunk."""
         target = self.path(PREDICTIONS_FILE)
         with atomic_path(target, durable=True) as tmp, pq.ParquetWriter(tmp, schema) as writer:
             for index in range(n_chunks):
-                table = self.read_chunk(index)
+                table = self.read_chunk(index, fingerprint)
                 writer.write_table(table)
                 yield table
 
@@ -132,14 +163,25 @@ class RunStore:
         self.chunks_dir.rmdir()
 
     def clear(self) -> None:
-        """Forget an earlier run in this folder (its outputs and chunks)."""
-        for name in (RUN_FILE, MANIFEST_FILE, PREDICTIONS_FILE, COUNTS_FILE, ABUNDANCE_FILE):
+        """Forget an earlier run in this folder: its outputs and chunks, and run.json last,
+        so that a crash halfway still leaves the record of what the files belong to."""
+        for name in (PREDICTIONS_FILE, COUNTS_FILE, ABUNDANCE_FILE):
             self.path(name).unlink(missing_ok=True)
         if self.chunks_dir.is_dir():
             self.remove_chunks()
+        self.path(MANIFEST_FILE).unlink(missing_ok=True)
+        self.path(RUN_FILE).unlink(missing_ok=True)
 
     def write_csv(self, name: str, frame: pd.DataFrame) -> None:
         self._write_atomic(self.path(name), lambda tmp: frame.to_csv(tmp))
 
     def _write_atomic(self, target: Path, write: Callable[[str], None]) -> None:
         atomic_write(target, lambda tmp: write(str(tmp)), durable=True)
+
+
+def _chunk_fingerprint(path: Path) -> bytes | None:
+    """The run fingerprint a chunk file records, or None (none, or not a Parquet file)."""
+    try:
+        return (pq.read_schema(path).metadata or {}).get(FINGERPRINT_KEY)
+    except (OSError, pa.ArrowInvalid):
+        return None

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from foramflow.classify.decisions import ERROR, UNSURE, DecisionRule
+from foramflow.classify.samples import printable_name
 
 
 def prediction_schema(labels: Sequence[str]) -> pa.Schema:
@@ -59,7 +60,7 @@ def predictions_table(
         "score": scores,
         **{f"prob_{label}": full[:, k] for k, label in enumerate(labels)},
         "status": status.tolist(),
-        "error": [e or "" for e in errors],
+        "error": [printable_name(e) if e else "" for e in errors],  # may quote a file name
     }
     return pa.Table.from_pydict(columns, schema=prediction_schema(labels))
 

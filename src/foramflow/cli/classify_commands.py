@@ -69,7 +69,7 @@ def classify(
 
     from foramflow.classify.runner import RunMismatchError, classify_folder
     from foramflow.classify.samples import SampleError, SampleRule
-    from foramflow.io.bundle import BundleError
+    from foramflow.errors import ForamflowError
 
     class ImagesPerSecond(ProgressColumn):
         def render(self, task) -> Text:
@@ -111,7 +111,7 @@ def classify(
             "continue."
         )
         raise typer.Exit(130) from None
-    except (BundleError, SampleError, RunMismatchError, FileNotFoundError, ValueError) as err:
+    except (ForamflowError, SampleError, RunMismatchError, FileNotFoundError, ValueError) as err:
         raise fail(str(err)) from None
     finally:
         progress.stop()  # started by on_start, once the inputs are checked
@@ -153,6 +153,11 @@ def _print_summary(result) -> None:
             console.print(f"  {row.path}: {row.error}")
         if len(errors) > 10:
             console.print(f"  … and {len(errors) - 10} more (status 'error' in predictions)")
+    skipped = run.get("skipped") or []
+    if skipped:
+        console.print(f"[yellow]{len(skipped)} folder(s) or link(s) could not be searched[/]:")
+        for entry in skipped[:10]:
+            console.print(f"  {entry['path']}: {entry['reason']}")
     rate, new = "", run["n_images"] - result.n_resumed
     if new > 0 and run.get("seconds"):
         rate = (

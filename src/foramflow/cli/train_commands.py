@@ -194,9 +194,11 @@ def evaluate(
 
     try:
         loaded = Bundle.load(bundle)
+        loaded.session()  # a network that cannot be loaded is refused before any work
         image_set = load_image_set(data, min_per_class=1)
     except (BundleError, OSError, ValueError) as err:
         raise fail(str(err)) from None
+    _print_notes(loaded)
     labels = loaded.labels
     unknown = sorted(set(image_set.classes) - set(labels))
     if unknown:
@@ -208,7 +210,10 @@ def evaluate(
     images, ok, skipped = preprocess_all(
         [image_set.paths[i] for i in keep], loaded.spec, workers=workers or None
     )
-    evaluation = evaluate_bundle(loaded, images, y_true[ok])
+    try:
+        evaluation = evaluate_bundle(loaded, images, y_true[ok])
+    except BundleError as err:  # a network whose output width shows only when it runs
+        raise fail(str(err)) from None
     m = evaluation.metrics
     report = write_evaluation(
         out,
@@ -257,18 +262,29 @@ def predict(
 
     try:
         loaded = Bundle.load(bundle)
+        loaded.session()
     except BundleError as err:
         raise fail(str(err)) from None
+    _print_notes(loaded)
     cut = loaded.threshold if threshold is None else threshold
     labels, failed = loaded.labels, 0
-    for path, probs, error in loaded.predict_paths(images):
-        if error is not None:
-            failed += 1
-            typer.echo(f"{path}\terror\t{error}")
-            continue
-        k = int(probs.argmax())
-        name = labels[k] if probs[k] > loaded.class_thresholds.get(labels[k], cut) else "unsure"
-        typer.echo(f"{path}\t{name}\t{probs[k]:.4f}")
+    try:
+        for path, probs, error in loaded.predict_paths(images):
+            if error is not None:
+                failed += 1
+                typer.echo(f"{path}\terror\t{error}")
+                continue
+            k = int(probs.argmax())
+            sure = probs[k] > loaded.class_thresholds.get(labels[k], cut)
+            typer.echo(f"{path}\t{labels[k] if sure else 'unsure'}\t{probs[k]:.4f}")
+    except BundleError as err:  # a network whose output width shows only when it runs
+        raise fail(str(err)) from None
     if failed:
         console.print(f"[yellow]{failed} image(s) could not be read")
         raise typer.Exit(1)
+
+
+def _print_notes(bundle) -> None:
+    """Say which defaults a bundle takes for the fields its model.json leaves out."""
+    for note in bundle.notes:
+        console.print(f"[yellow]note:[/] {bundle.path}: {note}")
