@@ -19,8 +19,10 @@ from bad_inputs import (
     COMMANDS,
     PROCESSED,
     REPORTED,
+    Record,
     command_line,
     make_bad_input_corpus,
+    match_records,
     problems,
     read_outcomes,
     run_command,
@@ -128,3 +130,27 @@ def test_the_corpus_holds_what_it_promises(corpus):
     for sample in samples:
         good = [key for key in expected if key.startswith(f"{sample}/good_")]
         assert len(good) == GOOD_PER_SAMPLE
+
+
+def test_the_judge_finds_lost_doubled_let_in_and_stranger_files(corpus):
+    """The harness itself: a run that handles every entry as allowed passes, whatever way it
+    writes awkward names; each kind of mistake added to it is named once."""
+    root, expected = corpus
+    records = []
+    for key, wanted in expected.items():
+        if wanted.counted("train") and key != "S1/zero_bytes.jpg":
+            outcome = sorted(wanted.allowed["train"])[0]
+            written = str(root / key).replace("\n", "\\n")
+            records.append(Record(outcome, written, "a reason", "split.csv"))
+    records += [
+        Record(PROCESSED, "S1/bad\\xff.png", "", "split.csv"),
+        Record(PROCESSED, str(root / "S2" / "animation.gif"), "", "split.csv"),
+        Record(REPORTED, "elsewhere/other.png", "a reason", "skipped_images.csv"),
+    ]
+    found = problems("train", match_records(records, list(expected)), expected)
+    by_name = {line.split(":")[0]: line for line in found}
+    assert len(found) == len(by_name) == 4, found
+    assert "lost" in by_name["S1/zero_bytes.jpg"]
+    assert "listed 2 times in split.csv" in by_name["S1/bad\\xff.png"]
+    assert "counted" in by_name["S2/animation.gif"]
+    assert "not a corpus file" in by_name["'elsewhere/other.png'"]
