@@ -1,0 +1,145 @@
+"""Bad-input corpus: what classify, train, segment and label do with each file, and their memory.
+
+Writes the corpus of tests/bad_inputs.py (good images among empty, truncated, renamed,
+exotic, header-declared 144 and 400 Mpx, looping, dangling, unreadable and oddly named
+files) in a temporary folder, runs each command on it as a fresh process, as a user would,
+and prints two markdown tables:
+
+* file → outcome per command: processed, reported (with the reason the command gave),
+  ignored (not an image by its suffix or kind), or LOST; ✗ marks an outcome a correct run
+  must not give;
+* per command: exit status, seconds, peak resident memory summed over the command's
+  processes (sampled every 0.1 s from /proc) and of its largest process (getrusage), and
+  whether the sum stayed under 1.5 GB.
+
+The classify bundle is --bundle, else the one the corpus training run wrote, else one trained
+here on the corpus's good images. A command whose processes together pass --guard-mb is
+killed, so that a decompression bomb cannot take a shared machine down; its row says so.
+Commands run with their default worker counts; classify with --precision fp32.
+
+Usage: python benchmarks/bench_bad_inputs.py [--bundle DIR] [--good 4] [--guard-mb 4096]
+       [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from bad_inputs import (
+    COMMANDS,
+    SAMPLES,
+    TRAIN_OPTIONS,
+    Expected,
+    Outcomes,
+    Run,
+    cell,
+    command_line,
+    display_name,
+    make_bad_input_corpus,
+    problems,
+    read_outcomes,
+    run_command,
+)
+
+MEMORY_LIMIT_BYTES = 1.5 * 2**30
+TIMEOUT_S = 600
+
+
+def run(command: str, corpus: Path, work: Path, guard_bytes: int, bundle: Path | None = None):
+    out = work / command
+    args = command_line(command, corpus, out, bundle=bundle, workers=None)
+    print(f"running: foramflow {' '.join(args)}", file=sys.stderr, flush=True)
+    done = run_command(command, args, out, timeout_s=TIMEOUT_S, memory_guard_bytes=guard_bytes)
+    print(f"  {status(done)} in {done.seconds:.1f} s", file=sys.stderr, flush=True)
+    return done
+
+
+def status(done: Run) -> str:
+    return done.stopped or f"exit {done.returncode}"
+
+
+def clean_bundle(work: Path, corpus: Path, expected: dict[str, Expected], guard: int) -> Path:
+    """A tiny bundle trained on the corpus's good images alone."""
+    clean = work / "clean_images"
+    for key in expected:
+        sample, _, name = key.partition("/")
+        if sample in SAMPLES and name.startswith("good_"):
+            (clean / sample).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(corpus / key, clean / sample / name)
+    out = work / "clean_run"
+    args = ["train", str(clean), "--out", str(out), *TRAIN_OPTIONS]
+    done = run_command("train", args, out, timeout_s=TIMEOUT_S, memory_guard_bytes=guard)
+    if done.returncode != 0:
+        raise SystemExit(f"could not train a bundle on the good images:\n{done.tail()}")
+    return out / "bundle"
+
+
+def outcome_table(expected: dict[str, Expected], outcomes: dict[str, Outcomes]) -> str:
+    lines = [
+        "| file | what it is | " + " | ".join(COMMANDS) + " |",
+        "|---|---|" + "---|" * len(COMMANDS),
+    ]
+    for key, wanted in expected.items():
+        cells = [cell(command, key, outcomes[command], wanted) for command in COMMANDS]
+        name = display_name(key).replace("|", "\\|")
+        lines.append(f"| `{name}` | {wanted.why} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def memory_table(runs: dict[str, Run], outcomes: dict[str, Outcomes], expected) -> str:
+    lines = [
+        "| command | exit | traceback | s | peak MB, all processes | peak MB, largest process "
+        "| under 1.5 GB | files handled wrongly |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for command in COMMANDS:
+        done = runs[command]
+        wrong = len(problems(command, outcomes[command], expected))
+        under = "yes" if done.peak_group_bytes < MEMORY_LIMIT_BYTES and not done.stopped else "NO"
+        lines.append(
+            f"| {command} | {status(done)} | {'YES' if done.traceback else 'no'} "
+            f"| {done.seconds:.1f} | {done.peak_group_bytes / 2**20:.0f} "
+            f"| {done.peak_process_bytes / 2**20:.0f} | {under} | {wrong} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, help="bundle for classify (else: trained here)")
+    parser.add_argument("--good", type=int, default=4, help="good images per sample folder")
+    parser.add_argument("--guard-mb", type=int, default=4096, help="kill a command above this")
+    parser.add_argument("--work", type=Path, help="keep the corpus and outputs in this new folder")
+    args = parser.parse_args()
+    guard = args.guard_mb * 2**20
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        corpus = work / "images"
+        expected = make_bad_input_corpus(corpus, good=args.good)
+        counted = sum(wanted.counted("classify") for wanted in expected.values())
+        print(f"corpus: {len(expected)} entries, {counted} with an image suffix, in {corpus}\n")
+        runs = {"train": run("train", corpus, work, guard)}
+        bundle = args.bundle
+        if bundle is None:
+            trained = work / "train" / "bundle"
+            bundle = trained if trained.is_dir() else clean_bundle(work, corpus, expected, guard)
+        runs["classify"] = run("classify", corpus, work, guard, bundle)
+        runs["segment"] = run("segment", corpus, work, guard)
+        runs["label"] = run("label", corpus, work, guard)
+        outcomes = {command: read_outcomes(runs[command], expected) for command in COMMANDS}
+        print(outcome_table(expected, outcomes), end="\n\n")
+        print(memory_table(runs, outcomes, expected), end="\n\n")
+        for command in COMMANDS:
+            if runs[command].returncode != 0:
+                print(f"- {runs[command].describe()}")
+
+
+if __name__ == "__main__":
+    main()
