@@ -57,3 +57,14 @@ class Quiet:
 
     def task(self, description: str, total: int | None, **fields: str) -> Task:
         return _QuietTask()
+
+
+class Recorded(Quiet):
+    """Keeps every message in :attr:`messages` (a notebook's log, a test's evidence)."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+
+    def message(self, text: str, *, warning: bool = False) -> None:
+        self.messages.append(text)
+        super().message(text, warning=warning)

@@ -68,8 +68,9 @@ def inputs(tmp_path):
         grey_png(images / "S1" / f"{name}.png")
     stacks = tmp_path / "stacks"
     planes = [grey_png(stacks / "obj1" / f"plane_{i}.png", 100 + 20 * i) for i in range(2)]
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
+    from classify.conftest import write_bundle
+
+    bundle = write_bundle(tmp_path / "bundle", input={"size": 16, "channels": 1})
     return {
         "images": images,
         "tray": grey_png(tmp_path / "tray.png"),

@@ -15,23 +15,13 @@ from foramflow.cli import app
 from foramflow.demo import QUICK, TINY, DemoFolderError, run_demo
 from foramflow.demo.report import FIGURES
 from foramflow.demo.scores import NO_MATCH, abundance_errors, match_to_truth
-from foramflow.progress import Quiet
-
-
-class Recording(Quiet):
-    """Keeps the messages a run reports."""
-
-    def __init__(self):
-        self.messages = []
-
-    def message(self, text, *, warning=False):
-        self.messages.append(text)
+from foramflow.progress import Recorded
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
-    report = run_demo(out, profile=TINY, progress=Recording())
+    report = run_demo(out, profile=TINY, progress=Recorded())
     return out, report
 
 
@@ -108,7 +98,7 @@ def test_report_embeds_every_figure_and_states_the_error(demo):
 def test_a_rerun_reuses_finished_stages(demo):
     out, report = demo
     before = (out / "run" / "bundle" / "model.onnx").stat().st_mtime_ns
-    progress = Recording()
+    progress = Recorded()
     assert run_demo(out, profile=TINY, progress=progress) == report
     assert sum("reused" in m for m in progress.messages) == 8
     assert (out / "run" / "bundle" / "model.onnx").stat().st_mtime_ns == before
@@ -117,10 +107,10 @@ def test_a_rerun_reuses_finished_stages(demo):
 def test_other_folders_are_refused(demo, tmp_path):
     out, _ = demo
     with pytest.raises(DemoFolderError, match="'tiny' profile"):
-        run_demo(out, profile=QUICK, progress=Recording())
+        run_demo(out, profile=QUICK, progress=Recorded())
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(DemoFolderError, match="not a demo folder"):
-        run_demo(tmp_path, profile=TINY, progress=Recording())
+        run_demo(tmp_path, profile=TINY, progress=Recorded())
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 

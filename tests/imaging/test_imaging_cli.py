@@ -249,4 +249,4 @@ def test_trays_are_read_under_the_tray_limit_by_default(tmp_path, monkeypatch):
     result, output = run("segment", big, huge, "--out", tmp_path / "c")
     assert result.exit_code == 1
     assert "big.png:corruptortruncatedimage(decodingstarted)" in output
-    assert "huge.png:imageof22400×22400pixels(502Mpx)isoverthelimitof400Mpx" in output
+    assert "huge.png:imageof22400×22400pixels(502Mpx)isoverthelimitof100Mpx" in output

@@ -97,7 +97,7 @@ def test_model_json_without_labels_or_preprocessing_is_refused(tmp_path, missing
         ({"labels": ["dark", "dark"]}, "'dark' is listed twice"),
         ({"labels": ["dark", ""]}, "labels must be a list of class names"),
         ({"preprocessing": {"name": "other", "params": {}}}, "preprocessing"),
-        ({"preprocessing": {"name": PreprocessSpec().to_dict()["name"]}}, "preprocessing"),
+        ({"preprocessing": {"name": PreprocessSpec(size=16).to_dict()["name"]}}, "preprocessing"),
         ({"threshold": "high"}, "threshold"),
         ({"threshold": 1.5}, "threshold"),
         (

@@ -5,9 +5,9 @@ import io
 import os
 
 import pytest
-from rich.console import Console
 
 from foramflow.data.dataset import image_set_hash, load_image_set
+from foramflow.progress import Recorded
 from foramflow.train.config import TrainConfig
 from foramflow.train.loop import prepare_data
 from image_sets import write_shape_set
@@ -39,9 +39,9 @@ def _prepare(data, tmp_path, **options):
     config = TrainConfig(
         data=str(data), out=str(tmp_path / "run"), input_size=16, min_per_class=5, workers=1
     )
-    output = io.StringIO()
-    prepared = prepare_data(config.model_copy(update=options), Console(file=output, width=400))
-    return prepared, output.getvalue()
+    progress = Recorded()
+    prepared = prepare_data(config.model_copy(update=options), progress)
+    return prepared, "\n".join(progress.messages)
 
 
 def test_unreadable_image_is_skipped_and_left_out_of_the_hash(tmp_path, unreadable):

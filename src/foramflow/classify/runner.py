@@ -45,6 +45,7 @@ from foramflow.classify.store import (
 from foramflow.classify.tables import CountTable, prediction_schema, relative_abundance
 from foramflow.errors import OutputError
 from foramflow.io.bundle import Bundle
+from foramflow.io.files import prepare_output_dir
 
 DEFAULT_CHUNK_SIZE = 1024
 
@@ -130,7 +131,7 @@ def classify_folder(
     manifest, skipped = build_manifest(images_dir, samples)
     for path, reason in skipped:
         log(f"skipped {path}: {reason}")
-    store = RunStore(out_dir)
+    store = RunStore(prepare_output_dir(out_dir))
     records = PrecisionRecords(bundle, store.root)
     records.attach()
     earlier = None if overwrite else store.read_run()

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from foramflow.cli.console import console, fail, progress_bar
-from foramflow.io.files import prepare_output_dir
 
 
 def classify(
@@ -76,7 +75,6 @@ def classify(
             speed = task.speed
             return Text(f"{speed:,.0f} images/s" if speed else "… images/s", style="cyan")
 
-    prepare_output_dir(out)
     progress = progress_bar(ImagesPerSecond())
     task = progress.add_task("classifying", total=None, start=False)
 
@@ -114,7 +112,8 @@ def classify(
     except (ForamflowError, SampleError, RunMismatchError, FileNotFoundError, ValueError) as err:
         raise fail(str(err)) from None
     finally:
-        progress.stop()  # started by on_start, once the inputs are checked
+        if progress.live.is_started:  # by on_start, once the inputs are checked
+            progress.stop()
     _print_summary(result)
 
 

@@ -30,8 +30,10 @@ _TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 #: has, and about 600 MB once decoded to float RGB, per decoding process.
 MAX_PIXELS = 50_000_000
 
-#: Most pixels decoded from a tray photograph or a focal plane (``stack``, ``segment``).
-TRAY_MAX_PIXELS = 400_000_000
+#: Most pixels decoded from a tray photograph or a focal plane (``stack``, ``segment``):
+#: a 10 000 × 10 000 mosaic. Segmenting takes about 15 bytes of memory per pixel, so the
+#: limit keeps a tray under 1.5 GB; larger mosaics need a larger ``max_pixels``.
+TRAY_MAX_PIXELS = 100_000_000
 
 # Pillow's own pixel limit is one process-wide setting; it is lifted while a header is
 # parsed (the cap of this module replaces it), one thread at a time.
@@ -116,6 +118,22 @@ def read_tiff_page(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndar
             raise
         except Exception as err:
             raise ImageReadError(path, f"corrupt or unsupported TIFF ({err})") from err
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels.
+
+    Raises :class:`ImageReadError` for anything that is not a readable image header.
+    """
+    path = Path(path)
+    with _open_file(path) as handle:
+        try:
+            with _open_with_pillow(handle) as image:
+                return image.size
+        except UnidentifiedImageError as err:
+            raise ImageReadError(path, "not a recognised image format") from err
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageReadError(path, f"corrupt image header ({err})") from err
 
 
 def _open_file(path: Path) -> BinaryIO:

@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from PIL import Image
-
 from foramflow.errors import ForamflowError
-from foramflow.io.images import is_image_file
+from foramflow.io.images import ImageReadError, image_size, is_image_file
 
 STORE_FILE = "foramflow-labels.sqlite"
 MAX_CLASS_NAME = 100
@@ -282,10 +280,9 @@ class LabelStore:
             depth = _depth_from_name(sample, pattern)
             sample, depth = by_path.get(relpath, by_sample.get(sample, (sample, depth)))
             try:
-                with Image.open(path) as image:
-                    width, height = image.size
-            except (OSError, ValueError) as err:
-                problems.append(f"{path}: not a readable image ({err})")
+                width, height = image_size(path)
+            except ImageReadError as err:
+                problems.append(f"{path}: not a readable image ({err.reason})")
                 continue
             rows.append((root_id, relpath, sample, depth, width, height))
             if progress and len(rows) % 1000 == 0:
