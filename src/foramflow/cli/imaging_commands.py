@@ -13,8 +13,8 @@ File conventions shared with the rest of the tool:
   are listed, with the reason, in ``CROPS/rejected.csv``. A depth map
   ``NAME.depth-um.tif`` beside an image gives the particles' thickness.
 
-Both read whole trays, so they decode images of up to 400 million pixels
-(``--max-pixels``), eight times what the commands that read crops accept.
+Both read whole trays, so they decode images of up to 100 million pixels
+(``--max-pixels``), twice what the commands that read crops accept.
 """
 
 from __future__ import annotations
