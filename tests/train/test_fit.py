@@ -43,7 +43,7 @@ def test_fit_drops_the_ragged_batch_and_stops_after_the_last_alrs_drop(
 ):
     x, y = torch.randn(37, 4), torch.arange(37) % 2
     module = nn.Linear(4, 2)
-    batches = Batches(module=module, train_x=x, train_y=y, validate=lambda: (1.0, 0.5))
+    batches = Batches(module=module, train_x=x, train_y=y, validate=lambda m: (1.0, 0.5))
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
     settings = FitSettings(batch_size=8, seed=0, alrs_window_epochs=1, alrs_drops=2)
 

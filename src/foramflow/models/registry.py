@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+#: How the paper trains its networks: Adam, ALRS, plain cross-entropy, no weight average.
+PAPER_RECIPE = {"optimizer": "adam", "schedule": "alrs", "label_smoothing": 0.0, "ema": 0.0}
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -22,6 +25,7 @@ class ModelEntry:
     default_input_size: int
     kind: str = "full"
     defaults: dict = field(default_factory=dict)
+    recipe: dict = field(default_factory=lambda: dict(PAPER_RECIPE))
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

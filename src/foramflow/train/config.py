@@ -39,6 +39,22 @@ class TrainConfig(BaseModel):
         "clamped", description="loss weights: the paper's clamped geometric-mean weights, or none"
     )
     augment: bool = True
+    flips: bool = Field(
+        False, description="mirror images in augmentation (off: coiling direction is a trait)"
+    )
+    optimizer: Literal["adam", "adamw"] | None = Field(None, description="None = the model's")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW's decoupled weight decay")
+    schedule: Literal["alrs", "cosine"] | None = Field(
+        None, description="alrs (the paper's) or warm-up + cosine over epochs; None = the model's"
+    )
+    warmup_epochs: float = Field(1.0, ge=0, description="cosine: epochs of linear warm-up")
+    label_smoothing: float | None = Field(None, ge=0, lt=1, description="None = the model's")
+    mixup: float = Field(0.0, ge=0, description="mixup Beta parameter; 0 = off")
+    cutmix: float = Field(0.0, ge=0, description="cutmix Beta parameter; 0 = off")
+    ema: float | None = Field(
+        None, ge=0, lt=1, description="decay of a moving average of the weights; 0 = off"
+    )
+    patience: int | None = Field(None, ge=1, description="stop after this many epochs without")
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -56,10 +72,16 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.input_size is None:
-            from foramflow.models.registry import get_entry
+        from foramflow.models.registry import get_entry
 
-            self.input_size = get_entry(self.model).default_input_size
+        entry = get_entry(self.model)
+        if self.input_size is None:
+            self.input_size = entry.default_input_size
+        for name, value in entry.recipe.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.schedule == "cosine" and not self.epochs:
+            raise ValueError("the cosine schedule needs a number of epochs")
         if self.input_size % 2:
             raise ValueError(f"input_size must be even, not {self.input_size}")
         return self

@@ -6,11 +6,16 @@ the transfer tail with cached feature vectors. The loop owns what they share:
 - one shuffled pass per epoch in batches of ``batch_size``; the ragged last batch is
   dropped (batch norm needs more than one image, and a tiny batch makes a noisy step),
   so every model sees ``max(1, n // batch_size)`` batches of equal size;
-- the schedule: a fixed number of epochs, or ALRS, which sees every batch loss and may
-  halve the learning rate or stop training mid-epoch;
+- the schedule: ALRS (the paper's), which sees every batch loss and may halve the learning
+  rate or stop training mid-epoch; a fixed number of epochs at one rate; or a linear
+  warm-up then cosine decay over a fixed number of epochs;
+- the loss: cross-entropy with class weights, label smoothing, and mixup or cutmix pairs;
+- optionally an exponential moving average (EMA) of the weights, which is what is
+  validated and kept;
 - after each epoch: validation, a row of ``log.csv``, ``checkpoint_best.pt`` when the
   validation accuracy (then loss) is the best so far, and ``checkpoint_last.pt`` with
-  everything needed to resume after an interruption.
+  everything needed to resume after an interruption; early stopping after ``patience``
+  epochs without a better validation accuracy.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from foramflow.data.augment import mix_batch
 from foramflow.io.files import atomic_path
 from foramflow.progress import Progress, Quiet
-from foramflow.train.schedule import ALRS, Decision
+from foramflow.train.schedule import ALRS, Decision, WarmupCosine
 
 LOG_COLUMNS = [
     "epoch",
@@ -57,13 +64,14 @@ class Batches:
     ``module`` is what is trained and checkpointed; ``forward`` runs it on a prepared
     batch (a compiled wrapper, say; by default the module itself); ``prepare`` turns a
     slice of ``train_x`` into the batch the network sees (augmentation, device, layout);
-    ``validate`` returns (unweighted cross-entropy, accuracy) on the validation split.
+    ``validate(module)`` returns (unweighted cross-entropy, accuracy) of ``module`` (the
+    trained one, or its moving average) on the validation split.
     """
 
     module: nn.Module
     train_x: torch.Tensor
     train_y: torch.Tensor
-    validate: Callable[[], tuple[float, float]]
+    validate: Callable[[nn.Module], tuple[float, float]]
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
     prepare: Callable[[torch.Tensor, torch.Generator], torch.Tensor] = _identity
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -72,23 +80,44 @@ class Batches:
 
 @dataclass
 class FitSettings:
-    """How long and in what steps to train; ``epochs`` fixes the count, else ALRS stops."""
+    """How long, in what steps and with which loss to train.
+
+    ``schedule``: "alrs" stops by itself (or after ``epochs`` at one rate when given);
+    "cosine" warms up over ``warmup_epochs`` then decays over ``epochs``.
+    """
 
     batch_size: int
     seed: int
     epochs: int | None = None
     max_epochs: int = 200
+    schedule: str = "alrs"
     alrs_window_epochs: int = 10
     alrs_drops: int = 4
+    warmup_epochs: float = 0.0
     class_weights: torch.Tensor | None = None
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema_decay: float | None = None
+    patience: int | None = None
+
+    def __post_init__(self):
+        if self.schedule not in ("alrs", "cosine"):
+            raise ValueError(f"unknown schedule {self.schedule!r}")
+        if self.schedule == "cosine" and not self.epochs:
+            raise ValueError("a cosine schedule needs a number of epochs")
 
     def batches_per_epoch(self, n: int) -> int:
         return max(1, n // min(self.batch_size, n))
 
-    def schedule(self, n: int) -> ALRS | None:
+    def make_schedule(self, n: int, optimizer) -> ALRS | WarmupCosine | None:
+        per_epoch = self.batches_per_epoch(n)
+        if self.schedule == "cosine":
+            warmup = round(self.warmup_epochs * per_epoch)
+            return WarmupCosine(optimizer, total=self.epochs * per_epoch, warmup=warmup)
         if self.epochs:
             return None
-        window = max(3, self.alrs_window_epochs * self.batches_per_epoch(n))
+        window = max(3, self.alrs_window_epochs * per_epoch)
         return ALRS(window=window, max_drops=self.alrs_drops)
 
 
@@ -116,11 +145,13 @@ def fit(
     """
     progress = progress or Quiet()
     out = Path(out)
-    schedule = settings.schedule(len(batches.train_y))
+    schedule = settings.make_schedule(len(batches.train_y), optimizer)
     generator = torch.Generator().manual_seed(settings.seed)
+    ema = _moving_average(batches.module, settings.ema_decay)
+    kept = ema.module if ema is not None else batches.module  # validated and checkpointed
     state = new_state()
     if resume:
-        state = _load_last(out, batches.module, optimizer, schedule, generator)
+        state = _load_last(out, batches.module, optimizer, schedule, generator, ema)
         progress.message(f"Resuming {out} after epoch {state['epoch']}")
     last_epoch = settings.epochs or settings.max_epochs
     weights = settings.class_weights
@@ -128,14 +159,14 @@ def fit(
         weights = weights.to(batches.device)
     while not state.get("stopped", False) and state["epoch"] < last_epoch:
         epoch = state["epoch"] + 1
-        limit = f"{'≤' if schedule else ''}{last_epoch}"
+        limit = f"{'≤' if isinstance(schedule, ALRS) else ''}{last_epoch}"
         start = time.perf_counter()
         loss_sum, correct, seen, stopped = _train_epoch(
             batches, optimizer, schedule, generator, weights, settings, progress,
-            f"{what} {epoch}/{limit}",
+            f"{what} {epoch}/{limit}", ema,
         )  # fmt: skip
         seconds = time.perf_counter() - start
-        val_loss, val_accuracy = batches.validate()
+        val_loss, val_accuracy = batches.validate(kept)
         state.update(epoch=epoch, seconds=state["seconds"] + seconds, stopped=stopped)
         row = {
             "epoch": epoch,
@@ -146,14 +177,16 @@ def fit(
             "learning_rate": optimizer.param_groups[0]["lr"],
             "seconds": seconds,
             "train_images_per_s": seen / seconds,
-            "alrs_p_decreasing": schedule.last_probability if schedule else float("nan"),
-            "alrs_drops": schedule.drops if schedule else 0,
+            "alrs_p_decreasing": getattr(schedule, "last_probability", float("nan")),
+            "alrs_drops": getattr(schedule, "drops", 0),
         }
         _append_log(out / LOG_FILE, row)
         if (val_accuracy, -val_loss) > (state["best_accuracy"], -state["best_loss"]):
             state.update(best_accuracy=val_accuracy, best_loss=val_loss, best_epoch=epoch)
-            _save(batches.module.state_dict(), out / BEST_CHECKPOINT)
-        _save_last(out, batches.module, optimizer, schedule, generator, state)
+            _save(kept.state_dict(), out / BEST_CHECKPOINT)
+        if settings.patience and epoch - state.get("best_epoch", epoch) >= settings.patience:
+            state["stopped"] = True  # no better validation accuracy for `patience` epochs
+        _save_last(out, batches.module, optimizer, schedule, generator, state, ema)
         if log_epochs:
             progress.message(
                 f"{what.lower()} {epoch}: loss {row['train_loss']:.3f}, validation accuracy "
@@ -171,6 +204,7 @@ def _train_epoch(
     settings: FitSettings,
     progress: Progress,
     description: str,
+    ema: AveragedModel | None = None,
 ) -> tuple[float, int, int, bool]:
     """One shuffled pass over the training set; returns (loss sum, correct, seen, stop)."""
     n = len(batches.train_y)
@@ -187,12 +221,20 @@ def _train_epoch(
             index = order[b * batch_size : (b + 1) * batch_size]
             x = batches.prepare(batches.train_x[index], generator)
             y = batches.train_y[index].to(batches.device)
+            x, y, partner, lam = mix_batch(
+                x, y, generator=generator, mixup=settings.mixup, cutmix=settings.cutmix
+            )
             with torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=batches.bf16):
                 logits = forward(x)
-            loss = F.cross_entropy(logits.float(), y, weight=weights)
+            loss = _loss(logits.float(), y, weights, settings.label_smoothing)
+            if lam < 1.0:
+                partner_loss = _loss(logits.float(), partner, weights, settings.label_smoothing)
+                loss = lam * loss + (1.0 - lam) * partner_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(batches.module)
             loss_value = loss.item()
             loss_sum += loss_value * len(y)
             correct += int((logits.argmax(1) == y).sum())
@@ -211,6 +253,17 @@ def _train_epoch(
     return loss_sum, correct, seen, stop
 
 
+def _loss(logits, target, weights, smoothing: float) -> torch.Tensor:
+    return F.cross_entropy(logits, target, weight=weights, label_smoothing=smoothing)
+
+
+def _moving_average(module: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An EMA copy of ``module`` (buffers such as batch-norm statistics averaged too)."""
+    if not decay:
+        return None
+    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _append_log(path: Path, row: dict) -> None:
     frame = pd.DataFrame([row], columns=LOG_COLUMNS)
     frame.to_csv(path, mode="a", header=not path.exists(), index=False)
@@ -221,22 +274,25 @@ def _save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _save_last(out: Path, module, optimizer, schedule, generator, state) -> None:
+def _save_last(out: Path, module, optimizer, schedule, generator, state, ema=None) -> None:
     _save(
         {
             "network": module.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict() if schedule else None,
             "generator": generator.get_state(),
+            "ema": ema.state_dict() if ema is not None else None,
             "state": state,
         },
         out / LAST_CHECKPOINT,
     )
 
 
-def _load_last(out: Path, module, optimizer, schedule, generator) -> dict:
+def _load_last(out: Path, module, optimizer, schedule, generator, ema=None) -> dict:
     checkpoint = torch.load(out / LAST_CHECKPOINT, weights_only=False)
     module.load_state_dict(checkpoint["network"])
+    if ema is not None and checkpoint.get("ema"):
+        ema.load_state_dict(checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     if schedule and checkpoint["schedule"]:
         schedule.load_state_dict(checkpoint["schedule"])

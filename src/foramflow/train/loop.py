@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from foramflow.data.arrays import preprocess_all
-from foramflow.data.augment import augment_batch
+from foramflow.data.augment import AugmentConfig, augment_batch
 from foramflow.data.dataset import ImageSet, image_set_hash, load_image_set
 from foramflow.data.split import loss_weights, stratified_split
 from foramflow.imaging.preprocess import PreprocessSpec
@@ -175,18 +175,31 @@ class Trainer:
             seed=c.seed,
             epochs=c.epochs,
             max_epochs=c.max_epochs,
+            schedule=c.schedule,
             alrs_window_epochs=c.alrs_window_epochs or default_window_epochs(len(data.train_index)),
             alrs_drops=c.alrs_drops,
+            warmup_epochs=c.warmup_epochs,
             class_weights=torch.tensor(weights, dtype=torch.float32),
+            label_smoothing=c.label_smoothing,
+            mixup=c.mixup,
+            cutmix=c.cutmix,
+            ema_decay=c.ema or None,
+            patience=c.patience,
         )
 
-    def run(self) -> Path:
+    def optimizer(self, parameters) -> torch.optim.Optimizer:
+        """Adam as in the paper, or AdamW with decoupled weight decay."""
         c = self.config
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(parameters, lr=c.learning_rate, weight_decay=c.weight_decay)
+        return torch.optim.Adam(parameters, lr=c.learning_rate)
+
+    def run(self) -> Path:
         data = self._start()
         classes = data.image_set.classes
         train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
         network = self._build(len(classes))
-        optimizer = torch.optim.Adam(network.parameters(), lr=c.learning_rate)
+        optimizer = self.optimizer(network.parameters())
         try:
             state = fit(
                 self._batches(network, data),
@@ -214,10 +227,12 @@ class Trainer:
             forward = CompiledOrEager(network, lambda m: self.progress.message(m, warning=True))
             self.progress.message("Compiling the network (once, about a minute) …")
 
+        augmentation = AugmentConfig(flips=c.flips)
+
         def prepare(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             x = x.float()
             if c.augment:
-                x = augment_batch(x, generator=generator)
+                x = augment_batch(x, generator=generator, config=augmentation)
             return _to_device(x, device)
 
         val_x, val_y = data.images[data.val_index], data.labels[data.val_index]
@@ -225,7 +240,7 @@ class Trainer:
             module=network,
             train_x=torch.from_numpy(data.images[data.train_index]),
             train_y=torch.from_numpy(data.labels[data.train_index]),
-            validate=lambda: self._validate(network, val_x, val_y),
+            validate=lambda module: self._validate(module, val_x, val_y),
             forward=forward,
             prepare=prepare,
             device=device,

@@ -86,3 +86,45 @@ class ALRS:
         self._losses = deque(state["losses"], maxlen=self.window)
         self._since_test = state["since_test"]
         self.drops = state["drops"]
+
+
+@dataclass
+class WarmupCosine:
+    """Linear warm-up over ``warmup`` batches, then cosine decay to zero at ``total``.
+
+    Sets each parameter group's learning rate from the rate it started with, at every
+    :meth:`step`; never drops or stops (the epoch count ends training).
+    """
+
+    optimizer: object
+    total: int
+    warmup: int = 0
+
+    def __post_init__(self):
+        self.base = [group["lr"] for group in self.optimizer.param_groups]
+        self.steps = 0
+        self.drops = 0
+        self.last_probability = float("nan")
+        self._apply()
+
+    def factor(self) -> float:
+        if self.steps < self.warmup:
+            return (self.steps + 1) / (self.warmup + 1)
+        done = (self.steps - self.warmup) / max(1, self.total - self.warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+    def step(self, loss: float) -> Decision:
+        self.steps += 1
+        self._apply()
+        return Decision.CONTINUE
+
+    def _apply(self) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            group["lr"] = base * self.factor()
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "base": self.base}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.base = state["steps"], state["base"]
+        self._apply()

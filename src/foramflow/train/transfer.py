@@ -311,15 +311,14 @@ class TransferTrainer(Trainer):
     def _fit_tail(self, network: TransferNetwork, train_x, train_y, features, data, train_counts):
         """Train the tail on vectors in the one fit loop; the best epoch's tail is in
         ``checkpoint_best.pt``."""
-        c = self.config
         tail = network.tail.to(self.device)
         val_x = torch.from_numpy(features[data.val_index]).to(self.device)
         val_y = torch.from_numpy(data.labels[data.val_index]).to(self.device)
 
         @torch.no_grad()
-        def validate() -> tuple[float, float]:
-            tail.eval()
-            logits = tail(val_x)
+        def validate(module: torch.nn.Module) -> tuple[float, float]:
+            module.eval()
+            logits = module(val_x)
             if not len(val_y):
                 return float("nan"), float("nan")
             accuracy = float((logits.argmax(1) == val_y).float().mean())
@@ -333,7 +332,7 @@ class TransferTrainer(Trainer):
             prepare=lambda x, generator: x,
             device=self.device,
         )
-        optimizer = torch.optim.Adam(tail.parameters(), lr=c.learning_rate)
+        optimizer = self.optimizer(tail.parameters())
         state = fit(
             batches,
             optimizer,
