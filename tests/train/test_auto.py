@@ -1,0 +1,46 @@
+"""--model auto on set descriptions with known right answers."""
+
+import numpy as np
+from PIL import Image
+
+from foramflow.train.auto import PAPER_MODEL, TRANSFER_MODEL, carries_colour, choose_recipe
+
+
+def test_a_cpu_chooses_transfer_learning_whatever_the_set():
+    for counts in ([30] * 70, [500] * 20, [2000, 1000, 50]):
+        assert choose_recipe(counts, gpu=False, colour=False).model == TRANSFER_MODEL
+
+
+def test_a_gpu_with_large_classes_trains_the_papers_network():
+    choice = choose_recipe([400] * 30, gpu=True, colour=False)
+    assert choice.model == PAPER_MODEL and choice.min_per_class == 40
+
+
+def test_a_gpu_with_small_classes_still_uses_transfer():
+    assert choose_recipe([60] * 30, gpu=True, colour=False).model == TRANSFER_MODEL
+
+
+def test_seventy_classes_of_25_images_are_all_kept():
+    choice = choose_recipe([25] * 70, gpu=False, colour=False)
+    assert choice.min_per_class <= 25
+    assert "drop" not in " ".join(choice.reasons)
+
+
+def test_a_set_of_classes_of_8_images_lowers_the_minimum_and_says_so():
+    choice = choose_recipe([8] * 20 + [50] * 4, gpu=False, colour=False)
+    assert choice.min_per_class == 8
+    assert any("would drop 20 of 24 classes" in reason for reason in choice.reasons)
+
+
+def test_a_minimum_given_by_the_user_is_kept():
+    assert choose_recipe([8] * 20, gpu=False, colour=False, min_per_class=30).min_per_class == 30
+
+
+def test_colour_is_kept_only_when_channels_differ(tmp_path):
+    grey = np.full((20, 20), 120, np.uint8)
+    Image.fromarray(np.dstack([grey] * 3)).save(tmp_path / "grey_as_rgb.png")
+    stained = np.dstack([grey, grey // 2, grey // 3])
+    Image.fromarray(stained).save(tmp_path / "stained.png")
+    assert not carries_colour([tmp_path / "grey_as_rgb.png"])
+    assert carries_colour([tmp_path / "grey_as_rgb.png", tmp_path / "stained.png"])
+    assert choose_recipe([50] * 3, gpu=False, colour=True).channels == 3
