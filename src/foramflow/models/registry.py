@@ -93,6 +93,7 @@ def _register_builtin() -> None:
     )
 
     from foramflow.models.backbones import get_backbone
+    from foramflow.models.finetune import FINE_TUNE_RECIPE, fine_tune_builder
     from foramflow.models.transfer import TAIL_DROPOUT, transfer_builder
 
     transfer_defaults = {"cyclic": True, "pool": "max", "dense": 512, "dropout": TAIL_DROPOUT}
@@ -114,6 +115,27 @@ def _register_builtin() -> None:
             default_input_size=get_backbone("resnet50").default_input_size,
             kind="transfer",
             defaults=transfer_defaults,
+        )
+    )
+
+    register(
+        ModelEntry(
+            "efficientnet_lite0_ft",
+            fine_tune_builder("efficientnet_lite0"),
+            "fine-tuning: EfficientNet-Lite0 (ImageNet, installed) trained end to end",
+            default_input_size=get_backbone("efficientnet_lite0").default_input_size,
+            defaults={"cyclic": True, "pool": "max", "dropout": 0.2, "weights": None},
+            recipe=dict(FINE_TUNE_RECIPE),
+        )
+    )
+    register(
+        ModelEntry(
+            "resnet50_ft",
+            fine_tune_builder("resnet50"),
+            "fine-tuning: ResNet50 (torchvision ImageNet weights, --weights) end to end",
+            default_input_size=get_backbone("resnet50").default_input_size,
+            defaults={"cyclic": True, "pool": "max", "dropout": 0.2, "weights": None},
+            recipe=dict(FINE_TUNE_RECIPE),
         )
     )
 

@@ -145,7 +145,14 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------
     def _build(self, n_classes: int) -> torch.nn.Module:
         c = self.config
-        params = {"filters": c.filters, "pool": c.pool, "dropout": c.dropout, "dense": c.dense}
+        params = {
+            "filters": c.filters,
+            "pool": c.pool,
+            "dropout": c.dropout,
+            "dense": c.dense,
+            "cyclic": c.cyclic,
+            "weights": c.weights,
+        }
         entry = get_entry(c.model)
         if entry.kind != "full":
             raise ValueError(f"model {c.model!r} is trained on cached features, not with this loop")
@@ -199,7 +206,9 @@ class Trainer:
         classes = data.image_set.classes
         train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
         network = self._build(len(classes))
-        optimizer = self.optimizer(network.parameters())
+        groups = getattr(network, "parameter_groups", None)  # discriminative learning rates
+        rate = self.config.learning_rate
+        optimizer = self.optimizer(groups(rate) if groups else network.parameters())
         try:
             state = fit(
                 self._batches(network, data),
