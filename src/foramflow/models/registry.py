@@ -97,16 +97,30 @@ def _register_builtin() -> None:
     from foramflow.models.transfer import TAIL_DROPOUT, transfer_builder
 
     transfer_defaults = {"cyclic": True, "pool": "max", "dense": 512, "dropout": TAIL_DROPOUT}
-    register(
-        ModelEntry(
-            "efficientnet_lite0_tl",
-            transfer_builder("efficientnet_lite0"),
-            "transfer learning: EfficientNet-Lite0 (ImageNet, installed) head, small tail",
-            default_input_size=get_backbone("efficientnet_lite0").default_input_size,
-            kind="transfer",
-            defaults=transfer_defaults,
+    fine_tune_defaults = {"cyclic": True, "pool": "max", "dropout": 0.2, "weights": None}
+    for variant in (0, 1, 2):
+        backbone = f"efficientnet_lite{variant}"
+        register(
+            ModelEntry(
+                f"{backbone}_tl",
+                transfer_builder(backbone),
+                f"transfer learning: EfficientNet-Lite{variant} (ImageNet, installed) head, "
+                "small tail",
+                default_input_size=get_backbone(backbone).default_input_size,
+                kind="transfer",
+                defaults=transfer_defaults,
+            )
         )
-    )
+        register(
+            ModelEntry(
+                f"{backbone}_ft",
+                fine_tune_builder(backbone),
+                f"fine-tuning: EfficientNet-Lite{variant} (ImageNet, installed) end to end",
+                default_input_size=get_backbone(backbone).default_input_size,
+                defaults=fine_tune_defaults,
+                recipe=dict(FINE_TUNE_RECIPE),
+            )
+        )
     register(
         ModelEntry(
             "resnet50_tl",
@@ -120,21 +134,11 @@ def _register_builtin() -> None:
 
     register(
         ModelEntry(
-            "efficientnet_lite0_ft",
-            fine_tune_builder("efficientnet_lite0"),
-            "fine-tuning: EfficientNet-Lite0 (ImageNet, installed) trained end to end",
-            default_input_size=get_backbone("efficientnet_lite0").default_input_size,
-            defaults={"cyclic": True, "pool": "max", "dropout": 0.2, "weights": None},
-            recipe=dict(FINE_TUNE_RECIPE),
-        )
-    )
-    register(
-        ModelEntry(
             "resnet50_ft",
             fine_tune_builder("resnet50"),
             "fine-tuning: ResNet50 (torchvision ImageNet weights, --weights) end to end",
             default_input_size=get_backbone("resnet50").default_input_size,
-            defaults={"cyclic": True, "pool": "max", "dropout": 0.2, "weights": None},
+            defaults=fine_tune_defaults,
             recipe=dict(FINE_TUNE_RECIPE),
         )
     )

@@ -29,6 +29,7 @@ from foramflow.data.dataset import ImageSet, image_set_hash, load_image_set
 from foramflow.data.split import loss_weights, stratified_split
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.io.images import printable_path
+from foramflow.models.backbones import resolve_weights
 from foramflow.models.registry import create_model, get_entry
 from foramflow.progress import Progress, Quiet
 from foramflow.train.config import TrainConfig
@@ -157,6 +158,9 @@ class Trainer:
         if entry.kind != "full":
             raise ValueError(f"model {c.model!r} is trained on cached features, not with this loop")
         accepted = {k: v for k, v in params.items() if k in entry.defaults}
+        backbone = getattr(entry.build, "backbone", None)
+        if backbone:  # a pretrained backbone: its ImageNet weights, never a random start
+            accepted["weights"] = str(resolve_weights(backbone, c.weights))
         network = create_model(
             c.model, n_classes=n_classes, input_size=c.input_size, channels=c.channels, **accepted
         )
