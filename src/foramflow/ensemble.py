@@ -1,0 +1,122 @@
+"""Ensembles: several networks joined into one ONNX graph that averages their probabilities.
+
+The joined graph takes the largest member's input (the preprocessed image batch, colour
+when any member reads colour) and feeds each member its own view of it: resized to the
+member's size (bilinear with antialiasing, as the preprocessing resizes), and reduced to
+luma for a member that reads grey. The probabilities of the members are averaged. A member whose
+size differs from the input's therefore sees the image resized twice (from the original
+to the ensemble's size, then to its own); bilinear resizing makes that a small change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, compose, helper, numpy_helper
+
+from foramflow.errors import ForamflowError
+
+INPUT = "image"
+OUTPUT = "probabilities"
+_LUMA = (0.299, 0.587, 0.114)  # as the preprocessing turns colour into grey
+RESIZE_OPSET = 18  # Resize with antialiasing, as Pillow's bilinear resize of the preprocessing
+
+
+class EnsembleError(ForamflowError, ValueError):
+    """Members that cannot be joined (different classes, no members)."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One network of the ensemble: its ONNX model and the input it expects."""
+
+    model: onnx.ModelProto
+    size: int
+    channels: int
+
+
+def join(members: Sequence[Member]) -> onnx.ModelProto:
+    """One ONNX model: input (N, C, S, S) at the largest member's size, mean probabilities out."""
+    if not members:
+        raise EnsembleError("an ensemble needs at least one member")
+    size = max(m.size for m in members)
+    channels = max(m.channels for m in members)
+    opset = max(_opset(m.model) for m in members)
+    if any(m.size != size for m in members):
+        opset = max(opset, RESIZE_OPSET)
+    nodes, initializers, outputs = [], [], []
+    for i, member in enumerate(members):
+        prefix = f"m{i}_"
+        model = compose.add_prefix(_at_opset(member.model, opset), prefix)
+        source = _view(i, member, size, channels, nodes, initializers)
+        graph = model.graph
+        renames = {graph.input[0].name: source}
+        for node in graph.node:
+            node.input[:] = [renames.get(name, name) for name in node.input]
+        nodes.extend(graph.node)
+        initializers.extend(graph.initializer)
+        outputs.append(graph.output[0].name)
+    nodes.append(helper.make_node("Sum", outputs, ["sum"]))
+    initializers.append(numpy_helper.from_array(np.array(len(members), np.float32), "n"))
+    nodes.append(helper.make_node("Div", ["sum", "n"], [OUTPUT]))
+    n_classes = _classes(members[0].model)
+    graph = helper.make_graph(
+        nodes,
+        "foramflow_ensemble",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["n", channels, size, size])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["n", n_classes])],
+        initializer=initializers,
+    )
+    joined = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    joined.ir_version = max(m.model.ir_version for m in members)
+    onnx.checker.check_model(joined)
+    return joined
+
+
+def _view(i, member: Member, size: int, channels: int, nodes, initializers) -> str:
+    """Nodes that turn the ensemble's input into member ``i``'s; returns the tensor name."""
+    name = INPUT
+    if member.channels == 1 and channels == 3:
+        weights = np.array(_LUMA, np.float32).reshape(1, 3, 1, 1)
+        initializers.append(numpy_helper.from_array(weights, f"v{i}_luma"))
+        nodes.append(helper.make_node("Mul", [name, f"v{i}_luma"], [f"v{i}_weighted"]))
+        nodes.append(
+            helper.make_node("ReduceSum", [f"v{i}_weighted", "v_axis1"], [f"v{i}_grey"],
+                             keepdims=1)
+        )  # fmt: skip
+        if not any(t.name == "v_axis1" for t in initializers):
+            initializers.append(numpy_helper.from_array(np.array([1], np.int64), "v_axis1"))
+        name = f"v{i}_grey"
+    elif member.channels == 3 and channels == 3:
+        pass
+    elif member.channels != channels:
+        raise EnsembleError(f"member {i + 1} reads {member.channels} channels, not {channels}")
+    if member.size != size:
+        scale = np.array([1, 1, member.size / size, member.size / size], np.float32)
+        initializers.append(numpy_helper.from_array(scale, f"v{i}_scale"))
+        nodes.append(
+            helper.make_node("Resize", [name, "", f"v{i}_scale"], [f"v{i}_resized"],
+                             mode="linear", antialias=1, exclude_outside=1)
+        )  # fmt: skip
+        name = f"v{i}_resized"
+    return name
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _at_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    if _opset(model) == opset:
+        return model
+    from onnx import version_converter
+
+    return version_converter.convert_version(model, opset)
+
+
+def _classes(model: onnx.ModelProto) -> int | str:
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    return dims[1].dim_value if len(dims) > 1 and dims[1].dim_value else "k"

@@ -1,0 +1,55 @@
+"""An ensemble's ONNX graph gives the mean of its members' probabilities."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from classify.conftest import brightness_model
+from foramflow.ensemble import EnsembleError, Member, join
+from foramflow.imaging.preprocess import resize_bilinear
+
+
+def run(model, x):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
+
+
+def resize(x, size):
+    """The preprocessing's own resizing, image by image."""
+    return np.stack([resize_bilinear(i.transpose(1, 2, 0), size).transpose(2, 0, 1) for i in x])
+
+
+def colour_brightness_model(size: int):
+    """The brightness model on the mean of three channels."""
+    model = brightness_model(size=size)
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 3
+    weights = next(t for t in model.graph.initializer if t.name == "weights")
+    row = numpy_helper.to_array(weights)
+    weights.CopyFrom(numpy_helper.from_array(np.repeat(row, 3, axis=0) / 3, "weights"))
+    return model
+
+
+def test_the_ensemble_is_the_mean_of_members_of_different_sizes():
+    sharp, soft = brightness_model(size=16, steepness=20.0), brightness_model(size=8, steepness=4)
+    members = [Member(sharp, size=16, channels=1), Member(soft, size=8, channels=1)]
+    x = np.random.default_rng(0).random((5, 1, 16, 16)).astype(np.float32)
+    joined = run(join(members), x)
+    expected = (run(sharp, x) + run(soft, resize(x, 8))) / 2
+    assert np.allclose(joined, expected, atol=1e-5)
+    assert np.allclose(joined.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_grey_member_of_a_colour_ensemble_sees_luma():
+    grey = brightness_model(size=8)
+    colour = Member(colour_brightness_model(size=8), size=8, channels=3)
+    x = np.random.default_rng(1).random((3, 3, 8, 8)).astype(np.float32)
+    luma = (x * np.array([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)).sum(1, keepdims=True)
+    joined = run(join([Member(grey, size=8, channels=1), colour]), x)
+    expected = (run(grey, luma) + run(colour.model, x)) / 2
+    assert np.allclose(joined, expected, atol=1e-5)
+
+
+def test_no_members_is_an_error():
+    with pytest.raises(EnsembleError):
+        join([])
