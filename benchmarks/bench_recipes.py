@@ -1,0 +1,167 @@
+"""Which recipe when: training recipes on the same real images, run as a user runs them.
+
+Each recipe is one ``foramflow train`` command on the same folder-per-class set and the same
+seeded 80/20 split; then ``foramflow classify`` on the validation images times the bundle
+end to end. Per recipe it prints validation top-1, macro F1, mean per-class recall, the
+training command's wall time, classify images/s and the peak memory of each command.
+
+    python benchmarks/bench_recipes.py                        # ndsb_plankton_dev, every recipe
+    python benchmarks/bench_recipes.py --recipes transfer,auto --out runs/recipes
+    python benchmarks/bench_recipes.py --data ../shared/data/planktonclas_demo --min-per-class 5
+    python benchmarks/bench_recipes.py --classes 30 --per-class 20   # a small-data subset
+
+Run it alone: two benchmarks at once on a small machine spoil each other's timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FOREVER = 6 * 3600
+
+#: name → extra ``foramflow train`` arguments
+RECIPES = {
+    "paper": ["--model", "base_cyclic"],
+    "transfer": ["--model", "efficientnet_lite0_tl"],
+    "transfer_plain": ["--model", "efficientnet_lite0_tl", "--no-cyclic"],
+    "fine_tune": ["--model", "efficientnet_lite0_ft"],
+    "fine_tune_plain": ["--model", "efficientnet_lite0_ft", "--no-cyclic"],
+    "auto": [],
+}
+
+
+def default_data() -> Path:
+    root = Path(os.environ.get("FORAMFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return root / "ndsb_plankton_dev"
+
+
+def subset(source: Path, folder: Path, classes: int, per_class: int, seed: int) -> Path:
+    """Links to ``per_class`` images of the ``classes`` largest classes with that many."""
+    import random
+
+    rng = random.Random(seed)
+    sizes = {d: sorted(d.iterdir()) for d in source.iterdir() if d.is_dir()}
+    chosen = sorted((d for d, files in sizes.items() if len(files) >= per_class), key=str)
+    for directory in sorted(chosen, key=lambda d: -len(sizes[d]))[:classes]:
+        (folder / directory.name).mkdir(parents=True)
+        for image in rng.sample(sizes[directory], per_class):
+            (folder / directory.name / image.name).symlink_to(image.resolve())
+    return folder
+
+
+#: Runs the CLI and, at exit, writes the peak memory of it and of its worker processes.
+_CHILD = (
+    "import atexit, resource, sys\n"
+    "path = sys.argv[1]\n"
+    "def peak():\n"
+    "    usage = [resource.getrusage(w).ru_maxrss for w in "
+    "(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
+    "    open(path, 'w').write(str(max(usage)))\n"
+    "atexit.register(peak)\n"
+    "sys.argv = sys.argv[1:]\n"
+    "from foramflow.cli import app\n"
+    "app()\n"
+)
+
+
+def foramflow(*args: str, log: Path) -> tuple[float, float]:
+    """Run a foramflow command; (wall seconds, peak MB of one of its processes)."""
+    peak_file = log.with_suffix(".peak")
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(peak_file), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=FOREVER,
+        )
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        sys.exit(f"foramflow {' '.join(args)} failed; see {log}")
+    return seconds, int(peak_file.read_text()) / 1024
+
+
+def validation_folder(run: Path, folder: Path) -> int:
+    """The run's validation images as one sample folder of links; returns their number."""
+    import pandas as pd
+
+    split = pd.read_csv(run / "split.csv")
+    images = split[split["part"] == "validation"]["path"]
+    folder.mkdir(parents=True)
+    for i, path in enumerate(images):
+        (folder / f"{i:06d}{Path(path).suffix}").symlink_to(Path(path).resolve())
+    return len(images)
+
+
+def measure(name: str, args: list[str], data: Path, work: Path, options) -> dict:
+    run = work / name
+    train_args = ["train", str(data), "--out", str(run), "--seed", "0", *args]
+    if options.min_per_class:
+        train_args += ["--min-per-class", str(options.min_per_class)]
+    print(f"{name}: foramflow {' '.join(train_args)}", flush=True)
+    train_s, train_mb = foramflow(*train_args, log=work / f"{name}.train.log")
+    metrics = json.loads((run / "metrics.json").read_text())
+    n_val = validation_folder(run, work / f"{name}.val" / "all")
+    classify_args = ["classify", str(run / "bundle"), str(work / f"{name}.val"), "--out"]
+    classify_s, classify_mb = foramflow(
+        *classify_args, str(work / f"{name}.classify"), log=work / f"{name}.classify.log"
+    )
+    config = (run / "config.yaml").read_text()
+    model = next(line.split(":", 1)[1].strip() for line in config.splitlines()
+                 if line.startswith("model:"))  # fmt: skip
+    return {
+        "recipe": name,
+        "model": model,
+        "top1": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "mean_recall": metrics["macro_recall"],
+        "train_min": train_s / 60,
+        "classify_per_s": n_val / classify_s,
+        "train_mb": train_mb,
+        "classify_mb": classify_mb,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=default_data())
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--out", type=Path, help="keep the runs here (default: a temp folder)")
+    parser.add_argument("--classes", type=int, help="a subset: this many classes …")
+    parser.add_argument("--per-class", type=int, default=20, help="… of this many images")
+    parser.add_argument("--min-per-class", type=int)
+    options = parser.parse_args()
+    if not options.data.is_dir():
+        sys.exit(f"benchmark data not found at {options.data}")
+    work = options.out or Path(tempfile.mkdtemp(prefix="bench_recipes_"))
+    work.mkdir(parents=True, exist_ok=True)
+    data = options.data
+    if options.classes:
+        data = subset(data, work / "subset", options.classes, options.per_class, seed=0)
+    rows = [measure(name, RECIPES[name], data, work, options)
+            for name in options.recipes.split(",")]  # fmt: skip
+    print()
+    print(
+        "| recipe | model | top-1 | macro F1 | mean recall | train min | classify img/s "
+        "| train MB | classify MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['recipe']} | {r['model']} | {r['top1']:.4f} | {r['macro_f1']:.4f} | "
+              f"{r['mean_recall']:.4f} | {r['train_min']:.1f} | {r['classify_per_s']:.0f} | "
+              f"{r['train_mb']:.0f} | {r['classify_mb']:.0f} |")  # fmt: skip
+    if not options.out:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
