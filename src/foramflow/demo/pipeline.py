@@ -137,7 +137,7 @@ def stack_zstacks(
     }
 
 
-def tray_pixels_per_mm() -> float:
+def _tray_pixels_per_mm() -> float:
     """The resolution of the synthetic trays."""
     from foramflow.data.synthetic.slides import PIXEL_SIZE_UM
 
@@ -152,7 +152,7 @@ def cut_tray(image: np.ndarray, truth: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
     """
     from foramflow.imaging.segment import crop_particles, segment_image
 
-    result = segment_image(image, pixels_per_mm=tray_pixels_per_mm(), min_area_um2=MIN_AREA_UM2)
+    result = segment_image(image, pixels_per_mm=_tray_pixels_per_mm(), min_area_um2=MIN_AREA_UM2)
     particles = result["particles"]
     crops = crop_particles(image, result)
     return particles.join(scores.match_to_truth(particles, truth)), result["rejected"], crops
@@ -174,7 +174,7 @@ def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: 
     result = segment_folder(
         core_dir / SAMPLES_DIR,
         crops_dir,
-        pixels_per_mm=tray_pixels_per_mm(),
+        pixels_per_mm=_tray_pixels_per_mm(),
         min_area_um2=MIN_AREA_UM2,
         progress=progress,
     )
