@@ -1,3 +1,52 @@
-"""foramflow: foraminifera images to down-core abundances."""
+"""foramflow: foraminifera images to down-core abundances.
+
+Each step of the method is one function, which the ``foramflow`` command also runs::
+
+    stack_folder        Z-stacks to all-in-focus images with depth maps
+    segment_folder      tray images to one crop per particle, measured
+    train               a labelled image set to a model bundle, evaluated
+    calibrate_bundle    temperature scaling and the unsure threshold of a bundle
+    evaluate_folder     a bundle scored on a labelled image set
+    classify_folder     every image of a core classified, counted per sample
+    estimate_abundance  down-core relative abundances, corrected, against human counts
+
+They are imported on first use: ``import foramflow`` loads none of numpy, pandas or torch.
+Every step takes a ``progress`` (:mod:`foramflow.progress`), returns a result that lists
+what it wrote, and raises :class:`~foramflow.errors.ForamflowError` for a problem with its
+inputs.
+"""
+
+import importlib
+
+from foramflow._lazy import lazy_names
 
 __version__ = "0.1.0"
+
+_STEPS = {
+    "stack_folder": "foramflow.imaging.steps",
+    "segment_folder": "foramflow.imaging.steps",
+    "calibrate_bundle": "foramflow.evaluate.calibration",
+    "evaluate_folder": "foramflow.evaluate",
+    "classify_folder": "foramflow.classify.runner",
+    "estimate_abundance": "foramflow.abundance.steps",
+}
+
+__all__ = [
+    "calibrate_bundle",
+    "classify_folder",
+    "estimate_abundance",
+    "evaluate_folder",
+    "segment_folder",
+    "stack_folder",
+    "train",
+]
+
+_named, __dir__ = lazy_names(__name__, {**_STEPS, "train": "foramflow.train"})
+
+
+def __getattr__(name: str):
+    # ``train`` is the subpackage foramflow.train, which calls the train step: Python sets
+    # the attribute to the subpackage as soon as any of its modules is imported.
+    if name == "train":
+        return importlib.import_module("foramflow.train")
+    return _named(name)

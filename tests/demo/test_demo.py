@@ -18,11 +18,89 @@ from foramflow.demo.scores import NO_MATCH, abundance_errors, match_to_truth
 from foramflow.progress import Recorded
 
 
+class CountedTask:
+    def __init__(self, owner):
+        self.owner = owner
+
+    def advance(self, n=1, **fields):
+        pass
+
+    def update(self, *, total=None, completed=None, **fields):
+        pass
+
+    def done(self):
+        self.owner.done_calls[self] = self.owner.done_calls.get(self, 0) + 1
+
+
+class CountedProgress(Recorded):
+    """Recorded messages, and how often each task was closed: the command line's progress
+    bars take one close per task."""
+
+    def __init__(self):
+        super().__init__()
+        self.done_calls: dict[CountedTask, int] = {}
+        self.opened = 0
+
+    def task(self, description, total, **fields):
+        self.opened += 1
+        return CountedTask(self)
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
-    report = run_demo(out, profile=TINY, progress=Recorded())
+    progress = CountedProgress()
+    report = run_demo(out, profile=TINY, progress=progress)
+    return out, report, progress
+
+
+@pytest.fixture(scope="module")
+def demo(demo_run):
+    out, report, _ = demo_run
     return out, report
+
+
+def test_every_task_the_demo_opens_is_closed_once(demo_run):
+    _, _, progress = demo_run
+    assert progress.opened >= 8
+    assert sorted(set(progress.done_calls.values())) == [1]
+    assert len(progress.done_calls) == progress.opened
+
+
+def run_command(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_demo_tables_have_the_columns_of_segment_and_classify(demo, tmp_path):
+    from foramflow.data.synthetic.slides import PIXEL_SIZE_UM
+    from foramflow.demo.pipeline import MIN_AREA_UM2
+
+    out, _ = demo
+    crops, classified = tmp_path / "crops", tmp_path / "classify"
+    trays = out / "core" / "samples"
+    run_command(
+        "segment",
+        trays,
+        "--out",
+        crops,
+        "--pixels-per-mm",
+        1000 / PIXEL_SIZE_UM,
+        "--min-area-um2",
+        MIN_AREA_UM2,
+    )
+    run_command("classify", out / "run" / "bundle", crops, "--out", classified)
+    for command_table, demo_table in (
+        (crops / "morphometrics.parquet", out / "crops" / "morphometrics.parquet"),
+        (classified / "predictions.parquet", out / "classify" / "predictions.parquet"),
+    ):
+        wanted = pd.read_parquet(command_table).dtypes.to_dict()
+        found = pd.read_parquet(demo_table).dtypes.to_dict()
+        assert {name: found.get(name) for name in wanted} == wanted, demo_table.name
+    demo_crops = pd.read_parquet(out / "crops" / "morphometrics.parquet")
+    command_crops = pd.read_parquet(crops / "morphometrics.parquet")
+    assert demo_crops["path"].tolist() == command_crops["path"].tolist()
 
 
 def test_every_stage_finishes_and_is_recorded(demo):

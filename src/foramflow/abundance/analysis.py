@@ -54,7 +54,7 @@ class Confusion:
         """The matrix with rows and columns in ``labels`` order."""
         missing = [label for label in labels if label not in self.labels]
         if missing:
-            raise ValueError(f"validation confusion matrix lacks class(es) {missing}")
+            raise AbundanceError(f"validation confusion matrix lacks class(es) {missing}")
         index = [self.labels.index(label) for label in labels]
         return self.matrix[np.ix_(index, index)]
 
@@ -147,7 +147,6 @@ def corrected_estimates(
     rng = np.random.default_rng(seed)
     labels = list(labels)
     groups, matrix = grouping.matrix(labels)
-    train_prior = confusion.sum(axis=1)
     prob_columns = [PROB_PREFIX + label for label in labels]
     ok = predictions[predictions["status"] != "error"]
     abundance_rows, ratio_rows = [], []
@@ -156,18 +155,7 @@ def corrected_estimates(
         predicted = np.bincount(probs.argmax(axis=1), minlength=len(labels))
         if class_bias is not None:
             probs = apply_class_bias(probs, class_bias)
-        estimates = {
-            "acc": (
-                correction.adjusted_classify_and_count(
-                    predicted, correction.confusion_rates(confusion)
-                ),
-                correction.acc_bootstrap(predicted, confusion, n_boot=n_boot, rng=rng),
-            ),
-            "em": (
-                correction.em_prior_adjustment(probs, train_prior),
-                correction.em_bootstrap(probs, train_prior, n_boot=n_boot, rng=rng),
-            ),
-        }
+        estimates = _sample_estimates(predicted, probs, confusion, n_boot=n_boot, rng=rng)
         for method, (estimate, replicates) in estimates.items():
             fraction = _group_fractions(estimate, matrix)
             low, high = correction.percentile_interval(
@@ -186,26 +174,54 @@ def corrected_estimates(
                 )
             )
             if ratio_definitions:
-                value = _ratio_values(estimate, labels, grouping, ratio_definitions)
-                low, high = correction.percentile_interval(
-                    _ratio_values(replicates, labels, grouping, ratio_definitions), level=level
-                )
                 ratio_rows.append(
-                    pd.DataFrame(
-                        {
-                            "method": method,
-                            "sample": sample,
-                            "ratio": [r.name for r in ratio_definitions],
-                            "value": value,
-                            "low": low,
-                            "high": high,
-                        }
+                    _corrected_ratios(
+                        method,
+                        sample,
+                        estimate,
+                        replicates,
+                        labels,
+                        grouping,
+                        ratio_definitions,
+                        level,
                     )
                 )
         if on_sample:
             on_sample(sample)
     ratio_table = pd.concat(ratio_rows, ignore_index=True) if ratio_rows else pd.DataFrame()
     return pd.concat(abundance_rows, ignore_index=True), ratio_table
+
+
+def _sample_estimates(predicted, probs, confusion, *, n_boot: int, rng) -> dict:
+    """``{method: (class proportions (K,), bootstrap replicates (B, K))}`` for one sample.
+
+    The replicates draw from ``rng`` in a fixed order (ACC, then EM): a seed gives one answer.
+    """
+    train_prior = confusion.sum(axis=1)
+    acc = correction.adjusted_classify_and_count(predicted, correction.confusion_rates(confusion))
+    acc_replicates = correction.acc_bootstrap(predicted, confusion, n_boot=n_boot, rng=rng)
+    em = correction.em_prior_adjustment(probs, train_prior)
+    em_replicates = correction.em_bootstrap(probs, train_prior, n_boot=n_boot, rng=rng)
+    return {"acc": (acc, acc_replicates), "em": (em, em_replicates)}
+
+
+def _corrected_ratios(
+    method, sample, estimate, replicates, labels, grouping, definitions, level
+) -> pd.DataFrame:
+    value = _ratio_values(estimate, labels, grouping, definitions)
+    low, high = correction.percentile_interval(
+        _ratio_values(replicates, labels, grouping, definitions), level=level
+    )
+    return pd.DataFrame(
+        {
+            "method": method,
+            "sample": sample,
+            "ratio": [r.name for r in definitions],
+            "value": value,
+            "low": low,
+            "high": high,
+        }
+    )
 
 
 def analyse_core(
@@ -253,45 +269,27 @@ def analyse_core(
         predictions, grouping=grouping, ratio_definitions=ratio_definitions, n_boot=n_boot
     )
     labels = probability_labels(predictions)
-    notes = []
-    positions = sample_positions(predictions)
-    axis = "depth"
-    if age_model is not None:
-        axis = str(age_model.columns[1])
-        positions[axis] = depth_to_age(positions["depth"], age_model)
-    if positions[axis].isna().all():
-        axis = "sample order"
-        positions = positions.sort_index()
-        positions[axis] = np.arange(len(positions), dtype=float)
-        notes.append("No sample has a known depth: samples are plotted in name order.")
-
+    positions, axis, notes = _down_core_axis(predictions, age_model)
     counts = class_counts(predictions, labels).reindex(positions.index)
-    raw = relative_abundance(counts, grouping, level=level, method=interval_method)
-    raw.insert(0, "method", "raw")
-    raw_ratios = ratios(counts, grouping, ratio_definitions, level=level, method=interval_method)
-    raw_ratios.insert(0, "method", "raw")
+    raw, raw_ratios = _raw_estimates(counts, grouping, ratio_definitions, level, interval_method)
     abundance, ratio_table = [raw], [raw_ratios]
-
-    if confusion is None:
-        notes.append("The model bundle holds no validation confusion matrix: no correction.")
-    elif not labels:
-        notes.append("The predictions hold no class probabilities: no correction.")
+    corrected, why_not = _corrections(
+        predictions,
+        labels,
+        confusion,
+        class_bias=class_bias,
+        grouping=grouping,
+        ratio_definitions=ratio_definitions,
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        on_sample=on_sample,
+    )
+    if corrected is None:
+        notes.append(why_not)
     else:
-        corrected, corrected_ratios = corrected_estimates(
-            predictions,
-            labels=labels,
-            confusion=confusion.reorder(labels),
-            grouping=grouping,
-            ratio_definitions=ratio_definitions,
-            class_bias=None if not class_bias else [class_bias.get(c, 0.0) for c in labels],
-            level=level,
-            n_boot=n_boot,
-            seed=seed,
-            on_sample=on_sample,
-        )
-        abundance.append(corrected)
-        ratio_table.append(corrected_ratios)
-
+        abundance.append(corrected[0])
+        ratio_table.append(corrected[1])
     result = CoreAbundance(
         positions=positions,
         axis=axis,
@@ -306,6 +304,45 @@ def analyse_core(
     if human is not None:
         _add_human(result, human, grouping, age_model, level, interval_method)
     return result
+
+
+def _corrections(predictions, labels, confusion: Confusion | None, *, class_bias, **settings):
+    """(ACC and EM abundances and ratios, None), or (None, why there is no correction)."""
+    if confusion is None:
+        return None, "The model bundle holds no validation confusion matrix: no correction."
+    if not labels:
+        return None, "The predictions hold no class probabilities: no correction."
+    bias = None if not class_bias else [class_bias.get(c, 0.0) for c in labels]
+    corrected = corrected_estimates(
+        predictions, labels=labels, confusion=confusion.reorder(labels), class_bias=bias, **settings
+    )
+    return corrected, None
+
+
+def _raw_estimates(counts, grouping, ratio_definitions, level, interval_method):
+    """Classify-and-count abundances and ratios, with binomial intervals."""
+    raw = relative_abundance(counts, grouping, level=level, method=interval_method)
+    raw.insert(0, "method", "raw")
+    raw_ratios = ratios(counts, grouping, ratio_definitions, level=level, method=interval_method)
+    raw_ratios.insert(0, "method", "raw")
+    return raw, raw_ratios
+
+
+def _down_core_axis(predictions: pd.DataFrame, age_model: pd.DataFrame | None):
+    """(sample positions, the column to plot them along, notes): age where an age model is
+    given, else depth, else the samples' name order when no depth is known."""
+    notes = []
+    positions = sample_positions(predictions)
+    axis = "depth"
+    if age_model is not None:
+        axis = str(age_model.columns[1])
+        positions[axis] = depth_to_age(positions["depth"], age_model)
+    if positions[axis].isna().all():
+        axis = "sample order"
+        positions = positions.sort_index()
+        positions[axis] = np.arange(len(positions), dtype=float)
+        notes.append("No sample has a known depth: samples are plotted in name order.")
+    return positions, axis, notes
 
 
 def _add_human(result, human, grouping, age_model, level, interval_method) -> None:

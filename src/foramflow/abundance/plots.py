@@ -70,69 +70,74 @@ def plot_downcore(
     ncols = min(3, n_panels)
     nrows = math.ceil(n_panels / ncols)
     fig = Figure(figsize=(4.2 * ncols, 2.7 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
-    axes = axes.ravel()
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
     span = positions[axis].max() - positions[axis].min()
     shift = 0.004 * span if span > 0 else 0.0  # side by side, not on top of each other
-    flagged = positions.index[result.drift["flagged"].reindex(positions.index, fill_value=False)]
-
     for ax, taxon in zip(axes, taxa, strict=False):
-        if result.human is not None:
-            human = _positions(
-                result.human[result.human["taxon"] == taxon], result.human_positions, axis
-            )
-            _series(ax, human[axis].to_numpy(), human, "fraction", STYLE["human"])
-        for i, method in enumerate(methods):
-            table = _positions(
-                abundance[(abundance["method"] == method) & (abundance["taxon"] == taxon)],
-                positions,
-                axis,
-            )
-            if len(table):
-                _series(
-                    ax,
-                    table[axis].to_numpy(),
-                    table,
-                    "fraction",
-                    STYLE[method],
-                    shift=(i - 1) * shift,
-                )
-        if truth is not None:
-            known = _positions(truth[truth["taxon"] == taxon], positions, axis)
-            ax.plot(known[axis], 100 * known["fraction"], **TRUTH_STYLE)
-        ax.set_title(taxon, fontsize=10, style="italic")
-        ax.set_ylabel("relative abundance (%)", fontsize=8)
-        ax.set_ylim(bottom=0)
+        _taxon_panel(ax, result, taxon, abundance, methods, shift, truth)
+    _images_panel(axes[len(taxa)], result)
+    for ax, name in zip(axes[len(taxa) + 1 :], ratio_names, strict=False):
+        _ratio_panel(ax, result, name, methods, shift)
+    flagged = positions.index[result.drift["flagged"].reindex(positions.index, fill_value=False)]
+    _finish_axes(axes, n_panels, ncols, positions, axis, flagged)
+    _legend(fig, axes[0], flagged)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig
 
-    ax = axes[len(taxa)]
+
+def _taxon_panel(ax, result: CoreAbundance, taxon, abundance, methods, shift, truth) -> None:
+    """One taxon: human counts, each method's estimates side by side, and the truth."""
+    positions, axis = result.positions, result.axis
+    if result.human is not None:
+        human = _positions(
+            result.human[result.human["taxon"] == taxon], result.human_positions, axis
+        )
+        _series(ax, human[axis].to_numpy(), human, "fraction", STYLE["human"])
+    of_taxon = abundance[abundance["taxon"] == taxon]
+    for i, method in enumerate(methods):
+        table = _positions(of_taxon[of_taxon["method"] == method], positions, axis)
+        if len(table):
+            _series(
+                ax, table[axis].to_numpy(), table, "fraction", STYLE[method], shift=(i - 1) * shift
+            )
+    if truth is not None:
+        known = _positions(truth[truth["taxon"] == taxon], positions, axis)
+        ax.plot(known[axis], 100 * known["fraction"], **TRUTH_STYLE)
+    ax.set_title(taxon, fontsize=10, style="italic")
+    ax.set_ylabel("relative abundance (%)", fontsize=8)
+    ax.set_ylim(bottom=0)
+
+
+def _images_panel(ax, result: CoreAbundance) -> None:
+    positions, axis = result.positions, result.axis
     images = result.class_counts.sum(axis=1).reindex(positions.index)
     ax.plot(positions[axis], images, "o-", color="tab:red", markersize=3.5, linewidth=0.9)
     ax.set_title("images per sample", fontsize=10)
     ax.set_ylabel("images", fontsize=8)
     ax.set_ylim(bottom=0)
 
-    for ax, name in zip(axes[len(taxa) + 1 :], ratio_names, strict=False):
-        for i, method in enumerate(methods):
-            table = _positions(
-                result.ratios[
-                    (result.ratios["method"] == method) & (result.ratios["ratio"] == name)
-                ],
-                positions,
-                axis,
-            )
-            if len(table):
-                _series(
-                    ax,
-                    table[axis].to_numpy(),
-                    table,
-                    "value",
-                    STYLE[method],
-                    scale=1.0,
-                    shift=(i - 1) * shift,
-                )
-        ax.set_title(name, fontsize=10)
-        ax.set_ylabel("ratio", fontsize=8)
 
+def _ratio_panel(ax, result: CoreAbundance, name: str, methods, shift) -> None:
+    ratios = result.ratios[result.ratios["ratio"] == name]
+    for i, method in enumerate(methods):
+        table = _positions(ratios[ratios["method"] == method], result.positions, result.axis)
+        if len(table):
+            _series(
+                ax,
+                table[result.axis].to_numpy(),
+                table,
+                "value",
+                STYLE[method],
+                scale=1.0,
+                shift=(i - 1) * shift,
+            )
+    ax.set_title(name, fontsize=10)
+    ax.set_ylabel("ratio", fontsize=8)
+
+
+def _finish_axes(axes, n_panels: int, ncols: int, positions, axis: str, flagged) -> None:
+    """Shade the drift-flagged samples, grid every panel, label the bottom row's axes."""
     for ax in axes[:n_panels]:
         for sample in flagged:
             ax.axvline(positions.at[sample, axis], color="orange", alpha=0.35, linewidth=6)
@@ -143,7 +148,10 @@ def plot_downcore(
     for ax in axes[max(0, n_panels - ncols) : n_panels]:
         ax.set_xlabel(axis, fontsize=9)
         ax.xaxis.set_tick_params(labelbottom=True)
-    handles, labels = axes[0].get_legend_handles_labels()
+
+
+def _legend(fig: Figure, first_ax, flagged) -> None:
+    handles, labels = first_ax.get_legend_handles_labels()
     if len(flagged):
         handles.append(Line2D([], [], color="orange", alpha=0.35, linewidth=6))
         labels.append("drift warning")
@@ -155,9 +163,6 @@ def plot_downcore(
         fontsize=8,
         frameon=False,
     )
-    if title:
-        fig.suptitle(title, fontsize=12)
-    return fig
 
 
 def save_figure(fig: Figure, path) -> None:

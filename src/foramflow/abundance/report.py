@@ -66,7 +66,27 @@ def write_report(
 ) -> Path:
     """Write the HTML report; ``figures`` maps captions to PNG files."""
     path = Path(path)
-    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        *_heading_notes(result, details),
+        *_drift_warnings(result),
+        *_figures(figures),
+        *_agreement(result),
+        *_estimate_tables(result, level),
+    ]
+    document = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>\n"
+    )
+    atomic_write(path, lambda tmp: tmp.write_text(document, encoding="utf-8"))
+    return path
+
+
+def _heading_notes(result: CoreAbundance, details: Mapping[str, str] | None) -> list[str]:
+    """The run's details, then the inputs left out (warnings) and the notes."""
+    parts = []
     if details:
         items = "".join(
             f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in details.items()
@@ -74,41 +94,52 @@ def write_report(
         parts.append(f"<ul class='small'>{items}</ul>")
     parts += [f"<p class='note'>Warning: {html.escape(warning)}</p>" for warning in result.warnings]
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in result.notes]
+    return parts
 
+
+def _drift_warnings(result: CoreAbundance) -> list[str]:
     flags = result.drift[result.drift["flagged"]]
-    parts.append("<h2>Drift warnings</h2>")
-    if len(flags):
-        names = ", ".join(html.escape(str(s)) for s in flags.index)
-        parts.append(
-            f"<p class='note'>{len(flags)} sample(s) look unlike the "
-            f"{html.escape(result.drift.attrs.get('reference', 'reference'))}: {names}. "
-            "Their abundances, corrected ones above all, assume a classifier that behaves as "
-            "on the validation set; check their images.</p>"
-        )
-    else:
-        parts.append("<p>No sample is flagged.</p>")
+    if not len(flags):
+        return ["<h2>Drift warnings</h2>", "<p>No sample is flagged.</p>"]
+    names = ", ".join(html.escape(str(s)) for s in flags.index)
+    return [
+        "<h2>Drift warnings</h2>",
+        f"<p class='note'>{len(flags)} sample(s) look unlike the "
+        f"{html.escape(result.drift.attrs.get('reference', 'reference'))}: {names}. "
+        "Their abundances, corrected ones above all, assume a classifier that behaves as "
+        "on the validation set; check their images.</p>",
+    ]
 
-    for caption, png in figures.items():
-        parts.append(
-            f"<h2>{html.escape(caption)}</h2><img src='{png_data_uri(png)}' "
-            f"alt='{html.escape(caption)}'>"
-        )
 
-    if result.agreement_taxon is not None and not result.agreement_taxon.empty:
-        parts.append("<h2>Agreement with the human counts</h2>")
-        parts.append(
-            "<p class='small'>Differences in percentage points (automatic − human) "
-            "over the samples both counted; Bray–Curtis per sample: 0 = identical.</p>"
-        )
-        parts.append(_table(result.agreement_taxon))
-        summary = (
-            result.agreement_sample.groupby("method", sort=False)["bray_curtis"]
-            .agg(["count", "mean", "median", "max"])
-            .reset_index()
-        )
-        parts.append("<h3>Bray–Curtis dissimilarity per sample (summary)</h3>")
-        parts.append(_table(summary))
+def _figures(figures: Mapping[str, str | Path]) -> list[str]:
+    return [
+        f"<h2>{html.escape(caption)}</h2><img src='{png_data_uri(png)}' "
+        f"alt='{html.escape(caption)}'>"
+        for caption, png in figures.items()
+    ]
 
+
+def _agreement(result: CoreAbundance) -> list[str]:
+    if result.agreement_taxon is None or result.agreement_taxon.empty:
+        return []
+    summary = (
+        result.agreement_sample.groupby("method", sort=False)["bray_curtis"]
+        .agg(["count", "mean", "median", "max"])
+        .reset_index()
+    )
+    return [
+        "<h2>Agreement with the human counts</h2>",
+        "<p class='small'>Differences in percentage points (automatic − human) "
+        "over the samples both counted; Bray–Curtis per sample: 0 = identical.</p>",
+        _table(result.agreement_taxon),
+        "<h3>Bray–Curtis dissimilarity per sample (summary)</h3>",
+        _table(summary),
+    ]
+
+
+def _estimate_tables(result: CoreAbundance, level: float) -> list[str]:
+    """Abundances per method, ratios, drift statistics and class counts."""
+    parts = []
     pct = round(100 * level)
     for method in result.abundance["method"].unique():
         parts.append(
@@ -127,12 +158,4 @@ def write_report(
     parts.append(_table(result.drift.reset_index(), flagged=result.drift["flagged"].to_numpy()))
     parts.append("<h2>Images per sample and predicted class</h2>")
     parts.append(_table(result.class_counts.reset_index()))
-
-    document = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-        + "\n".join(parts)
-        + "</body></html>\n"
-    )
-    atomic_write(path, lambda tmp: tmp.write_text(document, encoding="utf-8"))
-    return path
+    return parts

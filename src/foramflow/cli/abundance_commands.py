@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 
-from foramflow.cli.console import console, fail, progress_bar
+from foramflow.cli.console import RichProgress, console, fail, progress_bar
 
 
 def abundance(
@@ -67,113 +66,39 @@ def abundance(
     Example: foramflow abundance results/core --out abundance/core --groups groups.yaml
     --human human.csv --ratio 'fragmentation=fragment/fragment+planktonic'
     """
-    import pandas as pd
+    from foramflow.abundance.steps import estimate_abundance
 
-    from foramflow.abundance.analysis import (
-        Confusion,
-        analyse_core,
-        check_settings,
-        write_tables,
-    )
-    from foramflow.abundance.compare import read_human_counts
-    from foramflow.abundance.counts import read_age_model
-    from foramflow.abundance.groups import Grouping, GroupingError, Ratio
-    from foramflow.abundance.intervals import INTERVAL_METHODS
-    from foramflow.abundance.plots import plot_downcore, save_figure
-    from foramflow.abundance.report import write_report
-    from foramflow.io.bundle import Bundle, BundleError
-    from foramflow.io.files import prepare_output_dir
-
-    predictions_path = results_dir / "predictions.parquet"
-    if not predictions_path.is_file():
-        raise fail(f"{predictions_path}: not found (run `foramflow classify` first)")
-    if interval not in INTERVAL_METHODS:
-        raise fail(f"--interval: use one of {', '.join(INTERVAL_METHODS)}, not {interval!r}")
-    if not 0.5 < level < 1.0:
-        raise fail(f"--level must lie in (0.5, 1), not {level}")
-    try:
-        predictions = pd.read_parquet(predictions_path)
-    except (ValueError, OSError) as err:
-        raise fail(f"{predictions_path}: not a readable predictions table ({err})") from err
-    try:
-        grouping = Grouping.from_yaml(groups) if groups else Grouping()
-        ratios = [Ratio.parse(text) for text in ratio or []]
-        for definition in ratios:
-            definition.kind(grouping)
-        check_settings(predictions, grouping=grouping, ratio_definitions=ratios, n_boot=bootstrap)
-        human_counts = read_human_counts(human) if human else None
-        ages = read_age_model(age_model) if age_model else None
-    except (GroupingError, ValueError, OSError) as err:
-        raise fail(str(err)) from err
-    prepare_output_dir(out)
-
-    meta, bundle_path = {}, bundle
-    if bundle_path is None and (results_dir / "run.json").is_file():
-        bundle_path = Path(json.loads((results_dir / "run.json").read_text()).get("bundle", ""))
-    if bundle_path:
-        try:
-            meta = Bundle.load(bundle_path).meta
-        except (BundleError, FileNotFoundError) as err:
-            console.print(f"[yellow]warning:[/] {err}; abundances will not be corrected")
-    calibration = meta.get("calibration") or {}
-
-    progress = progress_bar()
-    with progress:
-        samples = predictions["sample"].nunique()
-        task = progress.add_task("correcting", total=samples)
-        try:
-            result = analyse_core(
-                predictions,
-                grouping=grouping,
-                ratio_definitions=ratios,
-                confusion=Confusion.from_meta(meta),
-                human=human_counts,
-                age_model=ages,
-                level=level,
-                interval_method=interval,
-                n_boot=bootstrap,
-                seed=seed,
-                class_bias=calibration.get("class_bias"),
-                drift_reference=calibration.get("top_probability_quantiles"),
-                max_drift=max_drift,
-                on_sample=lambda _: progress.advance(task),
-            )
-        except ValueError as err:
-            raise fail(f"{predictions_path}: {err}") from err
-
-    written = write_tables(result, out)
-    figure = out / "downcore.png"
-    save_figure(plot_downcore(result, title=results_dir.name), figure)
-    details = {
-        "predictions": str(predictions_path),
-        "model bundle": str(bundle_path or "none"),
-        "calibration": f"temperature {calibration['temperature']:.3g}"
-        if calibration
-        else "none (run foramflow calibrate)",
-        "images": f"{(predictions['status'] != 'error').sum()} classified, "
-        f"{(predictions['status'] == 'error').sum()} unreadable",
-        "intervals": f"{round(100 * level)} %: {interval} for counts, percentile bootstrap "
-        f"({bootstrap} replicates) for corrected estimates",
-    }
-    report = write_report(
-        out / "report.html",
-        result,
-        title=f"Down-core abundance: {results_dir.name}",
-        figures={"Down-core relative abundance": figure},
+    result = estimate_abundance(
+        results_dir,
+        out,
+        groups=groups,
+        human=human,
+        age_model=age_model,
+        ratios=ratio or [],
+        bundle=bundle,
         level=level,
-        details=details,
+        interval=interval,
+        bootstrap=bootstrap,
+        seed=seed,
+        max_drift=max_drift,
+        progress=RichProgress(console),
     )
-    for warning in result.warnings:
+    _print_findings(result.analysis)
+    console.print(f"Wrote {len(result.written)} files to {out} (open {result.report.name}).")
+
+
+def _print_findings(core) -> None:
+    """The inputs left out, the notes, and the samples flagged for drift."""
+    for warning in core.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
-    for note in result.notes:
+    for note in core.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    flagged = result.drift.index[result.drift["flagged"]].tolist()
+    flagged = core.drift.index[core.drift["flagged"]].tolist()
     if flagged:
         console.print(
             f"[yellow]drift warning[/] for {len(flagged)} sample(s): "
             + ", ".join(map(str, flagged))
         )
-    console.print(f"Wrote {len(written) + 2} files to {out} (open {report.name}).")
 
 
 def calibrate(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from foramflow.cli.console import RichProgress, console, fail
+from foramflow.cli.console import RichProgress, console
 
 
 def demo(
@@ -31,11 +31,8 @@ def demo(
 
     Example: foramflow demo --out foramflow-demo --quick
     """
-    from foramflow.demo import DEFAULT, QUICK, DemoFolderError, run_demo
+    from foramflow import demo as demos
 
-    try:
-        progress = RichProgress(console)
-        report = run_demo(out, profile=QUICK if quick else DEFAULT, progress=progress)
-    except DemoFolderError as err:
-        raise fail(str(err)) from None
+    profile = demos.QUICK if quick else demos.DEFAULT
+    report = demos.run_demo(out, profile=profile, progress=RichProgress(console))
     typer.echo(f"Report: {report.resolve()}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -15,86 +16,123 @@ _MODEL_HELP = (
 )
 
 
-def train(
-    data: Path | None = typer.Argument(
-        None, help="Training set: a folder per class, or a ParticleTrieur project .xml."
+def _option(help_text: str, *names: str):
+    return typer.Option(*names, help=help_text)
+
+
+# The train command's options: None leaves the value to --config, then to the default.
+Data = Annotated[
+    Path | None,
+    typer.Argument(help="Training set: a folder per class, or a ParticleTrieur project .xml."),
+]
+Out = Annotated[Path | None, _option("Run folder to create.", "--out", "-o")]
+Model = Annotated[str | None, _option(f"Network (default: base_cyclic); {_MODEL_HELP}.")]
+InputSize = Annotated[
+    int | None, _option("Input width in pixels (default: the model's; 128 for base_cyclic).")
+]
+Filters = Annotated[int | None, _option("Filters in the first block (default: 8).")]
+Colour = Annotated[
+    bool | None,
+    _option("Colour (3 channels) or greyscale input (default: grey).", "--colour/--grey"),
+]
+Pool = Annotated[str | None, _option("Cyclic pool: max (paper) or mean (MISO).")]
+Epochs = Annotated[
+    int | None,
+    _option("Train a fixed number of epochs instead of the automatic ALRS schedule."),
+]
+AlrsWindow = Annotated[
+    int | None,
+    _option("ALRS window L in epochs (default: 40 under 5 000 images, 10 above 10 000)."),
+]
+AlrsDrops = Annotated[int | None, _option("ALRS: stop after this many drops (default: 4).")]
+MaxEpochs = Annotated[int | None, _option("ALRS: upper limit on epochs (default: 300).")]
+BatchSize = Annotated[int | None, _option("Batch size (default: 64).")]
+LearningRate = Annotated[float | None, _option("Adam learning rate (default: 0.001).", "--lr")]
+MinPerClass = Annotated[int | None, _option("Drop classes with fewer images (default: 40).")]
+ValFraction = Annotated[float | None, _option("Validation share (default: 0.2).")]
+ClassWeights = Annotated[
+    str | None,
+    _option(
+        "Loss weights: clamped (the paper's, favours rare classes) or none "
+        "(favours overall accuracy) (default: clamped)."
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder to create."),
-    model: str | None = typer.Option(None, help=f"Network (default: base_cyclic); {_MODEL_HELP}."),
-    input_size: int | None = typer.Option(
-        None, help="Input width in pixels (default: the model's; 128 for base_cyclic)."
+]
+Augment = Annotated[bool | None, _option("Augmentation (default: on).", "--augment/--no-augment")]
+Seed = Annotated[int | None, _option("Random seed for split, weights and batches (default: 0).")]
+Device = Annotated[str | None, _option("auto, cpu, cuda or cuda:N (default: auto).")]
+Precision = Annotated[
+    str | None, _option("auto, bf16 or fp32 (auto: bf16 where the hardware has it).")
+]
+Workers = Annotated[int | None, _option("Image-decoding processes (default: one per core).")]
+MaxPixels = Annotated[
+    int | None,
+    _option(
+        "Skip images of more pixels (width × height), refused before decoding "
+        "(default: 50 million)."
     ),
-    filters: int | None = typer.Option(None, help="Filters in the first block (default: 8)."),
-    colour: bool | None = typer.Option(
-        None, "--colour/--grey", help="Colour (3 channels) or greyscale input (default: grey)."
-    ),
-    pool: str | None = typer.Option(None, help="Cyclic pool: max (paper) or mean (MISO)."),
-    epochs: int | None = typer.Option(
-        None, help="Train a fixed number of epochs instead of the automatic ALRS schedule."
-    ),
-    alrs_window: int | None = typer.Option(
-        None, help="ALRS window L in epochs (default: 40 under 5 000 images, 10 above 10 000)."
-    ),
-    alrs_drops: int | None = typer.Option(
-        None, help="ALRS: stop after this many drops (default: 4)."
-    ),
-    max_epochs: int | None = typer.Option(None, help="ALRS: upper limit on epochs (default: 300)."),
-    batch_size: int | None = typer.Option(None, help="Batch size (default: 64)."),
-    learning_rate: float | None = typer.Option(
-        None, "--lr", help="Adam learning rate (default: 0.001)."
-    ),
-    min_per_class: int | None = typer.Option(
-        None, help="Drop classes with fewer images (default: 40)."
-    ),
-    val_fraction: float | None = typer.Option(None, help="Validation share (default: 0.2)."),
-    class_weights: str | None = typer.Option(
-        None,
-        help="Loss weights: clamped (the paper's, favours rare classes) or none "
-        "(favours overall accuracy) (default: clamped).",
-    ),
-    augment: bool | None = typer.Option(
-        None, "--augment/--no-augment", help="Augmentation (default: on)."
-    ),
-    seed: int | None = typer.Option(
-        None, help="Random seed for split, weights and batches (default: 0)."
-    ),
-    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: auto)."),
-    precision: str | None = typer.Option(
-        None, help="auto, bf16 or fp32 (auto: bf16 where the hardware has it)."
-    ),
-    workers: int | None = typer.Option(
-        None, help="Image-decoding processes (default: one per core)."
-    ),
-    max_pixels: int | None = typer.Option(
-        None,
-        help="Skip images of more pixels (width × height), refused before decoding "
-        "(default: 50 million).",
-    ),
-    compile_network: str | None = typer.Option(
-        None,
-        "--compile",
-        help="torch.compile the training step: auto, on or off (auto: on a GPU for 5 000+ "
+]
+Compile = Annotated[
+    str | None,
+    _option(
+        "torch.compile the training step: auto, on or off (auto: on a GPU for 5 000+ "
         "images; on a CPU the eager step is as fast, measured).",
+        "--compile",
     ),
-    cyclic: bool | None = typer.Option(
-        None,
-        "--cyclic/--no-cyclic",
-        help="Transfer models: cyclic slice/pool in the head (default: on).",
+]
+Cyclic = Annotated[
+    bool | None,
+    _option(
+        "Transfer models: cyclic slice/pool in the head (default: on).", "--cyclic/--no-cyclic"
     ),
-    weights: Path | None = typer.Option(
-        None, help="Transfer models: backbone ImageNet weights (a torchvision state dict)."
-    ),
-    augmented_copies: int | None = typer.Option(
-        None,
-        help="Transfer models: also cache vectors of N augmented copies per image (default: 0).",
-    ),
-    feature_cache: Path | None = typer.Option(
-        None, help="Transfer models: feature cache folder (default: ~/.cache/foramflow/features)."
-    ),
-    config: Path | None = typer.Option(
-        None, "--config", "-c", help="YAML file of options; command-line options override it."
-    ),
-    resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+]
+Weights = Annotated[
+    Path | None, _option("Transfer models: backbone ImageNet weights (a torchvision state dict).")
+]
+AugmentedCopies = Annotated[
+    int | None,
+    _option("Transfer models: also cache vectors of N augmented copies per image (default: 0)."),
+]
+FeatureCache = Annotated[
+    Path | None,
+    _option("Transfer models: feature cache folder (default: ~/.cache/foramflow/features)."),
+]
+ConfigFile = Annotated[
+    Path | None,
+    _option("YAML file of options; command-line options override it.", "--config", "-c"),
+]
+Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")]
+
+
+def train(
+    data: Data = None,
+    out: Out = None,
+    model: Model = None,
+    input_size: InputSize = None,
+    filters: Filters = None,
+    colour: Colour = None,
+    pool: Pool = None,
+    epochs: Epochs = None,
+    alrs_window: AlrsWindow = None,
+    alrs_drops: AlrsDrops = None,
+    max_epochs: MaxEpochs = None,
+    batch_size: BatchSize = None,
+    learning_rate: LearningRate = None,
+    min_per_class: MinPerClass = None,
+    val_fraction: ValFraction = None,
+    class_weights: ClassWeights = None,
+    augment: Augment = None,
+    seed: Seed = None,
+    device: Device = None,
+    precision: Precision = None,
+    workers: Workers = None,
+    max_pixels: MaxPixels = None,
+    compile_network: Compile = None,
+    cyclic: Cyclic = None,
+    weights: Weights = None,
+    augmented_copies: AugmentedCopies = None,
+    feature_cache: FeatureCache = None,
+    config: ConfigFile = None,
+    resume: Resume = False,
 ) -> None:
     """Train a rotation-invariant CNN, evaluate it, and export a model bundle.
 
@@ -106,62 +144,13 @@ def train(
     Transfer learning (minutes on a CPU): foramflow train forams/ --model
     efficientnet_lite0_tl --out runs/tl
     """
-    from pydantic import ValidationError
+    options = _config_options(locals())  # first, while the locals are the options alone
+    from foramflow.train.loop import train as train_step
 
-    from foramflow.train.config import TrainConfig
-
-    options = {
-        "data": str(data) if data else None,
-        "out": str(out) if out else None,
-        "model": model,
-        "input_size": input_size,
-        "filters": filters,
-        "channels": None if colour is None else (3 if colour else 1),
-        "pool": pool,
-        "epochs": epochs,
-        "alrs_window_epochs": alrs_window,
-        "alrs_drops": alrs_drops,
-        "max_epochs": max_epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "min_per_class": min_per_class,
-        "val_fraction": val_fraction,
-        "class_weights": class_weights,
-        "augment": augment,
-        "seed": seed,
-        "device": device,
-        "precision": precision,
-        "workers": workers,
-        "max_pixels": max_pixels,
-        "compile": compile_network,
-        "cyclic": cyclic,
-        "weights": str(weights) if weights else None,
-        "augmented_copies": augmented_copies,
-        "feature_cache": str(feature_cache) if feature_cache else None,
-    }
-    try:
-        if config:
-            resolved = TrainConfig.from_yaml(config, **options)
-        else:
-            resolved = TrainConfig(**{k: v for k, v in options.items() if v is not None})
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors()
-        )
-        raise fail(f"invalid training options: {problems}") from None
-    except (OSError, ValueError) as err:
-        raise fail(str(err)) from None
+    resolved = _resolve_config(config, options)
     prepare_output_dir(resolved.out)
-
-    from foramflow.train.loop import RunFolderExists
-    from foramflow.train.transfer import trainer_class
-
     try:
-        progress = RichProgress(console)
-        trainer = trainer_class(resolved.model)(resolved, progress=progress, resume=resume)
-        report = trainer.run()
-    except (RunFolderExists, FileNotFoundError, ValueError) as err:
-        raise fail(str(err)) from None
+        result = train_step(resolved, progress=RichProgress(console), resume=resume)
     except KeyboardInterrupt:
         if (Path(resolved.out) / "checkpoint_last.pt").is_file():
             console.print(
@@ -169,8 +158,46 @@ def train(
                 "--resume"
             )
         raise typer.Exit(130) from None
-    console.print(f"[green]Done.[/] Bundle: {Path(resolved.out) / 'bundle'}")
-    typer.echo(f"Report: {report}")
+    console.print(f"[green]Done.[/] Bundle: {result.bundle}")
+    typer.echo(f"Report: {result.report}")
+
+
+_RENAMED = {"alrs_window": "alrs_window_epochs", "compile_network": "compile"}
+_AS_TEXT = ("data", "out", "weights", "feature_cache")
+
+
+def _config_options(given: dict) -> dict:
+    """TrainConfig fields from the command's options: some renamed, paths as text, the
+    colour switch as a number of channels; None where the option was not given."""
+    options = {
+        _RENAMED.get(name, name): value
+        for name, value in given.items()
+        if name not in ("config", "resume", "colour")
+    }
+    for name in _AS_TEXT:
+        options[name] = str(options[name]) if options[name] else None
+    colour = given["colour"]
+    options["channels"] = None if colour is None else (3 if colour else 1)
+    return options
+
+
+def _resolve_config(config_file: Path | None, options: dict):
+    """The run's configuration: the YAML file's, overridden by the options given."""
+    from pydantic import ValidationError
+
+    from foramflow.train.config import TrainConfig
+
+    try:
+        if config_file:
+            return TrainConfig.from_yaml(config_file, **options)
+        return TrainConfig(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors()
+        )
+        raise fail(f"invalid training options: {problems}") from None
+    except (OSError, ValueError) as err:
+        raise fail(str(err)) from None
 
 
 def evaluate(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from foramflow.errors import ForamflowError
 from foramflow.io.images import (
     ImageReadError,
     image_file_problem,
@@ -25,6 +26,14 @@ from foramflow.io.images import (
 
 MIN_PER_CLASS = 40
 RESERVED_LABELS = frozenset({"unlabeled", "unlabelled", "unsure"})
+
+
+class ImageSetError(ForamflowError, ValueError):
+    """A labelled image set that a classifier cannot be trained or evaluated on."""
+
+
+class ImageSetNotFound(ForamflowError, FileNotFoundError):
+    """The folder of a labelled image set does not exist."""
 
 
 @dataclass
@@ -67,7 +76,7 @@ def list_folder(root: str | Path) -> tuple[list[tuple[Path, str]], dict[Path, st
     UTF-8 (a class name must be written to the bundle)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: training-set folder not found")
+        raise ImageSetNotFound(f"{root}: training-set folder not found")
     items, skipped = [], {}
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not is_utf8_path(class_dir.name):
@@ -105,12 +114,12 @@ def load_image_set(source: str | Path, *, min_per_class: int = MIN_PER_CLASS) ->
     is_project = source.suffix.lower() == ".xml"
     items, skipped = (scan_particletrieur(source), {}) if is_project else list_folder(source)
     if not items:
-        raise ValueError(f"{source}: no labelled images found{_skipped_note(skipped)}")
+        raise ImageSetError(f"{source}: no labelled images found{_skipped_note(skipped)}")
     counts = Counter(label for _, label in items)
     dropped = {name: n for name, n in sorted(counts.items()) if n < min_per_class}
     classes = sorted(name for name in counts if name not in dropped)
     if len(classes) < 2:
-        raise ValueError(
+        raise ImageSetError(
             f"{source}: {len(classes)} class(es) with at least {min_per_class} images; "
             "a classifier needs two or more (lower --min-per-class?)"
         )

@@ -4,7 +4,11 @@ Read top to bottom, :func:`run_demo` is the method of Marchant et al. (2020) app
 core whose truth is known: draw the core's trays, check focus stacking on Z-stacks, cut
 the trays into particle crops, label a training set, train a Base-Cyclic network and
 evaluate it, classify every crop of the core, score the classifier on the core, estimate
-down-core abundances (raw and corrected), and gather every figure in one report.
+down-core abundances (raw and corrected), and gather every figure in one report. The stages
+run the library's steps, as the commands do (:func:`~foramflow.imaging.steps.fuse_planes`,
+:func:`~foramflow.imaging.steps.segment_folder`, :func:`~foramflow.train.loop.train`,
+:func:`~foramflow.classify.runner.classify_folder`,
+:func:`~foramflow.abundance.steps.estimate_abundance`), and score what they wrote.
 
 Folder layout under ``out``::
 
@@ -35,6 +39,7 @@ import pandas as pd
 
 from foramflow.demo import figures, scores
 from foramflow.demo.profiles import DEFAULT, Profile
+from foramflow.errors import ForamflowError
 from foramflow.progress import Progress, Quiet, Task
 
 PLANE_SPACING_UM = 70.0
@@ -51,7 +56,7 @@ SAMPLE_DEPTHS_FILE = "samples.csv"
 STATE_FILE = "demo.json"
 
 
-class DemoFolderError(RuntimeError):
+class DemoFolderError(ForamflowError, RuntimeError):
     """The output folder holds something other than a demo run of the same profile."""
 
 
@@ -82,11 +87,8 @@ def stack_zstacks(
     stacks_dir: Path, figures_dir: Path, profile: Profile, progress: Progress
 ) -> dict:
     """Fuse Z-stacks of trays and compare the result with the sharp image and true heights."""
-    import tifffile
-
     from foramflow.data.synthetic import make_zstack, save_zstack
-    from foramflow.imaging.save import save_image
-    from foramflow.imaging.stack import fuse_stack
+    from foramflow.imaging.steps import fuse_planes
 
     task = progress.task("focus stacking", profile.n_zstacks)
     rows = []
@@ -97,13 +99,16 @@ def stack_zstacks(
             seed=np.random.default_rng([profile.seed, i]),
         )
         folder = stacks_dir / f"zstack_{i + 1:02d}"
-        save_zstack(stack, folder)
-        fused = fuse_stack(stack.planes, plane_spacing_um=stack.plane_spacing_um)
-        save_image(folder / "fused.png", fused["image"])
-        tifffile.imwrite(folder / "fused.depth-um.tif", fused["depth_um"])
+        planes = save_zstack(stack, folder)
+        fused = fuse_planes(
+            stack.planes,
+            folder / "fused.png",
+            plane_spacing_um=stack.plane_spacing_um,
+            sources=planes,
+        )
         particle = stack.labels > 0
-        errors = scores.image_errors(fused["image"], stack.planes, stack.sharp, particle)
-        depth_error = np.abs(fused["depth_um"] - stack.depth_um)[particle]
+        errors = scores.image_errors(fused.image, stack.planes, stack.sharp, particle)
+        depth_error = np.abs(fused.depth_um - stack.depth_um)[particle]
         rows.append(
             {
                 "stack": folder.name,
@@ -115,9 +120,9 @@ def stack_zstacks(
         if i == 0:
             figure = figures.plot_stack(
                 stack.planes,
-                fused["image"],
+                fused.image,
                 stack.depth_um,
-                fused["depth_um"],
+                fused.depth_um,
                 best_plane=errors["best_plane"],
             )
             figures.save(figure, figures_dir / "stacking.png")
@@ -132,77 +137,86 @@ def stack_zstacks(
     }
 
 
+def _tray_pixels_per_mm() -> float:
+    """The resolution of the synthetic trays."""
+    from foramflow.data.synthetic.slides import PIXEL_SIZE_UM
+
+    return 1000.0 / PIXEL_SIZE_UM
+
+
 def cut_tray(image: np.ndarray, truth: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list]:
     """Segment one tray image into crops, each with the true particle it shows.
 
     Returns the particles (morphometrics, crop squares, ``truth_id``, ``true_class``), the
     dropped regions, and the crops (squares of 2.2 radii, padded with the tray colour).
     """
-    from foramflow.data.synthetic.slides import PIXEL_SIZE_UM
-    from foramflow.imaging.segment import crop_square, segment_image
+    from foramflow.imaging.segment import crop_particles, segment_image
 
-    result = segment_image(image, pixels_per_mm=1000.0 / PIXEL_SIZE_UM, min_area_um2=MIN_AREA_UM2)
+    result = segment_image(image, pixels_per_mm=_tray_pixels_per_mm(), min_area_um2=MIN_AREA_UM2)
     particles = result["particles"]
-    crops = [
-        crop_square(image, top, left, side, fill=result["background_colour"])
-        for top, left, side in particles[["crop_top_px", "crop_left_px", "crop_side_px"]]
-        .astype(int)
-        .itertuples(index=False)
-    ]
+    crops = crop_particles(image, result)
     return particles.join(scores.match_to_truth(particles, truth)), result["rejected"], crops
 
 
 def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: Progress) -> dict:
     """Cut every tray of the core into one crop per particle, measured, with its true class.
 
-    ``crops_dir`` receives only crops (and tables), being the input folder of classification:
-    ``<sample>/<tray>/<tray>_p<label>_x<col>_y<row>.png``, as ``foramflow segment`` writes.
+    The trays are segmented as ``foramflow segment`` does (:func:`segment_folder`), into
+    ``crops_dir``: the input folder of classification. The morphometrics tables gain the
+    true particle of each crop (``truth_id``, ``true_class``), and name each crop's tray
+    (``source``) as the truth does, relative to the core's folder.
     """
     from foramflow.data.synthetic import TRUTH_ABUNDANCE_FILE, TRUTH_PARTICLES_FILE
-    from foramflow.imaging.save import save_image
-    from foramflow.imaging.segment import crop_filename
-    from foramflow.io.images import read_image
+    from foramflow.data.synthetic.core import SAMPLES_DIR
+    from foramflow.imaging.steps import segment_folder
 
     truth = pd.read_csv(core_dir / TRUTH_PARTICLES_FILE)
-    trays = list(dict.fromkeys(truth["file"]))
-    task = progress.task("segmenting trays", len(trays))
-    tables, rejected = [], []
-    for tray in trays:
-        image = read_image(core_dir / tray)
-        on_tray = truth[truth["file"] == tray]
-        particles, dropped, crops = cut_tray(image, on_tray)
-        sample, stem = Path(tray).parent.name, Path(tray).stem
-        paths = [f"{sample}/{stem}/{crop_filename(stem, p)}" for _, p in particles.iterrows()]
-        for path, crop in zip(paths, crops):
-            save_image(crops_dir / path, crop)
-        particles.insert(0, "path", paths)
-        particles.insert(1, "sample", sample)
-        particles.insert(2, "source", tray)
-        tables.append(particles)
-        rejected.append(dropped.assign(source=tray))
-        if len(tables) == 1:
-            figures.save(
-                figures.plot_segmentation(image, particles, on_tray),
-                figures_dir / "segmentation.png",
-            )
-        task.advance()
-
-    crops = pd.concat(tables, ignore_index=True)
+    result = segment_folder(
+        core_dir / SAMPLES_DIR,
+        crops_dir,
+        pixels_per_mm=_tray_pixels_per_mm(),
+        min_area_um2=MIN_AREA_UM2,
+        progress=progress,
+    )
+    crops = match_crops_to_truth(result.particles, truth, core_dir)
     crops.to_parquet(crops_dir / MORPHOMETRICS_FILE, index=False)
-    pd.concat(rejected, ignore_index=True).to_csv(crops_dir / "rejected.csv", index=False)
+    crops.to_csv(crops_dir / "morphometrics.csv", index=False)
     depths = pd.read_csv(core_dir / TRUTH_ABUNDANCE_FILE)[["sample", "depth_m"]]
     depths.rename(columns={"depth_m": "depth"}).to_csv(crops_dir / SAMPLE_DEPTHS_FILE, index=False)
-    figures.save(figures.plot_crop_gallery(crops_dir, crops), figures_dir / "gallery.png")
+    _plot_segmentation(core_dir, crops_dir, crops, truth, figures_dir)
 
     found = crops.loc[crops["truth_id"] >= 0, ["source", "truth_id"]].drop_duplicates()
     return {
-        "trays": len(trays),
+        "trays": len(result.segmented),
         "true_particles": len(truth),
         "crops": len(crops),
         "crops_matched": int((crops["truth_id"] >= 0).sum()),
         "true_particles_found": len(found),
-        "regions_dropped": int(sum(len(r) for r in rejected)),
+        "regions_dropped": len(result.rejected),
     }
+
+
+def match_crops_to_truth(particles: pd.DataFrame, truth: pd.DataFrame, core_dir: Path):
+    """The morphometrics table with each crop's true particle, its tray named as in the
+    truth (relative to ``core_dir``)."""
+    trays = [Path(source).relative_to(core_dir).as_posix() for source in particles["source"]]
+    particles = particles.assign(source=trays)
+    matched = [
+        scores.match_to_truth(on_tray, truth[truth["file"] == tray])
+        for tray, on_tray in particles.groupby("source", sort=False)
+    ]
+    return particles.join(pd.concat(matched))
+
+
+def _plot_segmentation(core_dir, crops_dir, crops, truth, figures_dir) -> None:
+    """The first tray with its particles and the truth; a gallery of crops per class."""
+    from foramflow.io.images import read_image
+
+    tray = crops["source"].iloc[0]
+    image, on_tray = read_image(core_dir / tray), crops[crops["source"] == tray]
+    figure = figures.plot_segmentation(image, on_tray, truth[truth["file"] == tray])
+    figures.save(figure, figures_dir / "segmentation.png")
+    figures.save(figures.plot_crop_gallery(crops_dir, crops), figures_dir / "gallery.png")
 
 
 def label_training_set(training_dir: Path, profile: Profile, progress: Progress) -> dict:
@@ -243,7 +257,7 @@ def label_training_set(training_dir: Path, profile: Profile, progress: Progress)
 def train_network(training_dir: Path, run_dir: Path, profile: Profile, progress: Progress) -> dict:
     """Train a Base-Cyclic network for a fixed number of epochs; evaluate it on validation."""
     from foramflow.train.config import TrainConfig
-    from foramflow.train.loop import Trainer
+    from foramflow.train.loop import train
 
     config = TrainConfig(
         data=str(training_dir),
@@ -255,15 +269,14 @@ def train_network(training_dir: Path, run_dir: Path, profile: Profile, progress:
         min_per_class=profile.min_per_class,
         seed=profile.seed,
     )
-    report = Trainer(config, progress=progress).run()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    result = train(config, progress=progress)
     log = pd.read_csv(run_dir / "log.csv")
     return {
         "epochs": len(log),
-        "validation_accuracy": metrics["accuracy"],
-        "validation_macro_f1": metrics["macro_f1"],
+        "validation_accuracy": result.metrics["accuracy"],
+        "validation_macro_f1": result.metrics["macro_f1"],
         "training_images_per_s": float(log["train_images_per_s"].median()),
-        "report": str(report.relative_to(run_dir.parent)),
+        "report": str(result.report.relative_to(run_dir.parent)),
     }
 
 
@@ -323,7 +336,7 @@ def evaluate_on_core(
     }
 
 
-def estimate_abundance(
+def estimate_downcore_abundance(
     classify_dir: Path,
     core_dir: Path,
     bundle_dir: Path,
@@ -332,59 +345,46 @@ def estimate_abundance(
     progress: Progress,
 ) -> dict:
     """Relative abundances per sample (raw, ACC- and EM-corrected), against humans and truth."""
-    from foramflow.abundance.analysis import Confusion, analyse_core, write_tables
-    from foramflow.abundance.plots import plot_downcore, save_figure
-    from foramflow.abundance.report import write_report
-    from foramflow.classify.store import PREDICTIONS_FILE
-    from foramflow.data.synthetic import (
-        HUMAN_COUNTS_FILE,
-        TRUTH_ABUNDANCE_FILE,
-        TRUTH_PARTICLES_FILE,
-    )
-    from foramflow.io.bundle import Bundle
+    from foramflow.abundance.steps import estimate_abundance
+    from foramflow.data.synthetic import HUMAN_COUNTS_FILE
 
-    predictions = pd.read_parquet(classify_dir / PREDICTIONS_FILE)
-    human = pd.read_csv(core_dir / HUMAN_COUNTS_FILE).set_index("sample")
-    positions = human[["depth_m"]].rename(columns={"depth_m": "depth"})
-    task = progress.task("correcting abundances", predictions["sample"].nunique())
-    result = analyse_core(
-        predictions,
-        confusion=Confusion.from_meta(Bundle.load(bundle_dir).meta),
-        human=(human.drop(columns="depth_m"), positions),
-        n_boot=profile.bootstrap,
+    truth, drawn = _true_fractions(core_dir)
+    result = estimate_abundance(
+        classify_dir,
+        abundance_dir,
+        human=core_dir / HUMAN_COUNTS_FILE,
+        bundle=bundle_dir,
+        bootstrap=profile.bootstrap,
         seed=profile.seed,
-        on_sample=lambda _: task.advance(),
+        title="synthetic core (truth dashed)",
+        truth=truth,
+        progress=progress,
     )
-    write_tables(result, abundance_dir)
-
-    true_table = pd.read_csv(core_dir / TRUTH_ABUNDANCE_FILE)
-    classes = [c for c in true_table.columns if c not in ("sample", "depth_m")]
-    truth = scores.long_fractions(true_table, classes)
-    particles = pd.read_csv(core_dir / TRUTH_PARTICLES_FILE)
-    drawn = pd.crosstab(particles["sample"], particles["class"], normalize="index")
-    drawn = drawn.reindex(columns=classes, fill_value=0.0).reset_index()
+    core = result.analysis
     estimates = {
-        "human count": result.human,
-        "particles on the trays": scores.long_fractions(drawn, classes),
-        **dict(tuple(result.abundance.groupby("method", sort=False))),
+        "human count": core.human,
+        "particles on the trays": drawn,
+        **dict(tuple(core.abundance.groupby("method", sort=False))),
     }
     errors = scores.abundance_errors(estimates, truth).rename_axis("estimate")
     errors.to_csv(abundance_dir / "errors_vs_truth.csv")
-
-    figure = abundance_dir / "downcore.png"
-    title = "Recovered relative abundances against the truth (dashed)"
-    save_figure(plot_downcore(result, truth=truth, title=title), figure)
-    write_report(
-        abundance_dir / "report.html",
-        result,
-        title="Down-core abundance of the synthetic core",
-        figures={"Down-core relative abundance": figure},
-        level=0.95,
-    )
     return {
-        "samples": len(result.positions),
+        "samples": len(core.positions),
         "mae_pp": {name: float(errors.at[name, "all"]) for name in errors.index},
     }
+
+
+def _true_fractions(core_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the true relative abundances, those of the particles drawn on the trays), as long
+    tables of sample, taxon, fraction."""
+    from foramflow.data.synthetic import TRUTH_ABUNDANCE_FILE, TRUTH_PARTICLES_FILE
+
+    true_table = pd.read_csv(core_dir / TRUTH_ABUNDANCE_FILE)
+    classes = [c for c in true_table.columns if c not in ("sample", "depth_m")]
+    particles = pd.read_csv(core_dir / TRUTH_PARTICLES_FILE)
+    drawn = pd.crosstab(particles["sample"], particles["class"], normalize="index")
+    drawn = drawn.reindex(columns=classes, fill_value=0.0).reset_index()
+    return scores.long_fractions(true_table, classes), scores.long_fractions(drawn, classes)
 
 
 # -- running them --------------------------------------------------------------------
@@ -397,6 +397,26 @@ class Stage:
     run: Callable[[Progress], dict]
 
 
+class _StageTask:
+    """A task that is done once, however often a stage and its steps say so."""
+
+    def __init__(self, task: Task):
+        self.task, self.finished = task, False
+
+    def advance(self, n: int = 1, **fields: str) -> None:
+        self.task.advance(n, **fields)
+
+    def update(
+        self, *, total: int | None = None, completed: int | None = None, **fields: str
+    ) -> None:
+        self.task.update(total=total, completed=completed, **fields)
+
+    def done(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.task.done()
+
+
 class _StageTasks:
     """A stage's view of the progress: every task it opened is closed when it ends."""
 
@@ -407,7 +427,7 @@ class _StageTasks:
         self.progress.message(text, warning=warning)
 
     def task(self, description: str, total: int | None, **fields: str) -> Task:
-        task = self.progress.task(description, total, **fields)
+        task = _StageTask(self.progress.task(description, total, **fields))
         self.opened.append(task)
         return task
 
@@ -430,8 +450,25 @@ def run_demo(
     out = Path(out)
     progress = progress or Quiet()
     state = _open_state(out, profile)
+    stages = demo_stages(out, profile)
+    started = time.perf_counter()
+    for number, stage in enumerate(stages, start=1):
+        heading = f"{number}/{len(stages) + 1} {stage.title}"
+        if stage.folder in state["stages"]:
+            progress.message(f"{heading}: reused from {out / stage.folder}")
+            continue
+        state["stages"][stage.folder] = _run_stage(stage, out, heading, progress)
+        _write_state(out, state)
+    progress.message(f"{len(stages) + 1}/{len(stages) + 1} Write the report")
+    report = write_demo_report(out, state)
+    progress.message(f"Demo finished in {time.perf_counter() - started:.1f} s")
+    return report
+
+
+def demo_stages(out: Path, profile: Profile) -> list[Stage]:
+    """The stages of the method, in order, each with the folder under ``out`` it fills."""
     bundle, shown = out / "run" / "bundle", out / "figures"
-    stages = [
+    return [
         Stage("core", "Draw a synthetic core", lambda p: generate_core(out / "core", profile, p)),
         Stage(
             "stacks",
@@ -468,38 +505,27 @@ def run_demo(
         Stage(
             "abundance",
             "Estimate down-core abundances",
-            lambda p: estimate_abundance(
+            lambda p: estimate_downcore_abundance(
                 out / "classify", out / "core", bundle, out / "abundance", profile, p
             ),
         ),
     ]
-    started = time.perf_counter()
-    for number, stage in enumerate(stages, start=1):
-        heading = f"{number}/{len(stages) + 1} {stage.title}"
-        if stage.folder in state["stages"]:
-            progress.message(f"{heading}: reused from {out / stage.folder}")
-            continue
-        shutil.rmtree(out / stage.folder, ignore_errors=True)  # an unfinished earlier try
-        (out / stage.folder).mkdir(parents=True)
-        progress.message(heading)
-        clock = time.perf_counter()
-        tasks = _StageTasks(progress)
-        try:
-            summary = stage.run(tasks)
-        finally:
-            tasks.close()
-        seconds = time.perf_counter() - clock
-        state["stages"][stage.folder] = {
-            "title": stage.title,
-            "seconds": round(seconds, 1),
-            "summary": summary,
-        }
-        _write_state(out, state)
-        progress.message(f"{heading} done in {seconds:.1f} s")
-    progress.message(f"{len(stages) + 1}/{len(stages) + 1} Write the report")
-    report = write_demo_report(out, state)
-    progress.message(f"Demo finished in {time.perf_counter() - started:.1f} s")
-    return report
+
+
+def _run_stage(stage: Stage, out: Path, heading: str, progress: Progress) -> dict:
+    """Run one stage from scratch in its own folder; returns its record for the state."""
+    shutil.rmtree(out / stage.folder, ignore_errors=True)  # an unfinished earlier try
+    (out / stage.folder).mkdir(parents=True)
+    progress.message(heading)
+    clock = time.perf_counter()
+    tasks = _StageTasks(progress)
+    try:
+        summary = stage.run(tasks)
+    finally:
+        tasks.close()
+    seconds = time.perf_counter() - clock
+    progress.message(f"{heading} done in {seconds:.1f} s")
+    return {"title": stage.title, "seconds": round(seconds, 1), "summary": summary}
 
 
 def _open_state(out: Path, profile: Profile) -> dict:
@@ -509,12 +535,12 @@ def _open_state(out: Path, profile: Profile) -> dict:
         if state.get("profile") != profile.to_dict():
             raise DemoFolderError(
                 f"{out} holds a demo run with the {state.get('profile', {}).get('name')!r} "
-                f"profile, not {profile.name!r}: choose another --out, or delete {out}"
+                f"profile, not {profile.name!r}: choose another folder, or delete {out}"
             )
         return state
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DemoFolderError(
-            f"{out} exists and is not a demo folder: choose another --out, or delete {out}"
+            f"{out} exists and is not a demo folder: choose another folder, or delete {out}"
         )
     state = {"profile": profile.to_dict(), "stages": {}}
     _write_state(out, state)

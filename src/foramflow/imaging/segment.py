@@ -11,10 +11,13 @@ centre-to-edge distance, so that the particle can be rotated without clipping.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from foramflow.errors import ForamflowError
 from foramflow.imaging.measure import concavity, measure_particles
 
 #: Why a region was dropped, in the order the checks are made.
@@ -22,6 +25,12 @@ DROP_REASONS = ("border", "too_small", "too_concave")
 
 #: Crop side as a multiple of the particle's maximum radius (room to rotate).
 CROP_SCALE = 2.2
+
+REJECTED_COLUMNS = ["label", "reason", "centroid_y_px", "centroid_x_px", "area_um2", "concavity"]
+
+
+class SegmentationError(ForamflowError, ValueError):
+    """A setting or an empty-tray image that segmentation cannot work with."""
 
 
 def background_deviation(
@@ -44,7 +53,7 @@ def background_deviation(
     else:
         background = np.asarray(background, dtype=np.float32)
         if background.shape != image.shape:
-            raise ValueError(
+            raise SegmentationError(
                 f"empty-tray image has shape {background.shape}, the image {image.shape}"
             )
         sigma = (2.0, 2.0) + (0.0,) * (image.ndim - 2)
@@ -64,7 +73,7 @@ def check_threshold(threshold: float | str) -> None:
     if threshold == "auto":
         return
     if isinstance(threshold, str) or not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be 'auto' or a level in [0, 1], not {threshold!r}")
+        raise SegmentationError(f"threshold must be 'auto' or a level in [0, 1], not {threshold!r}")
 
 
 def particle_mask(
@@ -158,76 +167,115 @@ def segment_image(
     area, concavity), ``threshold`` (level used) and ``background_colour`` (for padding).
     """
     from skimage.measure import label as label_regions
-    from skimage.measure import regionprops
 
     check_threshold(threshold)
     deviation, background_colour = background_deviation(image, background=background)
     mask, level = particle_mask(
         deviation, threshold=threshold, closing_px=closing_px, opening_px=opening_px
     )
-    labels = label_regions(mask)
-    height, width = mask.shape
-    um2_per_px = (1000.0 / pixels_per_mm) ** 2
-
-    kept = np.zeros_like(labels)
-    touching: dict[int, bool] = {}
-    parent: dict[int, int] = {}
-    rejected = []
-    next_label = labels.max() + 1
-
-    def reject(region, reason, region_concavity=np.nan):
-        rejected.append(
-            {
-                "label": region.label,
-                "reason": reason,
-                "centroid_y_px": region.centroid[0],
-                "centroid_x_px": region.centroid[1],
-                "area_um2": region.area * um2_per_px,
-                "concavity": region_concavity,
-            }
-        )
-
-    for region in regionprops(labels):
-        top, left, bottom, right = region.bbox
-        if top == 0 or left == 0 or bottom == height or right == width:
-            reject(region, "border")
-            continue
-        if region.area * um2_per_px < min_area_um2:
-            reject(region, "too_small")
-            continue
-        region_concavity = concavity(region.image)
-        if max_concavity is not None and region_concavity > max_concavity:
-            reject(region, "too_concave", region_concavity)
-            continue
-        is_touching = region_concavity >= touching_concavity
-        window = kept[region.slice]
-        if is_touching and split:
-            parts = split_touching(region.image)
-            for part in regionprops(parts):
-                if part.area * um2_per_px < min_area_um2:
-                    continue  # a sliver of the watershed, not a particle
-                window[parts == part.label] = next_label
-                touching[next_label], parent[next_label] = True, region.label
-                next_label += 1
-        else:
-            window[region.image] = region.label
-            touching[region.label], parent[region.label] = is_touching, region.label
-
-    particles = crop_geometry(kept)
-    particles.insert(1, "parent_label", particles["label"].map(parent))
-    particles.insert(2, "touching", particles["label"].map(touching).astype(bool))
-    morphometrics = measure_particles(kept, image, pixels_per_mm=pixels_per_mm, depth_um=depth_um)
-    particles = particles.join(morphometrics, on="label")
+    regions = _sort_regions(
+        label_regions(mask),
+        um2_per_px=(1000.0 / pixels_per_mm) ** 2,
+        min_area_um2=min_area_um2,
+        max_concavity=max_concavity,
+        touching_concavity=touching_concavity,
+        split=split,
+    )
+    particles = crop_geometry(regions.kept)
+    particles.insert(1, "parent_label", particles["label"].map(regions.parent))
+    particles.insert(2, "touching", particles["label"].map(regions.touching).astype(bool))
+    morphometrics = measure_particles(
+        regions.kept, image, pixels_per_mm=pixels_per_mm, depth_um=depth_um
+    )
     return {
-        "labels": kept,
-        "particles": particles,
-        "rejected": pd.DataFrame(
-            rejected,
-            columns=["label", "reason", "centroid_y_px", "centroid_x_px", "area_um2", "concavity"],
-        ),
+        "labels": regions.kept,
+        "particles": particles.join(morphometrics, on="label"),
+        "rejected": pd.DataFrame(regions.rejected, columns=REJECTED_COLUMNS),
         "threshold": level,
         "background_colour": background_colour,
     }
+
+
+@dataclass
+class _Regions:
+    """Connected regions sorted into kept particles (a label image) and rejected ones."""
+
+    kept: np.ndarray
+    touching: dict[int, bool] = field(default_factory=dict)
+    parent: dict[int, int] = field(default_factory=dict)
+    rejected: list[dict] = field(default_factory=list)
+
+
+def _sort_regions(
+    labels: np.ndarray,
+    *,
+    um2_per_px: float,
+    min_area_um2: float,
+    max_concavity: float | None,
+    touching_concavity: float,
+    split: bool,
+) -> _Regions:
+    """Keep, flag as touching (or split), or reject each region, in the order of
+    :data:`DROP_REASONS`; watershed parts take labels above the regions' own."""
+    from skimage.measure import regionprops
+
+    regions = _Regions(kept=np.zeros_like(labels))
+    next_label = labels.max() + 1
+    for region in regionprops(labels):
+        reason, region_concavity = _drop_reason(
+            region, labels.shape, um2_per_px, min_area_um2, max_concavity
+        )
+        if reason is not None:
+            regions.rejected.append(_rejection(region, reason, um2_per_px, region_concavity))
+            continue
+        is_touching = region_concavity >= touching_concavity
+        if is_touching and split:
+            next_label = _keep_split_parts(regions, region, next_label, um2_per_px, min_area_um2)
+        else:
+            regions.kept[region.slice][region.image] = region.label
+            regions.touching[region.label] = is_touching
+            regions.parent[region.label] = region.label
+    return regions
+
+
+def _drop_reason(region, shape, um2_per_px, min_area_um2, max_concavity):
+    """(why the region is dropped or None, its concavity: NaN where not yet measured)."""
+    top, left, bottom, right = region.bbox
+    height, width = shape
+    if top == 0 or left == 0 or bottom == height or right == width:
+        return "border", np.nan
+    if region.area * um2_per_px < min_area_um2:
+        return "too_small", np.nan
+    region_concavity = concavity(region.image)
+    if max_concavity is not None and region_concavity > max_concavity:
+        return "too_concave", region_concavity
+    return None, region_concavity
+
+
+def _rejection(region, reason: str, um2_per_px: float, region_concavity: float) -> dict:
+    return {
+        "label": region.label,
+        "reason": reason,
+        "centroid_y_px": region.centroid[0],
+        "centroid_x_px": region.centroid[1],
+        "area_um2": region.area * um2_per_px,
+        "concavity": region_concavity,
+    }
+
+
+def _keep_split_parts(regions: _Regions, region, next_label, um2_per_px, min_area_um2) -> int:
+    """Keep the watershed parts of a touching region as particles; returns the next label."""
+    from skimage.measure import regionprops
+
+    parts = split_touching(region.image)
+    window = regions.kept[region.slice]
+    for part in regionprops(parts):
+        if part.area * um2_per_px < min_area_um2:
+            continue  # a sliver of the watershed, not a particle
+        window[parts == part.label] = next_label
+        regions.touching[next_label], regions.parent[next_label] = True, region.label
+        next_label += 1
+    return next_label
 
 
 def crop_geometry(labels: np.ndarray, *, scale: float = CROP_SCALE) -> pd.DataFrame:
@@ -289,3 +337,15 @@ def crop_filename(source_stem: str, particle: pd.Series, *, suffix: str = ".png"
         f"{source_stem}_p{int(particle['label']):04d}"
         f"_x{round(particle['centroid_x_px'])}_y{round(particle['centroid_y_px'])}{suffix}"
     )
+
+
+def crop_particles(image: np.ndarray, segmentation: dict) -> list[np.ndarray]:
+    """The crop of each particle of :func:`segment_image`'s result, in table order: its
+    square cut from ``image``, padded with the background colour where it leaves the image."""
+    particles = segmentation["particles"]
+    squares = particles[["crop_top_px", "crop_left_px", "crop_side_px"]].astype(int)
+    fill = segmentation["background_colour"]
+    return [
+        crop_square(image, top, left, side, fill=fill)
+        for top, left, side in squares.itertuples(index=False)
+    ]

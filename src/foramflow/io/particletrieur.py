@@ -37,6 +37,7 @@ from pathlib import Path
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse as _safe_parse
 
+from foramflow.errors import ForamflowError
 from foramflow.io.files import atomic_write
 
 UNLABELED = "unlabeled"
@@ -55,6 +56,10 @@ _RESERVED_TAXA = {
         "None of the classes identified by the CNN are above the threshold",
     ),
 }
+
+
+class ProjectError(ForamflowError, ValueError):
+    """A ParticleTrieur project file that cannot be read; the message names it."""
 
 
 @dataclass
@@ -96,17 +101,17 @@ class ParticleRecord:
 def read_project(xml_path: str | Path) -> tuple[list[ParticleRecord], list[Taxon]]:
     """Read a ParticleTrieur project: its images (absolute paths) and its taxa, in file order.
 
-    Raises ValueError naming the file for malformed XML or a malformed value.
+    Raises :class:`ProjectError` naming the file for malformed XML or a malformed value.
     """
     xml_path = Path(xml_path)
     try:
         root = _safe_parse(xml_path).getroot()
     except (ET.ParseError, DefusedXmlException) as err:
-        raise ValueError(f"{xml_path}: not a valid ParticleTrieur project ({err})") from err
+        raise ProjectError(f"{xml_path}: not a valid ParticleTrieur project ({err})") from err
     except OSError as err:
-        raise ValueError(f"{xml_path}: cannot read file ({err.strerror or err})") from err
+        raise ProjectError(f"{xml_path}: cannot read file ({err.strerror or err})") from err
     if root.tag != "project":
-        raise ValueError(f"{xml_path}: root element is <{root.tag}>, expected <project>")
+        raise ProjectError(f"{xml_path}: root element is <{root.tag}>, expected <project>")
     taxa = [_read_taxon(node) for node in root.iterfind("taxons/taxon")]
     base = xml_path.resolve().parent
     records = []
@@ -114,7 +119,7 @@ def read_project(xml_path: str | Path) -> tuple[list[ParticleRecord], list[Taxon
         try:
             records.append(_read_image(node, base))
         except ValueError as err:
-            raise ValueError(f"{xml_path}: image {number}: {err}") from err
+            raise ProjectError(f"{xml_path}: image {number}: {err}") from err
     return records, taxa
 
 

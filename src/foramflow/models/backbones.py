@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from foramflow.errors import ForamflowError
+
 RESNET50_WEIGHTS_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
 
 
-class WeightsError(ValueError):
+class WeightsError(ForamflowError, ValueError):
     """A weights file is missing, unreadable, or does not fit the backbone."""
 
 

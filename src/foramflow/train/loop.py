@@ -14,6 +14,7 @@ Run folder::
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from foramflow.data.arrays import preprocess_all
 from foramflow.data.augment import AugmentConfig, augment_batch
 from foramflow.data.dataset import ImageSet, image_set_hash, load_image_set
 from foramflow.data.split import loss_weights, stratified_split
+from foramflow.errors import ForamflowError
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.io.images import printable_path
 from foramflow.models.backbones import resolve_weights
@@ -39,8 +41,56 @@ from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, FitSe
 from foramflow.train.schedule import default_window_epochs
 
 
-class RunFolderExists(FileExistsError):
-    pass
+class RunFolderError(ForamflowError):
+    """The run folder cannot take this run."""
+
+
+class RunFolderExists(RunFolderError, FileExistsError):
+    """A new run was asked for in a folder that already holds files."""
+
+
+class NothingToResume(RunFolderError, FileNotFoundError):
+    """A run was to be resumed from a folder without its last checkpoint."""
+
+
+class CannotResume(RunFolderError, ValueError):
+    """A run of this kind cannot be resumed."""
+
+
+@dataclass
+class TrainResult:
+    """A finished training run: its folder, model bundle, report and validation scores."""
+
+    out: Path
+    bundle: Path
+    report: Path  # evaluation/report.html
+    metrics: dict  # validation metrics of the bundle (accuracy, macro_f1, …)
+    classes: list[str]
+    skipped: dict[str, str]  # printable path: why the image was not used
+
+
+def train(
+    config: TrainConfig, *, progress: Progress | None = None, resume: bool = False
+) -> TrainResult:
+    """Train the network ``config`` names on its image set, then export, evaluate and report
+    it, in the run folder ``config.out`` (see this module's description of the folder).
+
+    Full networks train end to end (:class:`Trainer`); transfer models train a tail on cached
+    backbone features (:class:`foramflow.train.transfer.TransferTrainer`). ``resume``
+    continues an interrupted full-network run from its last checkpoint.
+    """
+    from foramflow.train.transfer import trainer_class
+
+    trainer = trainer_class(config.model)(config, progress=progress, resume=resume)
+    report = trainer.run()
+    return TrainResult(
+        out=trainer.out,
+        bundle=trainer.out / "bundle",
+        report=report,
+        metrics=json.loads((trainer.out / "metrics.json").read_text()),
+        classes=list(trainer.data.image_set.classes),
+        skipped=dict(trainer.data.skipped),
+    )
 
 
 @dataclass
@@ -138,7 +188,7 @@ class Trainer:
                 "(choose another output folder, or resume the run)"
             )
         if resume and not (self.out / LAST_CHECKPOINT).is_file():
-            raise FileNotFoundError(f"{self.out}: nothing to resume (no {LAST_CHECKPOINT})")
+            raise NothingToResume(f"{self.out}: nothing to resume (no {LAST_CHECKPOINT})")
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
         self.bf16 = use_bf16(config.precision, self.device)

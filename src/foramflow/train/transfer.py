@@ -42,7 +42,7 @@ from foramflow.train.feature_cache import (
 )
 from foramflow.train.finish import export_and_evaluate
 from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, fit
-from foramflow.train.loop import PreparedData, Trainer
+from foramflow.train.loop import CannotResume, PreparedData, Trainer
 
 REFERENCE_FILE = "reference_features.npz"
 _CHUNK = 256  # images per cache write: an interruption loses at most this many vectors
@@ -186,7 +186,7 @@ class TransferTrainer(Trainer):
         self, config: TrainConfig, *, progress: Progress | None = None, resume: bool = False
     ):
         if resume:
-            raise ValueError(
+            raise CannotResume(
                 "transfer runs do not resume: start again in a new run folder "
                 "(features already computed come from the cache)"
             )

@@ -1,0 +1,104 @@
+"""The abundance step called from Python: the files of the command, refusals by name."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from foramflow.abundance.analysis import Confusion, analyse_core
+from foramflow.cli import app
+from foramflow.errors import ForamflowError
+from foramflow.progress import Recorded
+
+CONFUSION = [[45, 5, 0], [15, 35, 0], [0, 0, 50]]  # rows true dark, mid, bright
+PROBS = {"dark": [0.9, 0.05, 0.05], "mid": [0.05, 0.9, 0.05], "bright": [0.05, 0.05, 0.9]}
+PER_SAMPLE = ["dark"] * 8 + ["mid"] * 6 + ["bright"] * 6
+
+
+def rows():
+    return [
+        (sample, depth, label, PROBS[label])
+        for sample, depth in (("s0", 1.0), ("s1", 2.0))
+        for label in PER_SAMPLE
+    ]
+
+
+@pytest.fixture
+def results(tmp_path, make_predictions, make_bundle):
+    bundle = make_bundle(tmp_path / "bundle", confusion=CONFUSION)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    make_predictions(rows()).to_parquet(folder / "predictions.parquet")
+    (folder / "run.json").write_text(json.dumps({"bundle": str(bundle)}))
+    return folder
+
+
+def test_estimate_abundance_writes_what_the_command_writes(results, tmp_path):
+    from foramflow.abundance.steps import estimate_abundance
+
+    progress = Recorded()
+    result = estimate_abundance(results, tmp_path / "python", bootstrap=20, progress=progress)
+    command = CliRunner().invoke(
+        app, ["abundance", str(results), "--out", str(tmp_path / "cli"), "--bootstrap", "20"]
+    )
+    assert command.exit_code == 0, command.output
+    names = sorted(p.name for p in result.written)
+    assert names == sorted(p.name for p in (tmp_path / "python").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert result.bundle == tmp_path / "bundle" and result.report.name == "report.html"
+    for name in ("abundance.csv", "class_counts.csv", "drift.csv"):
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "python" / name), pd.read_csv(tmp_path / "cli" / name)
+        )
+    assert set(result.analysis.abundance["method"]) == {"raw", "acc", "em"}
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"level": 1.5}, r"the confidence level must lie in \(0.5, 1\), not 1.5"),
+        ({"interval": "exact"}, "the interval for counts is one of wilson, clopper-pearson"),
+        ({"bootstrap": 0}, "at least one bootstrap replicate"),
+        ({"ratios": ["x=nosuch/dark"]}, "'nosuch'"),
+    ],
+)
+def test_estimate_abundance_refuses_bad_settings_before_writing(
+    results, tmp_path, options, message
+):
+    from foramflow.abundance.steps import estimate_abundance
+
+    with pytest.raises(ForamflowError, match=message) as caught:
+        estimate_abundance(results, tmp_path / "out", **options)
+    assert "--" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_predictions_table_is_named(tmp_path):
+    from foramflow.abundance.steps import estimate_abundance
+
+    with pytest.raises(ForamflowError, match=r"predictions\.parquet: not found"):
+        estimate_abundance(tmp_path, tmp_path / "out")
+
+
+def test_a_confusion_matrix_without_a_predicted_class_is_refused(make_predictions):
+    confusion = Confusion(labels=["dark", "mid"], matrix=np.array([[9, 1], [1, 9]]))
+    with pytest.raises(ForamflowError, match=r"lacks class\(es\) \['bright'\]"):
+        analyse_core(make_predictions(rows()), confusion=confusion)
+
+
+def test_the_command_names_the_bundle_whose_confusion_matrix_lacks_a_class(
+    results, tmp_path, make_bundle
+):
+    bundle = make_bundle(tmp_path / "bundle2", confusion=CONFUSION)
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["validation_confusion"] = {"labels": ["dark", "mid"], "matrix": [[9, 1], [1, 9]]}
+    (bundle / "model.json").write_text(json.dumps(meta))
+    result = CliRunner().invoke(
+        app, ["abundance", str(results), "--out", str(tmp_path / "o"), "--bundle", str(bundle)]
+    )
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.output.split()).startswith(
+        f"error: {bundle}: its validation confusion matrix lacks class(es) ['bright']"
+    )

@@ -1,0 +1,90 @@
+"""The library's faces: ``import foramflow`` is light and names every step, and no module
+outside the command line imports the terminal libraries."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import foramflow
+
+STEPS = [
+    "calibrate_bundle",
+    "classify_folder",
+    "estimate_abundance",
+    "evaluate_folder",
+    "segment_folder",
+    "stack_folder",
+    "train",
+]
+PACKAGE = Path(foramflow.__file__).parent
+
+
+def run_python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_import_foramflow_loads_no_heavy_library():
+    loaded = run_python(
+        "import sys, foramflow\n"
+        "print(sorted({'numpy', 'pandas', 'torch', 'typer'} & set(sys.modules)))"
+    )
+    assert loaded.strip() == "[]"
+
+
+def test_every_step_is_named_by_the_package():
+    assert sorted(foramflow.__all__) == STEPS
+    available = [name for name in STEPS if name != "evaluate_folder"]  # lands with evaluate
+    shown = run_python(
+        f"from foramflow import {', '.join(available)}\n"
+        "import sys\n"
+        f"print(all(callable(f) for f in ({', '.join(available)},)), 'torch' in sys.modules)"
+    )
+    assert shown.strip() == "True False"
+
+
+def test_train_is_the_step_also_after_its_modules_are_imported():
+    shown = run_python(
+        "import foramflow, foramflow.train.config, foramflow.train.loop\n"
+        "from foramflow import train\n"
+        "from foramflow.train import train as step\n"
+        "print(callable(train), train is foramflow.train, step.__module__)"
+    )
+    assert shown.split() == ["True", "True", "foramflow.train.loop"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_no_library_module_imports_typer_or_rich():
+    offenders = {
+        str(path.relative_to(PACKAGE)): sorted(
+            name for name in imported_modules(path) if name.split(".")[0] in ("typer", "rich")
+        )
+        for path in PACKAGE.rglob("*.py")
+        if "cli" not in path.relative_to(PACKAGE).parts
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_the_demo_composes_the_library_steps_not_the_commands():
+    imported = imported_modules(PACKAGE / "demo" / "pipeline.py")
+    assert not [name for name in imported if name.startswith("foramflow.cli")]
+    assert {
+        "foramflow.imaging.steps",
+        "foramflow.train.loop",
+        "foramflow.classify.runner",
+        "foramflow.abundance.steps",
+    } <= imported
