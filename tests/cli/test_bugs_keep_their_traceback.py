@@ -87,7 +87,8 @@ def test_a_bug_in_training_keeps_its_traceback(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "run", a_bug)
     data = write_shape_set(tmp_path / "data", n_per_class=4)
-    assert_traceback_kept(invoke("train", data, "--out", tmp_path / "run", "--epochs", "1"))
+    args = ["--model", "base_cyclic", "--epochs", "1"]
+    assert_traceback_kept(invoke("train", data, "--out", tmp_path / "run", *args))
 
 
 @pytest.mark.parametrize("prepare", ["a file in it", "no checkpoint"])
@@ -115,7 +116,9 @@ def test_the_library_raises_foramflow_errors_for_the_run_folder(tmp_path):
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
-    config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"))
+    config = TrainConfig(
+        model="base_cyclic", data=str(tmp_path / "data"), out=str(tmp_path / "run")
+    )
     with pytest.raises(ForamflowError, match="already exists"):
         Trainer(config)
     with pytest.raises(ForamflowError, match="nothing to resume"):

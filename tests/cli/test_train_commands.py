@@ -242,6 +242,7 @@ def test_the_train_step_from_python_returns_the_run(tmp_path):
     data = write_shape_set(tmp_path / "data", n_per_class=8)
     (data / "disc" / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     config = TrainConfig(
+        model="base_cyclic",
         data=str(data),
         out=str(tmp_path / "run"),
         input_size=32,

@@ -37,7 +37,12 @@ def unreadable(monkeypatch):
 
 def _prepare(data, tmp_path, **options):
     config = TrainConfig(
-        data=str(data), out=str(tmp_path / "run"), input_size=16, min_per_class=5, workers=1
+        model="base_cyclic",
+        data=str(data),
+        out=str(tmp_path / "run"),
+        input_size=16,
+        min_per_class=5,
+        workers=1,
     )
     progress = Recorded()
     prepared = prepare_data(config.model_copy(update=options), progress)

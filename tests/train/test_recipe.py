@@ -95,7 +95,9 @@ def test_patience_stops_after_epochs_without_a_better_accuracy(tmp_path):
 def test_the_model_chooses_the_recipe_unless_told():
     paper = TrainConfig(data="d", out="o", model="base_cyclic")
     assert (paper.optimizer, paper.schedule, paper.label_smoothing) == ("adam", "alrs", 0.0)
-    told = TrainConfig(data="d", out="o", optimizer="adamw", schedule="cosine", epochs=5)
+    told = TrainConfig(
+        model="base_cyclic", data="d", out="o", optimizer="adamw", schedule="cosine", epochs=5
+    )
     assert (told.optimizer, told.schedule) == ("adamw", "cosine")
     with pytest.raises(ValueError, match="cosine schedule needs a number of epochs"):
-        TrainConfig(data="d", out="o", schedule="cosine")
+        TrainConfig(model="base_cyclic", data="d", out="o", schedule="cosine")

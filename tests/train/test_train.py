@@ -23,6 +23,7 @@ def trained_run(tmp_path_factory):
     data = write_shape_set(tmp_path_factory.mktemp("learnable"), n_per_class=60)
     out = tmp_path_factory.mktemp("runs") / "shapes"
     config = TrainConfig(
+        model="base_cyclic",
         data=str(data),
         out=str(out),
         input_size=32,

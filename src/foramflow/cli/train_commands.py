@@ -11,8 +11,10 @@ from foramflow.cli.console import RichProgress, console, fail
 from foramflow.io.files import prepare_output_dir
 
 _MODEL_HELP = (
-    "network: base_cyclic, resnet_cyclic or resnet18; transfer learning on cached "
-    "features: efficientnet_lite0_tl or resnet50_tl (needs --weights)"
+    "auto chooses for the set and the machine and says why; the paper's networks: "
+    "base_cyclic, resnet_cyclic, resnet18; transfer learning on cached features: "
+    "efficientnet_lite0_tl (…lite1_tl, …lite2_tl) or resnet50_tl (needs --weights); "
+    "fine-tuning end to end: efficientnet_lite0_ft (…lite1_ft, …lite2_ft), resnet50_ft"
 )
 
 
@@ -26,14 +28,18 @@ Data = Annotated[
     typer.Argument(help="Training set: a folder per class, or a ParticleTrieur project .xml."),
 ]
 Out = Annotated[Path | None, _option("Run folder to create.", "--out", "-o")]
-Model = Annotated[str | None, _option(f"Network (default: base_cyclic); {_MODEL_HELP}.")]
+Model = Annotated[str | None, _option(f"Network (default: auto); {_MODEL_HELP}.")]
 InputSize = Annotated[
     int | None, _option("Input width in pixels (default: the model's; 128 for base_cyclic).")
 ]
 Filters = Annotated[int | None, _option("Filters in the first block (default: 8).")]
 Colour = Annotated[
     bool | None,
-    _option("Colour (3 channels) or greyscale input (default: grey).", "--colour/--grey"),
+    _option(
+        "Colour (3 channels) or greyscale input (default: grey; auto: colour when the "
+        "images carry it).",
+        "--colour/--grey",
+    ),
 ]
 Pool = Annotated[str | None, _option("Cyclic pool: max (paper) or mean (MISO).")]
 Epochs = Annotated[
@@ -48,7 +54,39 @@ AlrsDrops = Annotated[int | None, _option("ALRS: stop after this many drops (def
 MaxEpochs = Annotated[int | None, _option("ALRS: upper limit on epochs (default: 300).")]
 BatchSize = Annotated[int | None, _option("Batch size (default: 64).")]
 LearningRate = Annotated[float | None, _option("Adam learning rate (default: 0.001).", "--lr")]
-MinPerClass = Annotated[int | None, _option("Drop classes with fewer images (default: 40).")]
+MinPerClass = Annotated[
+    int | None,
+    _option(
+        "Drop classes with fewer images (default: the model's; 40 for the paper's networks, "
+        "10 for transfer and fine-tuning; auto keeps three quarters of the classes)."
+    ),
+]
+Optimizer = Annotated[str | None, _option("adam (the paper's) or adamw (default: the model's).")]
+WeightDecay = Annotated[float | None, _option("AdamW's weight decay (default: 0.05).")]
+Schedule = Annotated[
+    str | None,
+    _option("alrs (the paper's) or cosine: warm-up, then cosine over --epochs (default: "
+            "the model's)."),
+]  # fmt: skip
+WarmupEpochs = Annotated[float | None, _option("cosine: epochs of warm-up (default: 1).")]
+LabelSmoothing = Annotated[float | None, _option("Label smoothing (default: the model's).")]
+Mixup = Annotated[float | None, _option("Mixup Beta parameter, e.g. 0.2 (default: off).")]
+Cutmix = Annotated[float | None, _option("Cutmix Beta parameter, e.g. 1.0 (default: off).")]
+Ema = Annotated[
+    float | None,
+    _option("Keep a moving average of the weights with this decay, e.g. 0.999 (default: "
+            "the model's; 0 = off)."),
+]  # fmt: skip
+Patience = Annotated[
+    int | None, _option("Stop after this many epochs without a better validation accuracy.")
+]
+Flips = Annotated[
+    bool | None,
+    _option(
+        "Mirror images in augmentation (default: off, as coiling direction tells taxa apart).",
+        "--flips/--no-flips",
+    ),
+]
 ValFraction = Annotated[float | None, _option("Validation share (default: 0.2).")]
 ClassWeights = Annotated[
     str | None,
@@ -118,6 +156,16 @@ def train(
     batch_size: BatchSize = None,
     learning_rate: LearningRate = None,
     min_per_class: MinPerClass = None,
+    optimizer: Optimizer = None,
+    weight_decay: WeightDecay = None,
+    schedule: Schedule = None,
+    warmup_epochs: WarmupEpochs = None,
+    label_smoothing: LabelSmoothing = None,
+    mixup: Mixup = None,
+    cutmix: Cutmix = None,
+    ema: Ema = None,
+    patience: Patience = None,
+    flips: Flips = None,
     val_fraction: ValFraction = None,
     class_weights: ClassWeights = None,
     augment: Augment = None,
@@ -139,7 +187,9 @@ def train(
     Writes a run folder with config.yaml, log.csv, checkpoints, bundle/ and
     evaluation/report.html.
 
-    Example: foramflow train forams/ --model base_cyclic --input-size 128 --out runs/first
+    Example: foramflow train forams/ --out runs/first   (the model chosen for the set)
+
+    The paper's network: foramflow train forams/ --model base_cyclic --out runs/bc
 
     Transfer learning (minutes on a CPU): foramflow train forams/ --model
     efficientnet_lite0_tl --out runs/tl

@@ -30,6 +30,7 @@ FINE_TUNE_RECIPE = {
     "label_smoothing": 0.1,
     "ema": 0.999,
     "epochs": 10,
+    "min_per_class": 10,
 }
 
 

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from torch import nn
 
 #: How the paper trains its networks: Adam, ALRS, plain cross-entropy, no weight average.
-PAPER_RECIPE = {"optimizer": "adam", "schedule": "alrs", "label_smoothing": 0.0, "ema": 0.0}
+PAPER_RECIPE = {
+    "optimizer": "adam",
+    "schedule": "alrs",
+    "label_smoothing": 0.0,
+    "ema": 0.0,
+    "min_per_class": 40,
+}
+#: Transfer learning: the paper's tail training; a tail on frozen features learns from a
+#: handful of images per class, so smaller classes are kept.
+TRANSFER_RECIPE = {**PAPER_RECIPE, "min_per_class": 10}
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,7 @@ def _register_builtin() -> None:
                 default_input_size=get_backbone(backbone).default_input_size,
                 kind="transfer",
                 defaults=transfer_defaults,
+                recipe=dict(TRANSFER_RECIPE),
             )
         )
         register(
@@ -129,6 +139,7 @@ def _register_builtin() -> None:
             default_input_size=get_backbone("resnet50").default_input_size,
             kind="transfer",
             defaults=transfer_defaults,
+            recipe=dict(TRANSFER_RECIPE),
         )
     )
 

@@ -20,14 +20,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from foramflow.progress import Progress
+    from foramflow.train.config import TrainConfig
 
 PAPER_MODEL = "base_cyclic"
 TRANSFER_MODEL = "efficientnet_lite0_tl"
 PAPER_MIN_PER_CLASS = 40
 TRANSFER_MIN_PER_CLASS = 10
-FEWEST_USEFUL = 5  # below this a class has no validation image to score it by
+FEWEST_USEFUL = 2  # one image to train on and one to validate with
 GPU_IMAGES_PER_CLASS = 200  # a median class this large trains the paper's network well
 
 
@@ -75,7 +80,11 @@ def choose_recipe(
 
 
 def _minimum_keeping_most_classes(counts: np.ndarray, wanted: int) -> int:
-    """``wanted``, lowered as far as needed to keep three quarters of the classes."""
+    """``wanted``, lowered as far as needed to keep three quarters of the classes.
+
+    A class needs one training and one validation image at least; with fewer than five,
+    its validation score rests on one image, which the report makes visible.
+    """
     if not len(counts) or (counts >= wanted).mean() >= 0.75:
         return wanted
     quartile = int(np.floor(np.quantile(counts, 0.25)))
@@ -102,3 +111,28 @@ def _channels_differ(image: np.ndarray, tolerance: float = 2 / 255) -> bool:
     """JPEG chroma noise stays under ``tolerance``; stained specimens do not."""
     spread = image.max(axis=2) - image.min(axis=2)
     return float(np.quantile(spread, 0.99)) > tolerance
+
+
+def resolve_auto(config: TrainConfig, progress: Progress) -> TrainConfig:
+    """``config`` with ``model: auto`` (and the choices it leaves open) made for its set.
+
+    A configuration that names its model is returned as it is. The choice and its reasons
+    are reported; the run's config.yaml records the resolved configuration.
+    """
+    from foramflow.data.dataset import load_image_set
+    from foramflow.train.config import AUTO, TrainConfig
+    from foramflow.train.device import resolve_device
+
+    if config.model != AUTO:
+        return config
+    image_set = load_image_set(config.data, min_per_class=1)
+    colour = carries_colour(image_set.paths) if config.channels is None else config.channels == 3
+    gpu = resolve_device(config.device).type == "cuda"
+    choice = choose_recipe(
+        image_set.counts(), gpu=gpu, colour=colour, min_per_class=config.min_per_class
+    )
+    progress.message(f"model auto: {choice.model}")
+    for reason in choice.reasons:
+        progress.message(f"  {reason}")
+    chosen = {"model": choice.model, "min_per_class": choice.min_per_class}
+    return TrainConfig(**{**config.model_dump(), **chosen, "channels": choice.channels})

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from foramflow.io.images import MAX_PIXELS
 
+AUTO = "auto"
+
 
 class TrainConfig(BaseModel):
     """Everything that determines a training run. Unknown keys are an error, not ignored."""
@@ -18,11 +20,15 @@ class TrainConfig(BaseModel):
 
     data: str = Field(description="folder-per-class training set, or a ParticleTrieur .xml")
     out: str = Field(description="run folder to create")
-    model: str = "base_cyclic"
+    model: str = Field(
+        "auto", description="a registered network, or auto: chosen for the set and the machine"
+    )
     input_size: int | None = Field(
         None, ge=16, description="input side in pixels; None = the model's default"
     )
-    channels: Literal[1, 3] = 1
+    channels: Literal[1, 3] | None = Field(
+        None, description="1 grey, 3 colour; None = grey (auto: colour if the images are)"
+    )
     filters: int = Field(8, ge=1)
     pool: Literal["max", "mean"] = "max"
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
@@ -34,7 +40,9 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     val_fraction: float = Field(0.2, gt=0, lt=1)
-    min_per_class: int = Field(40, ge=1)
+    min_per_class: int | None = Field(
+        None, ge=1, description="drop smaller classes; None = the model's (40 for the paper's)"
+    )
     class_weights: Literal["clamped", "none"] = Field(
         "clamped", description="loss weights: the paper's clamped geometric-mean weights, or none"
     )
@@ -74,17 +82,25 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         from foramflow.models.registry import get_entry
 
+        if self.input_size is not None and self.input_size % 2:
+            raise ValueError(f"input_size must be even, not {self.input_size}")
+        self._check_schedule()
+        if self.model == AUTO:  # resolved for the set and the machine by train.auto
+            return self
         entry = get_entry(self.model)
+        if self.channels is None:
+            self.channels = 1
         if self.input_size is None:
             self.input_size = entry.default_input_size
         for name, value in entry.recipe.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        self._check_schedule()
+        return self
+
+    def _check_schedule(self) -> None:
         if self.schedule == "cosine" and not self.epochs:
             raise ValueError("the cosine schedule needs a number of epochs")
-        if self.input_size % 2:
-            raise ValueError(f"input_size must be even, not {self.input_size}")
-        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:

@@ -34,7 +34,7 @@ from foramflow.io.images import printable_path
 from foramflow.models.backbones import resolve_weights
 from foramflow.models.registry import create_model, get_entry
 from foramflow.progress import Progress, Quiet
-from foramflow.train.config import TrainConfig
+from foramflow.train.config import AUTO, TrainConfig
 from foramflow.train.device import CompiledOrEager, resolve_device, use_bf16
 from foramflow.train.finish import export_and_evaluate
 from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, FitSettings, fit
@@ -55,6 +55,18 @@ class NothingToResume(RunFolderError, FileNotFoundError):
 
 class CannotResume(RunFolderError, ValueError):
     """A run of this kind cannot be resumed."""
+
+
+def check_run_folder(out: Path, *, resume: bool) -> None:
+    """A new run needs an empty folder; a resumed one its last checkpoint."""
+    out = Path(out)
+    if not resume and out.exists() and any(out.iterdir()):
+        raise RunFolderExists(
+            f"{out}: run folder already exists and is not empty "
+            "(choose another output folder, or resume the run)"
+        )
+    if resume and not (out / LAST_CHECKPOINT).is_file():
+        raise NothingToResume(f"{out}: nothing to resume (no {LAST_CHECKPOINT})")
 
 
 @dataclass
@@ -79,8 +91,13 @@ def train(
     backbone features (:class:`foramflow.train.transfer.TransferTrainer`). ``resume``
     continues an interrupted full-network run from its last checkpoint.
     """
+    from foramflow.train.auto import resolve_auto
     from foramflow.train.transfer import trainer_class
 
+    progress = progress or Quiet()
+    check_run_folder(config.out, resume=resume)
+    if not resume:  # a resumed run's config.yaml already names its model
+        config = resolve_auto(config, progress)
     trainer = trainer_class(config.model)(config, progress=progress, resume=resume)
     report = trainer.run()
     return TrainResult(
@@ -178,17 +195,13 @@ class Trainer:
     def __init__(
         self, config: TrainConfig, *, progress: Progress | None = None, resume: bool = False
     ):
-        self.config = config
         self.progress = progress or Quiet()
+        if config.model == AUTO:
+            raise ValueError("resolve model 'auto' first (foramflow.train.auto.resolve_auto)")
+        self.config = config
         self.out = Path(config.out)
         self.resume = resume
-        if not resume and self.out.exists() and any(self.out.iterdir()):
-            raise RunFolderExists(
-                f"{self.out}: run folder already exists and is not empty "
-                "(choose another output folder, or resume the run)"
-            )
-        if resume and not (self.out / LAST_CHECKPOINT).is_file():
-            raise NothingToResume(f"{self.out}: nothing to resume (no {LAST_CHECKPOINT})")
+        check_run_folder(self.out, resume=resume)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
         self.bf16 = use_bf16(config.precision, self.device)
