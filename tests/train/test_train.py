@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from foramflow.bundle import Bundle
 from foramflow.imaging.preprocess import load_and_preprocess
-from foramflow.io.bundle import Bundle
 from foramflow.models.registry import create_model
 from foramflow.train.config import TrainConfig
 from foramflow.train.loop import RunFolderExists, Trainer
@@ -75,11 +75,11 @@ def test_onnx_bundle_agrees_with_pytorch(trained_run):
     bundle = Bundle.load(out / "bundle")
     meta = bundle.meta
     network = create_model(
-        meta["model"]["name"],
-        n_classes=len(meta["labels"]),
+        meta.model.name,
+        n_classes=len(meta.labels),
         input_size=32,
         channels=1,
-        **meta["model"]["params"],
+        **meta.model.params,
     )
     network.load_state_dict(torch.load(out / "checkpoint_best.pt", weights_only=True))
     network.eval()

@@ -81,7 +81,8 @@ def abundance(
     from foramflow.abundance.intervals import INTERVAL_METHODS
     from foramflow.abundance.plots import plot_downcore, save_figure
     from foramflow.abundance.report import write_report
-    from foramflow.io.bundle import Bundle, BundleError
+    from foramflow.bundle import Bundle, BundleError
+    from foramflow.bundle.schema import Calibration
     from foramflow.io.files import prepare_output_dir
 
     predictions_path = results_dir / "predictions.parquet"
@@ -107,7 +108,7 @@ def abundance(
         raise fail(str(err)) from err
     prepare_output_dir(out)
 
-    meta, bundle_path = {}, bundle
+    meta, bundle_path = None, bundle
     if bundle_path is None and (results_dir / "run.json").is_file():
         bundle_path = Path(json.loads((results_dir / "run.json").read_text()).get("bundle", ""))
     if bundle_path:
@@ -115,7 +116,7 @@ def abundance(
             meta = Bundle.load(bundle_path).meta
         except (BundleError, FileNotFoundError) as err:
             console.print(f"[yellow]warning:[/] {err}; abundances will not be corrected")
-    calibration = meta.get("calibration") or {}
+    calibration = (meta and meta.calibration) or Calibration()
 
     progress = progress_bar()
     with progress:
@@ -133,8 +134,8 @@ def abundance(
                 interval_method=interval,
                 n_boot=bootstrap,
                 seed=seed,
-                class_bias=calibration.get("class_bias"),
-                drift_reference=calibration.get("top_probability_quantiles"),
+                class_bias=calibration.class_bias,
+                drift_reference=calibration.top_probability_quantiles,
                 max_drift=max_drift,
                 on_sample=lambda _: progress.advance(task),
             )
@@ -147,8 +148,8 @@ def abundance(
     details = {
         "predictions": str(predictions_path),
         "model bundle": str(bundle_path or "none"),
-        "calibration": f"temperature {calibration['temperature']:.3g}"
-        if calibration
+        "calibration": f"temperature {calibration.temperature:.3g}"
+        if calibration.temperature is not None
         else "none (run foramflow calibrate)",
         "images": f"{(predictions['status'] != 'error').sum()} classified, "
         f"{(predictions['status'] == 'error').sum()} unreadable",
@@ -199,12 +200,12 @@ def calibrate(
 
     Example: foramflow calibrate runs/bc8/bundle labelled_validation/ --target-precision 0.95
     """
+    from foramflow.bundle import BundleError
     from foramflow.evaluate.calibration import (
         CalibrationError,
         calibrate_bundle,
         validation_images,
     )
-    from foramflow.io.bundle import BundleError
 
     if not 0.0 < target_precision <= 1.0:
         raise fail(f"--target-precision must lie in (0, 1], not {target_precision}")
@@ -224,7 +225,7 @@ def calibrate(
                 images,
                 target_precision=target_precision,
                 per_class=per_class,
-                out_dir=out or Path(bundle) / "calibration",
+                out_dir=out,
                 on_image=lambda: progress.advance(task),
             )
         except (BundleError, CalibrationError) as err:

@@ -335,13 +335,13 @@ def estimate_abundance(
     from foramflow.abundance.analysis import Confusion, analyse_core, write_tables
     from foramflow.abundance.plots import plot_downcore, save_figure
     from foramflow.abundance.report import write_report
+    from foramflow.bundle import Bundle
     from foramflow.classify.store import PREDICTIONS_FILE
     from foramflow.data.synthetic import (
         HUMAN_COUNTS_FILE,
         TRUTH_ABUNDANCE_FILE,
         TRUTH_PARTICLES_FILE,
     )
-    from foramflow.io.bundle import Bundle
 
     predictions = pd.read_parquet(classify_dir / PREDICTIONS_FILE)
     human = pd.read_csv(core_dir / HUMAN_COUNTS_FILE).set_index("sample")
