@@ -109,6 +109,15 @@ def test_bundle_metadata_and_network_info(trained_run):
     assert [e.findtext("code") for e in root.iter("label")] == meta["labels"]
 
 
+def test_training_report_times_inference_with_the_classify_engine(trained_run):
+    _, out, report = trained_run
+    html = report.read_text()
+    assert "inference (the classify engine)" in html
+    assert "ONNX Runtime, fp32" in html and "batches of 64" in html
+    meta = json.loads((out / "bundle" / "model.json").read_text())
+    assert meta["inference_ms_per_image"] > 0
+
+
 def test_existing_run_folder_is_not_overwritten(trained_run):
     config, _, _ = trained_run
     with pytest.raises(RunFolderExists):
