@@ -47,7 +47,7 @@ def evaluate_folder(
     out: str | Path,
     *,
     workers: int | None = None,
-    progress: Progress = Quiet(),
+    progress: Progress | None = None,
 ) -> EvaluationResult:
     """Evaluate a bundle on a labelled image set (a folder per class) and write the report,
     tables and figures into ``out``.
@@ -56,6 +56,7 @@ def evaluate_folder(
     images are listed in the report. ``workers``: image-decoding processes (default: one per
     core).
     """
+    progress = progress or Quiet()
     loaded = Bundle.load(bundle)
     engine = evaluation_engine(loaded)  # a network that cannot be loaded is refused first
     image_set = _read_image_set(data)
