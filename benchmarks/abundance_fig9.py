@@ -35,13 +35,13 @@ from foramflow.abundance.groups import Grouping, Ratio
 from foramflow.abundance.plots import plot_downcore, save_figure
 from foramflow.abundance.report import write_report
 from foramflow.abundance.simulate import SimulatedClassifier, draw_sample
+from foramflow.bundle.engine import apply_temperature
 from foramflow.classify.decisions import DecisionRule
 from foramflow.evaluate.calibration import (
     fit_class_bias,
     fit_temperature,
     negative_log_likelihood,
 )
-from foramflow.io.bundle import apply_temperature
 
 CLASSES = [
     "G. ruber",

@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foramflow.bundle import Bundle
+from foramflow.bundle.engine import Engine, available_cores
 from foramflow.classify.bf16 import check_bf16
-from foramflow.classify.engine import Engine, available_cores
 from foramflow.classify.quantize import quantize_bundle
 from foramflow.imaging.preprocess import load_and_preprocess
-from foramflow.io.bundle import Bundle
 
 DATA = Path(os.environ.get("FORAMFLOW_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
 SOURCE = DATA / "ndsb_plankton_dev"
@@ -178,9 +178,9 @@ def main() -> None:
         source = args.bundle or train_bundle(work, images, args.epochs)
         bundle_dir = work / "bundle"
         shutil.copytree(source, bundle_dir)
-        meta = json.loads((bundle_dir / "model.json").read_text())
-        print(f"bundle: {meta.get('model')}, {len(meta['labels'])} classes, input "
-              f"{meta['preprocessing']['params']}")  # fmt: skip
+        meta = Bundle.load(bundle_dir).meta
+        print(f"bundle: {meta.model}, {len(meta.labels)} classes, input "
+              f"{meta.preprocessing}")  # fmt: skip
         five = layout(picked[:: max(1, len(picked) // 5000)][:5000], work / "images_5000")
         full = layout(picked, work / f"images_{args.images}")
 

@@ -30,14 +30,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from foramflow.bundle import Bundle, BundleMeta, read_meta, write_bundle
+from foramflow.bundle.predict import predict_timed
 from foramflow.data.arrays import preprocess_all
 from foramflow.data.augment import augment_batch
 from foramflow.data.dataset import load_image_set
 from foramflow.imaging.preprocess import PreprocessSpec
-from foramflow.io.bundle import Bundle
 from foramflow.models.registry import create_model
 from foramflow.train.device import CompiledOrEager
-from foramflow.train.export import export_onnx
+from foramflow.train.export import onnx_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,26 +111,13 @@ def throughput(size: int, batches: int, repeats: int) -> None:
                 network(batch[i : i + 64])
         print(f"inference PyTorch {precision}: {256 / (time.perf_counter() - start):.1f} images/s")
         if precision == "fp32":
+            meta = BundleMeta(labels=image_set.classes, preprocessing=spec)
             with tempfile.TemporaryDirectory() as tmp:
-                export_onnx(network, Path(tmp) / "model.onnx", input_size=size, channels=1)
-                (Path(tmp) / "model.json").write_text(
-                    json.dumps(
-                        {
-                            "format": "foramflow-bundle/1",
-                            "labels": image_set.classes,
-                            "preprocessing": spec.to_dict(),
-                        }
-                    )
-                )
-                bundle = Bundle.load(tmp)
-                arrays = np.asarray(images[:256], dtype=np.float32)
-                bundle.predict_batch(arrays[:64])
-                start = time.perf_counter()
-                for i in range(0, 256, 64):
-                    bundle.predict_batch(arrays[i : i + 64])
+                bundle = Bundle.load(write_bundle(tmp, meta, onnx_bytes(network, spec)))
+                timed = predict_timed(bundle.engine(), images[:256])
                 print(
-                    f"inference ONNX Runtime fp32: "
-                    f"{256 / (time.perf_counter() - start):.1f} images/s"
+                    f"inference, the classify engine ({timed.engine}, batches of "
+                    f"{timed.batch_size}): {1000 / timed.ms_per_image:.1f} images/s"
                 )
     for variant in ("bf16", "bf16+compile"):
         print(f"{variant} / fp32 training speed: {results[variant] / results['fp32']:.2f}×")
@@ -166,20 +154,22 @@ def accuracy(
     Trainer(config, progress=RichProgress()).run()
     wall = time.perf_counter() - start
     metrics = json.loads((Path(out) / "metrics.json").read_text())
-    meta = json.loads((Path(out) / "bundle" / "model.json").read_text())
+    meta = read_meta(Path(out) / "bundle")
     import pandas as pd
 
     log = pd.read_csv(Path(out) / "log.csv")
     print(
-        f"input {size}×{size} grey, Base-Cyclic 8 filters, {len(meta['labels'])} classes, "
-        f"{meta['training_set']['n_train']} training / {meta['training_set']['n_validation']} "
+        f"input {size}×{size} grey, Base-Cyclic 8 filters, {len(meta.labels)} classes, "
+        f"{meta.training_set.n_train} training / {meta.training_set.n_validation} "
         f"validation images, precision {precision}, class weights {class_weights}"
     )
-    print(f"epochs: {meta['training']['epochs']} (best {meta['training']['best_epoch']})")
+    print(f"epochs: {meta.training.epochs} (best {meta.training.best_epoch})")
     print(f"validation accuracy: {metrics['accuracy']:.4f}")
     print(f"mean F1 over classes: {metrics['macro_f1']:.4f}")
     print(f"training images/s (median over epochs): {log['train_images_per_s'].median():.1f}")
-    print(f"inference (ONNX Runtime fp32): {1000 / meta['inference_ms_per_image']:.1f} images/s")
+    print(
+        f"inference (the classify engine, fp32): {1000 / meta.inference_ms_per_image:.1f} images/s"
+    )
     print(f"wall time: {wall / 60:.1f} min; peak memory (RSS): {peak_rss_mb():.0f} MB")
 
 

@@ -26,7 +26,7 @@ _STEPS = {
     "stack_folder": "foramflow.imaging.steps",
     "segment_folder": "foramflow.imaging.steps",
     "calibrate_bundle": "foramflow.evaluate.calibration",
-    "evaluate_folder": "foramflow.evaluate",
+    "evaluate_folder": "foramflow.evaluate.folder",
     "classify_folder": "foramflow.classify.runner",
     "estimate_abundance": "foramflow.abundance.steps",
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +9,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from foramflow.bundle import BundleMeta
+from foramflow.bundle import write_bundle as write_bundle_folder
 from foramflow.imaging.preprocess import PreprocessSpec
-from foramflow.io.bundle import BUNDLE_FORMAT, META_FILE, MODEL_FILE
 
 # Three classes told apart by mean brightness alone.
 LEVELS = {"dark": 0.25, "mid": 0.5, "bright": 0.75}
 SHARPNESS = 400.0  # logit scale: far sharper than the brightness overlap justifies
 
 
-def write_brightness_model(path: Path, levels, sharpness: float) -> None:
+def brightness_model(levels, sharpness: float) -> bytes:
     """ONNX: mean brightness x → softmax(s (2 c_k x − c_k²)), i.e. −s (x − c_k)² up to a
     shared term: the nearest brightness level wins, with confidence set by ``sharpness``."""
     import onnx
@@ -46,22 +46,20 @@ def write_brightness_model(path: Path, levels, sharpness: float) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    onnx.save(model, path)
+    return model.SerializeToString()
 
 
 def write_bundle(folder: Path, *, confusion=None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_brightness_model(folder / MODEL_FILE, list(LEVELS.values()), SHARPNESS)
-    meta = {
-        "format": BUNDLE_FORMAT,
-        "labels": list(LEVELS),
-        "preprocessing": PreprocessSpec(size=8, channels=1).to_dict(),
-        "threshold": 0.8,
-    }
-    if confusion is not None:
-        meta["validation_confusion"] = {"labels": list(LEVELS), "matrix": confusion}
-    (folder / META_FILE).write_text(json.dumps(meta))
-    return folder
+    meta = BundleMeta(
+        labels=list(LEVELS),
+        preprocessing=PreprocessSpec(size=8, channels=1),
+        threshold=0.8,
+        validation_confusion=None
+        if confusion is None
+        else {"labels": list(LEVELS), "matrix": confusion},
+    )
+    model = brightness_model(list(LEVELS.values()), SHARPNESS)
+    return write_bundle_folder(folder, meta, model)
 
 
 def write_labelled_images(root: Path, per_class: int, *, seed: int = 0) -> Path:

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
+from foramflow.bundle import Bundle
 from foramflow.cli import app
-from foramflow.io.bundle import Bundle
 
 runner = CliRunner()
 
@@ -32,16 +32,16 @@ def test_calibrate_lowers_nll_and_stores_everything(tiny_bundle, labelled_images
         ],
     )
     assert result.exit_code == 0, result.output
-    calibration = Bundle.load(tiny_bundle).meta["calibration"]
+    calibration = Bundle.load(tiny_bundle).meta.calibration
     # The model is deliberately over-confident: the fitted temperature is well above 1 and
     # the validation NLL falls.
-    assert calibration["temperature"] > 2.0
-    assert calibration["nll_after"] < 0.7 * calibration["nll_before"]
-    assert calibration["ece_after"] < calibration["ece_before"]
-    assert len(calibration["top_probability_quantiles"]) == 101
+    assert calibration.temperature > 2.0
+    assert calibration.nll_after < 0.7 * calibration.nll_before
+    assert calibration.ece_after < calibration.ece_before
+    assert len(calibration.top_probability_quantiles) == 101
     meta = Bundle.load(tiny_bundle).meta
-    assert set(meta["class_thresholds"]) == {"dark", "mid", "bright"}
-    assert 0.5 < meta["threshold"] <= 1.0
+    assert set(meta.class_thresholds) == {"dark", "mid", "bright"}
+    assert 0.5 < meta.threshold <= 1.0
     curve = pd.read_csv(tiny_bundle / "calibration" / "coverage_accuracy.csv")
     assert curve["coverage"].iloc[-1] == 1.0
     assert (tiny_bundle / "calibration" / "coverage_accuracy.png").stat().st_size > 1000
@@ -59,8 +59,8 @@ def test_calibrate_lowers_nll_and_stores_everything(tiny_bundle, labelled_images
         ],
     )
     assert again.exit_code == 0, again.output
-    refit = Bundle.load(tiny_bundle).meta["calibration"]["temperature"]
-    assert refit == calibration["temperature"]
+    refit = Bundle.load(tiny_bundle).meta.calibration.temperature
+    assert refit == calibration.temperature
 
 
 def test_calibrate_rejects_a_folder_without_label_folders(tiny_bundle, tmp_path):

@@ -12,7 +12,6 @@ are "unsure" at any threshold above 0.52.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +21,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from foramflow.bundle import BundleMeta
+from foramflow.bundle import write_bundle as write_bundle_folder
 from foramflow.imaging.preprocess import PreprocessSpec
 
 LABELS = ("dark", "bright")
@@ -77,17 +78,14 @@ def write_bundle(
     path: Path, *, threshold: float = 0.8, steepness: float = STEEPNESS, **meta
 ) -> Path:
     """A bundle folder holding the brightness model; extra ``meta`` goes into model.json."""
-    path.mkdir(parents=True, exist_ok=True)
-    onnx.save(brightness_model(steepness=steepness), str(path / "model.onnx"))
-    description = {
-        "format": "foramflow-bundle/1",
-        "labels": list(LABELS),
-        "preprocessing": PreprocessSpec(size=16, channels=1).to_dict(),
-        "threshold": threshold,
+    description = BundleMeta(
+        labels=list(LABELS),
+        preprocessing=PreprocessSpec(size=16, channels=1),
+        threshold=threshold,
         **meta,
-    }
-    (path / "model.json").write_text(json.dumps(description))
-    return path
+    )
+    model = brightness_model(steepness=steepness).SerializeToString()
+    return write_bundle_folder(path, description, model)
 
 
 def write_grey_png(path: Path, level: int, size: tuple[int, int] = (12, 10)) -> Path:
@@ -147,7 +145,7 @@ def cpu_without_bf16(monkeypatch):
     a test of bf16 itself says otherwise."""
 
     def set_bf16(present: bool) -> None:
-        for module in ("foramflow.classify.engine", "foramflow.classify.runner"):
+        for module in ("foramflow.bundle.engine", "foramflow.classify.runner"):
             monkeypatch.setattr(f"{module}.cpu_has_bf16", lambda: present)
 
     set_bf16(False)

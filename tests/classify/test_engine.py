@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foramflow.classify.engine import (
+from foramflow.bundle import Bundle, BundleError, update_bundle_meta
+from foramflow.bundle.engine import (
     Engine,
     recheck_close_calls,
     recheck_margin,
@@ -13,7 +14,6 @@ from foramflow.classify.engine import (
 )
 from foramflow.classify.quantize import quantize_bundle
 from foramflow.classify.runner import classify_folder
-from foramflow.io.bundle import Bundle, BundleError, update_bundle_meta
 
 
 def test_engine_applies_the_bundle_temperature(kit, tmp_path):

@@ -212,7 +212,7 @@ def read_only_bundle(bundle, monkeypatch):
         def refuse(path, *args, **kwargs):
             raise PermissionError(13, "Permission denied", str(path))
 
-        monkeypatch.setattr("foramflow.io.bundle.write_json_atomic", refuse)
+        monkeypatch.setattr("foramflow.bundle.folder.write_meta", refuse)
     yield bundle
     bundle.chmod(0o755)
 
@@ -246,7 +246,7 @@ def test_bundle_write_refused_midway_falls_back_to_the_user_cache(
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("foramflow.io.bundle.write_json_atomic", refuse)
+    monkeypatch.setattr("foramflow.bundle.folder.write_meta", refuse)
     cpu_without_bf16(True)
     result = run(bundle, tree, tmp_path / "out")
     assert result.run["precision"] == "bf16"

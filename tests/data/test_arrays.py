@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image, ImageFile
 
-from foramflow.data import arrays
+from foramflow.bundle import decode
 from foramflow.data.arrays import preprocess_all
 from foramflow.imaging.preprocess import PreprocessSpec
 
@@ -36,14 +36,14 @@ def test_oversize_image_is_skipped_before_decoding(tmp_path, monkeypatch):
 
 def test_an_unexpected_decoding_failure_skips_the_image_not_the_run(tmp_path, monkeypatch):
     paths = _pngs(tmp_path, 3)
-    real = arrays.load_and_preprocess
+    real = decode.load_and_preprocess
 
     def odd(path, spec, **kwargs):
         if path == paths[1]:
             raise RuntimeError("decoder crashed")
         return real(path, spec, **kwargs)
 
-    monkeypatch.setattr(arrays, "load_and_preprocess", odd)
+    monkeypatch.setattr(decode, "load_and_preprocess", odd)
     images, ok, skipped = preprocess_all(paths, PreprocessSpec(size=16), workers=1)
     assert list(ok) == [0, 2] and len(images) == 2
     assert skipped == {paths[1]: "cannot read image (RuntimeError: decoder crashed)"}

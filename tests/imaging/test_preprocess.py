@@ -94,7 +94,7 @@ def test_load_and_preprocess_caps_the_decoded_pixels(tmp_path, no_decoding):
 
 
 def test_classify_decoder_reports_an_oversize_image_without_decoding_it(tmp_path, no_decoding):
-    from foramflow.classify.decode import decode_batch
+    from foramflow.bundle.decode import decode_batch
 
     path = _png(tmp_path / "crop.png")
     batch, errors = decode_batch([str(path)], PreprocessSpec(size=16), max_pixels=1000)

@@ -10,10 +10,10 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from typer.testing import CliRunner
 
+from foramflow.bundle import Bundle, BundleError
 from foramflow.cli import app
 from foramflow.errors import ForamflowError
 from foramflow.imaging.preprocess import PreprocessSpec
-from foramflow.io.bundle import Bundle, BundleError
 
 LABELS = ["dark", "bright"]
 
@@ -131,20 +131,20 @@ def test_truncated_model_onnx_is_a_bundle_error_naming_the_file(bundle):
     truncate(bundle)
     loaded = Bundle.load(bundle)
     with pytest.raises(BundleError, match="cannot load the network") as caught:
-        loaded.session()
+        loaded.engine()
     assert str(bundle / "model.onnx") in str(caught.value)
 
 
 def test_labels_count_not_matching_the_network_outputs_is_refused(tmp_path):
     bundle = write_bundle(tmp_path / "b", model=network(n_outputs=3))
     with pytest.raises(BundleError, match="2 labels but the network has 3 outputs"):
-        Bundle.load(bundle).session()
+        Bundle.load(bundle).engine()
 
 
 def test_network_input_not_matching_the_preprocessing_is_refused(tmp_path):
     bundle = write_bundle(tmp_path / "b", model=network(size=32))
     with pytest.raises(BundleError, match="network expects 32 × 32 px, 1 channel"):
-        Bundle.load(bundle).session()
+        Bundle.load(bundle).engine()
 
 
 def one_line_error(result, *expected: str) -> None:
@@ -216,7 +216,7 @@ def test_zipped_bundle_with_a_corrupt_model_names_the_zip(bundle, tmp_path):
         for path in bundle.iterdir():
             zipped.write(path, path.name)
     with pytest.raises(BundleError, match="cannot load the network") as caught:
-        Bundle.load(archive).session()
+        Bundle.load(archive).engine()
     assert str(archive) in str(caught.value)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from foramflow.bundle import BundleMeta, write_bundle
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.label.store import LabelStore
 
@@ -46,7 +46,6 @@ def store(tmp_path: Path, image_root: Path) -> LabelStore:
 @pytest.fixture
 def brightness_bundle(tmp_path: Path) -> Path:
     """A bundle whose ONNX model says 'bright' when mean intensity > 0.5, else 'dark'."""
-    import onnx
     from onnx import TensorProto, helper
 
     nodes = [
@@ -70,18 +69,13 @@ def brightness_bundle(tmp_path: Path) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    onnx.save(model, bundle / "model.onnx")
-    meta = {
-        "format": "foramflow-bundle/1",
-        "name": "brightness-v1",
-        "labels": ["dark", "bright"],
-        "preprocessing": PreprocessSpec(size=16, channels=1).to_dict(),
-        "threshold": 0.8,
-    }
-    (bundle / "model.json").write_text(json.dumps(meta))
-    return bundle
+    meta = BundleMeta(
+        name="brightness-v1",
+        labels=["dark", "bright"],
+        preprocessing=PreprocessSpec(size=16, channels=1),
+        threshold=0.8,
+    )
+    return write_bundle(tmp_path / "bundle", meta, model.SerializeToString())
 
 
 @pytest.fixture

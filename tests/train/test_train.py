@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from foramflow.bundle import Bundle
 from foramflow.imaging.preprocess import load_and_preprocess
-from foramflow.io.bundle import Bundle
 from foramflow.models.registry import create_model
 from foramflow.train.config import TrainConfig
 from foramflow.train.loop import RunFolderExists, Trainer
@@ -76,11 +76,11 @@ def test_onnx_bundle_agrees_with_pytorch(trained_run):
     bundle = Bundle.load(out / "bundle")
     meta = bundle.meta
     network = create_model(
-        meta["model"]["name"],
-        n_classes=len(meta["labels"]),
+        meta.model.name,
+        n_classes=len(meta.labels),
         input_size=32,
         channels=1,
-        **meta["model"]["params"],
+        **meta.model.params,
     )
     network.load_state_dict(torch.load(out / "checkpoint_best.pt", weights_only=True))
     network.eval()
@@ -108,6 +108,15 @@ def test_bundle_metadata_and_network_info(trained_run):
     assert root.findtext("load/training_epochs") == "10"
     assert root.find("load/training_time").get("unit") == "s"
     assert [e.findtext("code") for e in root.iter("label")] == meta["labels"]
+
+
+def test_training_report_times_inference_with_the_classify_engine(trained_run):
+    _, out, report = trained_run
+    html = report.read_text()
+    assert "inference (the classify engine)" in html
+    assert "ONNX Runtime, fp32" in html and "batches of 64" in html
+    meta = json.loads((out / "bundle" / "model.json").read_text())
+    assert meta["inference_ms_per_image"] > 0
 
 
 def test_existing_run_folder_is_not_overwritten(trained_run):

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-import foramflow.train.finish as finish
+import foramflow.train.export as export
 import foramflow.train.transfer as transfer
+from foramflow.bundle import Bundle
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
-from foramflow.io.bundle import Bundle
 from foramflow.models.backbones import WeightsError
 from foramflow.models.registry import create_model
 from foramflow.train.config import TrainConfig
@@ -70,7 +70,7 @@ def two_runs(tmp_path_factory):
             TransferTrainer(config).run()
             runs.append(root / name)
             patch.setattr(
-                finish,
+                export,
                 "export_onnx",
                 lambda network, path, **_: shutil.copy(root / "first/bundle/model.onnx", path),
             )
@@ -113,11 +113,11 @@ def test_joined_onnx_bundle_agrees_with_pytorch_head_and_tail(two_runs):
     bundle = Bundle.load(first / "bundle")
     meta = bundle.meta
     network = create_model(
-        meta["model"]["name"],
-        n_classes=len(meta["labels"]),
+        meta.model.name,
+        n_classes=len(meta.labels),
         input_size=32,
         channels=1,
-        **meta["model"]["params"],
+        **meta.model.params,
     )
     network.load_state_dict(torch.load(first / "checkpoint_best.pt", weights_only=True))
     network.eval()

@@ -27,6 +27,7 @@ from foramflow.abundance.counts import (
 from foramflow.abundance.drift import DEFAULT_MAX_DISTANCE, drift_table
 from foramflow.abundance.groups import UNSURE, Grouping, Ratio, check_ratio_terms
 from foramflow.abundance.inputs import AbundanceError
+from foramflow.bundle.schema import BundleMeta
 from foramflow.evaluate.calibration import apply_class_bias
 from foramflow.io.files import atomic_write
 
@@ -43,12 +44,12 @@ class Confusion:
     matrix: np.ndarray
 
     @classmethod
-    def from_meta(cls, meta: dict) -> Confusion | None:
-        """From a bundle's ``validation_confusion`` entry, or None when absent."""
-        entry = meta.get("validation_confusion")
+    def from_meta(cls, meta: BundleMeta | None) -> Confusion | None:
+        """From a bundle's validation confusion matrix, or None when it has none."""
+        entry = meta.validation_confusion if meta is not None else None
         if not entry:
             return None
-        return cls(labels=list(entry["labels"]), matrix=np.asarray(entry["matrix"], int))
+        return cls(labels=list(entry.labels), matrix=np.asarray(entry.matrix, int))
 
     def reorder(self, labels: Sequence[str]) -> np.ndarray:
         """The matrix with rows and columns in ``labels`` order."""

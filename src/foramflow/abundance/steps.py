@@ -22,6 +22,7 @@ from foramflow.abundance.drift import DEFAULT_MAX_DISTANCE
 from foramflow.abundance.groups import Grouping, Ratio
 from foramflow.abundance.inputs import AbundanceError
 from foramflow.abundance.intervals import INTERVAL_METHODS
+from foramflow.bundle.schema import BundleMeta, Calibration
 from foramflow.io.files import prepare_output_dir
 from foramflow.progress import Progress, Quiet
 
@@ -39,7 +40,7 @@ class AbundanceResult:
     report: Path
     figure: Path
     bundle: Path | None  # the model bundle given or named in run.json (None: no correction)
-    calibration: dict = field(default_factory=dict)  # the bundle's, empty when uncalibrated
+    calibration: Calibration = field(default_factory=Calibration)  # the bundle's
 
 
 @dataclass
@@ -104,7 +105,7 @@ def estimate_abundance(
     inputs = _read_inputs(results_dir, groups, ratios, human, age_model, bootstrap)
     prepare_output_dir(out)
     bundle_path, meta = _bundle_meta(results_dir, bundle, progress)
-    calibration = meta.get("calibration") or {}
+    calibration = (meta and meta.calibration) or Calibration()
     confusion = _confusion(meta, inputs, bundle_path)
     task = progress.task("correcting", inputs.predictions["sample"].nunique())
     try:
@@ -119,8 +120,8 @@ def estimate_abundance(
             interval_method=interval,
             n_boot=bootstrap,
             seed=seed,
-            class_bias=calibration.get("class_bias"),
-            drift_reference=calibration.get("top_probability_quantiles"),
+            class_bias=calibration.class_bias,
+            drift_reference=calibration.top_probability_quantiles,
             max_drift=max_drift,
             on_sample=lambda _: task.advance(),
         )
@@ -174,25 +175,29 @@ def _read_grouping(path: str | Path | None) -> Grouping:
     return Grouping.from_yaml(path) if path else Grouping()
 
 
-def _bundle_meta(results_dir: Path, bundle, progress: Progress) -> tuple[Path | None, dict]:
-    """The model bundle (given, or named in run.json) and its metadata; empty metadata,
-    with a warning, when it cannot be loaded."""
-    from foramflow.io.bundle import Bundle, BundleError
+def _bundle_meta(
+    results_dir: Path, bundle, progress: Progress
+) -> tuple[Path | None, BundleMeta | None]:
+    """The model bundle (given, or named in run.json) and its description; None, with a
+    warning, when it cannot be loaded."""
+    from foramflow.bundle import Bundle, BundleError
 
     path = Path(bundle) if bundle else None
     if path is None and (results_dir / RUN_FILE).is_file():
         named = json.loads((results_dir / RUN_FILE).read_text()).get("bundle", "")
         path = Path(named) if named else None
     if path is None:
-        return None, {}
+        return None, None
     try:
         return path, Bundle.load(path).meta
     except (BundleError, FileNotFoundError) as err:
         progress.message(f"{err}; abundances will not be corrected", warning=True)
-        return path, {}
+        return path, None
 
 
-def _confusion(meta: dict, inputs: _Inputs, bundle_path: Path | None) -> Confusion | None:
+def _confusion(
+    meta: BundleMeta | None, inputs: _Inputs, bundle_path: Path | None
+) -> Confusion | None:
     """The bundle's validation confusion matrix; refused when it lacks a predicted class."""
     confusion = Confusion.from_meta(meta)
     if confusion is None:
@@ -217,8 +222,8 @@ def _write(result: AbundanceResult, inputs: _Inputs, title, truth, level, interv
     details = {
         "predictions": str(inputs.predictions_path),
         "model bundle": str(result.bundle or "none"),
-        "calibration": f"temperature {result.calibration['temperature']:.3g}"
-        if result.calibration
+        "calibration": f"temperature {result.calibration.temperature:.3g}"
+        if result.calibration.temperature is not None
         else "none (run foramflow calibrate)",
         "images": f"{(predictions['status'] != 'error').sum()} classified, "
         f"{(predictions['status'] == 'error').sum()} unreadable",

@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from foramflow.bundle import Bundle
+from foramflow.bundle.engine import Engine
 from foramflow.classify.decisions import DecisionRule
-from foramflow.classify.engine import Engine
 from foramflow.classify.inference import classify_records
-from foramflow.io.bundle import Bundle
 
 TASKS_PER_THREAD = 2
 
@@ -125,5 +125,5 @@ def _engine(bundle_path: str, bundle_hash: str, precision_records: str, precisio
     """One engine per worker process and bundle (the hash keys the cache, so a changed
     bundle is reloaded); ``precision_records`` is JSON, added to the bundle's description."""
     bundle = Bundle.load(bundle_path)
-    bundle.meta.update(json.loads(precision_records))
+    bundle.attach(**json.loads(precision_records))
     return Engine(bundle, precision=precision, threads=1)

@@ -1,24 +1,20 @@
-"""The unit of work both backends share: decode a batch of images, run the network, decide."""
+"""The unit of work both backends share: decode a batch of images, run the network, decide.
+
+Decoding and the network are the bundle's one prediction path (:mod:`foramflow.bundle.predict`);
+what classify adds is the listing's problems and the decision per image.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from foramflow.bundle.decode import decode_batch
+from foramflow.bundle.engine import Engine
 from foramflow.classify.decisions import DecisionRule
-from foramflow.classify.decode import decode_batch
-from foramflow.classify.engine import Engine
 from foramflow.classify.tables import predictions_table
-
-
-def predict_decoded(engine: Engine, batch: np.ndarray) -> np.ndarray:
-    """Probabilities for a decoded batch; an empty batch gives an empty (0, K) array."""
-    if len(batch) == 0:
-        return np.empty((0, len(engine.bundle.labels)), np.float32)
-    return engine.predict(batch)
 
 
 def readable_paths(records: pd.DataFrame, images_dir: Path) -> list[str]:
@@ -56,5 +52,5 @@ def classify_records(
         part = records.iloc[start : start + batch_size]
         batch, errors = decode_batch(readable_paths(part, images_dir), spec)
         errors = with_listing_problems(part, errors)
-        parts.append(predictions_table(part, predict_decoded(engine, batch), errors, rule))
+        parts.append(predictions_table(part, engine.predict(batch), errors, rule))
     return pa.concat_tables(parts)

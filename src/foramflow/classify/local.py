@@ -17,12 +17,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from foramflow.bundle.decode import decode_batch
+from foramflow.bundle.engine import Engine
 from foramflow.classify.decisions import DecisionRule
-from foramflow.classify.decode import decode_batch
-from foramflow.classify.engine import Engine
 from foramflow.classify.inference import (
     classify_records,
-    predict_decoded,
     readable_paths,
     with_listing_problems,
 )
@@ -74,7 +73,7 @@ def run_local(
                 index, part, last, future = pending.popleft()
                 batch, errors = future.result()
                 errors = with_listing_problems(part, errors)
-                parts.append(predictions_table(part, predict_decoded(engine, batch), errors, rule))
+                parts.append(predictions_table(part, engine.predict(batch), errors, rule))
                 on_images(len(part))
                 if last:
                     yield index, pa.concat_tables(parts)

@@ -4,14 +4,12 @@ ONNX Runtime static quantisation, QDQ format: int8 weights per output channel, u
 activations with ranges calibrated (min/max) on a few hundred preprocessed images. The dense
 head (Gemm/MatMul) and the softmax stay in fp32: they cost about 2 % of the compute, and
 quantising them moves the class probabilities enough to flip close calls. The copy
-is written beside model.onnx as ``model.int8.onnx`` and recorded in model.json as (or, for a
-bundle that cannot be written, elsewhere: :mod:`foramflow.classify.records`)::
-
-    "int8": {"file": "model.int8.onnx", "method": "...", "calibration_images": 256,
-             "check_images": 512, "top1_agreement": 0.998}
-
-``top1_agreement`` is the share of check images (not used for calibration) whose top class is
-the same as with the fp32 model. model.onnx itself is never changed.
+is written beside model.onnx and recorded in the bundle's description
+(:attr:`BundleMeta.int8 <foramflow.bundle.schema.BundleMeta.int8>`; for a bundle that cannot
+be written, elsewhere: :mod:`foramflow.classify.records`): its file, the method, the numbers
+of calibration and check images, and the top-1 agreement, the share of check images (not
+used for calibration) whose top class is the same as with the fp32 model. model.onnx itself
+is never changed.
 """
 
 from __future__ import annotations
@@ -23,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.classify.engine import INT8_FIELD, Engine, read_model
-from foramflow.imaging.preprocess import load_and_preprocess
-from foramflow.io.bundle import MODEL_FILE, Bundle, BundleError, update_bundle_meta
-from foramflow.io.images import ImageReadError
+from foramflow.bundle.decode import decode_batch
+from foramflow.bundle.engine import Engine
+from foramflow.bundle.folder import Bundle
+from foramflow.bundle.schema import INT8_FILE, BundleError, PrecisionCheck
 
-INT8_FILE = "model.int8.onnx"
 FP32_OPS = ("Gemm", "MatMul", "Softmax")
 METHOD = (
     "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, "
@@ -45,7 +42,7 @@ def quantize_bundle(
     batch_size: int = 32,
 ) -> dict:
     """Write an int8 copy of the bundle's network calibrated on ``images`` into the bundle
-    folder, record it in model.json and return its record."""
+    folder, record it in model.json and return the record as model.json holds it."""
     bundle = Bundle.load(bundle_path)
     if not bundle.path.is_dir():
         raise BundleError(f"{bundle.path}: an int8 model can only be added to a bundle folder")
@@ -57,8 +54,8 @@ def quantize_bundle(
         n_check=n_check,
         batch_size=batch_size,
     )
-    update_bundle_meta(bundle.path, **{INT8_FIELD: record})
-    return record
+    bundle.update(int8=record)
+    return record.to_json()
 
 
 def quantize_into(
@@ -69,9 +66,9 @@ def quantize_into(
     n_calibration: int = 256,
     n_check: int = 512,
     batch_size: int = 32,
-) -> dict:
-    """Write an int8 copy of the bundle's network calibrated on ``images`` as
-    ``folder/model.int8.onnx``; return its record (``file`` relative to ``folder``).
+) -> PrecisionCheck:
+    """Write an int8 copy of the bundle's network calibrated on ``images`` into ``folder``;
+    return its record (its file named relative to ``folder``).
 
     Images are taken evenly spread over ``images`` (so every sample folder contributes);
     calibration and check images do not overlap. Unreadable images are skipped.
@@ -94,7 +91,7 @@ def quantize_into(
     calibration, check = batch[order[:n_cal]], batch[order[n_cal:][:n_check]]
 
     fp32 = Engine(bundle, precision="fp32")
-    input_name = bundle.session().get_inputs()[0].name
+    input_name = fp32.input_name
 
     class _Batches(CalibrationDataReader):
         def __init__(self):
@@ -107,8 +104,8 @@ def quantize_into(
             return next(self._batches, None)
 
     with tempfile.TemporaryDirectory(dir=folder, prefix=".quantize.") as work:
-        source = Path(work) / MODEL_FILE
-        source.write_bytes(read_model(bundle, MODEL_FILE))
+        source = Path(work) / "source.onnx"
+        source.write_bytes(bundle.read_model())
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared))
         quantized = Path(work) / INT8_FILE
@@ -123,16 +120,16 @@ def quantize_into(
             op_types_to_quantize=[op for op in QDQRegistry if op not in FP32_OPS],
         )
         os.replace(quantized, folder / INT8_FILE)
-    record = {
-        "file": INT8_FILE,
-        "method": METHOD,
-        "calibration_images": len(calibration),
-        "check_images": len(check),
-    }
-    bundle.meta[INT8_FIELD] = {**record, "file": str(folder.resolve() / INT8_FILE)}
+    record = PrecisionCheck(
+        file=INT8_FILE,
+        method=METHOD,
+        calibration_images=len(calibration),
+        check_images=len(check),
+    )
+    bundle.attach(int8=record.with_file_in(folder))
     int8 = Engine(bundle, precision="int8")
-    record["top1_agreement"], _ = compare_engines(fp32, int8, check, batch_size=batch_size)
-    return record
+    agreement, _ = compare_engines(fp32, int8, check, batch_size=batch_size)
+    return record.model_copy(update={"top1_agreement": agreement})
 
 
 def compare_engines(
@@ -156,11 +153,5 @@ def spread(items: list, n: int) -> list:
 
 
 def preprocess_images(paths: Sequence[str | Path], bundle: Bundle) -> np.ndarray:
-    spec, arrays = bundle.spec, []
-    for path in paths:
-        try:
-            arrays.append(load_and_preprocess(path, spec))
-        except ImageReadError:
-            continue
-    shape = (0, spec.channels, spec.size, spec.size)
-    return np.stack(arrays) if arrays else np.empty(shape, np.float32)
+    """The readable ones of ``paths``, preprocessed; the others are left out."""
+    return decode_batch(paths, bundle.spec)[0]

@@ -18,20 +18,20 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from foramflow import __version__
-from foramflow.classify.decisions import ERROR, UNSURE, DecisionRule
-from foramflow.classify.engine import (
-    BF16_FIELD,
-    INT8_FIELD,
+from foramflow.bundle.engine import (
     MIN_AGREEMENT,
     Engine,
     available_cores,
     bundle_hash,
     cpu_has_bf16,
-    read_model,
+    int8_file,
     resolve_precision,
 )
+from foramflow.bundle.folder import Bundle
+from foramflow.bundle.schema import BF16_RECORD, INT8_RECORD, PrecisionCheck
+from foramflow.classify.decisions import ERROR, UNSURE, DecisionRule
 from foramflow.classify.local import run_local
-from foramflow.classify.records import RECORD_FIELDS, PrecisionRecords
+from foramflow.classify.records import PrecisionRecords
 from foramflow.classify.samples import SampleRule, assign_samples, find_images
 from foramflow.classify.store import (
     ABUNDANCE_FILE,
@@ -44,7 +44,6 @@ from foramflow.classify.store import (
 )
 from foramflow.classify.tables import CountTable, prediction_schema, relative_abundance
 from foramflow.errors import OutputError
-from foramflow.io.bundle import Bundle
 from foramflow.io.files import prepare_output_dir
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -118,30 +117,82 @@ def classify_folder(
     if batch_size < 1 or chunk_size < 1:
         raise ValueError("batch size and chunk size must be at least 1")
     started = time.perf_counter()
-    bundle = Bundle.load(bundle_path)
-    for note in bundle.notes:
-        log(f"note: {bundle.path}: {note}")
-    bundle.verify()
-    rule = DecisionRule(
-        tuple(bundle.labels),
-        bundle.threshold if threshold is None else threshold,
-        bundle.class_thresholds,
-    )
+    bundle = _open_bundle(bundle_path, log)
+    rule = _decision_rule(bundle, threshold)
     images_dir = Path(images_dir).resolve()
     manifest, skipped = build_manifest(images_dir, samples)
     for path, reason in skipped:
         log(f"skipped {path}: {reason}")
     store = RunStore(prepare_output_dir(out_dir))
+    earlier = None if overwrite else store.read_run()
+    precision = _choose_precision(bundle, precision, earlier, images_dir, manifest, store, log)
+    job = _describe_job(bundle, precision, rule, images_dir, manifest, samples)
+    if earlier is not None:
+        _check_same_job(earlier, job, store, manifest)
+        chunk_size = int(earlier["chunk_size"])
+    elif overwrite:
+        store.clear()
+    if _is_complete(earlier, store):
+        log(f"{store.root} already holds the complete results of this run")
+        return _result_from_predictions(store, earlier, bundle.labels)
+
+    # Opened before anything is written, so that a network that cannot run is refused first.
+    engine = Engine(bundle, precision=job["precision"]) if scheduler is None else None
+    backend = _Backend(bundle, job, engine, rule, images_dir, workers, batch_size, scheduler)
+    run = _start_run(store, job, earlier, chunk_size, manifest, skipped)
+    n_resumed = _classify_chunks(store, run, manifest, backend, log, on_start, on_images)
+    return _finish_run(store, run, manifest, bundle.labels, n_resumed, started)
+
+
+def _open_bundle(bundle_path: str | Path, log) -> Bundle:
+    """The bundle, its notes said and its network checked before any work."""
+    bundle = Bundle.load(bundle_path)
+    for note in bundle.notes:
+        log(f"note: {bundle.path}: {note}")
+    bundle.verify()
+    return bundle
+
+
+def _decision_rule(bundle: Bundle, threshold: float | None) -> DecisionRule:
+    """The bundle's thresholds, the global one replaced by ``threshold`` when given."""
+    return DecisionRule(
+        tuple(bundle.labels),
+        bundle.threshold if threshold is None else threshold,
+        bundle.class_thresholds,
+    )
+
+
+def _choose_precision(
+    bundle: Bundle,
+    precision: str,
+    earlier: dict | None,
+    images_dir: Path,
+    manifest: pd.DataFrame,
+    store: RunStore,
+    log,
+) -> str:
+    """The precision asked for: "auto" resumes with an earlier run's choice; a reduced
+    precision is checked first (see :func:`_ensure_precision`)."""
     records = PrecisionRecords(bundle, store.root)
     records.attach()
-    earlier = None if overwrite else store.read_run()
     if precision == "auto" and earlier is not None:
         precision = earlier.get("precision", precision)
-    precision = _ensure_precision(bundle, precision, images_dir, manifest, log, records)
+    return _ensure_precision(bundle, precision, images_dir, manifest, log, records)
+
+
+def _describe_job(
+    bundle: Bundle,
+    precision: str,
+    rule: DecisionRule,
+    images_dir: Path,
+    manifest: pd.DataFrame,
+    samples: SampleRule,
+) -> dict:
+    """What decides the results of a run: a run with another job cannot be resumed."""
     used_precision, model_file = resolve_precision(bundle, precision)
-    job = {
+    return {
         "bundle": str(bundle.path.resolve()),
-        "bundle_hash": bundle_hash(bundle, read_model(bundle, model_file)),
+        "bundle_hash": bundle_hash(bundle, bundle.read_model(model_file)),
         "model_file": model_file,
         "precision": used_precision,
         "images_dir": str(images_dir),
@@ -150,36 +201,53 @@ def classify_folder(
         "samples": samples.describe(),
         **rule.to_dict(),
     }
-    if earlier is not None:
-        _check_same_job(earlier, job, store, manifest)
-        chunk_size = int(earlier["chunk_size"])
-    elif overwrite:
-        store.clear()
-    if (
+
+
+def _is_complete(earlier: dict | None, store: RunStore) -> bool:
+    return (
         earlier is not None
         and earlier.get("state") == "complete"
         and store.path(PREDICTIONS_FILE).is_file()
-    ):
-        log(f"{store.root} already holds the complete results of this run")
-        return _result_from_predictions(store, earlier, bundle.labels)
+    )
 
-    # Opened before anything is written, so that a network that cannot run is refused first.
-    engine = Engine(bundle, precision=used_precision) if scheduler is None else None
-    fingerprint = run_fingerprint(job, chunk_size)
+
+def _start_run(
+    store: RunStore,
+    job: dict,
+    earlier: dict | None,
+    chunk_size: int,
+    manifest: pd.DataFrame,
+    skipped: list[tuple[str, str]],
+) -> dict:
+    """Write the run record (and, for a new run, the input list); return the record."""
     store.prepare()
     if earlier is None:
         store.write_manifest(manifest)
     run = {
         **job,
         "chunk_size": chunk_size,
-        "fingerprint": fingerprint,
+        "fingerprint": run_fingerprint(job, chunk_size),
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         "state": "running",
         "started": (earlier or {}).get("started", _now()),
         "foramflow": __version__,
     }
     store.write_run(run)
+    return run
 
+
+def _classify_chunks(
+    store: RunStore,
+    run: dict,
+    manifest: pd.DataFrame,
+    backend: _Backend,
+    log,
+    on_start,
+    on_images,
+) -> int:
+    """Classify and write the chunks an earlier run did not finish; return the number of
+    images it had classified."""
+    chunk_size, fingerprint = run["chunk_size"], run["fingerprint"]
     n_chunks = math.ceil(len(manifest) / chunk_size)
     done, n_foreign = store.finished_chunks(fingerprint)
     done &= set(range(n_chunks))
@@ -193,34 +261,32 @@ def classify_folder(
         log(f"resuming: {n_resumed} of {len(manifest)} images were classified by an earlier run")
     on_start(len(manifest), n_resumed)
     todo = ((i, _chunk_rows(manifest, i, chunk_size)) for i in range(n_chunks) if i not in done)
-    chunks = _run_backend(
-        todo,
-        engine=engine,
-        bundle=bundle,
-        bundle_hash=job["bundle_hash"],
-        precision=used_precision,
-        rule=rule,
-        images_dir=images_dir,
-        workers=workers,
-        batch_size=batch_size,
-        scheduler=scheduler,
-        on_images=on_images,
-    )
-    for index, table in chunks:
+    for index, table in backend.run(todo, on_images):
         store.write_chunk(index, table, fingerprint)
+    return n_resumed
 
-    counts, errors, n_unsure = _merge(store, n_chunks, bundle.labels, len(manifest), fingerprint)
-    elapsed = time.perf_counter() - started
+
+def _finish_run(
+    store: RunStore,
+    run: dict,
+    manifest: pd.DataFrame,
+    labels: list[str],
+    n_resumed: int,
+    started: float,
+) -> ClassifyResult:
+    """Merge the chunks, count, and mark the run complete."""
+    n_chunks = math.ceil(len(manifest) / run["chunk_size"])
+    counts, errors, n_unsure = _merge(store, n_chunks, labels, len(manifest), run["fingerprint"])
     run.update(
         state="complete",
         finished=_now(),
         n_errors=len(errors),
         n_unsure=n_unsure,
         n_resumed=n_resumed,
-        seconds=round(elapsed, 1),
+        seconds=round(time.perf_counter() - started, 1),
     )
     store.write_run(run)
-    return ClassifyResult(Path(out_dir), run, counts, errors, n_resumed)
+    return ClassifyResult(store.root, run, counts, errors, n_resumed)
 
 
 def build_manifest(
@@ -263,26 +329,26 @@ def _ensure_precision(
     if precision == "bf16" and not cpu_has_bf16():
         log("warning: this CPU has no native bf16; bf16 inference will be slow here")
     wants_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
-    if wants_bf16 and not bundle.meta.get(BF16_FIELD):
+    if wants_bf16 and bundle.meta.bf16 is None:
         from foramflow.classify.bf16 import measure_bf16
 
         log("checking bf16 inference against fp32 on images from this folder")
         record = measure_bf16(bundle, paths)
-        _report_kept(log, "bf16 record", bundle, records.keep(BF16_FIELD, record))
+        _report_kept(log, "bf16 record", bundle, records.keep(BF16_RECORD, record))
         _report_agreement(log, "bf16", record)
-    if precision != "int8" or (bundle.meta.get(INT8_FIELD) or {}).get("file"):
+    if precision != "int8" or int8_file(bundle):
         return precision
     from foramflow.classify.quantize import quantize_into
 
     log("the bundle has no int8 model: calibrating one on images from this folder")
-    folder = records.make(INT8_FIELD, lambda place: quantize_into(bundle, paths, place))
+    folder = records.make(INT8_RECORD, lambda place: quantize_into(bundle, paths, place))
     if folder is None:
         raise OutputError(
             f"{records.folders[-1]}: cannot be created, nor can the bundle or the user cache "
             "be written: there is nowhere to put an int8 model"
         )
-    log(f"int8 model written to {Path(bundle.meta[INT8_FIELD]['file'])}")
-    _report_agreement(log, "int8", bundle.meta[INT8_FIELD])
+    log(f"int8 model written to {Path(int8_file(bundle))}")
+    _report_agreement(log, "int8", bundle.meta.int8)
     return precision
 
 
@@ -294,12 +360,12 @@ def _report_kept(log, what: str, bundle: Bundle, folder: Path | None) -> None:
         log(f"{bundle.path} cannot be written: {what} kept in {folder}")
 
 
-def _report_agreement(log, precision: str, record: dict) -> None:
+def _report_agreement(log, precision: str, record: PrecisionCheck) -> None:
     log(
-        f"{precision}: top-1 agreement with fp32 {record['top1_agreement']:.2%} "
-        f"on {record['check_images']} images"
+        f"{precision}: top-1 agreement with fp32 {record.top1_agreement:.2%} "
+        f"on {record.check_images} images"
     )
-    if record["top1_agreement"] < MIN_AGREEMENT:
+    if record.top1_agreement < MIN_AGREEMENT:
         log(
             f"warning: below {MIN_AGREEMENT:.1%}: {precision} results would differ from fp32 "
             f"for some images; --precision auto uses fp32 with this bundle"
@@ -328,50 +394,47 @@ def _check_same_job(earlier: dict, job: dict, store: RunStore, manifest: pd.Data
         )
 
 
-def _run_backend(
-    todo,
-    *,
-    engine: Engine | None,
-    bundle: Bundle,
-    bundle_hash: str,
-    precision: str,
-    rule: DecisionRule,
-    images_dir: Path,
-    workers: int | None,
-    batch_size: int,
-    scheduler,
-    on_images,
-) -> Iterator:
-    """(chunk index, predictions) for each chunk in ``todo``, here or on a Dask cluster."""
-    if scheduler is None:
-        workers = available_cores() if workers is None else workers
-        yield from run_local(
-            todo,
-            images_dir=images_dir,
-            engine=engine,
-            rule=rule,
-            workers=workers,
-            batch_size=batch_size,
-            on_images=on_images,
-        )
-        return
-    from foramflow.classify.dask_backend import connect, run_dask
+@dataclass
+class _Backend:
+    """Where the chunks are classified: here (with ``engine``) or on a Dask cluster."""
 
-    with connect(scheduler) as client:
-        yield from run_dask(
-            todo,
-            client=client,
-            bundle_path=bundle.path.resolve(),
-            bundle_hash=bundle_hash,
-            precision_records={
-                name: bundle.meta[name] for name in RECORD_FIELDS if bundle.meta.get(name)
-            },
-            precision=precision,
-            images_dir=images_dir,
-            rule=rule,
-            batch_size=batch_size,
-            on_images=on_images,
-        )
+    bundle: Bundle
+    job: dict
+    engine: Engine | None
+    rule: DecisionRule
+    images_dir: Path
+    workers: int | None
+    batch_size: int
+    scheduler: object
+
+    def run(self, todo, on_images) -> Iterator:
+        """(chunk index, predictions) for each chunk in ``todo``."""
+        if self.scheduler is None:
+            yield from run_local(
+                todo,
+                images_dir=self.images_dir,
+                engine=self.engine,
+                rule=self.rule,
+                workers=available_cores() if self.workers is None else self.workers,
+                batch_size=self.batch_size,
+                on_images=on_images,
+            )
+            return
+        from foramflow.classify.dask_backend import connect, run_dask
+
+        with connect(self.scheduler) as client:
+            yield from run_dask(
+                todo,
+                client=client,
+                bundle_path=self.bundle.path.resolve(),
+                bundle_hash=self.job["bundle_hash"],
+                precision_records=self.bundle.meta.precision_records(),
+                precision=self.job["precision"],
+                images_dir=self.images_dir,
+                rule=self.rule,
+                batch_size=self.batch_size,
+                on_images=on_images,
+            )
 
 
 def _chunk_rows(manifest: pd.DataFrame, index: int, chunk_size: int) -> pd.DataFrame:

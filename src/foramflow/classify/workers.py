@@ -17,8 +17,6 @@ import sys
 import threading
 import time
 
-from foramflow.classify.decode import ignore_sigint
-
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PARENT_POLL_S = 0.5
 
@@ -30,6 +28,11 @@ def start_worker(parent_pid: int) -> None:
     threading.Thread(
         target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True
     ).start()
+
+
+def ignore_sigint() -> None:
+    """Ctrl-C is for the main process, which stops the pool and keeps what is written."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _die_with_parent() -> None:

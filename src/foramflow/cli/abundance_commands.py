@@ -124,12 +124,12 @@ def calibrate(
 
     Example: foramflow calibrate runs/bc8/bundle labelled_validation/ --target-precision 0.95
     """
+    from foramflow.bundle import BundleError
     from foramflow.evaluate.calibration import (
         CalibrationError,
         calibrate_bundle,
         validation_images,
     )
-    from foramflow.io.bundle import BundleError
 
     if not 0.0 < target_precision <= 1.0:
         raise fail(f"--target-precision must lie in (0, 1], not {target_precision}")
@@ -149,7 +149,7 @@ def calibrate(
                 images,
                 target_precision=target_precision,
                 per_class=per_class,
-                out_dir=out or Path(bundle) / "calibration",
+                out_dir=out,
                 on_image=lambda: progress.advance(task),
             )
         except (BundleError, CalibrationError) as err:

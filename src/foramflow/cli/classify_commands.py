@@ -3,55 +3,84 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from foramflow.cli.console import console, fail, progress_bar
 
-
-def classify(
-    bundle: Path = typer.Argument(..., help="Model bundle folder (model.onnx + model.json)."),
-    images_dir: Path = typer.Argument(
-        ..., help="Folder of images, searched recursively; by default one subfolder per sample."
+BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder (model.onnx + model.json).")]
+ImagesArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Folder of images, searched recursively; by default one subfolder per sample."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Results folder (created; resumable)."),
-    threshold: float = typer.Option(
-        None,
+]
+OutOption = Annotated[
+    Path, typer.Option("--out", "-o", help="Results folder (created; resumable).")
+]
+ThresholdOption = Annotated[
+    float | None,
+    typer.Option(
         help="The top probability must exceed this, else 'unsure'. In (0.5, 1.0], or 0 to "
-        "switch the rule off. Default: the bundle's (0.8 unless set at training).",
+        "switch the rule off. Default: the bundle's (0.8 unless set at training)."
     ),
-    sample_regex: str = typer.Option(
-        None,
+]
+SampleRegexOption = Annotated[
+    str | None,
+    typer.Option(
         "--sample-regex",
         help="Regex searched in each image path relative to IMAGES_DIR: group 'sample' (or "
         "the first group) is the sample, an optional group 'depth' the depth.",
     ),
-    samples_csv: Path = typer.Option(
-        None,
+]
+SamplesOption = Annotated[
+    Path | None,
+    typer.Option(
         "--samples",
         help="CSV with columns sample, optional depth, and path (image) or folder (relative "
         "to IMAGES_DIR); with neither, it adds depths to the sample folders.",
     ),
-    precision: str = typer.Option(
-        "auto",
+]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
         help="auto (bf16 on a CPU that computes it natively, else int8 when the bundle has "
         "an int8 model; either only if its top-1 agreement with fp32 is ≥ 99.5 %, else "
         "fp32), fp32, bf16 (OpenVINO), or int8 (calibrates an int8 model in the bundle on "
-        "images from IMAGES_DIR when it has none).",
+        "images from IMAGES_DIR when it has none)."
     ),
-    workers: int = typer.Option(
-        None, help="Processes decoding images (default: one per core; 0 = none)."
-    ),
-    batch_size: int = typer.Option(64, help="Images per network batch."),
-    scheduler: str = typer.Option(
-        None, help="Run on a Dask cluster: its scheduler address, e.g. tcp://host:8786."
-    ),
-    chunk_size: int = typer.Option(
-        1024, help="Images per results chunk: the most an interruption can lose."
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Discard an earlier, different run in the results folder."
-    ),
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Processes decoding images (default: one per core; 0 = none).")
+]
+BatchSizeOption = Annotated[int, typer.Option(help="Images per network batch.")]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(help="Run on a Dask cluster: its scheduler address, e.g. tcp://host:8786."),
+]
+ChunkSizeOption = Annotated[
+    int, typer.Option(help="Images per results chunk: the most an interruption can lose.")
+]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Discard an earlier, different run in the results folder."),
+]
+
+
+def classify(
+    bundle: BundleArg,
+    images_dir: ImagesArg,
+    out: OutOption,
+    threshold: ThresholdOption = None,
+    sample_regex: SampleRegexOption = None,
+    samples_csv: SamplesOption = None,
+    precision: PrecisionOption = "auto",
+    workers: WorkersOption = None,
+    batch_size: BatchSizeOption = 64,
+    scheduler: SchedulerOption = None,
+    chunk_size: ChunkSizeOption = 1024,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Classify every image under IMAGES_DIR: one row per image, counts per sample.
 
@@ -63,45 +92,29 @@ def classify(
 
     Example: foramflow classify runs/bc8/bundle core_images/ --out results/core
     """
-    from rich.progress import ProgressColumn
-    from rich.text import Text
-
     from foramflow.classify.runner import RunMismatchError, classify_folder
     from foramflow.classify.samples import SampleError, SampleRule
     from foramflow.errors import ForamflowError
 
-    class ImagesPerSecond(ProgressColumn):
-        def render(self, task) -> Text:
-            speed = task.speed
-            return Text(f"{speed:,.0f} images/s" if speed else "… images/s", style="cyan")
-
-    progress = progress_bar(ImagesPerSecond())
-    task = progress.add_task("classifying", total=None, start=False)
-
-    def on_start(total: int, done: int) -> None:
-        progress.update(task, total=total, completed=done)
-        progress.start_task(task)
-        progress.start()
-
+    bar = _ClassifyBar()
     try:
-        rule = SampleRule(
-            regex=sample_regex, table=str(samples_csv) if samples_csv is not None else None
-        )
         result = classify_folder(
             bundle,
             images_dir,
             out,
             threshold=threshold,
-            samples=rule,
+            samples=SampleRule(
+                regex=sample_regex, table=str(samples_csv) if samples_csv is not None else None
+            ),
             precision=precision,
             workers=workers,
             batch_size=batch_size,
             chunk_size=chunk_size,
             scheduler=scheduler,
             overwrite=overwrite,
-            log=progress.console.print,
-            on_start=on_start,
-            on_images=lambda n: progress.advance(task, n),
+            log=bar.progress.console.print,
+            on_start=bar.start,
+            on_images=bar.advance,
         )
     except KeyboardInterrupt:
         console.print(
@@ -112,9 +125,36 @@ def classify(
     except (ForamflowError, SampleError, RunMismatchError, FileNotFoundError, ValueError) as err:
         raise fail(str(err)) from None
     finally:
-        if progress.live.is_started:  # by on_start, once the inputs are checked
-            progress.stop()
+        bar.stop()
     _print_summary(result)
+
+
+class _ClassifyBar:
+    """A progress bar with images per second, shown once the inputs are checked."""
+
+    def __init__(self):
+        from rich.progress import ProgressColumn
+        from rich.text import Text
+
+        class ImagesPerSecond(ProgressColumn):
+            def render(self, task) -> Text:
+                speed = task.speed
+                return Text(f"{speed:,.0f} images/s" if speed else "… images/s", style="cyan")
+
+        self.progress = progress_bar(ImagesPerSecond())
+        self.task = self.progress.add_task("classifying", total=None, start=False)
+
+    def start(self, total: int, done: int) -> None:
+        self.progress.update(self.task, total=total, completed=done)
+        self.progress.start_task(self.task)
+        self.progress.start()
+
+    def advance(self, n: int) -> None:
+        self.progress.advance(self.task, n)
+
+    def stop(self) -> None:
+        if self.progress.live.is_started:
+            self.progress.stop()
 
 
 def _print_summary(result) -> None:

@@ -103,7 +103,7 @@ def label_predict(
     bundle: Path = typer.Argument(..., help="Model bundle folder (model.onnx + model.json)."),
 ) -> None:
     """Pre-label every image of a project with a model bundle; list disagreements."""
-    from foramflow.io.bundle import BundleError
+    from foramflow.bundle import BundleError
     from foramflow.label.prelabel import prelabel
     from foramflow.label.store import STORE_FILE, LabelStore
 

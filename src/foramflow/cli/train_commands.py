@@ -258,59 +258,22 @@ def evaluate(
 ) -> None:
     """Evaluate a bundle on a labelled image set (for example an independent test set).
 
-    Classes of the set that the bundle does not know are reported and left out.
+    Classes of the set that the bundle does not know are reported and left out. The
+    inference time is that of the engine classify runs, in fp32.
     """
-    import time
-
-    import numpy as np
-
-    from foramflow.data.arrays import preprocess_all
-    from foramflow.data.dataset import load_image_set
-    from foramflow.evaluate.evaluation import evaluate_bundle, write_evaluation
-    from foramflow.io.bundle import Bundle, BundleError
+    from foramflow.errors import ForamflowError
+    from foramflow.evaluate.folder import evaluate_folder
 
     try:
-        loaded = Bundle.load(bundle)
-        loaded.session()  # a network that cannot be loaded is refused before any work
-        image_set = load_image_set(data, min_per_class=1)
-    except (BundleError, OSError, ValueError) as err:
+        result = evaluate_folder(
+            bundle, data, out, workers=workers or None, progress=RichProgress(console)
+        )
+    except ForamflowError as err:
         raise fail(str(err)) from None
-    _print_notes(loaded)
-    labels = loaded.labels
-    unknown = sorted(set(image_set.classes) - set(labels))
-    if unknown:
-        console.print(f"[yellow]left out, unknown to the bundle:[/] {', '.join(unknown)}")
-    keep = [i for i, k in enumerate(image_set.labels) if image_set.classes[k] in labels]
-    if not keep:
-        raise fail(f"{data}: none of its classes is known to the bundle")
-    y_true = np.array([labels.index(image_set.classes[image_set.labels[i]]) for i in keep])
-    images, ok, skipped = preprocess_all(
-        [image_set.paths[i] for i in keep], loaded.spec, workers=workers or None
-    )
-    try:
-        evaluation = evaluate_bundle(loaded, images, y_true[ok])
-    except BundleError as err:  # a network whose output width shows only when it runs
-        raise fail(str(err)) from None
-    m = evaluation.metrics
-    report = write_evaluation(
-        out,
-        evaluation,
-        images,
-        classes=labels,
-        title=f"foramflow evaluation: {Path(bundle).name} on {Path(data).name}",
-        bundle_path=bundle.resolve(),
-        created=time.strftime("%Y-%m-%d %H:%M"),
-        versions=loaded.meta.get("software", {}),
-        summary=[
-            ("images", str(len(images))),
-            ("accuracy", f"{m['accuracy']:.4f}"),
-            ("mean F1 over classes", f"{m['macro_f1']:.4f}"),
-            ("inference", f"{evaluation.inference_ms_per_image:.2f} ms per image"),
-        ],
-        skipped=skipped,
-    )
+    m = result.metrics
     typer.echo(f"accuracy {m['accuracy']:.4f}, mean F1 {m['macro_f1']:.4f}")
-    typer.echo(f"Report: {report}")
+    typer.echo(f"inference {result.evaluation.inference_summary}")
+    typer.echo(f"Report: {result.report}")
 
 
 def export(
@@ -335,18 +298,20 @@ def predict(
     ),
 ) -> None:
     """Print the class and score of each image, using the bundle alone (ONNX Runtime)."""
-    from foramflow.io.bundle import Bundle, BundleError
+    from foramflow.bundle import Bundle, BundleError
+    from foramflow.bundle.engine import Engine
+    from foramflow.bundle.predict import predict_paths
 
     try:
         loaded = Bundle.load(bundle)
-        loaded.session()
+        engine = Engine(loaded, precision="fp32")
     except BundleError as err:
         raise fail(str(err)) from None
     _print_notes(loaded)
     cut = loaded.threshold if threshold is None else threshold
     labels, failed = loaded.labels, 0
     try:
-        for path, probs, error in loaded.predict_paths(images):
+        for path, probs, error in predict_paths(engine, images):
             if error is not None:
                 failed += 1
                 typer.echo(f"{path}\terror\t{error}")

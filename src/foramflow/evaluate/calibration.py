@@ -36,7 +36,10 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax
 
 from foramflow.abundance.drift import top_probability_reference
-from foramflow.io.bundle import Bundle, update_bundle_meta
+from foramflow.bundle.engine import Engine
+from foramflow.bundle.folder import Bundle
+from foramflow.bundle.predict import predict_paths
+from foramflow.bundle.schema import Calibration
 
 MIN_THRESHOLD = 0.501  # the classify rule needs a threshold above 0.5
 NEVER = 1.0  # a score never exceeds 1.0: the class is always unsure
@@ -241,46 +244,30 @@ def calibrate_bundle(
     *,
     target_precision: float = 0.95,
     per_class: bool = False,
-    out_dir: Path,
+    out_dir: Path | None = None,
     on_image: Callable[[], None] | None = None,
 ) -> CalibrationResult:
-    """Fit temperature scaling on ``images``, choose thresholds, and store both in the bundle."""
-    bundle = Bundle.load(bundle_path)
-    bundle.meta["calibration"] = None  # raw probabilities: refitting ignores an old fit
-    probs, labels, errors = [], [], []
-    for (path, p, error), label in zip(
-        bundle.predict_paths(images.paths), images.labels, strict=True
-    ):
-        if on_image:
-            on_image()
-        if error is not None:
-            errors.append((path, error))
-            continue
-        probs.append(p)
-        labels.append(label)
-    if len(probs) < 2:
-        raise CalibrationError("fewer than two readable validation images")
-    probs, labels = np.asarray(probs, float), np.asarray(labels)
+    """Fit temperature scaling on ``images``, choose thresholds, and store both in the bundle.
 
+    The coverage-accuracy curve goes to ``out_dir`` (default: the bundle's calibration
+    folder)."""
+    bundle = Bundle.load(bundle_path)
+    probs, labels, errors = _raw_probabilities(bundle, images, on_image)
     temperature = fit_temperature(probs, labels)
     calibrated = np.exp(log_softmax(np.log(np.clip(probs, _EPS, None)) / temperature, axis=1))
-    class_bias = fit_class_bias(calibrated, labels)
     threshold, class_thresholds = choose_thresholds(
         calibrated, labels, bundle.labels, target=target_precision, per_class=per_class
     )
-    before = coverage_accuracy_curve(probs, labels)
-    after = coverage_accuracy_curve(calibrated, labels)
+    curve_csv, curve_png = _write_curves(
+        probs,
+        calibrated,
+        labels,
+        out_dir=Path(out_dir) if out_dir is not None else bundle.calibration_dir,
+        threshold=threshold,
+        target=target_precision,
+    )
     accepted = calibrated.max(axis=1) > threshold
     correct = calibrated.argmax(axis=1) == labels
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    curve_csv, curve_png = out_dir / "coverage_accuracy.csv", out_dir / "coverage_accuracy.png"
-    after.to_csv(curve_csv, index=False)
-    plot_coverage_accuracy(
-        before, after, threshold=threshold, target=target_precision, path=curve_png
-    )
-
     result = CalibrationResult(
         temperature=temperature,
         nll_before=negative_log_likelihood(probs, labels),
@@ -298,21 +285,65 @@ def calibrate_bundle(
         curve_csv=curve_csv,
         errors=errors,
     )
-    update_bundle_meta(
-        bundle_path,
-        calibration={
-            "method": "temperature scaling",
-            "temperature": temperature,
-            "n_images": result.n_images,
-            "nll_before": result.nll_before,
-            "nll_after": result.nll_after,
-            "ece_before": result.ece_before,
-            "ece_after": result.ece_after,
-            "class_bias": dict(zip(bundle.labels, map(float, class_bias), strict=True)),
-            "target_precision": target_precision,
-            "top_probability_quantiles": top_probability_reference(calibrated.max(axis=1)),
-        },
+    bundle.update(
+        calibration=_calibration_record(
+            result, calibrated, labels, bundle.labels, target_precision
+        ),
         threshold=threshold,
         class_thresholds=class_thresholds,
     )
     return result
+
+
+def _raw_probabilities(
+    bundle: Bundle, images: ValidationImages, on_image: Callable[[], None] | None
+) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
+    """The network's own probabilities (an earlier calibration left out: refitting ignores
+    it) of the readable images, their labels, and the unreadable images with why."""
+    engine = Engine(bundle, precision="fp32", calibrated=False)
+    probs, labels, errors = [], [], []
+    predictions = predict_paths(engine, images.paths)
+    for (path, p, error), label in zip(predictions, images.labels, strict=True):
+        if on_image:
+            on_image()
+        if error is not None:
+            errors.append((path, error))
+            continue
+        probs.append(p)
+        labels.append(label)
+    if len(probs) < 2:
+        raise CalibrationError("fewer than two readable validation images")
+    return np.asarray(probs, float), np.asarray(labels), errors
+
+
+def _write_curves(
+    probs, calibrated, labels, *, out_dir: Path, threshold: float, target: float
+) -> tuple[Path, Path]:
+    """The coverage-accuracy curve after calibration (CSV), and before and after (PNG)."""
+    before = coverage_accuracy_curve(probs, labels)
+    after = coverage_accuracy_curve(calibrated, labels)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curve_csv, curve_png = out_dir / "coverage_accuracy.csv", out_dir / "coverage_accuracy.png"
+    after.to_csv(curve_csv, index=False)
+    plot_coverage_accuracy(before, after, threshold=threshold, target=target, path=curve_png)
+    return curve_csv, curve_png
+
+
+def _calibration_record(
+    result: CalibrationResult, calibrated, labels, class_names: list[str], target: float
+) -> Calibration:
+    """What the bundle keeps of the fit: the temperature, the class offsets that the
+    abundance correction applies, and the validation top probabilities for drift checks."""
+    class_bias = fit_class_bias(calibrated, labels)
+    return Calibration(
+        method="temperature scaling",
+        temperature=result.temperature,
+        n_images=result.n_images,
+        nll_before=result.nll_before,
+        nll_after=result.nll_after,
+        ece_before=result.ece_before,
+        ece_after=result.ece_after,
+        class_bias=dict(zip(class_names, map(float, class_bias), strict=True)),
+        target_precision=target,
+        top_probability_quantiles=top_probability_reference(calibrated.max(axis=1)),
+    )

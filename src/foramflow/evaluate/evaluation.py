@@ -1,18 +1,21 @@
 """Evaluate a model bundle on labelled, preprocessed images, and write the run's outputs.
 
-Metrics are computed from the exported bundle itself (ONNX Runtime), so they describe
-exactly the model that users will classify with.
+Metrics are computed from the exported bundle itself, run by the engine ``classify`` runs
+(fp32, in batches of classify's size), so that they, and the inference time per image,
+describe exactly the model and the speed that users will classify with.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from foramflow.bundle.engine import Engine
+from foramflow.bundle.folder import Bundle
+from foramflow.bundle.predict import DEFAULT_BATCH_SIZE, predict_timed
 from foramflow.evaluate.metrics import (
     classification_metrics,
     confusion,
@@ -27,7 +30,6 @@ from foramflow.evaluate.report import (
     png_data_uri,
     write_report,
 )
-from foramflow.io.bundle import Bundle
 
 
 @dataclass
@@ -38,29 +40,39 @@ class Evaluation:
     metrics: dict
     confusion: np.ndarray
     inference_ms_per_image: float
+    inference_setup: str  # how the time was measured
+
+    @property
+    def inference_summary(self) -> str:
+        """The inference time as reports state it, with how it was measured."""
+        return f"{self.inference_ms_per_image:.2f} ms per image ({self.inference_setup})"
+
+
+#: The label of the inference time in reports.
+INFERENCE_LABEL = "inference (the classify engine)"
+
+
+def evaluation_engine(bundle: Bundle) -> Engine:
+    """The engine classify runs, in fp32 (opened and checked against model.json here)."""
+    return Engine(bundle, precision="fp32")
 
 
 def evaluate_bundle(
-    bundle: Bundle, images: np.ndarray, y_true: np.ndarray, *, batch_size: int = 64
+    engine: Engine, images: np.ndarray, y_true: np.ndarray, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Evaluation:
-    """Run ``bundle`` over preprocessed ``images`` (N, C, S, S) with known labels."""
-    classes = bundle.labels
-    bundle.predict_batch(np.asarray(images[:batch_size], dtype=np.float32))  # warm-up
-    start = time.perf_counter()
-    chunks = [
-        bundle.predict_batch(np.asarray(images[i : i + batch_size], dtype=np.float32))
-        for i in range(0, len(images), batch_size)
-    ]
-    elapsed = time.perf_counter() - start
-    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, len(classes)))
-    y_pred = probabilities.argmax(axis=1)
+    """Run the bundle's ``engine`` over preprocessed ``images`` (N, C, S, S) with known
+    labels, timing it as classify runs it."""
+    classes = engine.bundle.labels
+    timed = predict_timed(engine, images, batch_size=batch_size)
+    y_pred = timed.probabilities.argmax(axis=1)
     return Evaluation(
-        probabilities=probabilities,
+        probabilities=timed.probabilities,
         y_true=np.asarray(y_true),
         y_pred=y_pred,
         metrics=classification_metrics(y_true, y_pred, classes),
         confusion=confusion(y_true, y_pred, len(classes)),
-        inference_ms_per_image=1000.0 * elapsed / max(1, len(images)),
+        inference_ms_per_image=timed.ms_per_image,
+        inference_setup=f"{timed.engine}, batches of {timed.batch_size}",
     )
 
 

@@ -114,7 +114,7 @@ class PrelabelJob:
         self.state = {"running": False, "done": 0, "total": 0, "message": ""}
 
     def start(self, store: LabelStore, bundle: str) -> None:
-        from foramflow.io.bundle import Bundle, BundleError
+        from foramflow.bundle import Bundle, BundleError
 
         try:
             Bundle.load(bundle)

@@ -1,7 +1,8 @@
 """Pre-labelling: run a model bundle over the project and store its suggestions.
 
 Every image is classified, validated ones included, so that the disagreements between
-experts and model can be listed (:meth:`LabelStore.disagreements`).
+experts and model can be listed (:meth:`LabelStore.disagreements`). The bundle runs as in
+``foramflow predict``: the engine classify runs, in fp32.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.io.bundle import META_FILE, Bundle
+from foramflow.bundle.engine import Engine
+from foramflow.bundle.folder import Bundle
+from foramflow.bundle.predict import predict_paths
 from foramflow.label.store import InvalidName, LabelStore, class_name
 
 
@@ -28,13 +31,14 @@ def prelabel(
     (small margin = uncertain, which "label next" uses).
     """
     bundle = Bundle.load(bundle_path)
-    model = str(bundle.meta.get("name") or Path(bundle_path).resolve().name)
-    labels = _class_names(bundle, Path(bundle_path) / META_FILE)
+    model = str(bundle.meta.name or Path(bundle_path).resolve().name)
+    labels = _class_names(bundle)
+    engine = Engine(bundle, precision="fp32")
     paths = store.image_paths()
     ids, files = list(paths), list(paths.values())
     problems, pending, done = [], [], 0
     for image_id, (path, probs, error) in zip(
-        ids, bundle.predict_paths(files, batch_size=batch_size), strict=True
+        ids, predict_paths(engine, files, batch_size=batch_size), strict=True
     ):
         done += 1
         if probs is None:
@@ -52,9 +56,9 @@ def prelabel(
     return done - len(problems), problems
 
 
-def _class_names(bundle: Bundle, meta_path: Path) -> list[str]:
+def _class_names(bundle: Bundle) -> list[str]:
     """The bundle's labels, every one checked to be a class name before any is stored."""
     try:
         return [class_name(label) for label in bundle.labels]
     except InvalidName as err:
-        raise InvalidName(f"{meta_path}: {err}") from None
+        raise InvalidName(f"{bundle.meta_location}: {err}") from None

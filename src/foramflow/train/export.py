@@ -1,4 +1,5 @@
-"""Freeze a trained network into a model bundle (see :mod:`foramflow.io.bundle`)."""
+"""Freeze a trained network into ONNX, and describe it for its bundle (see
+:mod:`foramflow.bundle`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import copy
 import io
 import logging
 import platform
+import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,19 +18,17 @@ import torch
 from torch import nn
 
 from foramflow import __version__
-from foramflow.io.bundle import (
-    BUNDLE_FORMAT,
+from foramflow.bundle.schema import (
     DEFAULT_THRESHOLD,
-    META_FILE,
-    MODEL_FILE,
-    NETWORK_INFO_FILE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    BundleMeta,
+    InputInfo,
+    ModelInfo,
+    OutputInfo,
 )
-from foramflow.io.files import write_json_atomic
-from foramflow.io.network_info import write_network_info
+from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.models.fused_paths import can_fuse_paths, fuse_paths
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
 
 
 class _WithSoftmax(nn.Module):
@@ -73,6 +73,15 @@ def export_onnx(network: nn.Module, path: str | Path, *, input_size: int, channe
         )
 
 
+def onnx_bytes(network: nn.Module, spec: PreprocessSpec) -> bytes:
+    """``network`` + softmax as ONNX (see :func:`export_onnx`), for a network that reads
+    what ``spec`` gives."""
+    with tempfile.TemporaryDirectory(prefix="foramflow-export-") as tmp:
+        path = Path(tmp) / "network.onnx"
+        export_onnx(network, path, input_size=spec.size, channels=spec.channels)
+        return path.read_bytes()
+
+
 def software_versions() -> dict[str, str]:
     import onnx
     import onnxruntime
@@ -87,52 +96,23 @@ def software_versions() -> dict[str, str]:
     }
 
 
-def bundle_meta(
+def training_meta(
     *,
     name: str,
     model_name: str,
     model_params: dict,
     labels: list[str],
-    preprocessing: dict,
-    input_size: int,
-    channels: int,
-    **extra,
-) -> dict:
-    """The model.json dictionary; ``extra`` adds metrics, training details and the like."""
-    return {
-        "format": BUNDLE_FORMAT,
-        "name": name,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "model": {"name": model_name, "params": model_params},
-        "labels": labels,
-        "input": {
-            "name": INPUT_NAME,
-            "shape": ["batch", channels, input_size, input_size],
-            "size": input_size,
-            "channels": channels,
-            "dtype": "float32",
-            "range": [0.0, 1.0],
-        },
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(labels)], "kind": "softmax"},
-        "preprocessing": preprocessing,
-        "threshold": DEFAULT_THRESHOLD,
-        "class_thresholds": None,
-        "calibration": None,
-        "software": software_versions(),
-        **extra,
-    }
-
-
-def write_bundle(out_dir: str | Path, network: nn.Module, meta: dict) -> Path:
-    """Write model.onnx, model.json and network_info.xml into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    export_onnx(
-        network,
-        out_dir / MODEL_FILE,
-        input_size=meta["input"]["size"],
-        channels=meta["input"]["channels"],
+    spec: PreprocessSpec,
+) -> BundleMeta:
+    """The description of a freshly exported network, before it is evaluated."""
+    return BundleMeta(
+        name=name,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        model=ModelInfo(name=model_name, params=model_params),
+        labels=labels,
+        input=InputInfo.of(spec, INPUT_NAME),
+        output=OutputInfo.of(len(labels), OUTPUT_NAME),
+        preprocessing=spec,
+        threshold=DEFAULT_THRESHOLD,
+        software=software_versions(),
     )
-    write_json_atomic(out_dir / META_FILE, meta)
-    write_network_info(out_dir / NETWORK_INFO_FILE, meta)
-    return out_dir

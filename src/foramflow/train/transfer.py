@@ -7,8 +7,8 @@ same loss, class weights, batch size, Adam and ALRS schedule as the full network
 head and tail into one network and export, evaluate and report it as any other run
 (:func:`export_and_evaluate`). The run folder is that of :mod:`foramflow.train.loop`, with
 no ``checkpoint_last.pt``: a run that stops is simply run again, and every vector already
-computed comes from the cache. The bundle also holds ``reference_features.npz``, the
-vectors of the labelled images, for ``foramflow similar``.
+computed comes from the cache. The bundle also holds the vectors of the labelled images
+(its reference features), for ``foramflow similar``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from foramflow.bundle.folder import Bundle, description_path, update_bundle_meta
+from foramflow.bundle.schema import REFERENCE_FILE, TransferInfo
 from foramflow.data.augment import augment_batch
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
-from foramflow.io.bundle import META_FILE, Bundle, update_bundle_meta
 from foramflow.io.images import ImageReadError
 from foramflow.models.backbones import file_sha256, get_backbone, resolve_weights
 from foramflow.models.cyclic import N_PATHS
@@ -44,7 +45,6 @@ from foramflow.train.finish import export_and_evaluate
 from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, fit
 from foramflow.train.loop import CannotResume, PreparedData, Trainer
 
-REFERENCE_FILE = "reference_features.npz"
 _CHUNK = 256  # images per cache write: an interruption loses at most this many vectors
 
 
@@ -251,16 +251,16 @@ class TransferTrainer(Trainer):
         ).save(bundle / REFERENCE_FILE)
         update_bundle_meta(
             bundle,
-            transfer={
-                "extractor": asdict(self.spec),
-                "extractor_key": self.spec.key(),
-                "weights_path": str(self.weights),
-                "feature_cache": str(self.cache_folder),
-                "reference_file": REFERENCE_FILE,
-                "augmented_copies": c.augmented_copies,
-                "tail_training_s": state["tail_s"],
+            transfer=TransferInfo(
+                extractor=asdict(self.spec),
+                extractor_key=self.spec.key(),
+                weights_path=str(self.weights),
+                feature_cache=str(self.cache_folder),
+                reference_file=REFERENCE_FILE,
+                augmented_copies=c.augmented_copies,
+                tail_training_s=state["tail_s"],
                 **stats,
-            },
+            ),
         )
         return report
 
@@ -359,19 +359,20 @@ def open_reference(source: str | Path) -> tuple[ReferenceSet, ExtractorSpec, str
     source = Path(source)
     if source.is_file():
         raise ValueError(f"{source}: unpack the bundle .zip into a folder first")
-    if (source / META_FILE).is_file():
+    if description_path(source).is_file():
         meta = Bundle.load(source).meta
-        transfer = meta.get("transfer")
+        transfer = meta.transfer
         if not transfer:
+            model = meta.model.name if meta.model else None
             raise ValueError(
-                f"{source}: not a transfer-learning bundle (model {meta['model']['name']!r}); "
+                f"{source}: not a transfer-learning bundle (model {model!r}); "
                 "train one with --model efficientnet_lite0_tl"
             )
-        reference = source / transfer["reference_file"]
+        reference = source / (transfer.reference_file or REFERENCE_FILE)
         if not reference.is_file():
             raise FileNotFoundError(f"{reference}: missing; use the feature cache instead")
-        spec = ExtractorSpec(**transfer["extractor"])
-        return ReferenceSet.load(reference), spec, transfer.get("weights_path")
+        spec = ExtractorSpec(**transfer.extractor)
+        return ReferenceSet.load(reference), spec, transfer.weights_path
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such bundle or feature cache")
     with FeatureCache.find(source) as cache:

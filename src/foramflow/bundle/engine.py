@@ -1,0 +1,274 @@
+"""The inference engine: a bundle's ONNX model in fp32, bf16 or int8.
+
+Every command that runs a bundle's network runs it here: classify, predict, evaluate,
+calibrate and the labelling app's pre-labelling.
+
+* fp32 and int8 run in ONNX Runtime. The bundle may carry an int8 copy of its network,
+  recorded in its description (see :mod:`foramflow.classify.quantize`).
+* bf16 runs model.onnx itself in OpenVINO with bfloat16 arithmetic, on CPUs that compute
+  bf16 natively (AVX-512 BF16 or AMX); elsewhere it would be slower than fp32. Its top-1
+  agreement with fp32 is measured once per bundle and recorded, with the largest change of
+  a probability; images whose two best classes are closer than twice that change are
+  recomputed in fp32, so that close calls come out as in fp32.
+
+Precision "auto" takes bf16 where the CPU has it, else int8, each only when its recorded
+top-1 agreement with fp32 is at least 99.5 %, and fp32 otherwise.
+
+A network is checked against the bundle's description when it is opened: it must read what
+the preprocessing gives and have one output per label; otherwise :class:`BundleError` says
+which file is wrong and how.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from foramflow.bundle.schema import (
+    META_FILE,
+    MODEL_FILE,
+    BundleError,
+    PrecisionCheck,
+    describe_input,
+)
+
+if TYPE_CHECKING:
+    from foramflow.bundle.folder import Bundle
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+# "auto" takes bf16 or int8 only when it agrees this well with fp32 (top-1, recorded).
+MIN_AGREEMENT = 0.995
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects CPU affinity, e.g. under Slurm)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True where OpenVINO can compute in bf16 natively on this CPU (asked once)."""
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # no OpenVINO, or it cannot start here
+        return False
+
+
+def faithful(record: PrecisionCheck | None) -> bool:
+    """Whether a precision record shows a top-1 agreement with fp32 of at least 99.5 %."""
+    return record is not None and (record.top1_agreement or 0.0) >= MIN_AGREEMENT
+
+
+def int8_file(bundle: Bundle) -> str | None:
+    """The bundle's int8 copy of its network, if it has one."""
+    return bundle.meta.int8.file if bundle.meta.int8 else None
+
+
+def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
+    """(precision, model file name) that ``precision`` means for this bundle on this CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    int8 = int8_file(bundle)
+    if precision == "int8" and not int8:
+        raise BundleError(f"{bundle.path}: the bundle holds no int8 model")
+    if precision == "bf16" or (
+        precision == "auto" and faithful(bundle.meta.bf16) and cpu_has_bf16()
+    ):
+        return "bf16", MODEL_FILE
+    if precision == "int8" or (precision == "auto" and int8 and faithful(bundle.meta.int8)):
+        return "int8", int8
+    return "fp32", MODEL_FILE
+
+
+def bundle_hash(bundle: Bundle, model: bytes) -> str:
+    """SHA-256 over what decides the predictions: the model, labels, preprocessing and
+    calibration temperature (not the metrics or notes that model.json also holds)."""
+    decisive = {
+        "labels": bundle.labels,
+        "preprocessing": bundle.spec.to_dict(),
+        "temperature": bundle.temperature,
+    }
+    digest = hashlib.sha256(model)
+    digest.update(json.dumps(decisive, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def recheck_margin(bundle: Bundle) -> float:
+    """bf16 results whose top two probabilities differ by less than this are recomputed in
+    fp32: a flip of the top class needs the two to move towards each other by the margin,
+    each by at most the largest change seen in the bundle's bf16 check (0 without one)."""
+    bf16 = bundle.meta.bf16
+    return 2.0 * ((bf16.max_probability_change if bf16 else None) or 0.0)
+
+
+def recheck_close_calls(
+    probs: np.ndarray, batch: np.ndarray, margin: float, exact
+) -> tuple[np.ndarray, int]:
+    """Replace the rows of ``probs`` whose top two are within ``margin`` by ``exact(rows)``;
+    returns the probabilities and how many rows were recomputed."""
+    if margin <= 0 or probs.shape[1] < 2:
+        return probs, 0
+    top_two = np.partition(probs, -2, axis=1)[:, -2:]
+    close = np.flatnonzero(top_two[:, 1] - top_two[:, 0] < margin)
+    if len(close):
+        probs = probs.copy()
+        probs[close] = exact(np.ascontiguousarray(batch[close]))
+    return probs, len(close)
+
+
+class Engine:
+    """Runs a bundle's network on preprocessed batches.
+
+    Probabilities include the bundle's calibration unless ``calibrated`` is False (the
+    network's own, to fit a calibration on).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        precision: str = "auto",
+        threads: int | None = None,
+        calibrated: bool = True,
+    ):
+        self.bundle = bundle
+        self.precision, self.model_file = resolve_precision(bundle, precision)
+        model = bundle.read_model(self.model_file)
+        self.hash = bundle_hash(bundle, model)
+        self.where = bundle.location(self.model_file)
+        self.threads = threads or available_cores()
+        self.temperature = bundle.temperature if calibrated else 1.0
+        self.margin = 0.0
+        self.n_rechecked = 0
+        self.input_name: str | None = None  # the network input's name in ONNX Runtime
+        if self.precision == "bf16":
+            self._run = _openvino_bf16(model, self.threads, self.where)
+            self.margin = recheck_margin(bundle)
+            if self.margin > 0:
+                self._exact = _runner(_onnxruntime(model, self.threads, bundle, self.where))
+        else:
+            session = _onnxruntime(model, self.threads, bundle, self.where)
+            self.input_name = session.get_inputs()[0].name
+            self._run = _runner(session)
+
+    def describe(self) -> str:
+        """What runs the network, as reports say it."""
+        runtime = "OpenVINO" if self.precision == "bf16" else "ONNX Runtime"
+        return f"{runtime}, {self.precision}, {self.threads} CPU thread(s)"
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, K) float32 for a preprocessed batch (N, C, S, S); an
+        empty batch gives an empty (0, K) array."""
+        if len(batch) == 0:
+            return np.empty((0, len(self.bundle.labels)), np.float32)
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        probs = self._run(batch)
+        check_probabilities(probs, self.bundle, self.where)
+        if self.margin > 0:
+            probs, n = recheck_close_calls(probs, batch, self.margin, self._exact)
+            self.n_rechecked += n
+        return apply_temperature(probs, self.temperature).astype(np.float32, copy=False)
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Rescale probabilities by a temperature: softmax(log p / T); T = 1 is a no-op."""
+    if temperature == 1.0:
+        return probs
+    logits = np.log(np.clip(probs, 1e-12, None)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _onnxruntime(model: bytes, threads: int, bundle: Bundle, where: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Decoding runs in other processes on the same cores: do not busy-wait between ops.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return open_session(model, options, bundle, where)
+
+
+def _runner(session):
+    input_name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {input_name: batch})[0]
+
+
+def _openvino_bf16(model: bytes, threads: int, where: str):
+    import openvino as ov
+
+    core = ov.Core()
+    settings = {
+        "INFERENCE_PRECISION_HINT": "bf16",
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+    }
+    try:
+        compiled = core.compile_model(core.read_model(model), "CPU", settings)
+    except Exception as err:  # OpenVINO's errors share no base class of their own
+        raise BundleError(
+            f"{where}: cannot load the network in OpenVINO ({_first_line(err)})"
+        ) from None
+    request = compiled.create_infer_request()
+    return lambda batch: request.infer({0: batch})[0].copy()
+
+
+def open_session(model: bytes, options, bundle: Bundle, where: str):
+    """An ONNX Runtime session for one of the bundle's networks, checked against its
+    description. A file that ONNX Runtime cannot load (truncated, corrupt, not ONNX) is a
+    BundleError."""
+    import onnxruntime as ort
+
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime's errors share no base class of their own
+        raise BundleError(f"{where}: cannot load the network ({_first_line(err)})") from None
+    check_network(session.get_inputs()[0].shape, session.get_outputs()[0].shape, bundle, where)
+    return session
+
+
+def check_network(input_shape, output_shape, bundle: Bundle, where: str) -> None:
+    """Refuse a network whose input is not what the preprocessing gives, or whose number of
+    outputs is not the number of labels (dimensions left open are checked on use)."""
+    spec, n_labels = bundle.spec, len(bundle.labels)
+    if len(input_shape) != 4:
+        raise BundleError(f"{where}: the network input must be (N, C, S, S), not {input_shape}")
+    fixed = [d for d in input_shape[1:] if isinstance(d, int)]
+    if len(fixed) == 3 and tuple(fixed) != (spec.channels, spec.size, spec.size):
+        raise BundleError(
+            f"{where}: the network expects {describe_input(fixed[0], fixed[2])} but the "
+            f"preprocessing in {META_FILE} gives {describe_input(spec.channels, spec.size)}"
+        )
+    outputs = output_shape[-1] if output_shape else None
+    if isinstance(outputs, int) and outputs != n_labels:
+        raise BundleError(
+            f"{where}: {META_FILE} lists {n_labels} labels but the network has {outputs} outputs"
+        )
+
+
+def check_probabilities(probs: np.ndarray, bundle: Bundle, where: str) -> None:
+    """The check of :func:`check_network` for a network whose output width is left open."""
+    n_labels = len(bundle.labels)
+    if probs.ndim != 2 or probs.shape[1] != n_labels:
+        raise BundleError(
+            f"{where}: {META_FILE} lists {n_labels} labels but the network gives "
+            f"outputs of shape {probs.shape}"
+        )
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,297 @@
+"""Bundle folders and zips: loading, writing, changing.
+
+Layout::
+
+    BUNDLE/
+      model.onnx               preprocessed image batch (N, C, S, S) float32 in,
+                               probabilities out
+      model.json               the description (:class:`~foramflow.bundle.schema.BundleMeta`):
+                               labels, preprocessing, thresholds, calibration, metrics,
+                               validation confusion matrix, training-set hash, versions
+      network_info.xml         the same model described in the MISO / ParticleTrieur schema
+      model.int8.onnx          optional: an int8 copy of the network (classify --precision)
+      reference_features.npz   transfer-learning bundles: vectors of the labelled images
+      calibration/             coverage-accuracy curves of ``foramflow calibrate``
+
+A bundle is checked when it is loaded (see :func:`~foramflow.bundle.schema.parse_meta`) and
+when its network is opened (see :mod:`foramflow.bundle.engine`). Two fields may be absent,
+and the bundle's :attr:`Bundle.notes` say so: without ``threshold`` the default 0.8
+applies, without ``input`` the input is the one the preprocessing gives.
+
+This module needs only numpy, pydantic, Pillow and ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from foramflow.bundle.network_info import network_info_xml
+from foramflow.bundle.schema import (
+    CALIBRATION_DIR,
+    DEFAULT_THRESHOLD,
+    INT8_FILE,
+    META_FILE,
+    MODEL_FILE,
+    NETWORK_INFO_FILE,
+    PRECISION_RECORDS,
+    BundleError,
+    BundleMeta,
+    PrecisionCheck,
+    parse_meta,
+)
+from foramflow.imaging.preprocess import PreprocessSpec
+from foramflow.io.files import atomic_write, write_json_atomic
+
+#: The files every bundle writer writes itself; other files of a bundle are copied as they are.
+OWN_FILES = (META_FILE, MODEL_FILE, NETWORK_INFO_FILE, INT8_FILE)
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle; its network runs in :class:`~foramflow.bundle.engine.Engine`."""
+
+    path: Path
+    meta: BundleMeta
+    notes: list[str] = field(default_factory=list)  # defaults taken for absent fields
+    _model_bytes: bytes | None = field(default=None, repr=False)
+    _engine: object = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        """Load a bundle folder, or a .zip holding its files."""
+        path = Path(path)
+        if path.is_file() and zipfile.is_zipfile(path):
+            return cls._load_zip(path)
+        meta_path, model_path = path / META_FILE, path / MODEL_FILE
+        for required in (meta_path, model_path):
+            if not required.is_file():
+                raise BundleError(f"{path}: not a model bundle ({required.name} is missing)")
+        meta = read_meta(path)
+        return cls(path=path, meta=meta, notes=meta.defaults_taken())
+
+    @classmethod
+    def _load_zip(cls, path: Path) -> Bundle:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = {Path(name).name: name for name in archive.namelist()}
+                for required in (META_FILE, MODEL_FILE):
+                    if required not in names:
+                        raise BundleError(f"{path}: not a model bundle ({required} is missing)")
+                text, model = archive.read(names[META_FILE]), archive.read(names[MODEL_FILE])
+        except (OSError, zipfile.BadZipFile) as err:
+            raise BundleError(f"{path}: cannot read the zip ({err})") from None
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise BundleError(f"{path}: invalid {META_FILE} ({err})") from None
+        meta = parse_meta(data, Path(f"{path} ({META_FILE})"))
+        return cls(path=path, meta=meta, _model_bytes=model, notes=meta.defaults_taken())
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.meta.labels)
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        return self.meta.preprocessing
+
+    @property
+    def input_size(self) -> int:
+        return self.meta.input_size
+
+    @property
+    def threshold(self) -> float:
+        value = self.meta.threshold
+        return DEFAULT_THRESHOLD if value is None else float(value)
+
+    @property
+    def class_thresholds(self) -> dict[str, float]:
+        return dict(self.meta.class_thresholds or {})
+
+    @property
+    def temperature(self) -> float:
+        calibration = self.meta.calibration
+        value = calibration.temperature if calibration else None
+        return 1.0 if value is None else float(value)
+
+    @property
+    def meta_location(self) -> str:
+        """Where model.json lies, as messages name it."""
+        return self.location(META_FILE)
+
+    def location(self, name: str = MODEL_FILE) -> str:
+        """Where a file of the bundle lies, as messages name it."""
+        if self.path.is_dir() or Path(name).is_absolute():
+            return str(self.path / name)
+        return f"{self.path} ({name})"
+
+    def read_model(self, name: str = MODEL_FILE) -> bytes:
+        """The bytes of one model file of the bundle folder or zip; an absolute ``name`` is a
+        file kept outside the bundle (see :mod:`foramflow.classify.records`)."""
+        if name == MODEL_FILE and self._model_bytes is not None:
+            return self._model_bytes
+        if self.path.is_dir() or Path(name).is_absolute():
+            try:
+                return (self.path / name).read_bytes()
+            except OSError as err:
+                raise BundleError(f"{self.path / name}: cannot read model ({err})") from None
+        with zipfile.ZipFile(self.path) as archive:
+            members = {Path(member).name: member for member in archive.namelist()}
+            if name not in members:
+                raise BundleError(f"{self.path}: the zip holds no {name}")
+            return archive.read(members[name])
+
+    def engine(self):
+        """The fp32 :class:`~foramflow.bundle.engine.Engine`, opened (and checked against
+        model.json) on first use."""
+        if self._engine is None:
+            from foramflow.bundle.engine import Engine
+
+            self._engine = Engine(self, precision="fp32")
+        return self._engine
+
+    def verify(self) -> None:
+        """Open the network once and check it against model.json, so that a broken one is
+        refused before any work (the engine is not kept)."""
+        from foramflow.bundle.engine import Engine
+
+        Engine(self, precision="fp32", threads=1)
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, K) for a preprocessed batch (N, C, S, S), calibrated."""
+        return self.engine().predict(batch)
+
+    def attach(self, **fields) -> None:
+        """Set ``fields`` of this description for this session only (nothing is written)."""
+        self.meta = self.meta.merged(**fields)
+
+    def update(self, **fields) -> None:
+        """Write ``fields`` into the bundle's model.json (merged with what the file holds
+        now, not with what was attached for this session) and into this description."""
+        if not self.path.is_dir():
+            raise BundleError(f"{self.path}: unpack the .zip to change the bundle")
+        write_meta(self.path, Bundle.load(self.path).meta.merged(**fields))
+        self.attach(**fields)
+
+    @property
+    def calibration_dir(self) -> Path:
+        """Where ``foramflow calibrate`` writes its curves by default."""
+        return self.path / CALIBRATION_DIR
+
+
+def update_bundle_meta(path: str | Path, **fields) -> BundleMeta:
+    """Merge ``fields`` into a bundle folder's model.json (e.g. calibration, thresholds)."""
+    bundle = Bundle.load(path)
+    bundle.update(**fields)
+    return bundle.meta
+
+
+def read_meta(folder: str | Path) -> BundleMeta:
+    """The description of a bundle folder, without its network."""
+    path = description_path(folder)
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as err:
+        raise BundleError(f"{path}: cannot read ({err.strerror or err})") from None
+    except ValueError as err:  # invalid JSON or text
+        raise BundleError(f"{path}: invalid JSON ({err})") from None
+    return parse_meta(data, path)
+
+
+def description_path(folder: str | Path) -> Path:
+    """The model.json of a bundle folder."""
+    return Path(folder) / META_FILE
+
+
+def write_meta(folder: Path, meta: BundleMeta) -> None:
+    """Write model.json, and network_info.xml where the folder has one, so the two agree."""
+    write_json_atomic(folder / META_FILE, meta.to_json())
+    if (folder / NETWORK_INFO_FILE).is_file():
+        _write_network_info(folder, meta)
+
+
+def write_bundle(
+    folder: str | Path,
+    meta: BundleMeta,
+    onnx_bytes: bytes,
+    *,
+    extra_files: Iterable[Path] = (),
+) -> Path:
+    """Write a bundle folder: model.onnx, model.json, network_info.xml, and copies of
+    ``extra_files`` (reference features, say)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / MODEL_FILE, lambda tmp: tmp.write_bytes(onnx_bytes))
+    write_json_atomic(folder / META_FILE, meta.to_json())
+    _write_network_info(folder, meta)
+    for path in extra_files:
+        shutil.copy2(path, folder / path.name)
+    return folder
+
+
+def _write_network_info(folder: Path, meta: BundleMeta) -> None:
+    text = network_info_xml(meta)
+    atomic_write(folder / NETWORK_INFO_FILE, lambda tmp: tmp.write_text(text))
+
+
+def other_files(folder: str | Path) -> list[Path]:
+    """The files of a bundle folder that the bundle writers do not write themselves."""
+    return [
+        path
+        for path in sorted(Path(folder).iterdir())
+        if path.is_file() and path.name not in OWN_FILES
+    ]
+
+
+def read_precision_records(folder: str | Path) -> dict[str, PrecisionCheck]:
+    """The precision records kept for a bundle in a folder outside it (see
+    :mod:`foramflow.classify.records`), with their files as absolute paths in that folder;
+    none when the folder holds no readable ones."""
+    try:
+        stored = json.loads((Path(folder) / META_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    records = {}
+    for name in PRECISION_RECORDS:
+        try:
+            record = PrecisionCheck.model_validate(stored[name])
+        except (TypeError, KeyError, ValueError):
+            continue
+        records[name] = record.with_file_in(Path(folder))
+    return records
+
+
+def write_precision_records(folder: str | Path, **records: PrecisionCheck) -> None:
+    """Keep precision records in a folder outside the bundle, beside those it holds, as a
+    model.json of records (files named relative to the folder)."""
+    path = Path(folder) / META_FILE
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        stored = {}
+    if not isinstance(stored, dict):
+        stored = {}
+    kept = {name: stored[name] for name in PRECISION_RECORDS if isinstance(stored.get(name), dict)}
+    write_json_atomic(path, kept | {name: record.to_json() for name, record in records.items()})
+
+
+def zip_bundle(folder: str | Path, archive: str | Path) -> Path:
+    """Pack a bundle folder's files into one .zip (the files at its top level)."""
+    archive = Path(archive)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zipped:
+            for path in sorted(Path(folder).iterdir()):
+                if path.is_file():
+                    zipped.write(path, path.name)
+
+    atomic_write(archive, write)
+    return archive
