@@ -197,36 +197,25 @@ class ResNet50Features(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-BACKBONES: dict[str, BackboneInfo] = {
-    "efficientnet_lite0": BackboneInfo(
-        name="efficientnet_lite0",
+def _efficientnet_lite(variant: int, features: type[nn.Module], input_size: int) -> BackboneInfo:
+    """EfficientNet-Lite: TensorFlow's input normalisation, (255·x − 127) / 128."""
+    return BackboneInfo(
+        name=f"efficientnet_lite{variant}",
         features=1280,
         mean=(127 / 255,) * 3,
         std=(128 / 255,) * 3,
-        build=EfficientNetLite0Features,
-        default_weights=efficientnet_lite0_weights,
-        default_input_size=128,
-    ),
+        build=features,
+        default_weights=efficientnet_lite_weights(variant),
+        default_input_size=input_size,
+    )
+
+
+BACKBONES: dict[str, BackboneInfo] = {
+    "efficientnet_lite0": _efficientnet_lite(0, EfficientNetLite0Features, 128),
     # Lite1 and Lite2: wider and deeper, trained on ImageNet at 240 and 260 px; here at 160
     # and 192 px, which keeps their cost on a CPU within a few times Lite0's.
-    "efficientnet_lite1": BackboneInfo(
-        name="efficientnet_lite1",
-        features=1280,
-        mean=(127 / 255,) * 3,
-        std=(128 / 255,) * 3,
-        build=EfficientNetLite1Features,
-        default_weights=efficientnet_lite_weights(1),
-        default_input_size=160,
-    ),
-    "efficientnet_lite2": BackboneInfo(
-        name="efficientnet_lite2",
-        features=1280,
-        mean=(127 / 255,) * 3,
-        std=(128 / 255,) * 3,
-        build=EfficientNetLite2Features,
-        default_weights=efficientnet_lite_weights(2),
-        default_input_size=192,
-    ),
+    "efficientnet_lite1": _efficientnet_lite(1, EfficientNetLite1Features, 160),
+    "efficientnet_lite2": _efficientnet_lite(2, EfficientNetLite2Features, 192),
     "resnet50": BackboneInfo(
         name="resnet50",
         features=2048,

@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from foramflow.models.backbones import get_backbone
-from foramflow.models.transfer import TransferHead
+from foramflow.models.transfer import TransferHead, pretrained_head
 
 BACKBONE_RATE = 0.1  # the backbone's learning rate relative to the classifier's
 
@@ -68,10 +67,7 @@ def fine_tune_builder(backbone: str):
         weights: str | Path | None = None,
     ) -> FineTuned:
         del channels  # the head takes grey and colour alike
-        weights = weights or get_backbone(backbone).default_weights()
-        head = TransferHead(
-            backbone, input_size=input_size, cyclic=cyclic, pool=pool, weights=weights
-        )
+        head = pretrained_head(backbone, input_size, cyclic=cyclic, pool=pool, weights=weights)
         return FineTuned(head, n_classes, dropout=dropout)
 
     build.__name__ = f"{backbone}_fine_tune"

@@ -69,7 +69,8 @@ def create_model(
     return entry.build(n_classes=n_classes, input_size=input_size, channels=channels, **kwargs)
 
 
-def _register_builtin() -> None:
+def _register_papers_networks() -> None:
+    """The paper's networks and a plain baseline, trained from scratch."""
     from foramflow.models.base_cyclic import BaseCyclic
     from foramflow.models.resnet import ResNet18
     from foramflow.models.resnet_cyclic import ResNetCyclic
@@ -101,6 +102,9 @@ def _register_builtin() -> None:
         )
     )
 
+
+def _register_pretrained() -> None:
+    """Transfer learning and fine-tuning of the ImageNet backbones."""
     from foramflow.models.backbones import get_backbone
     from foramflow.models.finetune import FINE_TUNE_RECIPE, fine_tune_builder
     from foramflow.models.transfer import TAIL_DROPOUT, transfer_builder
@@ -155,4 +159,5 @@ def _register_builtin() -> None:
     )
 
 
-_register_builtin()
+_register_papers_networks()
+_register_pretrained()

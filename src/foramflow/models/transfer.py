@@ -112,6 +112,14 @@ class TransferNetwork(nn.Module):
         return self.tail(self.head(x))
 
 
+def pretrained_head(
+    backbone: str, input_size: int, *, cyclic: bool, pool: str, weights: str | Path | None
+) -> TransferHead:
+    """The head with ``weights``, else the backbone's installed ImageNet weights if any."""
+    weights = weights or get_backbone(backbone).default_weights()
+    return TransferHead(backbone, input_size=input_size, cyclic=cyclic, pool=pool, weights=weights)
+
+
 def transfer_builder(backbone: str):
     """A registry ``build`` function for ``backbone`` with a transfer tail.
 
@@ -132,10 +140,7 @@ def transfer_builder(backbone: str):
         weights: str | Path | None = None,
     ) -> TransferNetwork:
         del channels  # the head takes grey and colour alike
-        weights = weights or get_backbone(backbone).default_weights()
-        head = TransferHead(
-            backbone, input_size=input_size, cyclic=cyclic, pool=pool, weights=weights
-        )
+        head = pretrained_head(backbone, input_size, cyclic=cyclic, pool=pool, weights=weights)
         tail = TransferTail(head.features, n_classes, dense=dense, dropout=dropout)
         return TransferNetwork(head, tail)
 
