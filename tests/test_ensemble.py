@@ -53,3 +53,44 @@ def test_a_grey_member_of_a_colour_ensemble_sees_luma():
 def test_no_members_is_an_error():
     with pytest.raises(EnsembleError):
         join([])
+
+
+def test_the_ensemble_command_writes_a_bundle_that_classify_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from classify.conftest import write_bundle, write_tree
+    from foramflow.bundle import Bundle
+    from foramflow.classify.runner import classify_folder
+    from foramflow.cli import app
+
+    first = write_bundle(tmp_path / "a", steepness=20.0)
+    second = write_bundle(tmp_path / "b", steepness=4.0)
+    result = CliRunner().invoke(app, ["ensemble", str(first), str(second), "--out",
+                                      str(tmp_path / "ens")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ensemble = Bundle.load(tmp_path / "ens")
+    assert ensemble.labels == Bundle.load(first).labels
+    images = write_tree(tmp_path / "images")
+    joined = classify_folder(ensemble.path, images, tmp_path / "r1", precision="fp32")
+    alone = [classify_folder(b, images, tmp_path / f"r{b.name}", precision="fp32")
+             for b in (first, second)]  # fmt: skip
+    import pandas as pd
+
+    def bright(result):
+        table = pd.read_parquet(result.predictions_path).sort_values("path")
+        return table["prob_bright"].to_numpy()
+
+    mean = (bright(alone[0]) + bright(alone[1])) / 2
+    assert np.allclose(bright(joined), mean, atol=1e-5)
+
+
+def test_members_with_other_classes_are_refused(tmp_path):
+    from classify.conftest import write_bundle
+    from foramflow.bundle import update_bundle_meta
+    from foramflow.ensemble import ensemble_bundles
+
+    first = write_bundle(tmp_path / "a")
+    other = write_bundle(tmp_path / "b")
+    update_bundle_meta(other, labels=["light", "heavy"])
+    with pytest.raises(EnsembleError, match="differ"):
+        ensemble_bundles([first, other], tmp_path / "ens")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -120,3 +121,51 @@ def _at_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 def _classes(model: onnx.ModelProto) -> int | str:
     dims = model.graph.output[0].type.tensor_type.shape.dim
     return dims[1].dim_value if len(dims) > 1 and dims[1].dim_value else "k"
+
+
+def ensemble_bundles(members: Sequence[str | Path], out: str | Path) -> Path:
+    """Join model bundles (or run folders holding one) into one ensemble bundle at ``out``.
+
+    The members must know the same classes in the same order. The ensemble's threshold
+    is the members' lowest, and its description lists the members.
+    """
+    from foramflow.bundle import Bundle, BundleMeta, write_bundle
+    from foramflow.imaging.preprocess import PreprocessSpec
+    from foramflow.io.files import prepare_output_dir
+
+    bundles = [Bundle.load(_bundle_folder(Path(m))) for m in members]
+    if not bundles:
+        raise EnsembleError("an ensemble needs at least one member")
+    labels = bundles[0].labels
+    for bundle in bundles[1:]:
+        if bundle.labels != labels:
+            raise EnsembleError(
+                f"{bundle.path}: its classes {bundle.labels} differ from {bundles[0].path}'s "
+                f"{labels}; an ensemble averages the same classes"
+            )
+    joined = join(
+        [
+            Member(onnx.load_from_string(b.read_model()), b.input_size, b.spec.channels)
+            for b in bundles
+        ]
+    )
+    size, channels = joined_input(joined)
+    meta = BundleMeta(
+        name=Path(out).name,
+        model={"name": "ensemble", "params": {"members": [str(b.path) for b in bundles]}},
+        labels=labels,
+        preprocessing=PreprocessSpec(size=size, channels=channels),
+        threshold=min(b.threshold for b in bundles),
+    )
+    return write_bundle(prepare_output_dir(out), meta, joined.SerializeToString())
+
+
+def joined_input(model: onnx.ModelProto) -> tuple[int, int]:
+    """(size, channels) of a joined model's input."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return dims[2].dim_value, dims[1].dim_value
+
+
+def _bundle_folder(path: Path) -> Path:
+    """A run folder stands for the bundle inside it."""
+    return path / "bundle" if (path / "bundle").is_dir() else path

@@ -50,6 +50,9 @@ app.command("train")(train_commands.train)
 app.command("evaluate")(train_commands.evaluate)
 app.command("export")(train_commands.export)
 app.command("predict")(train_commands.predict)
+from foramflow.cli import ensemble_commands  # noqa: E402
+
+app.command("ensemble")(ensemble_commands.ensemble)
 from foramflow.cli import similar_commands  # noqa: E402
 
 app.command("similar")(similar_commands.similar)
