@@ -170,6 +170,18 @@ class TrainingInfo(_Open):
     augment: bool | None = None
 
 
+class PriorCorrection(_Open):
+    """The class weights the network trained with, divided out of its outputs.
+
+    A loss weighted by class (w_k) teaches a network p(k | x) · w_k; the exported network's
+    final bias is lowered by log w_k, so that its probabilities are those of the training
+    set's own class mix (logit adjustment) and the abundance step's prior adjustment (EM)
+    starts from calibrated probabilities.
+    """
+
+    class_weights: dict[str, float]
+
+
 class TransferInfo(_Open):
     """How a transfer-learning bundle's head computes its vectors, and where they are kept."""
 
@@ -255,6 +267,7 @@ class BundleMeta(_Open):
     training_set: TrainingSet | None = None
     training: TrainingInfo | None = None
     transfer: TransferInfo | None = None
+    prior_correction: PriorCorrection | None = None
     software: dict[str, str] | None = None
     bf16: PrecisionCheck | None = None
     int8: PrecisionCheck | None = None

@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from foramflow.bundle.folder import (
@@ -19,6 +20,7 @@ from foramflow.bundle.schema import PRECISION_RECORDS, BundleError
 from foramflow.models.registry import create_model
 from foramflow.train.export import onnx_bytes
 from foramflow.train.fit import BEST_CHECKPOINT
+from foramflow.train.prior import divide_out_class_weights
 
 
 def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
@@ -39,6 +41,9 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
         **meta.model.params,
     )
     network.load_state_dict(torch.load(weights, weights_only=True))
+    if meta.prior_correction is not None:  # as the run exported it
+        weights_by_class = meta.prior_correction.class_weights
+        divide_out_class_weights(network, np.array([weights_by_class[k] for k in meta.labels]))
     # The int8 copy and the bf16 check describe the old model.onnx: they are redone on use.
     fresh = meta.without(*PRECISION_RECORDS)
     with tempfile.TemporaryDirectory() as tmp:
