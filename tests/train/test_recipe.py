@@ -101,3 +101,17 @@ def test_the_model_chooses_the_recipe_unless_told():
     assert (told.optimizer, told.schedule) == ("adamw", "cosine")
     with pytest.raises(ValueError, match="cosine schedule needs a number of epochs"):
         TrainConfig(model="base_cyclic", data="d", out="o", schedule="cosine")
+
+
+def test_the_moving_average_warms_up_so_a_short_run_is_not_held_at_its_start(tmp_path):
+    x, y = torch.randn(16, 3), torch.arange(16) % 2
+    module = nn.Linear(3, 2)
+    start = module.weight.detach().clone()
+    rising = iter([0.1, 0.2, 0.3, 0.4, 0.5])  # the last epoch is the one kept
+    batches = Batches(module=module, train_x=x, train_y=y, validate=lambda m: (1.0, next(rising)))
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.5)
+    fit(batches, optimizer, FitSettings(batch_size=8, seed=0, epochs=5, ema_decay=0.999),
+        out=tmp_path)  # fmt: skip
+    kept = torch.load(tmp_path / "checkpoint_best.pt")["weight"]
+    moved, averaged = (module.weight.detach() - start).norm(), (kept - start).norm()
+    assert averaged > 0.3 * moved  # a fixed 0.999 would have moved it by about 1 %

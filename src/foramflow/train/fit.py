@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from foramflow.data.augment import mix_batch
 from foramflow.io.files import atomic_path
@@ -258,10 +258,19 @@ def _loss(logits, target, weights, smoothing: float) -> torch.Tensor:
 
 
 def _moving_average(module: nn.Module, decay: float | None) -> AveragedModel | None:
-    """An EMA copy of ``module`` (buffers such as batch-norm statistics averaged too)."""
+    """An EMA copy of ``module`` (buffers such as batch-norm statistics averaged too).
+
+    The decay warms up as (1 + n) / (10 + n) after n updates, up to ``decay``: a short run
+    (a small set, few batches) is not averaged back towards its starting weights.
+    """
     if not decay:
         return None
-    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    def average(averaged, current, n_averaged):
+        rate = min(decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
+        torch._foreach_lerp_(averaged, current, 1.0 - rate)
+
+    return AveragedModel(module, multi_avg_fn=average, use_buffers=True)
 
 
 def _append_log(path: Path, row: dict) -> None:
