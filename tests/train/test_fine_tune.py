@@ -24,7 +24,6 @@ def test_fine_tuning_learns_a_tiny_set(tmp_path):
         batch_size=16,
         min_per_class=10,
         cyclic=False,
-        ema=0.0,
         learning_rate=3e-3,
         workers=1,
         precision="fp32",

@@ -115,3 +115,14 @@ def test_the_moving_average_warms_up_so_a_short_run_is_not_held_at_its_start(tmp
     kept = torch.load(tmp_path / "checkpoint_best.pt")["weight"]
     moved, averaged = (module.weight.detach() - start).norm(), (kept - start).norm()
     assert averaged > 0.3 * moved  # a fixed 0.999 would have moved it by about 1 %
+
+
+def test_the_moving_average_of_a_network_with_batch_norm_counts_batches(tmp_path):
+    x, y = torch.randn(16, 3), torch.arange(16) % 2
+    module = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    batches = Batches(module=module, train_x=x, train_y=y, validate=lambda m: (1.0, 0.5))
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    fit(batches, optimizer, FitSettings(batch_size=8, seed=0, epochs=2, ema_decay=0.99),
+        out=tmp_path)  # fmt: skip
+    kept = torch.load(tmp_path / "checkpoint_best.pt")
+    assert kept["1.num_batches_tracked"] == 2  # after the first epoch's two batches

@@ -268,7 +268,11 @@ def _moving_average(module: nn.Module, decay: float | None) -> AveragedModel | N
 
     def average(averaged, current, n_averaged):
         rate = min(decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
-        torch._foreach_lerp_(averaged, current, 1.0 - rate)
+        for mean, now in zip(averaged, current):
+            if mean.is_floating_point():
+                mean.lerp_(now, 1.0 - rate)
+            else:  # counters such as batch norm's batches seen
+                mean.copy_(now)
 
     return AveragedModel(module, multi_avg_fn=average, use_buffers=True)
 
