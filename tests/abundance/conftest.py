@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,28 @@ def make_predictions():
 def make_bundle():
     """Factory: :func:`write_bundle`."""
     return write_bundle
+
+
+# A core of two samples (s0, s1) of 20 images each: 40 % dark, 30 % mid, 30 % bright.
+CONFUSION = [[45, 5, 0], [15, 35, 0], [0, 0, 50]]  # rows true dark, mid, bright
+PROBS = {"dark": [0.9, 0.05, 0.05], "mid": [0.05, 0.9, 0.05], "bright": [0.05, 0.05, 0.9]}
+PER_SAMPLE = ["dark"] * 8 + ["mid"] * 6 + ["bright"] * 6
+
+
+def rows():
+    return [
+        (sample, depth, label, PROBS[label])
+        for sample, depth in (("s0", 1.0), ("s1", 2.0))
+        for label in PER_SAMPLE
+    ]
+
+
+@pytest.fixture
+def results(tmp_path, make_predictions, make_bundle):
+    """A classify results folder of the two samples above, with a bundle to correct them."""
+    bundle = make_bundle(tmp_path / "bundle", confusion=CONFUSION)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    make_predictions(rows()).to_parquet(folder / "predictions.parquet")
+    (folder / "run.json").write_text(json.dumps({"bundle": str(bundle)}))
+    return folder

@@ -1,12 +1,11 @@
 """Abundance inputs that would be miscounted, ignored or misreported are refused or named."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from abundance.conftest import rows
 from foramflow.abundance.analysis import analyse_core
 from foramflow.abundance.compare import read_human_counts
 from foramflow.abundance.groups import Ratio
@@ -14,28 +13,6 @@ from foramflow.cli import app
 from foramflow.errors import ForamflowError
 
 runner = CliRunner()
-CONFUSION = [[45, 5, 0], [15, 35, 0], [0, 0, 50]]  # rows true dark, mid, bright
-PROBS = {"dark": [0.9, 0.05, 0.05], "mid": [0.05, 0.9, 0.05], "bright": [0.05, 0.05, 0.9]}
-PER_SAMPLE = ["dark"] * 8 + ["mid"] * 6 + ["bright"] * 6  # 40 %, 30 %, 30 %
-
-
-def rows():
-    return [
-        (sample, depth, label, PROBS[label])
-        for sample, depth in (("s0", 1.0), ("s1", 2.0))
-        for label in PER_SAMPLE
-    ]
-
-
-@pytest.fixture
-def results(tmp_path, make_predictions, make_bundle):
-    """A classify results folder: samples s0 and s1 of 20 images each, a bundle to correct."""
-    bundle = make_bundle(tmp_path / "bundle", confusion=CONFUSION)
-    folder = tmp_path / "results"
-    folder.mkdir()
-    make_predictions(rows()).to_parquet(folder / "predictions.parquet")
-    (folder / "run.json").write_text(json.dumps({"bundle": str(bundle)}))
-    return folder
 
 
 def abundance(results, *args):

@@ -7,32 +7,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from abundance.conftest import CONFUSION, rows
 from foramflow.abundance.analysis import Confusion, analyse_core
 from foramflow.cli import app
 from foramflow.errors import ForamflowError
 from foramflow.progress import Recorded
-
-CONFUSION = [[45, 5, 0], [15, 35, 0], [0, 0, 50]]  # rows true dark, mid, bright
-PROBS = {"dark": [0.9, 0.05, 0.05], "mid": [0.05, 0.9, 0.05], "bright": [0.05, 0.05, 0.9]}
-PER_SAMPLE = ["dark"] * 8 + ["mid"] * 6 + ["bright"] * 6
-
-
-def rows():
-    return [
-        (sample, depth, label, PROBS[label])
-        for sample, depth in (("s0", 1.0), ("s1", 2.0))
-        for label in PER_SAMPLE
-    ]
-
-
-@pytest.fixture
-def results(tmp_path, make_predictions, make_bundle):
-    bundle = make_bundle(tmp_path / "bundle", confusion=CONFUSION)
-    folder = tmp_path / "results"
-    folder.mkdir()
-    make_predictions(rows()).to_parquet(folder / "predictions.parquet")
-    (folder / "run.json").write_text(json.dumps({"bundle": str(bundle)}))
-    return folder
 
 
 def test_estimate_abundance_writes_what_the_command_writes(results, tmp_path):
