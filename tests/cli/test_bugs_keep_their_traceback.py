@@ -3,14 +3,12 @@ error (a ForamflowError) through as one line: none catches ValueError around a w
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.results import write_results
 from foramflow.cli import app
 from foramflow.errors import ForamflowError
 
@@ -25,25 +23,6 @@ def grey_png(path, level=128, size=(24, 24)):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full(size, level, dtype=np.uint8)).save(path)
     return path
-
-
-def write_results(folder):
-    folder.mkdir(parents=True)
-    pd.DataFrame(
-        {
-            "path": ["S1/a.png", "S1/b.png"],
-            "sample": ["S1", "S1"],
-            "depth": [1.0, 1.0],
-            "class": ["dark", "bright"],
-            "score": [0.9, 0.9],
-            "status": ["ok", "ok"],
-            "error": ["", ""],
-            "prob_dark": [0.9, 0.1],
-            "prob_bright": [0.1, 0.9],
-        }
-    ).to_parquet(folder / "predictions.parquet")
-    (folder / "run.json").write_text(json.dumps({}))
-    return folder
 
 
 def a_bug(*args, **kwargs):

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.results import write_results
 from foramflow.abundance import analysis, compare
 from foramflow.cli import app
 from foramflow.errors import ForamflowError, OutputError
@@ -31,25 +32,6 @@ def grey_png(path: Path, level: int = 128, size=(24, 24)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full(size, level, dtype=np.uint8)).save(path)
     return path
-
-
-def write_results(folder: Path) -> Path:
-    """A classify results folder with two classified images and no model bundle."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(
-        {
-            "path": ["S1/a.png", "S1/b.png"],
-            "sample": ["S1", "S1"],
-            "depth": [1.0, 1.0],
-            "class": ["dark", "bright"],
-            "score": [0.9, 0.9],
-            "status": ["ok", "ok"],
-            "error": ["", ""],
-            "prob_dark": [0.9, 0.1],
-            "prob_bright": [0.1, 0.9],
-        }
-    ).to_parquet(folder / "predictions.parquet")
-    return folder
 
 
 @pytest.fixture

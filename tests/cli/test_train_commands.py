@@ -150,25 +150,7 @@ def test_corrupt_training_image_is_reported_and_skipped(tmp_path):
 
     data = write_shape_set(tmp_path / "data", n_per_class=12)
     (data / "disc" / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    result = runner.invoke(
-        app,
-        [
-            "train",
-            str(data),
-            "--input-size",
-            "32",
-            "--epochs",
-            "1",
-            "--min-per-class",
-            "5",
-            "--workers",
-            "1",
-            "--batch-size",
-            "16",
-            "--out",
-            str(tmp_path / "run"),
-        ],
-    )
+    result = _train_small(data, tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert "zz_corrupt.png" in result.output
     skipped = (tmp_path / "run" / "skipped_images.csv").read_text()
