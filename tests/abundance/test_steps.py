@@ -81,3 +81,44 @@ def test_the_command_names_the_bundle_whose_confusion_matrix_lacks_a_class(
     assert " ".join(result.output.split()).startswith(
         f"error: {bundle}: its validation confusion matrix lacks class(es) ['bright']"
     )
+
+
+def _depth_label(result) -> str:
+    figure = result.figure
+    assert figure.is_file()
+    return result.analysis.axis_label
+
+
+def test_the_depth_axis_states_the_unit_given(results, tmp_path):
+    from foramflow.abundance.steps import estimate_abundance
+
+    result = estimate_abundance(results, tmp_path / "out", bootstrap=5, depth_unit="cm")
+    assert _depth_label(result) == "depth (cm)"
+    assert not any("depth unit" in note for note in result.analysis.notes)
+
+
+def test_the_depth_unit_comes_from_the_human_counts_column_name(results, tmp_path):
+    from foramflow.abundance.steps import estimate_abundance
+
+    human = tmp_path / "human.csv"
+    human.write_text("sample,depth_m,dark,mid,bright\ns0,1.0,8,6,6\ns1,2.0,7,7,6\n")
+    result = estimate_abundance(results, tmp_path / "out", bootstrap=5, human=human)
+    assert _depth_label(result) == "depth (m)"
+
+
+def test_an_unknown_depth_unit_is_said_on_the_axis_and_in_a_note(results, tmp_path):
+    from foramflow.abundance.steps import estimate_abundance
+
+    result = estimate_abundance(results, tmp_path / "out", bootstrap=5)
+    assert _depth_label(result) == "depth (unit not stated)"
+    assert any("depth unit is not known" in note for note in result.analysis.notes)
+
+
+def test_the_figure_draws_the_axis_label(results, tmp_path):
+    from foramflow.abundance.plots import plot_downcore
+    from foramflow.abundance.steps import estimate_abundance
+
+    result = estimate_abundance(results, tmp_path / "out", bootstrap=5, depth_unit="m")
+    figure = plot_downcore(result.analysis)
+    labels = {ax.get_xlabel() for ax in figure.axes if ax.get_visible()}
+    assert labels - {""} == {"depth (m)"}

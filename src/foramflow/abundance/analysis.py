@@ -66,6 +66,7 @@ class CoreAbundance:
 
     positions: pd.DataFrame  # index sample; depth [, age]
     axis: str  # the positions column used as the down-core axis
+    axis_label: str  # the axis as figures name it, with its unit
     class_counts: pd.DataFrame
     abundance: pd.DataFrame  # method, sample, taxon, fraction, low, high (+ counts for raw)
     ratios: pd.DataFrame  # method, sample, ratio, value, low, high
@@ -240,6 +241,7 @@ def analyse_core(
     class_bias: dict[str, float] | None = None,
     drift_reference=None,
     max_drift: float = DEFAULT_MAX_DISTANCE,
+    depth_unit: str | None = None,
     on_sample: Callable[[str], None] | None = None,
 ) -> CoreAbundance:
     """Run the full abundance analysis of one core.
@@ -264,6 +266,9 @@ def analyse_core(
         Per-class log-offsets from the bundle's calibration, applied before EM.
     drift_reference, max_drift
         See :func:`foramflow.abundance.drift.drift_table`.
+    depth_unit
+        Unit of the samples' depths (e.g. ``cm``); default: the one the human counts' depth
+        column names (``depth_cm``), else the age model's depth column, else not stated.
     """
     grouping = grouping or Grouping()
     check_settings(
@@ -271,6 +276,7 @@ def analyse_core(
     )
     labels = probability_labels(predictions)
     positions, axis, notes = _down_core_axis(predictions, age_model)
+    axis_label = _axis_label(axis, depth_unit, human, age_model, notes)
     counts = class_counts(predictions, labels).reindex(positions.index)
     raw, raw_ratios = _raw_estimates(counts, grouping, ratio_definitions, level, interval_method)
     abundance, ratio_table = [raw], [raw_ratios]
@@ -294,6 +300,7 @@ def analyse_core(
     result = CoreAbundance(
         positions=positions,
         axis=axis,
+        axis_label=axis_label,
         class_counts=counts,
         abundance=pd.concat(abundance, ignore_index=True),
         ratios=pd.concat(ratio_table, ignore_index=True),
@@ -344,6 +351,28 @@ def _down_core_axis(predictions: pd.DataFrame, age_model: pd.DataFrame | None):
         positions[axis] = np.arange(len(positions), dtype=float)
         notes.append("No sample has a known depth: samples are plotted in name order.")
     return positions, axis, notes
+
+
+def _axis_label(axis: str, depth_unit, human, age_model, notes: list[str]) -> str:
+    """'depth (cm)': the down-core axis with its unit, from the first source that gives one.
+
+    An age axis is the age model's column name as written (``age_ka_BP``)."""
+    if axis != "depth":
+        return axis
+    from foramflow.abundance.compare import position_unit
+
+    unit = depth_unit
+    if unit is None and human is not None:
+        unit = human[1].attrs.get("depth_unit")
+    if unit is None and age_model is not None:
+        unit = position_unit(age_model.columns[0])
+    if unit is None:
+        notes.append(
+            "The depth unit is not known: give it, or name the human counts' depth column "
+            "with its unit (depth_cm)."
+        )
+        return "depth (unit not stated)"
+    return f"depth ({unit})"
 
 
 def _add_human(result, human, grouping, age_model, level, interval_method) -> None:

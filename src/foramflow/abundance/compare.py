@@ -33,8 +33,17 @@ def _position_name(column: str) -> str | None:
     return base if base in POSITION_COLUMNS else None
 
 
+def position_unit(column: str) -> str | None:
+    """The unit a position column's name carries: 'm' for ``depth_m``, None for ``depth``."""
+    parts = str(column).strip().split("_", 1)
+    return parts[1].strip() or None if len(parts) == 2 else None
+
+
 def read_human_counts(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a human counts CSV into ``(counts, positions)``, both indexed by sample.
+
+    The depth column's unit, where its name gives one (``depth_cm``), is kept in
+    ``positions.attrs["depth_unit"]``.
 
     Each sample has one row with at least one specimen counted: a repeated row would be
     counted twice, and a row of zeros has no relative abundances to compare.
@@ -57,7 +66,11 @@ def read_human_counts(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise AbundanceError(f"{path}: no column of counts (one column per taxon)")
     _refuse_bad_rows(path, counts, table["sample"])
     by_sample = pd.Index(table["sample"], name="sample")
-    return counts.round().astype(int).set_axis(by_sample), positions.set_axis(by_sample)
+    positions = positions.set_axis(by_sample)
+    depth_columns = [c for c, name in named.items() if name == "depth"]
+    if depth_columns:
+        positions.attrs["depth_unit"] = position_unit(depth_columns[0])
+    return counts.round().astype(int).set_axis(by_sample), positions
 
 
 def _numeric_columns(path, columns: pd.DataFrame, what: str, *, blanks: bool) -> pd.DataFrame:

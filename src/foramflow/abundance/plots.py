@@ -79,7 +79,7 @@ def plot_downcore(
     for ax, name in zip(axes[len(taxa) + 1 :], ratio_names, strict=False):
         _ratio_panel(ax, result, name, methods, shift)
     flagged = positions.index[result.drift["flagged"].reindex(positions.index, fill_value=False)]
-    _finish_axes(axes, n_panels, ncols, positions, axis, flagged)
+    _finish_axes(axes, n_panels, ncols, positions, axis, flagged, result.axis_label)
     _legend(fig, axes[0], flagged)
     if title:
         fig.suptitle(title, fontsize=12)
@@ -136,7 +136,7 @@ def _ratio_panel(ax, result: CoreAbundance, name: str, methods, shift) -> None:
     ax.set_ylabel("ratio", fontsize=8)
 
 
-def _finish_axes(axes, n_panels: int, ncols: int, positions, axis: str, flagged) -> None:
+def _finish_axes(axes, n_panels: int, ncols: int, positions, axis: str, flagged, label) -> None:
     """Shade the drift-flagged samples, grid every panel, label the bottom row's axes."""
     for ax in axes[:n_panels]:
         for sample in flagged:
@@ -146,7 +146,7 @@ def _finish_axes(axes, n_panels: int, ncols: int, positions, axis: str, flagged)
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     for ax in axes[max(0, n_panels - ncols) : n_panels]:
-        ax.set_xlabel(axis, fontsize=9)
+        ax.set_xlabel(label, fontsize=9)
         ax.xaxis.set_tick_params(labelbottom=True)
 
 

@@ -67,6 +67,7 @@ def estimate_abundance(
     bootstrap: int = 1000,
     seed: int = 0,
     max_drift: float = DEFAULT_MAX_DISTANCE,
+    depth_unit: str | None = None,
     title: str | None = None,
     truth: pd.DataFrame | None = None,
     progress: Progress | None = None,
@@ -95,6 +96,9 @@ def estimate_abundance(
     max_drift
         Flag a sample whose top probabilities are further than this (KS distance) from the
         reference.
+    depth_unit
+        Unit of the samples' depths, for the figure's axis (default: from the human
+        counts' or the age model's depth column name, e.g. ``depth_cm``).
     title, truth
         The core's name in the figure and report (default: the results folder's name), and
         known abundances (``sample, taxon, fraction``) drawn in the figure.
@@ -123,6 +127,7 @@ def estimate_abundance(
             class_bias=calibration.class_bias,
             drift_reference=calibration.top_probability_quantiles,
             max_drift=max_drift,
+            depth_unit=depth_unit,
             on_sample=lambda _: task.advance(),
         )
     finally:

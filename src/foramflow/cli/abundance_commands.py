@@ -56,6 +56,12 @@ def abundance(
         help="Flag a sample when the KS distance of its top probabilities to the "
         "reference exceeds this.",
     ),
+    depth_unit: str = typer.Option(
+        None,
+        "--depth-unit",
+        help="Unit of the samples' depths, e.g. cm or m (default: from the --human or "
+        "--age-model depth column's name, e.g. depth_cm).",
+    ),
 ) -> None:
     """Relative abundances per sample and group, corrected and compared with human counts.
 
@@ -81,6 +87,7 @@ def abundance(
         bootstrap=bootstrap,
         seed=seed,
         max_drift=max_drift,
+        depth_unit=depth_unit,
         progress=RichProgress(console),
     )
     _print_findings(result.analysis)
