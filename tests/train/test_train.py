@@ -58,6 +58,7 @@ def test_run_folder_holds_every_output(trained_run):
         "bundle/model.onnx",
         "bundle/model.json",
         "bundle/network_info.xml",
+        "bundle/validation.npz",
         "evaluation/confusion_matrix.csv",
         "evaluation/confusion_matrix.png",
         "evaluation/training_curves.png",
@@ -135,3 +136,18 @@ def test_resume_continues_from_the_last_checkpoint(trained_run, tmp_path):
     Trainer(more, resume=True).run()
     log = pd.read_csv(copy / "log.csv")
     assert list(log["epoch"]) == list(range(1, 12))
+
+
+def test_the_bundle_keeps_the_validation_outputs_the_metrics_came_from(trained_run):
+    from foramflow.bundle.validation import read_validation
+
+    _, out, _ = trained_run
+    bundle = Bundle.load(out / "bundle")
+    validation = read_validation(bundle)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(validation.labels) == metrics["n_images"] == 36
+    predicted = validation.probabilities.argmax(axis=1)
+    assert (predicted == validation.labels).mean() == pytest.approx(metrics["accuracy"])
+    k = len(bundle.labels)
+    confusion = np.bincount(validation.labels * k + predicted, minlength=k * k).reshape(k, k)
+    np.testing.assert_array_equal(confusion, bundle.meta.validation_confusion.matrix)

@@ -3,6 +3,7 @@ training code.
 
 * :mod:`foramflow.bundle.schema`: model.json as a validated schema (:class:`BundleMeta`);
 * :mod:`foramflow.bundle.folder`: :class:`Bundle`, loading, writing and changing bundles;
+* :mod:`foramflow.bundle.validation`: the validation split's probabilities, for abundances;
 * :mod:`foramflow.bundle.network_info`: the description for MISO and ParticleTrieur;
 * :mod:`foramflow.bundle.engine`: the network in ONNX Runtime or OpenVINO;
 * :mod:`foramflow.bundle.decode`: image files to network inputs;
@@ -22,6 +23,7 @@ _EXPORTS = {
     "Bundle": "folder",
     "BundleError": "schema",
     "BundleMeta": "schema",
+    "ValidationSet": "validation",
     "read_meta": "folder",
     "update_bundle_meta": "folder",
     "write_bundle": "folder",

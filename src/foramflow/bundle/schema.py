@@ -42,6 +42,7 @@ META_FILE = "model.json"
 NETWORK_INFO_FILE = "network_info.xml"
 INT8_FILE = "model.int8.onnx"
 REFERENCE_FILE = "reference_features.npz"
+VALIDATION_FILE = "validation.npz"
 CALIBRATION_DIR = "calibration"
 
 #: The records of reduced-precision checks (fields of :class:`BundleMeta`), which describe

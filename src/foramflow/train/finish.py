@@ -16,6 +16,7 @@ from foramflow.bundle.schema import (
     TrainingSet,
     ValidationConfusion,
 )
+from foramflow.bundle.validation import ValidationSet, write_validation
 from foramflow.data.dataset import ImageSet
 from foramflow.data.split import loss_weights
 from foramflow.evaluate.evaluation import (
@@ -73,6 +74,11 @@ def export_and_evaluate(
     progress.message("Evaluating the bundle on the validation split …")
     val_images = data.images[data.val_index]
     evaluation = evaluate_bundle(evaluation_engine(bundle), val_images, data.labels[data.val_index])
+    write_validation(
+        bundle.path,
+        ValidationSet(labels=evaluation.y_true, probabilities=evaluation.probabilities),
+        bundle.read_model(),
+    )
     if not np.allclose(weights, 1.0):
         evaluation.metrics["as_trained"] = as_trained_metrics(evaluation, weights, image_set)
     bundle.update(

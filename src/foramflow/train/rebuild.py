@@ -17,6 +17,7 @@ from foramflow.bundle.folder import (
     zip_bundle,
 )
 from foramflow.bundle.schema import PRECISION_RECORDS, BundleError
+from foramflow.bundle.validation import restamp_validation
 from foramflow.models.registry import create_model
 from foramflow.train.export import onnx_bytes
 from foramflow.train.fit import BEST_CHECKPOINT
@@ -46,13 +47,15 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
         divide_out_class_weights(network, np.array([weights_by_class[k] for k in meta.labels]))
     # The int8 copy and the bf16 check describe the old model.onnx: they are redone on use.
     fresh = meta.without(*PRECISION_RECORDS)
+    model = onnx_bytes(network, meta.preprocessing)
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_bundle(
             Path(tmp) / "bundle",
             fresh,
-            onnx_bytes(network, meta.preprocessing),
+            model,
             extra_files=other_files(source),  # e.g. the reference features
         )
+        restamp_validation(folder, model)  # the same weights: the same outputs
         if out.suffix.lower() == ".zip":
             zip_bundle(folder, out)
         else:
