@@ -12,7 +12,8 @@ is confused with it. The network was trained with class weights, so its outputs 
 posteriors under a uniform prior, tilted towards rare classes (the mechanism behind false
 positives of rare look-alikes), and it is over-confident (logits × 2). As ``foramflow
 calibrate`` does, a temperature and per-class offsets are fitted on a simulated validation
-set; classify applies the temperature, the EM correction the offsets too. One sample is
+set; classify applies the temperature, the EM correction the offsets too, and corrects its
+bias with the validation probabilities (as a bundle keeps them in validation.npz). One sample is
 imaged "on another set-up" (feature contrast × 0.6) and should be flagged for drift.
 
 Usage: python benchmarks/abundance_fig9.py [--samples 20] [--images 3000] [--bootstrap 500]
@@ -123,7 +124,12 @@ def main() -> None:
     class_bias = fit_class_bias(val_calibrated, val_truth)
     k = len(CLASSES)
     confusion = np.bincount(val_truth * k + val_calibrated.argmax(axis=1), minlength=k * k)
-    confusion = Confusion(labels=CLASSES, matrix=confusion.reshape(k, k))
+    confusion = Confusion(
+        labels=CLASSES,
+        matrix=confusion.reshape(k, k),
+        probabilities=val_calibrated,  # what a bundle keeps (validation.npz), as classify sees it
+        true=val_truth,
+    )
     accuracy = np.trace(confusion.matrix) / confusion.matrix.sum()
 
     rows, human_rows = [], []

@@ -38,10 +38,13 @@ NO_SHARED_TAXON = "The human counts share no taxon with the predictions: no agre
 
 @dataclass
 class Confusion:
-    """A validation confusion matrix (rows true, columns predicted) and its class labels."""
+    """A validation confusion matrix (rows true, columns predicted) and its class labels,
+    with the validation images' probabilities (as classify gives them) where known."""
 
     labels: list[str]
     matrix: np.ndarray
+    probabilities: np.ndarray | None = None  # (N, K), columns in ``labels`` order
+    true: np.ndarray | None = None  # (N,) indices into ``labels``
 
     @classmethod
     def from_meta(cls, meta: BundleMeta | None) -> Confusion | None:
@@ -58,6 +61,15 @@ class Confusion:
             raise AbundanceError(f"validation confusion matrix lacks class(es) {missing}")
         index = [self.labels.index(label) for label in labels]
         return self.matrix[np.ix_(index, index)]
+
+    def validation_in(self, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The validation probabilities and true classes with classes in ``labels`` order."""
+        if self.probabilities is None:
+            return None
+        index = [self.labels.index(label) for label in labels]
+        position = np.full(len(self.labels), -1)
+        position[index] = np.arange(len(index))
+        return self.probabilities[:, index], position[self.true]
 
 
 @dataclass
@@ -132,6 +144,7 @@ def corrected_estimates(
     confusion: np.ndarray,
     grouping: Grouping,
     ratio_definitions: Sequence[Ratio] = (),
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
     class_bias=None,
     level: float = 0.95,
     n_boot: int = 1000,
@@ -140,24 +153,30 @@ def corrected_estimates(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ACC and EM estimates per sample, grouped, with bootstrap percentile intervals.
 
-    Every image that was classified counts with its top class, whatever the threshold: the
-    validation confusion matrix describes top-class predictions, and the correction, not a
-    threshold, deals with the doubtful images. ``class_bias`` (K,), from ``foramflow
-    calibrate``, is applied to the probabilities before EM
-    (:func:`foramflow.evaluate.calibration.fit_class_bias`).
+    Every image that was classified counts, whatever the threshold: ACC with its top class
+    (the validation confusion matrix describes top-class predictions), EM with its
+    probabilities. The correction, not a threshold, deals with the doubtful images, so a
+    taxon that is more often unsure is not under-counted. ``validation`` (probabilities,
+    true classes) lets EM correct its own bias (:mod:`foramflow.abundance.correction`).
+    ``class_bias`` (K,), from ``foramflow calibrate``, is applied to the probabilities
+    before EM (:func:`foramflow.evaluate.calibration.fit_class_bias`).
     """
     rng = np.random.default_rng(seed)
     labels = list(labels)
     groups, matrix = grouping.matrix(labels)
     prob_columns = [PROB_PREFIX + label for label in labels]
     ok = predictions[predictions["status"] != "error"]
+    if validation is not None and class_bias is not None:
+        validation = (apply_class_bias(validation[0], class_bias), validation[1])
     abundance_rows, ratio_rows = [], []
     for sample, group in ok.groupby("sample", sort=False):
         probs = group[prob_columns].to_numpy(float)
         predicted = np.bincount(probs.argmax(axis=1), minlength=len(labels))
         if class_bias is not None:
             probs = apply_class_bias(probs, class_bias)
-        estimates = _sample_estimates(predicted, probs, confusion, n_boot=n_boot, rng=rng)
+        estimates = _sample_estimates(
+            predicted, probs, confusion, validation, n_boot=n_boot, rng=rng
+        )
         for method, (estimate, replicates) in estimates.items():
             fraction = _group_fractions(estimate, matrix)
             low, high = correction.percentile_interval(
@@ -194,16 +213,22 @@ def corrected_estimates(
     return pd.concat(abundance_rows, ignore_index=True), ratio_table
 
 
-def _sample_estimates(predicted, probs, confusion, *, n_boot: int, rng) -> dict:
+def _sample_estimates(predicted, probs, confusion, validation, *, n_boot: int, rng) -> dict:
     """``{method: (class proportions (K,), bootstrap replicates (B, K))}`` for one sample.
 
     The replicates draw from ``rng`` in a fixed order (ACC, then EM): a seed gives one answer.
     """
-    train_prior = confusion.sum(axis=1)
     acc = correction.adjusted_classify_and_count(predicted, correction.confusion_rates(confusion))
     acc_replicates = correction.acc_bootstrap(predicted, confusion, n_boot=n_boot, rng=rng)
-    em = correction.em_prior_adjustment(probs, train_prior)
-    em_replicates = correction.em_bootstrap(probs, train_prior, n_boot=n_boot, rng=rng)
+    if validation is None:
+        train_prior = confusion.sum(axis=1)
+        em = correction.em_prior_adjustment(probs, train_prior)
+        em_replicates = correction.em_bootstrap(probs, train_prior, n_boot=n_boot, rng=rng)
+    else:
+        em = correction.corrected_em(probs, *validation)
+        em_replicates = correction.corrected_em_bootstrap(
+            probs, *validation, n_boot=n_boot, rng=rng
+        )
     return {"acc": (acc, acc_replicates), "em": (em, em_replicates)}
 
 
@@ -322,7 +347,12 @@ def _corrections(predictions, labels, confusion: Confusion | None, *, class_bias
         return None, "The predictions hold no class probabilities: no correction."
     bias = None if not class_bias else [class_bias.get(c, 0.0) for c in labels]
     corrected = corrected_estimates(
-        predictions, labels=labels, confusion=confusion.reorder(labels), class_bias=bias, **settings
+        predictions,
+        labels=labels,
+        confusion=confusion.reorder(labels),
+        validation=confusion.validation_in(labels),
+        class_bias=bias,
+        **settings,
     )
     return corrected, None
 

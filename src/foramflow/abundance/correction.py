@@ -21,9 +21,18 @@ If the probabilities are calibrated posteriors under the training prior π₀, t
 under a sample's prior π are ``p(y|x) π(y)/π₀(y)`` renormalised; alternating that with
 ``π = mean posterior`` is EM for the maximum-likelihood π. It uses every image's full
 probability vector, not only its top class, hence is usually more precise than ACC, but it
-trusts the calibration (fit one with ``foramflow calibrate``). π₀ is taken from the validation
-confusion matrix's row sums: the validation split is a random subset of the training set.
-The interval is a non-parametric bootstrap over the sample's images (multinomial weights).
+trusts the calibration, and a network's probabilities are never calibrated class by class.
+Where the bundle keeps its validation split's probabilities
+(:mod:`foramflow.bundle.validation`), the validation set measures that error: reweighted to
+the sample's estimate π̂ (image i by π̂(yᵢ)/π₀(yᵢ)) it is a sample of known composition π̂, and
+EM's answer on it, minus π̂, is EM's bias there, which is subtracted (a bootstrap bias
+correction, Efron & Tibshirani 1993, §10.6). π₀ is the validation split's class mix (a
+stratified share of the training set): the prior that a network with the class weights
+divided out (:mod:`foramflow.train.prior`) predicts under, so the prior is corrected once.
+The interval is a double bootstrap: each replicate resamples the sample's images and, class
+by class, the validation set, and corrects the replicate's estimate with its own validation
+resample, so that a small validation set widens it. Without the validation probabilities EM
+runs uncorrected and its interval resamples only the sample's images.
 
 Both bootstraps give percentile intervals (Efron & Tibshirani 1993, ch. 13). They hold the
 classifier's behaviour fixed between the validation set and the core; a sample imaged
@@ -38,6 +47,8 @@ from scipy.optimize import nnls
 # Weight of the sum-to-one row in the ACC least squares: large against residuals of order
 # 1/sqrt(n), small enough to keep the system well conditioned.
 _SUM_WEIGHT = 1e3
+# Bootstrap replicates whose validation-set EM runs at once (memory: this × validation images).
+_CHUNK = 100
 
 
 def confusion_rates(confusion) -> np.ndarray:
@@ -106,6 +117,7 @@ def em_prior_adjustment(
     train_prior,
     *,
     weights=None,
+    start=None,
     tol: float = 1e-7,
     max_iter: int = 5000,
 ) -> np.ndarray:
@@ -119,6 +131,8 @@ def em_prior_adjustment(
         Class prior of the training set.
     weights : (B, N) array, optional
         Image weights (e.g. bootstrap counts); the EM runs for all B weightings at once.
+    start : (K,) or (B, K) array, optional
+        Where the iterations start (default: the training prior).
 
     Returns
     -------
@@ -137,13 +151,16 @@ def em_prior_adjustment(
     single = weights is None
     w = np.ones((1, len(probs))) if single else np.atleast_2d(np.asarray(weights, float))
     total = w.sum(axis=1, keepdims=True)
-    prior = np.broadcast_to(prior0, (len(w), len(prior0))).copy()
+    first = prior0 if start is None else np.asarray(start, float)
+    prior = np.broadcast_to(first, (len(w), len(prior0))).copy()
     scaled = probs / prior0  # P[n, k] / π₀[k]; the normaliser of each row cancels
     active = np.arange(len(w))  # replicates still moving
     for _ in range(max_iter):
         current = prior[active]
         norm = current @ scaled.T  # (B, N)
-        new = current * ((w[active] / norm) @ scaled) / total[active]
+        # An image no class of the current prior explains (all zero) adds nothing.
+        share = np.divide(w[active], norm, out=np.zeros_like(norm), where=norm > 0)
+        new = current * (share @ scaled) / total[active]
         prior[active] = new
         active = active[np.max(np.abs(new - current), axis=1) >= tol]
         if not len(active):
@@ -167,6 +184,71 @@ def em_bootstrap(
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
         out.append(em_prior_adjustment(probs, train_prior, weights=weights))
     return np.concatenate(out)
+
+
+def stratified_resamples(true, n_classes: int, n_boot: int, rng) -> np.ndarray:
+    """Bootstrap multiplicities (n_boot, N) of labelled images, resampled class by class, so
+    that every replicate keeps each class's count (the validation split is stratified)."""
+    true = np.asarray(true)
+    weights = np.zeros((n_boot, len(true)))
+    for k in range(n_classes):
+        members = np.flatnonzero(true == k)
+        if len(members):
+            even = np.full(len(members), 1.0 / len(members))
+            weights[:, members] = rng.multinomial(len(members), even, size=n_boot)
+    return weights
+
+
+def em_bias(val_probs, val_true, priors, *, weights=None) -> np.ndarray:
+    """EM's error (B, K) on the validation set reweighted to each prior of ``priors`` (B, K).
+
+    ``weights`` (B, N_val) are bootstrap multiplicities of the validation images (default
+    one each). The EM starts at the target prior, near which it ends, and stops at a
+    tolerance far below any abundance worth reading.
+    """
+    val_true = np.asarray(val_true)
+    priors = np.atleast_2d(np.asarray(priors, float))
+    k = priors.shape[1]
+    counts = np.bincount(val_true, minlength=k).astype(float)
+    prior0 = counts / counts.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(prior0 > 0, priors / prior0, 0.0)  # (B, K)
+    multiplicity = np.ones((len(priors), len(val_true))) if weights is None else weights
+    image_weights = multiplicity * ratio[:, val_true]
+    found = em_prior_adjustment(val_probs, prior0, weights=image_weights, start=priors, tol=1e-6)
+    return found - priors
+
+
+def _corrected(estimates, val_probs, val_true, weights) -> np.ndarray:
+    """``estimates`` (B, K) less EM's bias at each, on the (resampled) validation set."""
+    estimates = np.atleast_2d(estimates)
+    bias = em_bias(val_probs, val_true, estimates, weights=weights)
+    corrected = np.clip(estimates - bias, 0.0, None)
+    return corrected / corrected.sum(axis=1, keepdims=True)
+
+
+def corrected_em(probs, val_probs, val_true) -> np.ndarray:
+    """EM prior of a sample, corrected by EM's bias on the validation set (module notes)."""
+    k = np.asarray(probs).shape[1]
+    prior0 = np.bincount(np.asarray(val_true), minlength=k) / len(val_true)
+    return _corrected(em_prior_adjustment(probs, prior0), val_probs, val_true, None)[0]
+
+
+def corrected_em_bootstrap(
+    probs, val_probs, val_true, *, n_boot: int = 1000, rng: np.random.Generator
+) -> np.ndarray:
+    """Double-bootstrap replicates (n_boot, K) of :func:`corrected_em`: the sample's images
+    and, class by class, the validation images are resampled in each."""
+    k = np.asarray(probs).shape[1]
+    prior0 = np.bincount(np.asarray(val_true), minlength=k) / len(val_true)
+    estimates = em_bootstrap(probs, prior0, n_boot=n_boot, rng=rng)
+    resamples = stratified_resamples(val_true, k, n_boot, rng)
+    return np.concatenate(
+        [
+            _corrected(estimates[i : i + _CHUNK], val_probs, val_true, resamples[i : i + _CHUNK])
+            for i in range(0, n_boot, _CHUNK)
+        ]
+    )
 
 
 def percentile_interval(replicates, *, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:

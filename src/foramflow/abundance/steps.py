@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from foramflow.abundance import analysis, compare
@@ -22,7 +23,8 @@ from foramflow.abundance.drift import DEFAULT_MAX_DISTANCE
 from foramflow.abundance.groups import Grouping, Ratio
 from foramflow.abundance.inputs import AbundanceError
 from foramflow.abundance.intervals import INTERVAL_METHODS
-from foramflow.bundle.schema import BundleMeta, Calibration
+from foramflow.bundle.folder import Bundle
+from foramflow.bundle.schema import BundleError, Calibration
 from foramflow.io.files import prepare_output_dir
 from foramflow.progress import Progress, Quiet
 
@@ -108,9 +110,10 @@ def estimate_abundance(
     _check_intervals(level, interval)
     inputs = _read_inputs(results_dir, groups, ratios, human, age_model, bootstrap)
     prepare_output_dir(out)
-    bundle_path, meta = _bundle_meta(results_dir, bundle, progress)
+    bundle_path, loaded = _load_bundle(results_dir, bundle, progress)
+    meta = loaded.meta if loaded else None
     calibration = (meta and meta.calibration) or Calibration()
-    confusion = _confusion(meta, inputs, bundle_path)
+    confusion = _confusion(loaded, inputs, progress)
     task = progress.task("correcting", inputs.predictions["sample"].nunique())
     try:
         core = analysis.analyse_core(
@@ -180,13 +183,11 @@ def _read_grouping(path: str | Path | None) -> Grouping:
     return Grouping.from_yaml(path) if path else Grouping()
 
 
-def _bundle_meta(
+def _load_bundle(
     results_dir: Path, bundle, progress: Progress
-) -> tuple[Path | None, BundleMeta | None]:
-    """The model bundle (given, or named in run.json) and its description; None, with a
+) -> tuple[Path | None, Bundle | None]:
+    """The model bundle's path (given, or named in run.json) and the bundle; None, with a
     warning, when it cannot be loaded."""
-    from foramflow.bundle import Bundle, BundleError
-
     path = Path(bundle) if bundle else None
     if path is None and (results_dir / RUN_FILE).is_file():
         named = json.loads((results_dir / RUN_FILE).read_text()).get("bundle", "")
@@ -194,26 +195,51 @@ def _bundle_meta(
     if path is None:
         return None, None
     try:
-        return path, Bundle.load(path).meta
+        return path, Bundle.load(path)
     except (BundleError, FileNotFoundError) as err:
         progress.message(f"{err}; abundances will not be corrected", warning=True)
         return path, None
 
 
-def _confusion(
-    meta: BundleMeta | None, inputs: _Inputs, bundle_path: Path | None
-) -> Confusion | None:
-    """The bundle's validation confusion matrix; refused when it lacks a predicted class."""
-    confusion = Confusion.from_meta(meta)
+def _confusion(bundle: Bundle | None, inputs: _Inputs, progress: Progress) -> Confusion | None:
+    """The bundle's validation confusion matrix, with its validation probabilities where it
+    keeps them; refused when it lacks a predicted class."""
+    confusion = Confusion.from_meta(bundle.meta if bundle else None)
     if confusion is None:
         return None
     missing = [c for c in probability_labels(inputs.predictions) if c not in confusion.labels]
     if missing:
         raise AbundanceError(
-            f"{bundle_path}: its validation confusion matrix lacks class(es) {missing} of "
+            f"{bundle.path}: its validation confusion matrix lacks class(es) {missing} of "
             f"{inputs.predictions_path}"
         )
+    validation = _validation(bundle, progress)
+    if validation is not None:
+        confusion.probabilities, confusion.true = validation
     return confusion
+
+
+def _validation(bundle: Bundle, progress: Progress) -> tuple[np.ndarray, np.ndarray] | None:
+    """The validation split's probabilities as classify computes them (the bundle's
+    temperature applied) and true classes; None, said, where the bundle keeps none."""
+    from foramflow.bundle.engine import apply_temperature
+    from foramflow.bundle.validation import read_validation
+
+    try:
+        validation = read_validation(bundle)
+    except BundleError as err:
+        progress.message(f"{err}; EM is left without its bias correction", warning=True)
+        return None
+    if validation is None:
+        progress.message(
+            f"{bundle.path} keeps no validation probabilities (bundles trained before they "
+            "were kept): EM is not corrected for its bias and its intervals leave out the "
+            "validation set's uncertainty",
+            warning=True,
+        )
+        return None
+    probabilities = apply_temperature(validation.probabilities, bundle.temperature)
+    return probabilities, validation.labels
 
 
 def _write(result: AbundanceResult, inputs: _Inputs, title, truth, level, interval, n_boot):
