@@ -122,3 +122,32 @@ def test_the_figure_draws_the_axis_label(results, tmp_path):
     figure = plot_downcore(result.analysis)
     labels = {ax.get_xlabel() for ax in figure.axes if ax.get_visible()}
     assert labels - {""} == {"depth (m)"}
+
+
+def test_em_says_when_the_bundle_keeps_no_validation_probabilities(results, tmp_path):
+    from foramflow.abundance.steps import estimate_abundance
+
+    progress = Recorded()
+    estimate_abundance(results, tmp_path / "out", bootstrap=5, progress=progress)
+    assert any("keeps no validation probabilities" in m for m in progress.messages)
+
+
+def test_em_uses_the_validation_probabilities_the_bundle_keeps(results, tmp_path):
+    from foramflow.abundance.correction import corrected_em
+    from foramflow.abundance.steps import estimate_abundance
+    from foramflow.bundle import Bundle
+    from foramflow.bundle.validation import ValidationSet, write_validation
+
+    bundle = Bundle.load(tmp_path / "bundle")
+    rng = np.random.default_rng(0)
+    true = np.repeat(np.arange(3), 50)
+    probs = 0.7 * np.eye(3)[true] + 0.3 * rng.dirichlet(np.ones(3), size=len(true))
+    write_validation(bundle.path, ValidationSet(true, probs), bundle.read_model())
+    progress = Recorded()
+    result = estimate_abundance(results, tmp_path / "out", bootstrap=5, progress=progress)
+    assert not any("validation" in m for m in progress.messages)
+    predictions = pd.read_parquet(results / "predictions.parquet")
+    sample = predictions[predictions["sample"] == "s0"]
+    expected = corrected_em(sample[[f"prob_{c}" for c in bundle.labels]].to_numpy(), probs, true)
+    em = result.analysis.abundance.query("method == 'em' and sample == 's0'")
+    np.testing.assert_allclose(em.set_index("taxon")["fraction"][bundle.labels], expected)

@@ -11,6 +11,8 @@ Layout::
       network_info.xml         the same model described in the MISO / ParticleTrieur schema
       model.int8.onnx          optional: an int8 copy of the network (classify --precision)
       reference_features.npz   transfer-learning bundles: vectors of the labelled images
+      validation.npz           the validation split's outputs and true classes, for the
+                               abundance step (:mod:`foramflow.bundle.validation`)
       calibration/             coverage-accuracy curves of ``foramflow calibrate``
 
 A bundle is checked when it is loaded (see :func:`~foramflow.bundle.schema.parse_meta`) and
