@@ -222,13 +222,18 @@ def run_core(bundle: Path, core: Core, out: Path, bootstrap: int) -> pd.DataFram
 
 
 def figure(bundle: Path, core: Core, cores_dir: Path, out: Path) -> Path:
-    """The Fig. 9-style figure of one core with its truth drawn in."""
+    """The Fig. 9-style figure of one core with its truth drawn in: a panel per taxon of the
+    core, and one for every other class of the bundle together (truly absent)."""
+    from foramflow.abundance.groups import Grouping
     from foramflow.abundance.plots import plot_downcore, save_figure
     from foramflow.abundance.steps import estimate_abundance
 
+    labels = json.loads((bundle / "model.json").read_text())["labels"]
+    others = [c for c in labels if c not in set(core.truth["taxon"])]
     result = estimate_abundance(
         cores_dir / f"{core.images.name}_results",
         cores_dir / "figure_abundance",
+        groups=Grouping(groups={"classes not in the core": others}),
         human=core.human,
         bundle=bundle,
         bootstrap=200,
