@@ -73,6 +73,10 @@ _CHILD = (
 )
 
 
+class Refused(Exception):
+    """A recipe's command failed: the table says why, and the other recipes run on."""
+
+
 def foramflow(*args: str, log: Path) -> tuple[float, float]:
     """Run a foramflow command; (wall seconds, peak MB of one of its processes)."""
     peak_file = log.with_suffix(".peak")
@@ -86,7 +90,8 @@ def foramflow(*args: str, log: Path) -> tuple[float, float]:
         )
     seconds = time.perf_counter() - started
     if done.returncode:
-        sys.exit(f"foramflow {' '.join(args)} failed; see {log}")
+        lines = log.read_text().strip().splitlines()
+        raise Refused(lines[-1] if lines else f"exit status {done.returncode}")
     return seconds, int(peak_file.read_text()) / 1024
 
 
@@ -147,8 +152,12 @@ def main() -> None:
     data = options.data
     if options.classes:
         data = subset(data, work / "subset", options.classes, options.per_class, seed=0)
-    rows = [measure(name, RECIPES[name], data, work, options)
-            for name in options.recipes.split(",")]  # fmt: skip
+    rows, refused = [], {}
+    for name in options.recipes.split(","):
+        try:
+            rows.append(measure(name, RECIPES[name], data, work, options))
+        except Refused as why:
+            refused[name] = str(why)
     print()
     print(
         "| recipe | model | top-1 | macro F1 | mean recall | train min | classify img/s "
@@ -159,6 +168,8 @@ def main() -> None:
         print(f"| {r['recipe']} | {r['model']} | {r['top1']:.4f} | {r['macro_f1']:.4f} | "
               f"{r['mean_recall']:.4f} | {r['train_min']:.1f} | {r['classify_per_s']:.0f} | "
               f"{r['train_mb']:.0f} | {r['classify_mb']:.0f} |")  # fmt: skip
+    for name, why in refused.items():
+        print(f"| {name} | refused: {why} | | | | | | | |")
     if not options.out:
         shutil.rmtree(work, ignore_errors=True)
 
