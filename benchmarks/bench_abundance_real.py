@@ -21,6 +21,7 @@ never saw, classified and corrected exactly as a user runs ``foramflow``.
 
 Usage:
     python benchmarks/bench_abundance_real.py                     # train, then 3 cores
+    python benchmarks/bench_abundance_real.py --min-per-class 40   # classes of 40 images or more
     python benchmarks/bench_abundance_real.py --bundle runs/x/bundle --repeats 5
     python benchmarks/bench_abundance_real.py --data my_forams/ --taxa 6 --images 800
 
@@ -91,15 +92,17 @@ def split_pool(source: Path, work: Path, fraction: float, seed: int) -> dict[str
     return pool
 
 
-def train_bundle(work: Path) -> Path:
-    """The bundle ``foramflow train`` makes from the training folder with its defaults."""
-    run = work / "run"
+def train_bundle(work: Path, min_per_class: int | None) -> Path:
+    """The bundle ``foramflow train`` makes from the training folder with its defaults
+    (and the class minimum given)."""
+    options = ["--min-per-class", str(min_per_class)] if min_per_class else []
+    run = work / ("run" if not min_per_class else f"run_min{min_per_class}")
     bundle = run / "bundle"
     if not (bundle / "model.json").is_file():
         if run.exists():
             shutil.rmtree(run)
         started = time.perf_counter()
-        foramflow("train", str(work / "train"), "--out", str(run))
+        foramflow("train", str(work / "train"), "--out", str(run), *options)
         print(f"training wall time: {(time.perf_counter() - started) / 60:.1f} min")
     return bundle
 
@@ -251,6 +254,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument("--bundle", type=Path, help="a bundle that never saw the pool")
     parser.add_argument("--pool-fraction", type=float, default=0.3)
+    parser.add_argument(
+        "--min-per-class", type=int, help="train's class minimum (default: train's own choice)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--samples", type=int, default=12)
@@ -266,7 +272,7 @@ def main() -> None:
         sys.exit(f"{args.data}: no such folder (set FORAMFLOW_SHARED_DATA or --data)")
     work = args.out / "work"
     pool = split_pool(args.data, work, args.pool_fraction, args.seed)
-    bundle = args.bundle or train_bundle(work)
+    bundle = args.bundle or train_bundle(work, args.min_per_class)
     print(f"bundle: {bundle}; pool: {sum(map(len, pool.values()))} images")
     if args.train_only:
         return
