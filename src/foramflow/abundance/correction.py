@@ -199,6 +199,13 @@ def stratified_resamples(true, n_classes: int, n_boot: int, rng) -> np.ndarray:
     return weights
 
 
+def class_mix(true, n_classes: int) -> np.ndarray:
+    """The share of each class among labelled images: the validation split's, which is the
+    prior a network with its class weights divided out predicts under."""
+    true = np.asarray(true)
+    return np.bincount(true, minlength=n_classes) / len(true)
+
+
 def em_bias(val_probs, val_true, priors, *, weights=None) -> np.ndarray:
     """EM's error (B, K) on the validation set reweighted to each prior of ``priors`` (B, K).
 
@@ -209,8 +216,7 @@ def em_bias(val_probs, val_true, priors, *, weights=None) -> np.ndarray:
     val_true = np.asarray(val_true)
     priors = np.atleast_2d(np.asarray(priors, float))
     k = priors.shape[1]
-    counts = np.bincount(val_true, minlength=k).astype(float)
-    prior0 = counts / counts.sum()
+    prior0 = class_mix(val_true, k)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(prior0 > 0, priors / prior0, 0.0)  # (B, K)
     multiplicity = np.ones((len(priors), len(val_true))) if weights is None else weights
@@ -230,7 +236,7 @@ def _corrected(estimates, val_probs, val_true, weights) -> np.ndarray:
 def corrected_em(probs, val_probs, val_true) -> np.ndarray:
     """EM prior of a sample, corrected by EM's bias on the validation set (module notes)."""
     k = np.asarray(probs).shape[1]
-    prior0 = np.bincount(np.asarray(val_true), minlength=k) / len(val_true)
+    prior0 = class_mix(val_true, k)
     return _corrected(em_prior_adjustment(probs, prior0), val_probs, val_true, None)[0]
 
 
@@ -240,7 +246,7 @@ def corrected_em_bootstrap(
     """Double-bootstrap replicates (n_boot, K) of :func:`corrected_em`: the sample's images
     and, class by class, the validation images are resampled in each."""
     k = np.asarray(probs).shape[1]
-    prior0 = np.bincount(np.asarray(val_true), minlength=k) / len(val_true)
+    prior0 = class_mix(val_true, k)
     estimates = em_bootstrap(probs, prior0, n_boot=n_boot, rng=rng)
     resamples = stratified_resamples(val_true, k, n_boot, rng)
     return np.concatenate(
