@@ -4,13 +4,19 @@ Each recipe is one ``foramflow train`` command on the same folder-per-class set 
 seeded 80/20 split; then ``foramflow classify`` on the validation images times the bundle
 end to end. Per recipe it prints validation top-1, macro F1, mean per-class recall, the
 training command's wall time, classify images/s and the peak memory of each command.
+An ensemble row joins recipes already run with ``foramflow ensemble`` and scores the joined
+bundle with ``foramflow evaluate`` on the same validation images; its training time is the
+sum of its members'.
 
     python benchmarks/bench_recipes.py                        # ndsb_plankton_dev, every recipe
     python benchmarks/bench_recipes.py --recipes transfer,auto --out runs/recipes
     python benchmarks/bench_recipes.py --data ../shared/data/planktonclas_demo --min-per-class 5
     python benchmarks/bench_recipes.py --classes 30 --per-class 20   # a small-data subset
+    python benchmarks/bench_recipes.py --recipes auto,transfer_lite2_plain,ensemble
 
-Run it alone: two benchmarks at once on a small machine spoil each other's timings.
+Run it alone: two benchmarks at once on a small machine spoil each other's timings. The
+runs share a feature cache of their own in the work folder, so that a transfer recipe's
+time includes computing its features, as on a user's first run.
 """
 
 from __future__ import annotations
@@ -35,8 +41,11 @@ RECIPES = {
     "transfer_plain": ["--model", "efficientnet_lite0_tl", "--no-cyclic"],
     "fine_tune": ["--model", "efficientnet_lite0_ft"],
     "fine_tune_plain": ["--model", "efficientnet_lite0_ft", "--no-cyclic"],
+    "transfer_lite2_plain": ["--model", "efficientnet_lite2_tl", "--no-cyclic"],
     "auto": [],
 }
+#: name → the recipes whose bundles it joins (run them first, in the same --recipes list)
+ENSEMBLES = {"ensemble": ["auto", "transfer_lite2_plain"]}
 
 
 def default_data() -> Path:
@@ -81,12 +90,14 @@ def foramflow(*args: str, log: Path) -> tuple[float, float]:
     """Run a foramflow command; (wall seconds, peak MB of one of its processes)."""
     peak_file = log.with_suffix(".peak")
     started = time.perf_counter()
+    env = {**os.environ, "FORAMFLOW_FEATURE_CACHE": str(log.parent / "feature_cache")}
     with open(log, "w") as out:
         done = subprocess.run(
             [sys.executable, "-c", _CHILD, str(peak_file), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=FOREVER,
+            env=env,
         )
     seconds = time.perf_counter() - started
     if done.returncode:
@@ -136,6 +147,56 @@ def measure(name: str, args: list[str], data: Path, work: Path, options) -> dict
     }
 
 
+def class_folders(run: Path, folder: Path) -> int:
+    """The run's validation images as a folder per class of links; returns their number."""
+    import pandas as pd
+
+    split = pd.read_csv(run / "split.csv")
+    validation = split[split["part"] == "validation"]
+    for i, (path, label) in enumerate(zip(validation["path"], validation["class"], strict=True)):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        (folder / label / f"{i:06d}{Path(path).suffix}").symlink_to(Path(path).resolve())
+    return len(validation)
+
+
+def measure_ensemble(name: str, members: list[dict], work: Path) -> dict:
+    """Join the members' bundles, then score and time the ensemble as a user would."""
+    import pandas as pd
+
+    missing = sorted(set(ENSEMBLES[name]) - {m["recipe"] for m in members})
+    if missing:
+        raise Refused(f"run its members first: {', '.join(missing)}")
+    runs = [str(work / m["recipe"]) for m in members]
+    print(f"{name}: foramflow ensemble {' '.join(runs)}", flush=True)
+    bundle = work / f"{name}.bundle"
+    foramflow("ensemble", *runs, "--out", str(bundle), log=work / f"{name}.ensemble.log")
+    labelled = work / f"{name}.labelled"
+    n_val = class_folders(work / members[0]["recipe"], labelled)
+    evaluation = work / f"{name}.evaluation"
+    foramflow(
+        "evaluate", str(bundle), str(labelled), "--out", str(evaluation),
+        log=work / f"{name}.evaluate.log",
+    )  # fmt: skip
+    confusion = pd.read_csv(evaluation / "confusion_matrix.csv", index_col=0).to_numpy()
+    per_class = pd.read_csv(evaluation / "per_class_metrics.csv")
+    validation_folder(work / members[0]["recipe"], work / f"{name}.val" / "all")
+    classify_s, classify_mb = foramflow(
+        "classify", str(bundle), str(work / f"{name}.val"), "--out",
+        str(work / f"{name}.classify"), log=work / f"{name}.classify.log",
+    )  # fmt: skip
+    return {
+        "recipe": name,
+        "model": " + ".join(m["model"] for m in members),
+        "top1": confusion.trace() / confusion.sum(),
+        "macro_f1": per_class["f1"].mean(),
+        "mean_recall": per_class["recall"].mean(),
+        "train_min": sum(m["train_min"] for m in members),
+        "classify_per_s": n_val / classify_s,
+        "train_mb": max(m["train_mb"] for m in members),
+        "classify_mb": classify_mb,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data())
@@ -155,7 +216,11 @@ def main() -> None:
     rows, refused = [], {}
     for name in options.recipes.split(","):
         try:
-            rows.append(measure(name, RECIPES[name], data, work, options))
+            if name in ENSEMBLES:
+                members = [r for r in rows if r["recipe"] in ENSEMBLES[name]]
+                rows.append(measure_ensemble(name, members, work))
+            else:
+                rows.append(measure(name, RECIPES[name], data, work, options))
         except Refused as why:
             refused[name] = str(why)
     print()

@@ -151,3 +151,50 @@ def test_efficientnet_lite1_and_lite2_load_their_installed_imagenet_weights(vari
     )  # _load_into refuses a weights file whose layers do not all fit
     with torch.no_grad():
         assert head(torch.rand(2, 1, 32, 32)).shape == (2, 1280)
+
+
+@pytest.mark.parametrize(
+    "backbone", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50"]
+)
+def test_stage_maps_are_the_declared_widths_and_end_with_the_last_layer(backbone):
+    from foramflow.models.backbones import get_backbone
+
+    info = get_backbone(backbone)
+    network = info.build(input_size=64).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        maps = network.stage_maps(x)
+        last = network(x)
+    assert [m.shape[1] for m in maps] == [*info.stage_channels, info.features]
+    torch.testing.assert_close(maps[-1], last)
+
+
+def test_head_with_stages_pools_every_stage_and_stays_rotation_invariant():
+    head = TransferHead(
+        "efficientnet_lite0", input_size=64, stages=True, weights=efficientnet_lite0_weights()
+    )
+    assert head.features == 1280 + 80 + 112 + 192 + 320
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        vectors = head(torch.cat([x, torch.rot90(x, 1, (2, 3))])).unflatten(0, (2, 2))
+        last_layer = TransferHead(
+            "efficientnet_lite0", input_size=64, weights=efficientnet_lite0_weights()
+        )(x)
+    torch.testing.assert_close(vectors[1], vectors[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(vectors[0][:, -1280:], last_layer)  # the last layer's, as before
+
+
+def test_mirrored_head_is_unchanged_by_every_rotation_and_reflection():
+    head = TransferHead(
+        "efficientnet_lite0", input_size=64, mirror=True, weights=efficientnet_lite0_weights()
+    )
+    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    views = [torch.rot90(v, k, (2, 3)) for v in (x, x.flip(-1)) for k in range(4)]
+    with torch.no_grad():
+        vectors = head(torch.cat(views))
+        unmirrored = TransferHead(
+            "efficientnet_lite0", input_size=64, weights=efficientnet_lite0_weights()
+        )(torch.cat([x, x.flip(-1)]))
+    for k in range(1, 8):
+        torch.testing.assert_close(vectors[k], vectors[0], rtol=1e-4, atol=1e-5)
+    assert (unmirrored[1] - unmirrored[0]).abs().max() > 1e-2  # the cyclic head alone is not

@@ -79,6 +79,8 @@ def test_full_and_transfer_runs_share_the_batch_rule_and_the_alrs_stop(
         input_size=32,
         batch_size=16,
         min_per_class=10,
+        schedule="alrs",  # the paper's; transfer models default to cosine
+        epochs=None,
         alrs_window_epochs=1,
         alrs_drops=2,
         workers=1,

@@ -103,6 +103,16 @@ def test_the_model_chooses_the_recipe_unless_told():
         TrainConfig(model="base_cyclic", data="d", out="o", schedule="cosine")
 
 
+def test_transfer_learning_trains_its_tail_unweighted_over_a_cosine_and_alrs_stays_a_choice():
+    tail = TrainConfig(data="d", out="o", model="efficientnet_lite0_tl")
+    assert (tail.optimizer, tail.schedule, tail.epochs) == ("adamw", "cosine", 30)
+    assert (tail.class_weights, tail.label_smoothing, tail.stages) == ("none", 0.1, True)
+    paper = TrainConfig(data="d", out="o", model="base_cyclic")
+    assert (paper.class_weights, paper.epochs) == ("clamped", None)
+    alrs = TrainConfig(data="d", out="o", model="efficientnet_lite0_tl", schedule="alrs")
+    assert alrs.epochs is None  # ALRS decides when to stop, not the cosine's 30 epochs
+
+
 def test_the_moving_average_warms_up_so_a_short_run_is_not_held_at_its_start(tmp_path):
     x, y = torch.randn(16, 3), torch.arange(16) % 2
     module = nn.Linear(3, 2)

@@ -83,7 +83,8 @@ Patience = Annotated[
 Flips = Annotated[
     bool | None,
     _option(
-        "Mirror images in augmentation (default: off, as coiling direction tells taxa apart).",
+        "Mirror images in augmentation; transfer models pool mirrored views in the head, "
+        "invariant to reflection (default: off, as coiling direction tells taxa apart).",
         "--flips/--no-flips",
     ),
 ]
@@ -92,7 +93,8 @@ ClassWeights = Annotated[
     str | None,
     _option(
         "Loss weights: clamped (the paper's, favours rare classes) or none "
-        "(favours overall accuracy) (default: clamped)."
+        "(favours overall accuracy) (default: the model's; clamped for the paper's networks "
+        "and fine-tuning, none for transfer learning, measured better there on both counts)."
     ),
 ]
 Augment = Annotated[bool | None, _option("Augmentation (default: on).", "--augment/--no-augment")]
@@ -121,6 +123,14 @@ Cyclic = Annotated[
     bool | None,
     _option(
         "Transfer models: cyclic slice/pool in the head (default: on).", "--cyclic/--no-cyclic"
+    ),
+]
+Stages = Annotated[
+    bool | None,
+    _option(
+        "Transfer models: pool the backbone's last four stages beside its last layer "
+        "(default: on; more accurate at no extra cost).",
+        "--stages/--no-stages",
     ),
 ]
 Weights = Annotated[
@@ -176,6 +186,7 @@ def train(
     max_pixels: MaxPixels = None,
     compile_network: Compile = None,
     cyclic: Cyclic = None,
+    stages: Stages = None,
     weights: Weights = None,
     augmented_copies: AugmentedCopies = None,
     feature_cache: FeatureCache = None,

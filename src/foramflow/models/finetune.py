@@ -29,6 +29,7 @@ FINE_TUNE_RECIPE = {
     "label_smoothing": 0.1,
     "ema": 0.999,
     "epochs": 10,
+    "class_weights": "clamped",
     "min_per_class": 10,
 }
 

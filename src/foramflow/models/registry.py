@@ -13,17 +13,31 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-#: How the paper trains its networks: Adam, ALRS, plain cross-entropy, no weight average.
+#: How the paper trains its networks: Adam, ALRS, cross-entropy weighted by class, no
+#: weight average.
 PAPER_RECIPE = {
     "optimizer": "adam",
     "schedule": "alrs",
     "label_smoothing": 0.0,
     "ema": 0.0,
+    "class_weights": "clamped",
     "min_per_class": 40,
 }
-#: Transfer learning: the paper's tail training; a tail on frozen features learns from a
-#: handful of images per class, so smaller classes are kept.
-TRANSFER_RECIPE = {**PAPER_RECIPE, "min_per_class": 10}
+#: Transfer learning: a tail on frozen features learns from a handful of images per class,
+#: so smaller classes are kept. Measured on 84 plankton classes (frozen Lite0 features
+#: with the stages): the paper's ALRS watches the training loss while a tail on fixed
+#: vectors overfits (its validation loss rose from epoch 10 on); AdamW with warm-up and
+#: cosine over 30 epochs and label smoothing gave top-1 74.4 % (mean recall 68.0 %) with
+#: the clamped class weights and 75.8 % (mean recall 71.1 %) without them.
+TRANSFER_RECIPE = {
+    "optimizer": "adamw",
+    "schedule": "cosine",
+    "epochs": 30,
+    "label_smoothing": 0.1,
+    "ema": 0.0,
+    "class_weights": "none",
+    "min_per_class": 10,
+}
 
 
 @dataclass(frozen=True)

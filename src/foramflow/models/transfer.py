@@ -1,8 +1,10 @@
 """The transfer-learning network (METHOD §4): a frozen pretrained head and a small tail.
 
 * Head: a [0, 1] image (B, C, S, S), grey or colour → 3 channels → the backbone's
-  normalisation → optional cyclic slice → backbone → global average pooling → cyclic
-  pool (max) → one feature vector (B, F) per image, invariant to 90° rotations.
+  normalisation → optional cyclic slice → backbone → global average pooling of its last
+  layer (and, with ``stages``, of its last stages before it, side by side) → cyclic
+  pool (max) → one feature vector (B, F) per image, invariant to 90° rotations (and,
+  with ``mirror``, to reflections too: the eight views of the dihedral group pooled).
 * Tail (as Zhong et al. 2018 and the paper): dropout 0.05 → dense 512 ReLU → dropout
   0.15 → dense 512 ReLU → dense → logits (softmax outside). The paper calls 0.05 and
   0.15 "keep probabilities"; its Keras code passes them as drop rates, as here.
@@ -37,16 +39,15 @@ class TransferHead(nn.Module):
         input_size: int,
         cyclic: bool = True,
         pool: str = "max",
+        stages: bool = False,
+        mirror: bool = False,
         weights: str | Path | None = None,
     ):
         super().__init__()
         info = get_backbone(backbone)
-        self.backbone_name, self.features, self.cyclic, self.pool = (
-            backbone,
-            info.features,
-            cyclic,
-            pool,
-        )
+        self.backbone_name, self.cyclic, self.pool, self.stages = backbone, cyclic, pool, stages
+        self.mirror = mirror
+        self.features = info.stage_features if stages else info.features
         self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1))
         self.backbone = info.build(input_size=input_size, weights=weights)
@@ -61,13 +62,26 @@ class TransferHead(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std
+        if self.mirror:
+            x = torch.cat([x, x.flip(-1)])
         if self.cyclic:
             x = cyclic_slice(x)
-        x = self.backbone(x).mean(dim=(2, 3))
-        return cyclic_pool(x, self.pool) if self.cyclic else x
+        if self.stages:
+            x = torch.cat([m.mean(dim=(2, 3)) for m in self.backbone.stage_maps(x)], dim=1)
+        else:
+            x = self.backbone(x).mean(dim=(2, 3))
+        if self.cyclic:
+            x = cyclic_pool(x, self.pool)
+        if self.mirror:
+            pair = x.unflatten(0, (2, -1))
+            x = pair.amax(dim=0) if self.pool == "max" else pair.mean(dim=0)
+        return x
 
     def extra_repr(self) -> str:
-        return f"backbone={self.backbone_name!r}, cyclic={self.cyclic}, pool={self.pool!r}"
+        return (
+            f"backbone={self.backbone_name!r}, cyclic={self.cyclic}, pool={self.pool!r}, "
+            f"stages={self.stages}, mirror={self.mirror}"
+        )
 
 
 class TransferTail(nn.Module):
@@ -113,11 +127,26 @@ class TransferNetwork(nn.Module):
 
 
 def pretrained_head(
-    backbone: str, input_size: int, *, cyclic: bool, pool: str, weights: str | Path | None
+    backbone: str,
+    input_size: int,
+    *,
+    cyclic: bool,
+    pool: str,
+    weights: str | Path | None,
+    stages: bool = False,
+    mirror: bool = False,
 ) -> TransferHead:
     """The head with ``weights``, else the backbone's installed ImageNet weights if any."""
     weights = weights or get_backbone(backbone).default_weights()
-    return TransferHead(backbone, input_size=input_size, cyclic=cyclic, pool=pool, weights=weights)
+    return TransferHead(
+        backbone,
+        input_size=input_size,
+        cyclic=cyclic,
+        pool=pool,
+        stages=stages,
+        mirror=mirror,
+        weights=weights,
+    )
 
 
 def transfer_builder(backbone: str):
@@ -135,12 +164,22 @@ def transfer_builder(backbone: str):
         channels: int,
         cyclic: bool = True,
         pool: str = "max",
+        stages: bool = False,
+        mirror: bool = False,
         dense: int = 512,
         dropout: Sequence[float] = TAIL_DROPOUT,
         weights: str | Path | None = None,
     ) -> TransferNetwork:
         del channels  # the head takes grey and colour alike
-        head = pretrained_head(backbone, input_size, cyclic=cyclic, pool=pool, weights=weights)
+        head = pretrained_head(
+            backbone,
+            input_size,
+            cyclic=cyclic,
+            pool=pool,
+            stages=stages,
+            mirror=mirror,
+            weights=weights,
+        )
         tail = TransferTail(head.features, n_classes, dense=dense, dropout=dropout)
         return TransferNetwork(head, tail)
 

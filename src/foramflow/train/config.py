@@ -43,12 +43,16 @@ class TrainConfig(BaseModel):
     min_per_class: int | None = Field(
         None, ge=1, description="drop smaller classes; None = the model's (40 for the paper's)"
     )
-    class_weights: Literal["clamped", "none"] = Field(
-        "clamped", description="loss weights: the paper's clamped geometric-mean weights, or none"
+    class_weights: Literal["clamped", "none"] | None = Field(
+        None,
+        description="loss weights: the paper's clamped geometric-mean weights, or none; "
+        "None = the model's",
     )
     augment: bool = True
     flips: bool = Field(
-        False, description="mirror images in augmentation (off: coiling direction is a trait)"
+        False,
+        description="mirror images in augmentation; transfer models: pool mirrored views in "
+        "the head (off: coiling direction is a trait)",
     )
     optimizer: Literal["adam", "adamw"] | None = Field(None, description="None = the model's")
     weight_decay: float = Field(0.05, ge=0, description="AdamW's decoupled weight decay")
@@ -74,6 +78,9 @@ class TrainConfig(BaseModel):
         MAX_PIXELS, ge=1, description="larger images are skipped, refused before decoding"
     )
     cyclic: bool = Field(True, description="transfer models: cyclic slice/pool in the head")
+    stages: bool = Field(
+        True, description="transfer models: pool the backbone's last stages beside its last layer"
+    )
     weights: str | None = Field(None, description="transfer models: backbone weights file")
     augmented_copies: int = Field(0, ge=0, description="transfer models: extra augmented vectors")
     feature_cache: str | None = Field(None, description="transfer models: feature cache folder")
@@ -92,7 +99,10 @@ class TrainConfig(BaseModel):
             self.channels = 1
         if self.input_size is None:
             self.input_size = entry.default_input_size
+        own_schedule = self.schedule in (None, entry.recipe.get("schedule"))
         for name, value in entry.recipe.items():
+            if name == "epochs" and not own_schedule:
+                continue  # the recipe's epochs are its schedule's: ALRS chosen stops by itself
             if getattr(self, name) is None:
                 setattr(self, name, value)
         self._check_schedule()

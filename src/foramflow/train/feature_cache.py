@@ -1,8 +1,8 @@
 """A disk cache of transfer-learning feature vectors, reused across runs and by ``similar``.
 
 A vector depends only on the image's bytes and on how it was computed (the *extractor*):
-backbone, weights file, preprocessing, cyclic slice/pool, precision and, for augmented
-copies, the augmentation. Layout::
+backbone, weights file, preprocessing, cyclic slice/pool and mirrored views, the layers
+pooled, precision and, for augmented copies, the augmentation. Layout::
 
     CACHE/                                default: $FORAMFLOW_FEATURE_CACHE, else
                                           ${XDG_CACHE_HOME:-~/.cache}/foramflow/features
@@ -66,6 +66,8 @@ class ExtractorSpec:
     cyclic: bool
     pool: str
     precision: str  # "bf16" or "fp32": bf16 vectors differ in the third digit
+    stages: bool = False  # the last stages pooled beside the last layer
+    mirror: bool = False  # mirrored views pooled too
     augmentation: str = AUGMENTATION
     format: int = FEATURE_FORMAT
 
@@ -190,7 +192,8 @@ def _describe(spec: ExtractorSpec) -> str:
     params = spec.preprocessing["params"]
     return (
         f"{spec.backbone}, {params['size']} px, {params['channels']} channel(s), "
-        f"{'cyclic' if spec.cyclic else 'not cyclic'}, {spec.precision}"
+        f"{'cyclic' if spec.cyclic else 'not cyclic'}, "
+        f"{'stages and last layer' if spec.stages else 'last layer'}, {spec.precision}"
     )
 
 

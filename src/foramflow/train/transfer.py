@@ -152,6 +152,8 @@ def build_head(spec: ExtractorSpec, weights: str | Path) -> TransferHead:
         input_size=spec.input_size,
         cyclic=spec.cyclic,
         pool=spec.pool,
+        stages=spec.stages,
+        mirror=spec.mirror,
         weights=weights,
     )
 
@@ -204,6 +206,8 @@ class TransferTrainer(Trainer):
         self.model_params = {
             "cyclic": c.cyclic,
             "pool": c.pool,
+            "stages": c.stages,
+            "mirror": c.flips,
             "dense": c.dense,
             "dropout": list(TAIL_DROPOUT),
         }
@@ -274,6 +278,8 @@ class TransferTrainer(Trainer):
             cyclic=c.cyclic,
             pool=c.pool,
             precision="bf16" if self.bf16 else "fp32",
+            stages=c.stages,
+            mirror=c.flips,
         )
         kwargs = {"device": self.device, "bf16": self.bf16, "progress": self.progress}
         with FeatureCache.open(
