@@ -73,6 +73,17 @@ def test_auto_keeps_fp32_when_the_int8_model_agrees_too_little(bundle, tree):
     assert resolve_precision(Bundle.load(bundle), "int8") == ("int8", "model.int8.onnx")
 
 
+def test_int8_asked_for_again_is_warned_of_again_when_it_agrees_too_little(bundle, tree, tmp_path):
+    record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
+    update_bundle_meta(bundle, int8={**record, "top1_agreement": 0.40})
+    messages = []
+    classify_folder(
+        bundle, tree, tmp_path / "out", precision="int8", workers=0, log=messages.append
+    )
+    assert any("int8: top-1 agreement with fp32 40.00%" in m for m in messages)
+    assert any(m.startswith("warning: below 99.5%") for m in messages)
+
+
 def test_bf16_agreement_is_measured_once_and_used_by_auto(kit, bundle, tree, tmp_path):
     messages = []
     result = classify_folder(

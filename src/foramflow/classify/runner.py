@@ -336,7 +336,10 @@ def _ensure_precision(
         record = measure_bf16(bundle, paths)
         _report_kept(log, "bf16 record", bundle, records.keep(BF16_RECORD, record))
         _report_agreement(log, "bf16", record)
-    if precision != "int8" or int8_file(bundle):
+    if precision != "int8":
+        return precision
+    if int8_file(bundle):  # asked for again: say again how faithful it is
+        _report_agreement(log, "int8", bundle.meta.int8)
         return precision
     from foramflow.classify.quantize import quantize_into
 
