@@ -106,16 +106,18 @@ def foramflow(*args: str, log: Path) -> tuple[float, float]:
     return seconds, int(peak_file.read_text()) / 1024
 
 
-def validation_folder(run: Path, folder: Path) -> int:
-    """The run's validation images as one sample folder of links; returns their number."""
+def validation_folder(run: Path, folder: Path, *, by_class: bool = False) -> int:
+    """The run's validation images as links: one sample folder, or a folder per class
+    (``by_class``); returns their number."""
     import pandas as pd
 
     split = pd.read_csv(run / "split.csv")
-    images = split[split["part"] == "validation"]["path"]
-    folder.mkdir(parents=True)
-    for i, path in enumerate(images):
-        (folder / f"{i:06d}{Path(path).suffix}").symlink_to(Path(path).resolve())
-    return len(images)
+    validation = split[split["part"] == "validation"]
+    for i, (path, label) in enumerate(zip(validation["path"], validation["class"], strict=True)):
+        place = folder / label if by_class else folder
+        place.mkdir(parents=True, exist_ok=True)
+        (place / f"{i:06d}{Path(path).suffix}").symlink_to(Path(path).resolve())
+    return len(validation)
 
 
 def measure(name: str, args: list[str], data: Path, work: Path, options) -> dict:
@@ -147,18 +149,6 @@ def measure(name: str, args: list[str], data: Path, work: Path, options) -> dict
     }
 
 
-def class_folders(run: Path, folder: Path) -> int:
-    """The run's validation images as a folder per class of links; returns their number."""
-    import pandas as pd
-
-    split = pd.read_csv(run / "split.csv")
-    validation = split[split["part"] == "validation"]
-    for i, (path, label) in enumerate(zip(validation["path"], validation["class"], strict=True)):
-        (folder / label).mkdir(parents=True, exist_ok=True)
-        (folder / label / f"{i:06d}{Path(path).suffix}").symlink_to(Path(path).resolve())
-    return len(validation)
-
-
 def measure_ensemble(name: str, members: list[dict], work: Path) -> dict:
     """Join the members' bundles, then score and time the ensemble as a user would."""
     import pandas as pd
@@ -171,7 +161,7 @@ def measure_ensemble(name: str, members: list[dict], work: Path) -> dict:
     bundle = work / f"{name}.bundle"
     foramflow("ensemble", *runs, "--out", str(bundle), log=work / f"{name}.ensemble.log")
     labelled = work / f"{name}.labelled"
-    n_val = class_folders(work / members[0]["recipe"], labelled)
+    n_val = validation_folder(work / members[0]["recipe"], labelled, by_class=True)
     evaluation = work / f"{name}.evaluation"
     foramflow(
         "evaluate", str(bundle), str(labelled), "--out", str(evaluation),

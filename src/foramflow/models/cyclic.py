@@ -102,11 +102,16 @@ class _WriteRolled(torch.autograd.Function):
 
 def cyclic_pool(x: torch.Tensor, mode: str = "max") -> torch.Tensor:
     """(4·B, …) → (B, …): combine the four paths by max or mean."""
-    paths = x.unflatten(0, (N_PATHS, -1))
+    return pool_views(x, N_PATHS, mode)
+
+
+def pool_views(x: torch.Tensor, views: int, mode: str = "max") -> torch.Tensor:
+    """(V·B, …) → (B, …): combine ``views`` views stacked view-major by max or mean."""
+    stacked = x.unflatten(0, (views, -1))
     if mode == "max":
-        return paths.amax(dim=0)
+        return stacked.amax(dim=0)
     if mode == "mean":
-        return paths.mean(dim=0)
+        return stacked.mean(dim=0)
     raise ValueError(f"cyclic pool must be 'max' or 'mean', not {mode!r}")
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from foramflow.models.backbones import get_backbone
 from foramflow.models.base_cyclic import init_he
-from foramflow.models.cyclic import cyclic_pool, cyclic_slice
+from foramflow.models.cyclic import cyclic_pool, cyclic_slice, pool_views
 
 TAIL_DROPOUT = (0.05, 0.15)
 
@@ -72,10 +72,7 @@ class TransferHead(nn.Module):
             x = self.backbone(x).mean(dim=(2, 3))
         if self.cyclic:
             x = cyclic_pool(x, self.pool)
-        if self.mirror:
-            pair = x.unflatten(0, (2, -1))
-            x = pair.amax(dim=0) if self.pool == "max" else pair.mean(dim=0)
-        return x
+        return pool_views(x, 2, self.pool) if self.mirror else x
 
     def extra_repr(self) -> str:
         return (
