@@ -192,7 +192,7 @@ def _describe(spec: ExtractorSpec) -> str:
     params = spec.preprocessing["params"]
     return (
         f"{spec.backbone}, {params['size']} px, {params['channels']} channel(s), "
-        f"{'cyclic' if spec.cyclic else 'not cyclic'}, "
+        f"{'cyclic' if spec.cyclic else 'not cyclic'}{', mirrored' if spec.mirror else ''}, "
         f"{'stages and last layer' if spec.stages else 'last layer'}, {spec.precision}"
     )
 
