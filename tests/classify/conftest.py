@@ -48,11 +48,24 @@ def p_bright(grey_level: int) -> float:
     return 1 / (1 + np.exp(-STEEPNESS * (2 * m - 1)))
 
 
-def brightness_model(size: int = 16, steepness: float = STEEPNESS) -> onnx.ModelProto:
+def brightness_model(
+    size: int = 16, steepness: float = STEEPNESS, *, conv: bool = False
+) -> onnx.ModelProto:
+    """``conv``: the image passes a 1×1 convolution of weight 1 first (same answers), so
+    that quantisation has a convolution's weights to work on."""
     weights = np.array([[-steepness, steepness]], dtype=np.float32)
     bias = np.array([steepness / 2, -steepness / 2], dtype=np.float32)
-    nodes = [
-        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+    initializer = [
+        numpy_helper.from_array(weights, "weights"),
+        numpy_helper.from_array(bias, "bias"),
+    ]
+    nodes = []
+    if conv:
+        one = np.ones((1, 1, 1, 1), dtype=np.float32)
+        initializer.append(numpy_helper.from_array(one, "identity"))
+        nodes.append(helper.make_node("Conv", ["image", "identity"], ["convolved"]))
+    nodes += [
+        helper.make_node("GlobalAveragePool", ["convolved" if conv else "image"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["mean"], axis=1),
         helper.make_node("MatMul", ["mean", "weights"], ["scaled"]),
         helper.make_node("Add", ["scaled", "bias"], ["logits"]),
@@ -63,10 +76,7 @@ def brightness_model(size: int = 16, steepness: float = STEEPNESS) -> onnx.Model
         "mean_brightness",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, size, size])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", len(LABELS)])],
-        initializer=[
-            numpy_helper.from_array(weights, "weights"),
-            numpy_helper.from_array(bias, "bias"),
-        ],
+        initializer=initializer,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -75,16 +85,17 @@ def brightness_model(size: int = 16, steepness: float = STEEPNESS) -> onnx.Model
 
 
 def write_bundle(
-    path: Path, *, threshold: float = 0.8, steepness: float = STEEPNESS, **meta
+    path: Path, *, threshold: float = 0.8, steepness: float = STEEPNESS, conv=False, **meta
 ) -> Path:
-    """A bundle folder holding the brightness model; extra ``meta`` goes into model.json."""
+    """A bundle folder holding the brightness model (``conv``: see :func:`brightness_model`);
+    extra ``meta`` goes into model.json."""
     description = BundleMeta(
         labels=list(LABELS),
         preprocessing=PreprocessSpec(size=16, channels=1),
         threshold=threshold,
         **meta,
     )
-    model = brightness_model(steepness=steepness).SerializeToString()
+    model = brightness_model(steepness=steepness, conv=conv).SerializeToString()
     return write_bundle_folder(path, description, model)
 
 

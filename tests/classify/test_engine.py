@@ -44,6 +44,24 @@ def test_int8_copy_is_recorded_and_used_by_auto(kit, bundle, tree, tmp_path):
     pd.testing.assert_frame_equal(counts, expected[counts.columns], check_names=False)
 
 
+def test_int8_weights_keep_to_seven_bits_so_cpus_without_vnni_do_not_overflow(kit, tree, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    bundle = kit.write_bundle(tmp_path / "bundle", conv=True)
+    record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
+    assert record["top1_agreement"] == 1.0
+    model = onnx.load(bundle / "model.int8.onnx")
+    weights = [
+        numpy_helper.to_array(t)
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8
+    ]
+    assert weights, "the int8 copy quantises no weights"
+    # the convolution's weight of 1 is the largest: 127 with 8 bits, 64 with 7
+    assert max(int(np.abs(w.astype(int)).max()) for w in weights) == 64
+
+
 def test_classify_asks_for_int8_quantises_on_its_own_images(bundle, tree, tmp_path):
     messages = []
     result = classify_folder(
