@@ -102,6 +102,20 @@ def test_int8_asked_for_again_is_warned_of_again_when_it_agrees_too_little(bundl
     assert any(m.startswith("warning: below 99.5%") for m in messages)
 
 
+def test_int8_model_made_by_an_older_method_is_made_again_when_asked_for(kit, tree, tmp_path):
+    from foramflow.classify.quantize import METHOD
+
+    bundle = kit.write_bundle(tmp_path / "bundle", conv=True)
+    record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
+    update_bundle_meta(bundle, int8={**record, "method": "full-range int8 weights"})
+    messages = []
+    classify_folder(
+        bundle, tree, tmp_path / "out", precision="int8", workers=0, log=messages.append
+    )
+    assert any("made another way (full-range int8 weights)" in m for m in messages)
+    assert json.loads((bundle / "model.json").read_text())["int8"]["method"] == METHOD
+
+
 def test_bf16_agreement_is_measured_once_and_used_by_auto(kit, bundle, tree, tmp_path):
     messages = []
     result = classify_folder(

@@ -322,8 +322,8 @@ def _ensure_precision(
     """Measure what a reduced precision costs before it is used, once per bundle.
 
     bf16 (asked for, or "auto" on a CPU that has it) is checked against fp32 on images from
-    this folder; int8, when asked for and the bundle has none, is calibrated on them. The
-    records go where ``records`` can keep them.
+    this folder; int8, when asked for and the bundle has none, or one made by another method
+    than today's, is calibrated on them. The records go where ``records`` can keep them.
     """
     paths = [images_dir / p for p in manifest.loc[manifest["problem"] == "", "path"]]
     if precision == "bf16" and not cpu_has_bf16():
@@ -338,12 +338,18 @@ def _ensure_precision(
         _report_agreement(log, "bf16", record)
     if precision != "int8":
         return precision
-    if int8_file(bundle):  # asked for again: say again how faithful it is
-        _report_agreement(log, "int8", bundle.meta.int8)
-        return precision
-    from foramflow.classify.quantize import quantize_into
+    from foramflow.classify.quantize import METHOD, quantize_into
 
-    log("the bundle has no int8 model: calibrating one on images from this folder")
+    if int8_file(bundle) and bundle.meta.int8.method == METHOD:
+        _report_agreement(log, "int8", bundle.meta.int8)  # asked for again: say it again
+        return precision
+    if int8_file(bundle):
+        log(
+            f"the bundle's int8 model was made another way ({bundle.meta.int8.method}): "
+            "calibrating a new one on images from this folder"
+        )
+    else:
+        log("the bundle has no int8 model: calibrating one on images from this folder")
     folder = records.make(INT8_RECORD, lambda place: quantize_into(bundle, paths, place))
     if folder is None:
         raise OutputError(
