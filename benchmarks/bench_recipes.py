@@ -42,10 +42,14 @@ RECIPES = {
     "fine_tune": ["--model", "efficientnet_lite0_ft"],
     "fine_tune_plain": ["--model", "efficientnet_lite0_ft", "--no-cyclic"],
     "transfer_lite2_plain": ["--model", "efficientnet_lite2_tl", "--no-cyclic"],
+    "top": ["--model", "efficientnet_lite0_top"],
     "auto": [],
 }
 #: name → the recipes whose bundles it joins (run them first, in the same --recipes list)
-ENSEMBLES = {"ensemble": ["auto", "transfer_lite2_plain"]}
+ENSEMBLES = {
+    "ensemble": ["auto", "transfer_lite2_plain"],
+    "ensemble_top": ["top", "transfer_lite2_plain"],
+}
 
 
 def default_data() -> Path:

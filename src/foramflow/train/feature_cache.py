@@ -12,9 +12,12 @@ pooled, precision and, for augmented copies, the augmentation. Layout::
                                           images(sha256, path, label)     last seen in training
 
 ``sha256`` is the SHA-256 of the image file's bytes; ``copy`` is 0 for the image itself
-and 1…N for its augmented copies. Vectors are stored as float16 (half the disk; far more
-precision than the tail needs). SQLite makes writes atomic, so an interrupted extraction
-keeps every batch it finished, and the next run continues from there.
+and 1…N for its augmented copies. The same store holds the rows of a frozen bottom of a
+network whose top is fine-tuned (:mod:`foramflow.models.top_tuned`; extractor output
+``maps@N``), where copy k is the image turned by k·90°. Vectors are stored as float16
+(half the disk; far more precision than the tail needs). SQLite makes writes atomic, so
+an interrupted extraction keeps every batch it finished, and the next run continues from
+there.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ FEATURE_FORMAT = 1
 EXTRACTOR_FILE = "extractor.json"
 DATABASE_FILE = "features.sqlite"
 AUGMENTATION = "foramflow.data.augment.augment_batch/1"
+POOLED = "pooled"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vectors (
@@ -70,9 +74,15 @@ class ExtractorSpec:
     mirror: bool = False  # mirrored views pooled too
     augmentation: str = AUGMENTATION
     format: int = FEATURE_FORMAT
+    # "pooled": the head's vector; "maps@N": the frozen bottom's rows before block N
+    # (models.top_tuned), where copy k is the image turned by k·90°
+    output: str = POOLED
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = asdict(self)
+        if fields["output"] == POOLED:  # the keys of caches made before maps were cached
+            del fields["output"]
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -139,8 +149,8 @@ class FeatureCache:
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
 
-    def get(self, hashes: Sequence[str], copy: int = 0) -> dict[str, np.ndarray]:
-        """{sha256: float32 vector} for the hashes present in the cache."""
+    def get(self, hashes: Sequence[str], copy: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
+        """{sha256: vector} for the hashes present in the cache."""
         found: dict[str, np.ndarray] = {}
         wanted = list(dict.fromkeys(hashes))
         for start in range(0, len(wanted), 500):
@@ -151,7 +161,7 @@ class FeatureCache:
                 [copy, *chunk],
             )
             for sha, blob in rows:
-                found[sha] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+                found[sha] = np.frombuffer(blob, dtype=np.float16).astype(dtype)
         return found
 
     def put(self, hashes: Sequence[str], vectors: np.ndarray, copy: int = 0) -> None:
@@ -190,6 +200,8 @@ class FeatureCache:
 
 def _describe(spec: ExtractorSpec) -> str:
     params = spec.preprocessing["params"]
+    if spec.output != POOLED:
+        return f"{spec.backbone}, {params['size']} px, frozen bottom's {spec.output}"
     return (
         f"{spec.backbone}, {params['size']} px, {params['channels']} channel(s), "
         f"{'cyclic' if spec.cyclic else 'not cyclic'}{', mirrored' if spec.mirror else ''}, "

@@ -294,6 +294,7 @@ def _save_last(out: Path, module, optimizer, schedule, generator, state, ema=Non
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict() if schedule else None,
             "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),  # dropout's: a resumed run ends as one run
             "ema": ema.state_dict() if ema is not None else None,
             "state": state,
         },
@@ -310,6 +311,8 @@ def _load_last(out: Path, module, optimizer, schedule, generator, ema=None) -> d
     if schedule and checkpoint["schedule"]:
         schedule.load_state_dict(checkpoint["schedule"])
     generator.set_state(checkpoint["generator"])
+    if checkpoint.get("torch_rng") is not None:
+        torch.set_rng_state(checkpoint["torch_rng"])
     log = out / LOG_FILE
     if log.exists():  # drop rows of an epoch that finished after the last checkpoint
         frame = pd.read_csv(log)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from foramflow.models.transfer import TAIL_DROPOUT, TransferHead, TransferNetwor
 from foramflow.progress import Progress, Quiet
 from foramflow.train.config import TrainConfig
 from foramflow.train.feature_cache import (
+    POOLED,
     ExtractorSpec,
     FeatureCache,
     ReferenceSet,
@@ -49,8 +50,11 @@ _CHUNK = 256  # images per cache write: an interruption loses at most this many 
 
 
 def trainer_class(model: str) -> type[Trainer]:
-    """The trainer for a registered model: full networks or transfer learning."""
-    return TransferTrainer if get_entry(model).kind == "transfer" else Trainer
+    """The trainer for a registered model: full networks, transfer learning, or a top
+    fine-tuned on cached maps."""
+    from foramflow.train.top import TopTrainer
+
+    return {"transfer": TransferTrainer, "top": TopTrainer}.get(get_entry(model).kind, Trainer)
 
 
 # -- feature extraction --------------------------------------------------------------------
@@ -104,7 +108,7 @@ def augmented_copies(images: np.ndarray, hashes: Sequence[str], copy: int) -> np
 
 def cached_features(
     cache: FeatureCache,
-    head: TransferHead,
+    head: torch.nn.Module,
     images: np.ndarray,
     hashes: Sequence[str],
     *,
@@ -112,11 +116,14 @@ def cached_features(
     device: torch.device,
     bf16: bool,
     progress: Progress,
+    make_copy: Callable[[np.ndarray, Sequence[str], int], np.ndarray] = augmented_copies,
+    dtype=np.float32,
+    what: str | None = None,
 ) -> tuple[np.ndarray, int, float]:
-    """Vectors (N, F) of ``images`` (copy 0) or of their augmented copy, from the cache where
-    present, computed and stored otherwise. Returns (vectors, number computed, seconds spent
-    computing)."""
-    found = cache.get(hashes, copy)
+    """Vectors (N, F) of ``images`` (copy 0) or of their copy number ``copy`` (by default
+    augmented), from the cache where present, computed and stored otherwise. Returns
+    (vectors, number computed, seconds spent computing)."""
+    found = cache.get(hashes, copy, dtype)
     first: dict[str, int] = {}
     for i, sha in enumerate(hashes):
         if sha not in found:
@@ -124,7 +131,7 @@ def cached_features(
     missing = list(first.values())
     seconds = 0.0
     if missing:
-        what = "Computing features" if copy == 0 else f"Computing features, copy {copy}"
+        what = what or ("Computing features" if copy == 0 else f"Computing features, copy {copy}")
         task = progress.task(what, len(missing))
         try:
             for start in range(0, len(missing), _CHUNK):
@@ -132,12 +139,12 @@ def cached_features(
                 chunk_hashes = [hashes[i] for i in index]
                 batch = images[index]
                 if copy:
-                    batch = augmented_copies(batch, chunk_hashes, copy)
+                    batch = make_copy(batch, chunk_hashes, copy)
                 began = time.perf_counter()
                 vectors = extract_features(head, batch, device=device, bf16=bf16)
                 seconds += time.perf_counter() - began
                 cache.put(chunk_hashes, vectors, copy)
-                stored = vectors.astype(np.float16).astype(np.float32)  # as a rerun reads them
+                stored = vectors.astype(np.float16).astype(dtype)  # as a rerun reads them
                 found.update(zip(chunk_hashes, stored))
                 task.advance(len(index))
         finally:
@@ -382,6 +389,11 @@ def open_reference(source: str | Path) -> tuple[ReferenceSet, ExtractorSpec, str
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such bundle or feature cache")
     with FeatureCache.find(source) as cache:
+        if cache.spec.output != POOLED:
+            raise ValueError(
+                f"{cache.folder}: holds a network's intermediate maps ({cache.spec.output}), "
+                "not feature vectors; give a transfer-learning bundle or its feature cache"
+            )
         return cache.labelled(), cache.spec, cache.weights_path
 
 

@@ -1,0 +1,262 @@
+"""Fine-tuning the top of a pretrained EfficientNet-Lite on cached maps of its frozen bottom.
+
+Fine-tuning a whole backbone on a CPU costs its forward and backward pass per image and
+epoch: hours. Most of that goes into the first stages, at high resolution, whose ImageNet
+filters (edges, blobs, textures) serve plankton and forams as they are. So the network is
+split in two:
+
+* the *bottom* (stem and every stage but the last two) stays frozen; it runs once per
+  image, and its output maps (112 × 8 × 8 for Lite0 at 128 px) are cached on disk;
+* the *top* (the last two stages, the head convolution and the transfer tail) trains on
+  those maps, about a tenth of the whole network's cost per step.
+
+The top's features are the last layer pooled beside the pooled outputs of the last four
+stages (as the transfer head's ``stages``), standardised with the training set's mean and
+spread, then the transfer tail (dense 512, dense 512, classes). Batch-norm statistics stay
+ImageNet's.
+
+Rotation: the four 90° turns of each image are cached; each training step shows the top
+one of them at random (augmentation at no cost), and the network answers with the mean of
+the four turns' probabilities, so that its answer does not depend on how the specimen lay.
+Its output is the log of that mean: softmax gives the mean back. Without ``cyclic`` it
+reads the image once, as it lies: four times faster to run, a little less accurate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from foramflow.models.backbones import EfficientNetLiteFeatures, get_backbone
+from foramflow.models.cyclic import N_PATHS, cyclic_slice
+from foramflow.models.transfer import TAIL_DROPOUT, TransferTail
+
+TRAINED_STAGES = 2  # the last stages that train, with the head convolution
+TOP_RATE = 0.2  # the top stages' learning rate relative to the tail's
+
+
+def _frozen_norms(module: nn.Module) -> None:
+    for layer in module.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.eval()
+
+
+class Bottom(nn.Module):
+    """The frozen part: image (B, C, S, S) in [0, 1] → one flat row per image, the stage
+    maps at the split (flattened) followed by the pooled outputs of earlier stages."""
+
+    cyclic = False  # one view per row: what the feature cache's batch sizing needs to know
+
+    def __init__(
+        self, features: EfficientNetLiteFeatures, info, split: int, pooled_ends, input_size: int
+    ):
+        super().__init__()
+        net = features.net
+        self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1))
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.blocks = nn.ModuleList(net._blocks[:split])
+        self.pooled_ends = frozenset(pooled_ends)
+        self.requires_grad_(False)
+        self.eval()
+        with torch.no_grad():
+            maps, pooled = self.maps_and_pooled(torch.zeros(1, 3, input_size, input_size))
+        self.map_shape = tuple(maps.shape[1:])
+        self.n_pooled = sum(p.shape[1] for p in pooled)
+        self.features = maps[0].numel() + self.n_pooled  # the length of a row
+
+    def train(self, mode: bool = True) -> Bottom:
+        """Always in eval mode: it never trains."""
+        return super().train(False)
+
+    def maps_and_pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = self.stem((x - self.mean) / self.std)
+        pooled = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.pooled_ends:
+                pooled.append(x.mean(dim=(2, 3)))
+        return x, pooled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps, pooled = self.maps_and_pooled(x)
+        return torch.cat([maps.flatten(1), *pooled], dim=1)
+
+
+class Top(nn.Module):
+    """The trained part: a row of :class:`Bottom` → logits (B, K)."""
+
+    def __init__(
+        self,
+        features: EfficientNetLiteFeatures,
+        split: int,
+        pooled_ends,
+        map_shape: Sequence[int],
+        n_pooled_below: int,
+        n_classes: int,
+        *,
+        dense: int,
+        dropout: Sequence[float],
+    ):
+        super().__init__()
+        net = features.net
+        self.map_shape = tuple(map_shape)
+        self.map_size = math.prod(self.map_shape)
+        self.split = split
+        self.blocks = nn.ModuleList(net._blocks[split:])
+        self.head = nn.Sequential(net._conv_head, net._bn1, net._swish)
+        self.pooled_ends = frozenset(pooled_ends)
+        width = n_pooled_below + self.map_shape[0] + net._conv_head.out_channels
+        width += sum(net._blocks[i]._project_conv.out_channels for i in self.pooled_ends)
+        self.register_buffer("centre", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
+        self.tail = TransferTail(width, n_classes, dense=dense, dropout=dropout)
+
+    def train(self, mode: bool = True) -> Top:
+        """Batch-norm statistics stay ImageNet's: the small batches a CPU affords are noisy."""
+        super().train(mode)
+        _frozen_norms(self)
+        return self
+
+    def features(self, rows: torch.Tensor) -> torch.Tensor:
+        """The pooled, standardised feature vector the tail reads, from bottom rows."""
+        maps = rows[:, : self.map_size].unflatten(1, self.map_shape)
+        return self.features_of(
+            maps.contiguous(memory_format=torch.channels_last), rows[:, self.map_size :]
+        )
+
+    def features_of(self, maps: torch.Tensor, pooled_below: torch.Tensor) -> torch.Tensor:
+        """:meth:`features` from the bottom's maps and pooled vectors as they come."""
+        x = maps
+        pooled = [pooled_below, x.mean(dim=(2, 3))]
+        for i, block in enumerate(self.blocks, start=self.split):
+            x = block(x)
+            if i in self.pooled_ends:
+                pooled.append(x.mean(dim=(2, 3)))
+        pooled.append(self.head(x).mean(dim=(2, 3)))
+        return (torch.cat(pooled, dim=1) - self.centre) / self.scale
+
+    @torch.no_grad()
+    def standardise(self, rows: torch.Tensor, batch_size: int = 256) -> None:
+        """Centre and scale the features by their mean and spread over ``rows``."""
+        was_training = self.training
+        self.eval()
+        self.centre.zero_()
+        self.scale.fill_(1.0)
+        vectors = torch.cat(
+            [
+                self.features(rows[s : s + batch_size].float())
+                for s in range(0, len(rows), batch_size)
+            ]
+        )
+        self.centre.copy_(vectors.mean(0))
+        self.scale.copy_(vectors.std(0) + 1e-3)
+        self.train(was_training)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.features(rows))
+
+    def parameter_groups(self, learning_rate: float) -> list[dict]:
+        """The backbone's stages at :data:`TOP_RATE` of ``learning_rate``, the tail at it."""
+        backbone = [*self.blocks.parameters(), *self.head.parameters()]
+        return [
+            {"params": backbone, "lr": learning_rate * TOP_RATE},
+            {"params": self.tail.parameters(), "lr": learning_rate},
+        ]
+
+
+def mean_of_views(logits: torch.Tensor, views: int = N_PATHS) -> torch.Tensor:
+    """(V·B, K) logits of V views, view-major → (B, K) log of their mean probability."""
+    log_probs = torch.log_softmax(logits, dim=1).unflatten(0, (views, -1))
+    return torch.logsumexp(log_probs, dim=0) - math.log(views)
+
+
+class TopTuned(nn.Module):
+    """Bottom and top joined, the form a bundle exports: (B, C, S, S) in [0, 1] → the log
+    of the mean probability over the four 90° turns (B, K), or with ``cyclic=False`` the
+    logits of the image as it lies (a quarter of the work; rotation then rests on training
+    with every turn)."""
+
+    def __init__(self, bottom: Bottom, top: Top, *, cyclic: bool = True):
+        super().__init__()
+        self.bottom, self.top, self.cyclic = bottom, top, cyclic
+
+    @property
+    def tail(self) -> TransferTail:
+        """The layer whose bias logit adjustment moves (see :mod:`foramflow.train.prior`)."""
+        return self.top.tail
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = cyclic_slice(x) if self.cyclic else x
+        maps, pooled = self.bottom.maps_and_pooled(views)  # no flattening into rows
+        logits = self.top.tail(self.top.features_of(maps, torch.cat(pooled, dim=1)))
+        return mean_of_views(logits) if self.cyclic else logits
+
+
+def split_backbone(
+    backbone: str,
+    *,
+    n_classes: int,
+    input_size: int,
+    weights: str | Path | None,
+    cyclic: bool = True,
+    dense: int = 512,
+    dropout: Sequence[float] = TAIL_DROPOUT,
+) -> TopTuned:
+    """EfficientNet-Lite ``backbone`` split before its last :data:`TRAINED_STAGES` stages."""
+    info = get_backbone(backbone)
+    features = info.build(input_size=input_size, weights=weights)
+    if not isinstance(features, EfficientNetLiteFeatures):
+        raise ValueError(f"{backbone}: only EfficientNet-Lite backbones split into bottom and top")
+    ends = sorted(features._stage_ends)  # the last four stages' final blocks
+    split = ends[-TRAINED_STAGES - 1] + 1
+    below = [i for i in ends if i < split - 1]  # pooled in the bottom; the split's own maps
+    above = [i for i in ends if i >= split]  # are pooled by the top
+    bottom = Bottom(features, info, split, below, input_size)
+    top = Top(
+        features,
+        split,
+        above,
+        bottom.map_shape,
+        bottom.n_pooled,
+        n_classes,
+        dense=dense,
+        dropout=dropout,
+    )
+    return TopTuned(bottom, top, cyclic=cyclic)
+
+
+def top_tune_builder(backbone: str):
+    """A registry ``build`` function: ``backbone`` split, its top fine-tuned."""
+
+    def build(
+        *,
+        n_classes: int,
+        input_size: int,
+        channels: int,
+        cyclic: bool = True,
+        dense: int = 512,
+        dropout: Sequence[float] = TAIL_DROPOUT,
+        weights: str | Path | None = None,
+    ) -> TopTuned:
+        del channels  # the bottom takes grey and colour alike
+        weights = weights or get_backbone(backbone).default_weights()
+        return split_backbone(
+            backbone,
+            n_classes=n_classes,
+            input_size=input_size,
+            weights=weights,
+            cyclic=cyclic,
+            dense=dense,
+            dropout=dropout,
+        )
+
+    build.__name__ = f"{backbone}_top_tune"
+    build.backbone = backbone
+    return build

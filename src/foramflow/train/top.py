@@ -1,0 +1,214 @@
+"""Fine-tune the top of a pretrained backbone on cached maps of its frozen bottom.
+
+A run (see :mod:`foramflow.models.top_tuned` for the network):
+
+1. preprocess and split the set as every run does;
+2. compute the frozen bottom's rows for the four 90° turns of every image, once, through
+   the feature cache (an interrupted run keeps every chunk it finished, and a later run on
+   the same images, any split, reads them back);
+3. standardise the top's features over the training split, then train the top in the one
+   fit loop, each step showing every image turned at random, validating on the mean of the
+   four turns' probabilities, as the exported network answers;
+4. export the joined network and evaluate it as any other run.
+
+The run folder is that of :mod:`foramflow.train.loop`; an interrupted run resumes from
+its last epoch (``--resume``), its rows from the cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from foramflow.imaging.preprocess import PreprocessSpec
+from foramflow.models.backbones import file_sha256, resolve_weights
+from foramflow.models.cyclic import N_PATHS
+from foramflow.models.registry import create_model, get_entry
+from foramflow.models.top_tuned import Top, TopTuned, mean_of_views
+from foramflow.models.transfer import TAIL_DROPOUT
+from foramflow.progress import Progress
+from foramflow.train.config import TrainConfig
+from foramflow.train.feature_cache import (
+    ExtractorSpec,
+    FeatureCache,
+    default_cache_root,
+    image_sha256,
+)
+from foramflow.train.finish import export_and_evaluate
+from foramflow.train.fit import BEST_CHECKPOINT, Batches, fit
+from foramflow.train.loop import PreparedData, Trainer
+from foramflow.train.transfer import cached_features
+
+STANDARDISE_IMAGES = 4096  # training images whose features set the standardisation
+
+
+def turned(images: np.ndarray, hashes: Sequence[str], quarter_turns: int) -> np.ndarray:
+    """Images (N, C, S, S) turned by ``quarter_turns``·90°, as :func:`cyclic_slice` turns them."""
+    del hashes  # the turn depends on nothing else
+    return np.ascontiguousarray(np.rot90(images, quarter_turns, axes=(2, 3)))
+
+
+class TopTrainer(Trainer):
+    """A run that fine-tunes the top of a split backbone; ``run()`` caches the bottom's
+    rows (or reads them back), trains the top, then exports and evaluates the network."""
+
+    def __init__(
+        self, config: TrainConfig, *, progress: Progress | None = None, resume: bool = False
+    ):
+        for option, value in (
+            ("--flips", config.flips),
+            ("--augmented-copies", config.augmented_copies),
+        ):
+            if value:
+                raise ValueError(
+                    f"{option} is not used by {config.model}: its training shows every image "
+                    "in its four 90° turns instead; leave it out, or choose a transfer model"
+                )
+        self.backbone = get_entry(config.model).build.backbone
+        self.weights = resolve_weights(self.backbone, config.weights)
+        super().__init__(config, progress=progress, resume=resume)
+        self.cache_root = Path(config.feature_cache or default_cache_root())
+
+    def run(self) -> Path:
+        c = self.config
+        data = self._start()
+        classes = data.image_set.classes
+        self.model_params = {
+            "cyclic": c.cyclic,
+            "dense": c.dense,
+            "dropout": list(TAIL_DROPOUT),
+            "weights": str(self.weights),
+        }
+        network: TopTuned = create_model(
+            c.model,
+            n_classes=len(classes),
+            input_size=c.input_size,
+            channels=c.channels,
+            **self.model_params,
+        )
+        started = time.perf_counter()
+        rows = self._rows(network, data)
+        top = network.top.to(self.device)
+        train_rows = torch.from_numpy(rows[data.train_index])
+        top.standardise(train_rows[:STANDARDISE_IMAGES, 0].to(self.device))
+        train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
+        optimizer = self.optimizer(top.parameter_groups(c.learning_rate))
+        try:
+            state = fit(
+                self._batches(top, train_rows, rows, data),
+                optimizer,
+                self.fit_settings(data, train_counts),
+                out=self.out,
+                progress=self.progress,
+                resume=self.resume,
+            )
+        except KeyboardInterrupt:
+            self.progress.message(
+                f"Interrupted; the last finished epoch is kept in {self.out} (resume it), "
+                f"the cached rows in {self.cache_folder}",
+                warning=True,
+            )
+            raise
+        state["seconds"] = time.perf_counter() - started  # METHOD §6: caching included
+        top.load_state_dict(torch.load(self.out / BEST_CHECKPOINT, weights_only=True))
+        network.cpu()
+        torch.save(network.state_dict(), self.out / BEST_CHECKPOINT)
+        return export_and_evaluate(
+            network,
+            data,
+            config=c,
+            out=self.out,
+            model_params=self.model_params,
+            train_counts=train_counts,
+            state=state,
+            progress=self.progress,
+        )
+
+    def _rows(self, network: TopTuned, data: PreparedData) -> np.ndarray:
+        """The bottom's rows of every image in its four turns, (N, 4, D) float16."""
+        c = self.config
+        bottom = network.bottom.to(self.device).to(memory_format=torch.channels_last)
+        width = network.bottom.features
+        spec = ExtractorSpec(
+            backbone=self.backbone,
+            weights_sha256=file_sha256(self.weights),
+            preprocessing=PreprocessSpec(size=c.input_size, channels=c.channels).to_dict(),
+            cyclic=False,
+            pool="none",
+            precision="bf16" if self.bf16 else "fp32",
+            output=f"maps@{network.top.split}",
+        )
+        hashes = [image_sha256(p) for p in data.paths]
+        rows = np.empty((len(hashes), N_PATHS, width), dtype=np.float16)
+        computed, seconds = 0, 0.0
+        with FeatureCache.open(
+            self.cache_root, spec, dim=width, weights_path=self.weights
+        ) as cache:
+            self.cache_folder = cache.folder
+            for k in range(N_PATHS):
+                rows[:, k], n, s = cached_features(
+                    cache,
+                    bottom,
+                    data.images,
+                    hashes,
+                    copy=k,
+                    device=self.device,
+                    bf16=self.bf16,
+                    progress=self.progress,
+                    make_copy=turned,
+                    dtype=np.float16,
+                    what=f"Frozen bottom, images turned {90 * k}°",
+                )
+                computed, seconds = computed + n, seconds + s
+        total = N_PATHS * len(hashes)
+        self.progress.message(
+            f"Bottom rows: {total - computed} from the cache, {computed} computed"
+            + (f" ({computed / seconds:.1f} images/s)" if computed else "")
+            + f"; cache {self.cache_folder}"
+        )
+        network.bottom.cpu()
+        return rows
+
+    def _batches(
+        self, top: Top, train_rows: torch.Tensor, rows: np.ndarray, data: PreparedData
+    ) -> Batches:
+        """Training rows in a random turn per image; validation as the exported network
+        answers: on the four turns' mean, or without ``cyclic`` the image as it lies."""
+        device = self.device
+        views = N_PATHS if self.config.cyclic else 1
+        val_rows = torch.from_numpy(rows[data.val_index, :views])
+        val_y = torch.from_numpy(data.labels[data.val_index]).to(device)
+
+        def prepare(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            turn = torch.randint(0, N_PATHS, (len(x),), generator=generator)
+            return x[torch.arange(len(x)), turn].to(device).float()
+
+        @torch.no_grad()
+        def validate(module: torch.nn.Module) -> tuple[float, float]:
+            if not len(val_y):
+                return float("nan"), float("nan")
+            module.eval()
+            out = []
+            for start in range(0, len(val_rows), 256):
+                batch = val_rows[start : start + 256].transpose(0, 1).flatten(0, 1)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    logits = module(batch.to(device).float())
+                out.append(mean_of_views(logits.float(), views))
+            log_probs = torch.cat(out)
+            accuracy = float((log_probs.argmax(1) == val_y).float().mean())
+            return float(F.nll_loss(log_probs, val_y)), accuracy
+
+        return Batches(
+            module=top,
+            train_x=train_rows,
+            train_y=torch.from_numpy(data.labels[data.train_index]),
+            validate=validate,
+            prepare=prepare,
+            device=device,
+            bf16=self.bf16,
+        )

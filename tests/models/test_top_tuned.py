@@ -1,0 +1,72 @@
+"""The split backbone: the same function as the whole one, invariant to 90° turns."""
+
+import numpy as np
+import pytest
+import torch
+
+from foramflow.models.backbones import get_backbone
+from foramflow.models.cyclic import cyclic_slice
+from foramflow.models.top_tuned import mean_of_views, split_backbone
+from foramflow.models.transfer import pretrained_head
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def network():
+    torch.manual_seed(0)
+    weights = get_backbone("efficientnet_lite0").default_weights()  # the installed ImageNet
+    return split_backbone(
+        "efficientnet_lite0", n_classes=5, input_size=SIZE, weights=weights
+    ).eval()
+
+
+def test_bottom_then_top_pools_what_the_whole_backbone_pools(network):
+    """Split or not, the features are the last layer and the last four stages, pooled."""
+    head = pretrained_head(
+        "efficientnet_lite0", SIZE, cyclic=False, pool="max", stages=True, weights=None
+    )
+    x = torch.rand(3, 1, SIZE, SIZE)
+    with torch.no_grad():
+        whole = head(x)
+        split = network.top.features(network.bottom(x))
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-4)
+
+
+def test_answer_does_not_depend_on_how_the_image_lies(network):
+    x = torch.rand(2, 1, SIZE, SIZE)
+    with torch.no_grad():
+        answers = [network(torch.rot90(x, k, (2, 3))) for k in range(4)]
+    for answer in answers[1:]:
+        torch.testing.assert_close(answer, answers[0], atol=1e-5, rtol=1e-5)
+
+
+def test_output_is_the_log_of_the_four_turns_mean_probability(network):
+    x = torch.rand(2, 1, SIZE, SIZE)
+    with torch.no_grad():
+        per_turn = torch.softmax(network.top(network.bottom(cyclic_slice(x))), 1)
+        expected = per_turn.unflatten(0, (4, -1)).mean(0)
+        torch.testing.assert_close(torch.softmax(network(x), 1), expected)
+    logits = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])  # 4 turns, B=1
+    mean = mean_of_views(logits).exp()
+    np.testing.assert_allclose(mean.sum().item(), 1.0, rtol=1e-6)
+    assert mean[0, 0].item() == pytest.approx(mean[0, 1].item())
+
+
+def test_only_the_top_trains_and_batch_norm_keeps_imagenet_statistics(network):
+    assert not any(p.requires_grad for p in network.bottom.parameters())
+    assert all(p.requires_grad for p in network.top.parameters())
+    network.train()
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    assert network.top.tail.training
+    network.eval()
+
+
+def test_standardised_features_have_zero_mean_and_unit_spread(network):
+    rows = network.bottom(torch.rand(16, 1, SIZE, SIZE)).detach()
+    network.top.standardise(rows)
+    with torch.no_grad():
+        features = network.top.features(rows)
+    torch.testing.assert_close(features.mean(0), torch.zeros(features.shape[1]), atol=1e-4, rtol=0)
+    assert float(features.std(0).max()) <= 1.0 + 1e-4

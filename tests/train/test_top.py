@@ -1,0 +1,158 @@
+"""Fine-tuning a backbone's top on cached maps, end to end on a tiny set: learning, the
+cache, resuming an interrupted run, and the exported bundle."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import foramflow.train.export as export
+import foramflow.train.transfer as transfer
+from foramflow.bundle import Bundle
+from foramflow.imaging.preprocess import load_and_preprocess
+from foramflow.models.registry import create_model
+from foramflow.progress import Recorded
+from foramflow.train.config import TrainConfig
+from foramflow.train.feature_cache import ExtractorSpec, FeatureCache
+from foramflow.train.loop import train
+from foramflow.train.top import TopTrainer, turned
+from foramflow.train.transfer import open_reference
+from image_sets import write_shape_set
+
+N_IMAGES, EPOCHS, TURNS = 60, 6, 4
+
+
+class InterruptAt(Recorded):
+    """Stops the run (as Ctrl-C would) once the given epoch has been checkpointed."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def message(self, text: str, *, warning: bool = False) -> None:
+        super().message(text, warning=warning)
+        if text.startswith(f"epoch {self.epoch}:"):
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One run straight through; a second, on the same cache, interrupted after epoch 2
+    and resumed. Counts the images the frozen bottom sees in each. The later runs' ONNX
+    export is a copy of the first's (checked there; slow for EfficientNet)."""
+    root = tmp_path_factory.mktemp("top")
+    data = write_shape_set(root / "data", n_per_class=N_IMAGES // 3, size=48)
+    config = TrainConfig(
+        data=str(data),
+        out=str(root / "straight"),
+        model="efficientnet_lite0_top",
+        input_size=32,
+        epochs=EPOCHS,
+        batch_size=16,
+        min_per_class=10,
+        workers=1,
+        precision="fp32",
+        feature_cache=str(root / "cache"),
+    )
+    seen: dict[str, list[int]] = {}
+    real = transfer.extract_features
+
+    def counting(head, images, **kwargs):
+        seen[name].append(len(images))
+        return real(head, images, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transfer, "extract_features", counting)
+        name = "straight"
+        seen[name] = []
+        straight = train(config)
+        patch.setattr(
+            export,
+            "export_onnx",
+            lambda network, path, **_: shutil.copy(straight.bundle / "model.onnx", path),
+        )
+        name = "interrupted"
+        seen[name] = []
+        resumed = config.model_copy(update={"out": str(root / "resumed")})
+        with pytest.raises(KeyboardInterrupt):
+            TopTrainer(resumed, progress=InterruptAt(2)).run()
+        log_at_interruption = pd.read_csv(root / "resumed" / "log.csv")
+        name = "resumed"
+        seen[name] = []
+        TopTrainer(resumed, resume=True).run()
+    return root, straight, log_at_interruption, seen
+
+
+def test_tiny_set_is_learned(runs):
+    _, straight, _, _ = runs
+    assert straight.metrics["accuracy"] > 0.9
+    log = pd.read_csv(straight.out / "log.csv")
+    assert list(log["epoch"]) == list(range(1, EPOCHS + 1))
+    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+
+
+def test_bottom_rows_are_computed_once_for_each_turn_then_read_back(runs):
+    root, _, _, seen = runs
+    assert sum(seen["straight"]) == TURNS * N_IMAGES
+    assert seen["interrupted"] == [] and seen["resumed"] == []
+    folders = [p for p in (root / "cache").iterdir() if p.is_dir()]
+    assert len(folders) == 1
+    with FeatureCache(folders[0]) as cache:
+        assert len(cache) == TURNS * N_IMAGES
+        assert cache.spec.output.startswith("maps@")
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_one_run_would(runs):
+    root, straight, at_interruption, _ = runs
+    assert list(at_interruption["epoch"]) == [1, 2]
+    resumed = pd.read_csv(root / "resumed" / "log.csv")
+    columns = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    pd.testing.assert_frame_equal(
+        resumed[columns], pd.read_csv(straight.out / "log.csv")[columns], atol=1e-5
+    )
+    metrics = json.loads((root / "resumed" / "metrics.json").read_text())
+    assert metrics["accuracy"] == straight.metrics["accuracy"]
+
+
+def test_bundle_answers_as_the_network_and_does_not_depend_on_how_an_image_lies(runs):
+    _, straight, _, _ = runs
+    bundle = Bundle.load(straight.bundle)
+    meta = bundle.meta
+    network = create_model(
+        meta.model.name, n_classes=len(meta.labels), input_size=32, channels=1, **meta.model.params
+    )
+    network.load_state_dict(torch.load(straight.out / "checkpoint_best.pt", weights_only=True))
+    network.eval()
+    paths = pd.read_csv(straight.out / "split.csv")["path"][:24]
+    batch = np.stack([load_and_preprocess(p, bundle.spec) for p in paths])
+    onnx_probs = bundle.predict_batch(batch)
+    with torch.no_grad():
+        torch_probs = torch.softmax(network(torch.from_numpy(batch)), 1).numpy()
+    np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
+    for quarter_turns in (1, 2, 3):
+        turned_probs = bundle.predict_batch(turned(batch, [], quarter_turns))
+        np.testing.assert_allclose(turned_probs, onnx_probs, atol=1e-4)
+
+
+def test_a_cache_of_maps_is_not_taken_for_feature_vectors(runs):
+    root, _, _, _ = runs
+    with pytest.raises(ValueError, match="intermediate maps"):
+        open_reference(root / "cache")
+
+
+def test_maps_have_their_own_cache_key_and_vector_caches_keep_theirs():
+    spec = ExtractorSpec(
+        backbone="efficientnet_lite0",
+        weights_sha256="ab" * 32,
+        preprocessing={"params": {"size": 128, "channels": 1}},
+        cyclic=True,
+        pool="max",
+        precision="fp32",
+    )
+    # the key a vector cache had before maps were cached, from its fields as they were then
+    assert spec.key() == "32af9c5e3d267896"
+    maps = ExtractorSpec(**{**spec.__dict__, "output": "maps@11"})
+    assert maps.key() != spec.key()
