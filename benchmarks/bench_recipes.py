@@ -13,6 +13,11 @@ sum of its members'.
     python benchmarks/bench_recipes.py --data ../shared/data/planktonclas_demo --min-per-class 5
     python benchmarks/bench_recipes.py --classes 30 --per-class 20   # a small-data subset
     python benchmarks/bench_recipes.py --recipes auto,transfer_lite2_plain,ensemble
+    python benchmarks/bench_recipes.py --out runs/recipes --reuse   # add the missing rows
+
+Each measured row is kept in the work folder (``NAME.row.json``); with ``--reuse`` a row
+found there is taken as it is, so a long table can be completed over several sittings
+(its timings then come from different hours of the same machine).
 
 Run it alone: two benchmarks at once on a small machine spoil each other's timings. The
 runs share a feature cache of their own in the work folder, so that a transfer recipe's
@@ -43,6 +48,8 @@ RECIPES = {
     "fine_tune_plain": ["--model", "efficientnet_lite0_ft", "--no-cyclic"],
     "transfer_lite2_plain": ["--model", "efficientnet_lite2_tl", "--no-cyclic"],
     "top": ["--model", "efficientnet_lite0_top"],
+    "top_plain": ["--model", "efficientnet_lite0_top", "--no-cyclic"],
+    "top_160": ["--model", "efficientnet_lite0_top", "--input-size", "160"],
     "auto": [],
 }
 #: name → the recipes whose bundles it joins (run them first, in the same --recipes list)
@@ -199,6 +206,11 @@ def main() -> None:
     parser.add_argument("--classes", type=int, help="a subset: this many classes …")
     parser.add_argument("--per-class", type=int, default=20, help="… of this many images")
     parser.add_argument("--min-per-class", type=int)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take the rows of recipes already measured in --out instead of running them again",
+    )
     options = parser.parse_args()
     if not options.data.is_dir():
         sys.exit(f"benchmark data not found at {options.data}")
@@ -209,12 +221,18 @@ def main() -> None:
         data = subset(data, work / "subset", options.classes, options.per_class, seed=0)
     rows, refused = [], {}
     for name in options.recipes.split(","):
+        saved = work / f"{name}.row.json"
+        if options.reuse and saved.is_file():
+            rows.append(json.loads(saved.read_text()))
+            print(f"{name}: reusing the row measured earlier in {work}", flush=True)
+            continue
         try:
             if name in ENSEMBLES:
                 members = [r for r in rows if r["recipe"] in ENSEMBLES[name]]
                 rows.append(measure_ensemble(name, members, work))
             else:
                 rows.append(measure(name, RECIPES[name], data, work, options))
+            saved.write_text(json.dumps(rows[-1]))
         except Refused as why:
             refused[name] = str(why)
     print()

@@ -3,12 +3,21 @@
 import numpy as np
 from PIL import Image
 
-from foramflow.train.auto import PAPER_MODEL, TRANSFER_MODEL, carries_colour, choose_recipe
+from foramflow.train.auto import (
+    PAPER_MODEL,
+    TOP_MODEL,
+    TRANSFER_MODEL,
+    carries_colour,
+    choose_recipe,
+)
 
 
-def test_a_cpu_chooses_transfer_learning_whatever_the_set():
-    for counts in ([30] * 70, [500] * 20, [2000, 1000, 50]):
+def test_a_cpu_trains_a_tail_on_a_small_set_and_fine_tunes_the_top_on_a_large_one():
+    for counts in ([30] * 70, [200] * 20, [2000, 1000, 50]):
         assert choose_recipe(counts, gpu=False, colour=False).model == TRANSFER_MODEL
+    for counts in ([500] * 20, [100] * 84, [4000, 1000, 50]):
+        choice = choose_recipe(counts, gpu=False, colour=False)
+        assert choice.model == TOP_MODEL and choice.min_per_class == 10
 
 
 def test_a_gpu_with_large_classes_trains_the_papers_network():
@@ -16,8 +25,9 @@ def test_a_gpu_with_large_classes_trains_the_papers_network():
     assert choice.model == PAPER_MODEL and choice.min_per_class == 40
 
 
-def test_a_gpu_with_small_classes_still_uses_transfer():
+def test_a_gpu_with_small_classes_does_not_train_the_papers_network():
     assert choose_recipe([60] * 30, gpu=True, colour=False).model == TRANSFER_MODEL
+    assert choose_recipe([100] * 84, gpu=True, colour=False).model == TOP_MODEL
 
 
 def test_seventy_classes_of_25_images_are_all_kept():

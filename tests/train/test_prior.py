@@ -48,7 +48,13 @@ def test_a_known_prior_shift_is_undone():
 def test_the_transfer_tail_and_fine_tuned_networks_have_a_final_layer():
     from foramflow.models.registry import create_model
 
-    for name in ("base_cyclic", "efficientnet_lite0_tl", "efficientnet_lite0_ft", "resnet18"):
+    for name in (
+        "base_cyclic",
+        "efficientnet_lite0_tl",
+        "efficientnet_lite0_ft",
+        "efficientnet_lite0_top",
+        "resnet18",
+    ):
         network = create_model(name, n_classes=3, input_size=32, channels=1)
         assert final_layer(network).out_features == 3
     with pytest.raises(TypeError):
