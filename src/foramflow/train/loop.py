@@ -276,9 +276,17 @@ class Trainer:
         groups = getattr(network, "parameter_groups", None)  # discriminative learning rates
         rate = self.config.learning_rate
         optimizer = self.optimizer(groups(rate) if groups else network.parameters())
+        state = self.train_epochs(self._batches(network, data), optimizer, data, train_counts)
+        return self._finish(network, data, train_counts, state)
+
+    def train_epochs(
+        self, batches: Batches, optimizer, data: PreparedData, train_counts, *, kept: str = ""
+    ) -> dict:
+        """The one fit loop with this run's settings; on Ctrl-C, say what is kept (``kept``
+        adds what else is)."""
         try:
-            state = fit(
-                self._batches(network, data),
+            return fit(
+                batches,
                 optimizer,
                 self.fit_settings(data, train_counts),
                 out=self.out,
@@ -287,11 +295,11 @@ class Trainer:
             )
         except KeyboardInterrupt:
             self.progress.message(
-                f"Interrupted; the checkpoint of the last finished epoch is kept in {self.out}",
+                f"Interrupted; the checkpoint of the last finished epoch is kept in {self.out} "
+                f"(--resume continues from it){kept}",
                 warning=True,
             )
             raise
-        return self._finish(network, data, train_counts, state)
 
     def _batches(self, network: torch.nn.Module, data: PreparedData) -> Batches:
         """Image batches: augmented on the way in when the configuration says so."""

@@ -40,7 +40,7 @@ from foramflow.train.feature_cache import (
     image_sha256,
 )
 from foramflow.train.finish import export_and_evaluate
-from foramflow.train.fit import BEST_CHECKPOINT, Batches, fit
+from foramflow.train.fit import BEST_CHECKPOINT, Batches
 from foramflow.train.loop import PreparedData, Trainer
 from foramflow.train.transfer import cached_features
 
@@ -98,22 +98,9 @@ class TopTrainer(Trainer):
         top.standardise(train_rows[:STANDARDISE_IMAGES, 0].to(self.device))
         train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
         optimizer = self.optimizer(top.parameter_groups(c.learning_rate))
-        try:
-            state = fit(
-                self._batches(top, train_rows, rows, data),
-                optimizer,
-                self.fit_settings(data, train_counts),
-                out=self.out,
-                progress=self.progress,
-                resume=self.resume,
-            )
-        except KeyboardInterrupt:
-            self.progress.message(
-                f"Interrupted; the last finished epoch is kept in {self.out} (resume it), "
-                f"the cached rows in {self.cache_folder}",
-                warning=True,
-            )
-            raise
+        batches = self._batches(top, train_rows, rows, data)
+        kept = f", the bottom's cached rows in {self.cache_folder}"
+        state = self.train_epochs(batches, optimizer, data, train_counts, kept=kept)
         state["seconds"] = time.perf_counter() - started  # METHOD §6: caching included
         top.load_state_dict(torch.load(self.out / BEST_CHECKPOINT, weights_only=True))
         network.cpu()
