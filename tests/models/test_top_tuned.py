@@ -70,3 +70,13 @@ def test_standardised_features_have_zero_mean_and_unit_spread(network):
         features = network.top.features(rows)
     torch.testing.assert_close(features.mean(0), torch.zeros(features.shape[1]), atol=1e-4, rtol=0)
     assert float(features.std(0).max()) <= 1.0 + 1e-4
+
+
+def test_without_cyclic_the_image_is_read_once_as_it_lies(network):
+    x = torch.rand(2, 1, SIZE, SIZE)
+    network.cyclic = False
+    try:
+        with torch.no_grad():
+            torch.testing.assert_close(network(x), network.top(network.bottom(x)))
+    finally:
+        network.cyclic = True
