@@ -14,9 +14,8 @@ _MODEL_HELP = (
     "auto chooses for the set and the machine and says why; the paper's networks: "
     "base_cyclic, resnet_cyclic, resnet18; transfer learning on cached features: "
     "efficientnet_lite0_tl (…lite1_tl, …lite2_tl) or resnet50_tl (needs --weights); "
-    "fine-tuning the top stages on cached maps of the others: efficientnet_lite0_top "
-    "(…lite1_top, …lite2_top); fine-tuning end to end: efficientnet_lite0_ft (…lite1_ft, "
-    "…lite2_ft), resnet50_ft"
+    "fine-tuning the top stages on cached maps of the others: efficientnet_lite0_top; "
+    "fine-tuning end to end: efficientnet_lite0_ft (…lite1_ft, …lite2_ft), resnet50_ft"
 )
 
 
@@ -124,8 +123,9 @@ Compile = Annotated[
 Cyclic = Annotated[
     bool | None,
     _option(
-        "Transfer and fine-tuned models: cyclic slice/pool in the head; *_top models: answer "
-        "with the mean of the four 90° turns, or read the image once, 4× faster (default: on).",
+        "Transfer and fine-tuned models: cyclic slice/pool in the head; "
+        "efficientnet_lite0_top: answer with the mean of the four 90° turns, or read the "
+        "image once, about 3× faster (default: on).",
         "--cyclic/--no-cyclic",
     ),
 ]
