@@ -57,6 +57,24 @@ def test_fit_drops_the_ragged_batch_and_stops_after_the_last_alrs_drop(
     assert log["alrs_drops"].tolist() == [1, 2]
 
 
+def test_the_log_shows_the_rate_learning_rate_sets_when_groups_run_at_fractions_of_it(
+    tmp_path, loss_never_falls
+):
+    x, y = torch.randn(16, 4), torch.arange(16) % 2
+    backbone, tail = nn.Linear(4, 4), nn.Linear(4, 2)
+    module = nn.Sequential(backbone, tail)
+    batches = Batches(module=module, train_x=x, train_y=y, validate=lambda m: (1.0, 0.5))
+    groups = [{"params": backbone.parameters(), "lr": 0.02}, {"params": tail.parameters()}]
+    optimizer = torch.optim.SGD(groups, lr=0.1)
+    settings = FitSettings(batch_size=8, seed=0, alrs_window_epochs=1, alrs_drops=2)
+
+    fit(batches, optimizer, settings, out=tmp_path)
+
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)  # halved once
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert log["learning_rate"].iloc[-1] == pytest.approx(0.05)  # the tail's, not 0.01
+
+
 def no_export(*args, out, **kwargs):
     return out / "report.html"
 

@@ -174,7 +174,8 @@ def fit(
             "train_accuracy": correct / max(seen, 1),
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
-            "learning_rate": optimizer.param_groups[0]["lr"],
+            # the rate --learning-rate sets; backbone groups run at fractions of it
+            "learning_rate": max(group["lr"] for group in optimizer.param_groups),
             "seconds": seconds,
             "train_images_per_s": seen / seconds,
             "alrs_p_decreasing": getattr(schedule, "last_probability", float("nan")),
