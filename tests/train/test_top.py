@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import foramflow.train.export as export
+import foramflow.train.top as top_module
 import foramflow.train.transfer as transfer
 from foramflow.bundle import Bundle
 from foramflow.imaging.preprocess import load_and_preprocess
@@ -40,9 +41,10 @@ class InterruptAt(Recorded):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One run straight through; a second, on the same cache, interrupted after epoch 2
-    and resumed. Counts the images the frozen bottom sees in each. The later runs' ONNX
-    export is a copy of the first's (checked there; slow for EfficientNet)."""
+    """One run straight through; a second, on the same cache, interrupted after epoch 2,
+    resumed, failing in its export, and resumed again. Counts the images the frozen bottom
+    sees in each. The later runs' ONNX export is a copy of the first's (checked there; slow
+    for EfficientNet)."""
     root = tmp_path_factory.mktemp("top")
     data = write_shape_set(root / "data", n_per_class=N_IMAGES // 3, size=48)
     config = TrainConfig(
@@ -82,8 +84,17 @@ def runs(tmp_path_factory):
         log_at_interruption = pd.read_csv(root / "resumed" / "log.csv")
         name = "resumed"
         seen[name] = []
+        real_export = top_module.export_and_evaluate
+        patch.setattr(top_module, "export_and_evaluate", export_fails)
+        with pytest.raises(OSError, match="disk full"):
+            TopTrainer(resumed, resume=True).run()
+        patch.setattr(top_module, "export_and_evaluate", real_export)
         TopTrainer(resumed, resume=True).run()
     return root, straight, log_at_interruption, seen
+
+
+def export_fails(*args, **kwargs):
+    raise OSError("disk full")
 
 
 def test_tiny_set_is_learned(runs):
@@ -106,6 +117,7 @@ def test_bottom_rows_are_computed_once_for_each_turn_then_read_back(runs):
 
 
 def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_one_run_would(runs):
+    """Interrupted in training, then in its export: the end is the uninterrupted run's."""
     root, straight, at_interruption, _ = runs
     assert list(at_interruption["epoch"]) == [1, 2]
     resumed = pd.read_csv(root / "resumed" / "log.csv")

@@ -165,14 +165,14 @@ def _register_pretrained() -> None:
                 recipe=dict(FINE_TUNE_RECIPE),
             )
         )
-    # Lite0's top only: at their own sizes Lite1 and Lite2 would keep 1.5 and 2.4 times
-    # Lite0's 58 kB of maps per image (four turns) in memory, and are not measured here.
+    # Lite0's top only: at their own sizes Lite1 and Lite2 would keep 1.6 and 2.5 times
+    # Lite0's 41 kB of maps per image (four turns) in memory, and are not measured here.
     register(
         ModelEntry(
             "efficientnet_lite0_top",
             top_tune_builder("efficientnet_lite0"),
             "fine-tuning the top: EfficientNet-Lite0 (ImageNet, installed), its "
-            "last two stages trained on cached maps of the frozen others",
+            "last three stages trained on cached maps of the frozen others",
             default_input_size=get_backbone("efficientnet_lite0").default_input_size,
             kind="top",
             defaults={"cyclic": True, "dense": 512, "dropout": TAIL_DROPOUT, "weights": None},

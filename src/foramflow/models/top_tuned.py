@@ -5,10 +5,14 @@ epoch: hours. Most of that goes into the first stages, at high resolution, whose
 filters (edges, blobs, textures) serve plankton and forams as they are. So the network is
 split in two:
 
-* the *bottom* (stem and every stage but the last two) stays frozen; it runs once per
-  image, and its output maps (112 × 8 × 8 for Lite0 at 128 px) are cached on disk;
-* the *top* (the last two stages, the head convolution and the transfer tail) trains on
-  those maps, about a tenth of the whole network's cost per step.
+* the *bottom* (stem and every stage but the last three) stays frozen; it runs once per
+  image and turn, and its output maps (80 × 8 × 8 for Lite0 at 128 px) are cached on disk;
+* the *top* (the last three stages, the head convolution and the transfer tail) trains on
+  those maps, so no epoch repeats the bottom's work.
+
+Training three stages rather than two scored 78.4 % against 77.8 % on 84 plankton classes
+(same recipe, 8 epochs), and its smaller maps cache faster and take 41 kB an image in
+memory for the four turns, not 58 kB.
 
 The top's features are the last layer pooled beside the pooled outputs of the last four
 stages (as the transfer head's ``stages``), standardised with the training set's mean and
@@ -35,7 +39,7 @@ from foramflow.models.backbones import EfficientNetLiteFeatures, get_backbone
 from foramflow.models.cyclic import N_PATHS, cyclic_slice
 from foramflow.models.transfer import TAIL_DROPOUT, TransferTail
 
-TRAINED_STAGES = 2  # the last stages that train, with the head convolution
+TRAINED_STAGES = 3  # the last stages that train, with the head convolution
 TOP_RATE = 0.2  # the top stages' learning rate relative to the tail's
 
 
@@ -127,14 +131,14 @@ class Top(nn.Module):
     def features(self, rows: torch.Tensor) -> torch.Tensor:
         """The pooled, standardised feature vector the tail reads, from bottom rows."""
         maps = rows[:, : self.map_size].unflatten(1, self.map_shape)
-        return self.features_of(
-            maps.contiguous(memory_format=torch.channels_last), rows[:, self.map_size :]
-        )
+        below = [rows[:, self.map_size :]] if rows.shape[1] > self.map_size else []
+        return self.features_of(maps.contiguous(memory_format=torch.channels_last), below)
 
-    def features_of(self, maps: torch.Tensor, pooled_below: torch.Tensor) -> torch.Tensor:
-        """:meth:`features` from the bottom's maps and pooled vectors as they come."""
+    def features_of(self, maps: torch.Tensor, pooled_below: Sequence[torch.Tensor]) -> torch.Tensor:
+        """:meth:`features` from the bottom's maps and the pooled vectors of the stages
+        below them (none when the split follows the fourth stage from the end)."""
         x = maps
-        pooled = [pooled_below, x.mean(dim=(2, 3))]
+        pooled = [*pooled_below, x.mean(dim=(2, 3))]
         for i, block in enumerate(self.blocks, start=self.split):
             x = block(x)
             if i in self.pooled_ends:
@@ -195,7 +199,7 @@ class TopTuned(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         views = cyclic_slice(x) if self.cyclic else x
         maps, pooled = self.bottom.maps_and_pooled(views)  # no flattening into rows
-        logits = self.top.tail(self.top.features_of(maps, torch.cat(pooled, dim=1)))
+        logits = self.top.tail(self.top.features_of(maps, pooled))
         return mean_of_views(logits) if self.cyclic else logits
 
 

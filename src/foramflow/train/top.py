@@ -105,7 +105,11 @@ class TopTrainer(Trainer):
         kept = f", the bottom's cached rows in {self.cache_folder}"
         state = self.train_epochs(batches, optimizer, data, train_counts, kept=kept)
         state["seconds"] += prepared_s  # METHOD §6: training time includes the bottom's rows
-        top.load_state_dict(torch.load(self.out / BEST_CHECKPOINT, weights_only=True))
+        best = torch.load(self.out / BEST_CHECKPOINT, weights_only=True)
+        if any(key.startswith("bottom.") for key in best):  # resumed after its export began
+            network.load_state_dict(best)
+        else:
+            top.load_state_dict(best)
         network.cpu()
         torch.save(network.state_dict(), self.out / BEST_CHECKPOINT)
         return export_and_evaluate(
