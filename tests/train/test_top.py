@@ -149,6 +149,38 @@ def test_bundle_answers_as_the_network_and_does_not_depend_on_how_an_image_lies(
         np.testing.assert_allclose(turned_probs, onnx_probs, atol=1e-4)
 
 
+def test_the_best_epoch_is_validated_on_the_images_as_they_lie(runs):
+    """The logged validation loss of the kept epoch is the one-view network's, not the
+    four turns' mean (which the bundle's evaluation reports)."""
+    _, straight, _, _ = runs
+    bundle = Bundle.load(straight.bundle)
+    params = bundle.meta.model.params
+    split = pd.read_csv(straight.out / "split.csv")
+    validation = split[split["part"] == "validation"]
+    images = torch.from_numpy(
+        np.stack([load_and_preprocess(p, bundle.spec) for p in validation["path"]])
+    )
+    labels = torch.tensor([bundle.meta.labels.index(c) for c in validation["class"]])
+    best = torch.load(straight.out / "checkpoint_best.pt", weights_only=True)
+    losses = {}
+    for cyclic in (False, True):
+        network = create_model(
+            bundle.meta.model.name,
+            n_classes=len(bundle.meta.labels),
+            input_size=32,
+            channels=1,
+            **{**params, "cyclic": cyclic},
+        )
+        network.load_state_dict(best)
+        network.eval()
+        with torch.no_grad():
+            losses[cyclic] = float(torch.nn.functional.cross_entropy(network(images), labels))
+    log = pd.read_csv(straight.out / "log.csv")
+    kept = log.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).iloc[0]
+    assert kept["val_loss"] == pytest.approx(losses[False], abs=2e-3)  # float16 rows
+    assert abs(kept["val_loss"] - losses[True]) > 10 * abs(kept["val_loss"] - losses[False])
+
+
 def test_a_cache_of_maps_is_not_taken_for_feature_vectors(runs):
     root, _, _, _ = runs
     with pytest.raises(ValueError, match="intermediate maps"):
