@@ -19,11 +19,11 @@ from foramflow.progress import Recorded
 from foramflow.train.config import TrainConfig
 from foramflow.train.feature_cache import ExtractorSpec, FeatureCache
 from foramflow.train.loop import train
-from foramflow.train.top import TopTrainer, turned
+from foramflow.train.top import TopTrainer, turned, view
 from foramflow.train.transfer import open_reference
 from image_sets import write_shape_set
 
-N_IMAGES, EPOCHS, TURNS = 60, 6, 4
+N_IMAGES, EPOCHS, TURNS, COPIES = 60, 6, 4, 1
 
 
 class InterruptAt(Recorded):
@@ -58,6 +58,7 @@ def runs(tmp_path_factory):
         workers=1,
         precision="fp32",
         feature_cache=str(root / "cache"),
+        augmented_copies=COPIES,
     )
     seen: dict[str, list[int]] = {}
     real = transfer.extract_features
@@ -105,15 +106,30 @@ def test_tiny_set_is_learned(runs):
     assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
 
 
-def test_bottom_rows_are_computed_once_for_each_turn_then_read_back(runs):
-    root, _, _, seen = runs
-    assert sum(seen["straight"]) == TURNS * N_IMAGES
+def test_bottom_rows_are_computed_once_for_each_view_then_read_back(runs):
+    """Every image as it lies; the training images also in three more turns and their
+    augmented copies (validation reads the images as they lie only)."""
+    root, straight, _, seen = runs
+    n_train = int((pd.read_csv(straight.out / "split.csv")["part"] == "train").sum())
+    rows = N_IMAGES + (TURNS - 1 + COPIES) * n_train
+    assert sum(seen["straight"]) == rows
     assert seen["interrupted"] == [] and seen["resumed"] == []
     folders = [p for p in (root / "cache").iterdir() if p.is_dir()]
     assert len(folders) == 1
     with FeatureCache(folders[0]) as cache:
-        assert len(cache) == TURNS * N_IMAGES
+        assert len(cache) == rows
         assert cache.spec.output.startswith("maps@")
+
+
+def test_views_are_the_turns_then_augmented_copies_drawn_from_each_image():
+    images = np.random.default_rng(0).random((3, 1, 16, 16), dtype=np.float32)
+    hashes = ["a", "b", "c"]
+    for k in range(TURNS):
+        np.testing.assert_array_equal(view(images, hashes, k), turned(images, hashes, k))
+    copy = view(images, hashes, TURNS)
+    np.testing.assert_array_equal(view(images, hashes, TURNS), copy)  # the same every run
+    assert not np.allclose(view(images, hashes, TURNS + 1), copy)
+    assert all(not np.allclose(copy, turned(images, hashes, k)) for k in range(TURNS))
 
 
 def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_one_run_would(runs):

@@ -142,7 +142,10 @@ Weights = Annotated[
 ]
 AugmentedCopies = Annotated[
     int | None,
-    _option("Transfer models: also cache vectors of N augmented copies per image (default: 0)."),
+    _option(
+        "Transfer and top models: also cache vectors (maps) of N augmented copies of each "
+        "training image (default: 0)."
+    ),
 ]
 FeatureCache = Annotated[
     Path | None,

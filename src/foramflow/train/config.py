@@ -82,7 +82,9 @@ class TrainConfig(BaseModel):
         True, description="transfer models: pool the backbone's last stages beside its last layer"
     )
     weights: str | None = Field(None, description="transfer models: backbone weights file")
-    augmented_copies: int = Field(0, ge=0, description="transfer models: extra augmented vectors")
+    augmented_copies: int = Field(
+        0, ge=0, description="transfer and top models: extra augmented copies of training images"
+    )
     feature_cache: str | None = Field(None, description="transfer models: feature cache folder")
 
     @model_validator(mode="after")

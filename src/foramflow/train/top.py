@@ -3,12 +3,13 @@
 A run (see :mod:`foramflow.models.top_tuned` for the network):
 
 1. preprocess and split the set as every run does;
-2. compute the frozen bottom's rows for the four 90° turns of every image, once, through
-   the feature cache (an interrupted run keeps every chunk it finished, and a later run on
-   the same images, any split, reads them back);
+2. compute the frozen bottom's rows, once, through the feature cache (an interrupted run
+   keeps every chunk it finished, and a later run on the same images, any split, reads
+   them back): every image as it lies, and the training images in their three other 90°
+   turns and in ``--augmented-copies`` augmented copies;
 3. standardise the top's features over the training split, then train the top in the one
-   fit loop, each step showing every image turned at random, validating on the images as
-   they lie;
+   fit loop, each step showing every image in one of its views drawn at random,
+   validating on the images as they lie;
 4. export the joined network and evaluate it as any other run.
 
 The run folder is that of :mod:`foramflow.train.loop`; an interrupted run resumes from
@@ -42,7 +43,7 @@ from foramflow.train.feature_cache import (
 from foramflow.train.finish import export_and_evaluate
 from foramflow.train.fit import BEST_CHECKPOINT, Batches
 from foramflow.train.loop import PreparedData, Trainer
-from foramflow.train.transfer import cached_features
+from foramflow.train.transfer import augmented_copies, cached_features
 
 STANDARDISE_IMAGES = 4096  # training images whose features set the standardisation
 VALIDATION_BATCH = 64  # rows: faster than 256 or 1024 through the top on a CPU
@@ -54,6 +55,14 @@ def turned(images: np.ndarray, hashes: Sequence[str], quarter_turns: int) -> np.
     return np.ascontiguousarray(np.rot90(images, quarter_turns, axes=(2, 3)))
 
 
+def view(images: np.ndarray, hashes: Sequence[str], copy: int) -> np.ndarray:
+    """View number ``copy`` of each image: turns 0–3, then augmented copies (random
+    rotation, zoom, gamma and gain, drawn from each image's hash and the copy number)."""
+    if copy < N_PATHS:
+        return turned(images, hashes, copy)
+    return augmented_copies(images, hashes, copy)
+
+
 class TopTrainer(Trainer):
     """A run that fine-tunes the top of a split backbone; ``run()`` caches the bottom's
     rows (or reads them back), trains the top, then exports and evaluates the network."""
@@ -61,15 +70,11 @@ class TopTrainer(Trainer):
     def __init__(
         self, config: TrainConfig, *, progress: Progress | None = None, resume: bool = False
     ):
-        for option, value in (
-            ("--flips", config.flips),
-            ("--augmented-copies", config.augmented_copies),
-        ):
-            if value:
-                raise ValueError(
-                    f"{option} is not used by {config.model}: its training shows every image "
-                    "in its four 90° turns instead; leave it out, or choose a transfer model"
-                )
+        if config.flips:
+            raise ValueError(
+                f"--flips is not used by {config.model}: its training shows every image in "
+                "its four 90° turns instead; leave it out, or choose a transfer model"
+            )
         self.backbone = get_entry(config.model).build.backbone
         self.weights = resolve_weights(self.backbone, config.weights)
         super().__init__(config, progress=progress, resume=resume)
@@ -93,10 +98,7 @@ class TopTrainer(Trainer):
             **self.model_params,
         )
         started = time.perf_counter()
-        rows = self._rows(network, data)
-        train_rows = torch.from_numpy(rows[data.train_index])
-        val_rows = torch.from_numpy(rows[data.val_index, 0])  # as they lie: see _batches
-        del rows  # the two parts are copies: keep one set of rows in memory, not two
+        train_rows, val_rows = map(torch.from_numpy, self._rows(network, data))
         top = network.top.to(self.device)
         top.standardise(train_rows[:STANDARDISE_IMAGES, 0].to(self.device))
         prepared_s = time.perf_counter() - started
@@ -124,8 +126,10 @@ class TopTrainer(Trainer):
             progress=self.progress,
         )
 
-    def _rows(self, network: TopTuned, data: PreparedData) -> np.ndarray:
-        """The bottom's rows of every image in its four turns, (N, 4, D) float16."""
+    def _rows(self, network: TopTuned, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+        """The bottom's rows, float16: of the training images (n, V, D) in their four turns
+        and then their augmented copies; of the validation images (m, D) as they lie (see
+        :meth:`_batches`)."""
         c = self.config
         bottom = network.bottom.to(self.device).to(memory_format=torch.channels_last)
         width = network.bottom.features
@@ -139,40 +143,49 @@ class TopTrainer(Trainer):
             output=f"maps@{network.top.split}",
         )
         hashes = [image_sha256(p) for p in data.paths]
-        rows = np.empty((len(hashes), N_PATHS, width), dtype=np.float16)
+        train_hashes = [hashes[i] for i in data.train_index]
+        views = N_PATHS + c.augmented_copies
+        train = np.empty((len(train_hashes), views, width), dtype=np.float16)
         computed, seconds = 0, 0.0
         with FeatureCache.open(
             self.cache_root, spec, dim=width, weights_path=self.weights
         ) as cache:
             self.cache_folder = cache.folder
-            for k in range(N_PATHS):
-                rows[:, k], n, s = cached_features(
+            kwargs = {"device": self.device, "bf16": self.bf16, "progress": self.progress}
+            first, computed, seconds = cached_features(
+                cache, bottom, data.images, hashes, dtype=np.float16, what="Frozen bottom", **kwargs
+            )
+            train[:, 0], validation = first[data.train_index], first[data.val_index]
+            del first
+            for k in range(1, views):
+                train[:, k], n, s = cached_features(
                     cache,
                     bottom,
-                    data.images,
-                    hashes,
+                    data.images[data.train_index],
+                    train_hashes,
                     copy=k,
-                    device=self.device,
-                    bf16=self.bf16,
-                    progress=self.progress,
-                    make_copy=turned,
+                    make_copy=view,
                     dtype=np.float16,
-                    what=f"Frozen bottom, images turned {90 * k}°",
+                    what=f"Frozen bottom, training images turned {90 * k}°"
+                    if k < N_PATHS
+                    else f"Frozen bottom, augmented copy {k - N_PATHS + 1}",
+                    **kwargs,
                 )
                 computed, seconds = computed + n, seconds + s
-        total = N_PATHS * len(hashes)
+        total = len(hashes) + (views - 1) * len(train_hashes)
         self.progress.message(
             f"Bottom rows: {total - computed} from the cache, {computed} computed"
             + (f" ({computed / seconds:.1f} images/s)" if computed else "")
             + f"; cache {self.cache_folder}"
         )
         network.bottom.cpu()
-        return rows
+        return train, validation
 
     def _batches(
         self, top: Top, train_rows: torch.Tensor, val_rows: torch.Tensor, data: PreparedData
     ) -> Batches:
-        """Training rows in a random turn per image; validation on the images as they lie.
+        """Training rows in a random view per image (a turn or an augmented copy);
+        validation on the images as they lie.
 
         Validating on the four turns' mean, as the exported network answers, took about a
         quarter of the run's time on 84 plankton classes (the top's forward pass over every
@@ -183,8 +196,8 @@ class TopTrainer(Trainer):
         val_y = torch.from_numpy(data.labels[data.val_index]).to(device)
 
         def prepare(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            turn = torch.randint(0, N_PATHS, (len(x),), generator=generator)
-            return x[torch.arange(len(x)), turn].to(device).float()
+            view = torch.randint(0, x.shape[1], (len(x),), generator=generator)
+            return x[torch.arange(len(x)), view].to(device).float()
 
         @torch.no_grad()
         def validate(module: torch.nn.Module) -> tuple[float, float]:
