@@ -216,3 +216,12 @@ def test_maps_have_their_own_cache_key_and_vector_caches_keep_theirs():
     assert spec.key() == "32af9c5e3d267896"
     maps = ExtractorSpec(**{**spec.__dict__, "output": "maps@11"})
     assert maps.key() != spec.key()
+
+
+def test_mirroring_is_refused_with_the_reason(tmp_path):
+    data = write_shape_set(tmp_path / "data", n_per_class=4, size=16)
+    config = TrainConfig(
+        data=str(data), out=str(tmp_path / "run"), model="efficientnet_lite0_top", flips=True
+    )
+    with pytest.raises(ValueError, match="--flips is not used by efficientnet_lite0_top"):
+        TopTrainer(config)

@@ -7,7 +7,7 @@ The choice rests on measurements on 84 classes of NDSB plankton, on 2 CPU cores:
   against 74.1 % on 84 plankton classes; 12 against 96 minutes on 2 cores), and it needs
   far fewer images per class. It is the choice for small sets.
 - Given enough images, fine-tuning the backbone's top stages on cached maps of the others
-  does better still (78.4 % on the same 84 classes, 16 400 training images, in about 40
+  does better still (78.4 % on the same 84 classes, 16 400 training images, in 30
   minutes), but on small sets its few training steps leave it behind (with two stages
   trained: 66.7 % against 72.5 % on 30 classes × 20 images; 76 % against 100 % on 105
   phytoplankton images). At 30 classes × 100 images the two tie (77.5 % and 77.0 %), the
@@ -73,7 +73,7 @@ def choose_recipe(
         reasons.append(
             f"{total} images (≥ {TOP_MIN_IMAGES}): EfficientNet-Lite0 (ImageNet) with its last "
             "three stages fine-tuned on cached maps of the frozen others, the most accurate "
-            "recipe measured on a CPU (on 2 cores about 20 minutes per 10 000 images)"
+            "recipe measured on a CPU (on 2 cores about 15 minutes per 10 000 images)"
         )
     else:
         model, wanted = TRANSFER_MODEL, TRANSFER_MIN_PER_CLASS
