@@ -13,9 +13,9 @@ from foramflow.train.auto import (
 
 
 def test_a_cpu_trains_a_tail_on_a_small_set_and_fine_tunes_the_top_on_a_large_one():
-    for counts in ([30] * 70, [200] * 20, [2000, 1000, 50]):
+    for counts in ([30] * 70, [140] * 20, [1900, 1000, 50]):
         assert choose_recipe(counts, gpu=False, colour=False).model == TRANSFER_MODEL
-    for counts in ([500] * 20, [100] * 84, [4000, 1000, 50]):
+    for counts in ([100] * 30, [500] * 20, [100] * 84, [2000, 1000, 50]):
         choice = choose_recipe(counts, gpu=False, colour=False)
         assert choice.model == TOP_MODEL and choice.min_per_class == 10
 
