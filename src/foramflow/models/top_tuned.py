@@ -6,7 +6,7 @@ filters (edges, blobs, textures) serve plankton and forams as they are. So the n
 split in two:
 
 * the *bottom* (stem and every stage but the last three) stays frozen; it runs once per
-  image and turn, and its output maps (80 × 8 × 8 for Lite0 at 128 px) are cached on disk;
+  training image and turn, and its output maps (80 × 8 × 8 for Lite0 at 128 px) are cached on disk;
 * the *top* (the last three stages, the head convolution and the transfer tail) trains on
   those maps, so no epoch repeats the bottom's work.
 

@@ -174,8 +174,7 @@ def fit(
             "train_accuracy": correct / max(seen, 1),
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
-            # the rate --learning-rate sets; backbone groups run at fractions of it
-            "learning_rate": max(group["lr"] for group in optimizer.param_groups),
+            "learning_rate": _rate(optimizer),
             "seconds": seconds,
             "train_images_per_s": seen / seconds,
             "alrs_p_decreasing": getattr(schedule, "last_probability", float("nan")),
@@ -212,7 +211,7 @@ def _train_epoch(
     batch_size = min(settings.batch_size, n)
     n_batches = settings.batches_per_epoch(n)
     forward = batches.forward or batches.module
-    lr = optimizer.param_groups[0]["lr"]
+    lr = _rate(optimizer)
     task = progress.task(description, n_batches, loss="-", acc="-", lr=f"{lr:.2g}")
     batches.module.train()
     order = torch.randperm(n, generator=generator)
@@ -248,10 +247,15 @@ def _train_epoch(
             if decision is Decision.DROP:
                 for group in optimizer.param_groups:
                     group["lr"] *= schedule.factor
-                task.update(lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+                task.update(lr=f"{_rate(optimizer):.2g}")
     finally:
         task.done()
     return loss_sum, correct, seen, stop
+
+
+def _rate(optimizer) -> float:
+    """The rate --learning-rate sets: backbone parameter groups run at fractions of it."""
+    return max(group["lr"] for group in optimizer.param_groups)
 
 
 def _loss(logits, target, weights, smoothing: float) -> torch.Tensor:
