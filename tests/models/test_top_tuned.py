@@ -6,7 +6,7 @@ import torch
 
 from foramflow.models.backbones import get_backbone
 from foramflow.models.cyclic import cyclic_slice
-from foramflow.models.top_tuned import mean_of_views, split_backbone
+from foramflow.models.top_tuned import dihedral_views, mean_of_views, split_backbone
 from foramflow.models.transfer import pretrained_head
 
 SIZE = 64
@@ -80,3 +80,21 @@ def test_without_cyclic_the_image_is_read_once_as_it_lies(network):
             torch.testing.assert_close(network(x), network.top(network.bottom(x)))
     finally:
         network.cyclic = True
+
+
+def test_with_mirror_the_answer_is_the_eight_views_mean_whichever_way_the_image_lies(network):
+    x = torch.rand(2, 1, SIZE, SIZE)
+    network.mirror = True
+    try:
+        with torch.no_grad():
+            answer = network(x)
+            per_view = torch.softmax(network.top(network.bottom(dihedral_views(x))), 1)
+            expected = per_view.unflatten(0, (8, -1)).mean(0)
+            torch.testing.assert_close(torch.softmax(answer, 1), expected)
+            for k in range(4):
+                for image in (torch.rot90(x, k, (2, 3)), torch.rot90(x.flip(-1), k, (2, 3))):
+                    torch.testing.assert_close(network(image), answer, atol=1e-5, rtol=1e-5)
+            one_view = network.top.features(network.bottom(x))
+            assert not torch.allclose(network.top.features(network.bottom(x.flip(-1))), one_view)
+    finally:
+        network.mirror = False

@@ -15,11 +15,12 @@ import foramflow.train.transfer as transfer
 from foramflow.bundle import Bundle
 from foramflow.imaging.preprocess import load_and_preprocess
 from foramflow.models.registry import create_model
+from foramflow.models.top_tuned import dihedral_views
 from foramflow.progress import Recorded
 from foramflow.train.config import TrainConfig
 from foramflow.train.feature_cache import ExtractorSpec, FeatureCache
 from foramflow.train.loop import train
-from foramflow.train.top import TopTrainer, turned, view
+from foramflow.train.top import TopTrainer, turned, view, view_numbers
 from foramflow.train.transfer import open_reference
 from image_sets import write_shape_set
 
@@ -218,10 +219,40 @@ def test_maps_have_their_own_cache_key_and_vector_caches_keep_theirs():
     assert maps.key() != spec.key()
 
 
-def test_mirroring_is_refused_with_the_reason(tmp_path):
-    data = write_shape_set(tmp_path / "data", n_per_class=4, size=16)
+def test_mirrored_views_are_numbered_below_zero_after_the_turns_and_before_the_copies():
+    images = np.random.default_rng(0).random((3, 1, 16, 16), dtype=np.float32)
+    assert view_numbers(mirror=False, augmented=2) == [0, 1, 2, 3, 4, 5]
+    assert view_numbers(mirror=True, augmented=1) == [0, 1, 2, 3, -1, -2, -3, -4, 4]
+    views = torch.from_numpy(np.concatenate([view(images, [], k) for k in range(-1, -5, -1)]))
+    mirrored = dihedral_views(torch.from_numpy(images))[4 * len(images) :]
+    torch.testing.assert_close(views, mirrored)
+
+
+def test_with_flips_the_bundle_answers_alike_for_an_image_and_its_mirror_image(tmp_path):
+    data = write_shape_set(tmp_path / "data", n_per_class=10, size=32)
     config = TrainConfig(
-        data=str(data), out=str(tmp_path / "run"), model="efficientnet_lite0_top", flips=True
+        data=str(data),
+        out=str(tmp_path / "run"),
+        model="efficientnet_lite0_top",
+        input_size=32,
+        epochs=2,
+        batch_size=8,
+        min_per_class=5,
+        workers=1,
+        precision="fp32",
+        feature_cache=str(tmp_path / "cache"),
+        flips=True,
     )
-    with pytest.raises(ValueError, match="--flips is not used by efficientnet_lite0_top"):
-        TopTrainer(config)
+    result = train(config)
+    bundle = Bundle.load(result.bundle)
+    assert bundle.meta.model.params["mirror"] is True
+    split = pd.read_csv(result.out / "split.csv")
+    (folder,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    with FeatureCache(folder) as cache:  # every image as it lies, the training ones in 7 more
+        assert len(cache) == len(split) + 7 * int((split["part"] == "train").sum())
+    paths = split["path"][:8]
+    batch = np.stack([load_and_preprocess(p, bundle.spec) for p in paths])
+    probs = bundle.predict_batch(batch)
+    np.testing.assert_allclose(bundle.predict_batch(batch[..., ::-1].copy()), probs, atol=1e-4)
+    turned_mirror = turned(batch[..., ::-1], [], 1)
+    np.testing.assert_allclose(bundle.predict_batch(turned_mirror), probs, atol=1e-4)

@@ -84,8 +84,9 @@ Patience = Annotated[
 Flips = Annotated[
     bool | None,
     _option(
-        "Mirror images in augmentation; transfer models pool mirrored views in the head, "
-        "invariant to reflection (default: off, as coiling direction tells taxa apart).",
+        "Mirror images in augmentation; transfer and top models also answer from the "
+        "mirror image's views, invariant to reflection (default: off, as coiling direction "
+        "tells taxa apart).",
         "--flips/--no-flips",
     ),
 ]

@@ -175,7 +175,13 @@ def _register_pretrained() -> None:
             "last three stages trained on cached maps of the frozen others",
             default_input_size=get_backbone("efficientnet_lite0").default_input_size,
             kind="top",
-            defaults={"cyclic": True, "dense": 512, "dropout": TAIL_DROPOUT, "weights": None},
+            defaults={
+                "cyclic": True,
+                "mirror": False,
+                "dense": 512,
+                "dropout": TAIL_DROPOUT,
+                "weights": None,
+            },
             recipe=dict(TOP_RECIPE),
         )
     )

@@ -24,6 +24,11 @@ one of them at random (augmentation at no cost), and the network answers with th
 the four turns' probabilities, so that its answer does not depend on how the specimen lay.
 Its output is the log of that mean: softmax gives the mean back. Without ``cyclic`` it
 reads the image once, as it lies: four times faster to run, a little less accurate.
+
+With ``mirror`` (``--flips``), for specimens without a handedness (most plankton; not
+forams, whose coiling direction is a trait), the mirror image's four turns join the
+views: training draws from eight, and the answer is the mean of the eight, the same
+whichever way the specimen lay or faced.
 """
 
 from __future__ import annotations
@@ -181,15 +186,25 @@ def mean_of_views(logits: torch.Tensor, views: int = N_PATHS) -> torch.Tensor:
     return torch.logsumexp(log_probs, dim=0) - math.log(views)
 
 
+def dihedral_views(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → (8·B, C, H, W): the four turns of the image, then of its mirror image."""
+    return torch.cat([cyclic_slice(x), cyclic_slice(x.flip(-1))], dim=0)
+
+
 class TopTuned(nn.Module):
     """Bottom and top joined, the form a bundle exports: (B, C, S, S) in [0, 1] → the log
-    of the mean probability over the four 90° turns (B, K), or with ``cyclic=False`` the
-    logits of the image as it lies (a quarter of the work; rotation then rests on training
-    with every turn)."""
+    of the mean probability over the four 90° turns (B, K), with ``mirror`` over those of
+    the mirror image too, or with ``cyclic=False`` the logits of the image as it lies (a
+    quarter of the work; rotation then rests on training with every turn)."""
 
-    def __init__(self, bottom: Bottom, top: Top, *, cyclic: bool = True):
+    def __init__(self, bottom: Bottom, top: Top, *, cyclic: bool = True, mirror: bool = False):
         super().__init__()
-        self.bottom, self.top, self.cyclic = bottom, top, cyclic
+        self.bottom, self.top, self.cyclic, self.mirror = bottom, top, cyclic, mirror
+
+    @property
+    def views(self) -> int:
+        """How many views of an image the network answers from."""
+        return (2 * N_PATHS if self.mirror else N_PATHS) if self.cyclic else 1
 
     @property
     def tail(self) -> TransferTail:
@@ -197,10 +212,11 @@ class TopTuned(nn.Module):
         return self.top.tail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = cyclic_slice(x) if self.cyclic else x
-        maps, pooled = self.bottom.maps_and_pooled(views)  # no flattening into rows
+        if self.cyclic:
+            x = dihedral_views(x) if self.mirror else cyclic_slice(x)
+        maps, pooled = self.bottom.maps_and_pooled(x)  # no flattening into rows
         logits = self.top.tail(self.top.features_of(maps, pooled))
-        return mean_of_views(logits) if self.cyclic else logits
+        return mean_of_views(logits, self.views) if self.cyclic else logits
 
 
 def split_backbone(
@@ -210,6 +226,7 @@ def split_backbone(
     input_size: int,
     weights: str | Path | None,
     cyclic: bool = True,
+    mirror: bool = False,
     dense: int = 512,
     dropout: Sequence[float] = TAIL_DROPOUT,
 ) -> TopTuned:
@@ -233,7 +250,7 @@ def split_backbone(
         dense=dense,
         dropout=dropout,
     )
-    return TopTuned(bottom, top, cyclic=cyclic)
+    return TopTuned(bottom, top, cyclic=cyclic, mirror=mirror)
 
 
 def top_tune_builder(backbone: str):
@@ -245,6 +262,7 @@ def top_tune_builder(backbone: str):
         input_size: int,
         channels: int,
         cyclic: bool = True,
+        mirror: bool = False,
         dense: int = 512,
         dropout: Sequence[float] = TAIL_DROPOUT,
         weights: str | Path | None = None,
@@ -257,6 +275,7 @@ def top_tune_builder(backbone: str):
             input_size=input_size,
             weights=weights,
             cyclic=cyclic,
+            mirror=mirror,
             dense=dense,
             dropout=dropout,
         )

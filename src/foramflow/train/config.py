@@ -51,8 +51,8 @@ class TrainConfig(BaseModel):
     augment: bool = True
     flips: bool = Field(
         False,
-        description="mirror images in augmentation; transfer models: pool mirrored views in "
-        "the head (off: coiling direction is a trait)",
+        description="mirror images in augmentation; transfer and top models: answer from "
+        "the mirrored views too (off: coiling direction is a trait)",
     )
     optimizer: Literal["adam", "adamw"] | None = Field(None, description="None = the model's")
     weight_decay: float = Field(0.05, ge=0, description="AdamW's decoupled weight decay")

@@ -14,10 +14,11 @@ pooled, precision and, for augmented copies, the augmentation. Layout::
 ``sha256`` is the SHA-256 of the image file's bytes; ``copy`` is 0 for the image itself
 and 1…N for its augmented copies. The same store holds the rows of a frozen bottom of a
 network whose top is fine-tuned (:mod:`foramflow.models.top_tuned`; extractor output
-``maps@N``), where copy k is the image turned by k·90°. Vectors are stored as float16
-(half the disk; far more precision than the tail needs). SQLite makes writes atomic, so
-an interrupted extraction keeps every batch it finished, and the next run continues from
-there.
+``maps@N``), where copy k < 4 is the image turned by k·90°, −1 − k its mirror image so
+turned, and k ≥ 4 an augmented copy (:func:`foramflow.train.top.view`). Vectors are
+stored as float16 (half the disk; far more precision than the tail needs). SQLite makes
+writes atomic, so an interrupted extraction keeps every batch it finished, and the next
+run continues from there.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class ExtractorSpec:
     augmentation: str = AUGMENTATION
     format: int = FEATURE_FORMAT
     # "pooled": the head's vector; "maps@N": the frozen bottom's rows before block N
-    # (models.top_tuned), where copy k is the image turned by k·90°
+    # (models.top_tuned), where copy k is a view of the image (foramflow.train.top.view)
     output: str = POOLED
 
     def key(self) -> str:

@@ -6,7 +6,8 @@ A run (see :mod:`foramflow.models.top_tuned` for the network):
 2. compute the frozen bottom's rows, once, through the feature cache (an interrupted run
    keeps every chunk it finished, and a later run on the same images, any split, reads
    them back): every image as it lies, and the training images in their three other 90°
-   turns and in ``--augmented-copies`` augmented copies;
+   turns, with ``--flips`` in the four turns of their mirror image, and in
+   ``--augmented-copies`` augmented copies;
 3. standardise the top's features over the training split, then train the top in the one
    fit loop, each step showing every image in one of its views drawn at random,
    validating on the images as they lie;
@@ -56,11 +57,29 @@ def turned(images: np.ndarray, hashes: Sequence[str], quarter_turns: int) -> np.
 
 
 def view(images: np.ndarray, hashes: Sequence[str], copy: int) -> np.ndarray:
-    """View number ``copy`` of each image: turns 0–3, then augmented copies (random
-    rotation, zoom, gamma and gain, drawn from each image's hash and the copy number)."""
+    """View number ``copy`` of each image: turns 0–3; augmented copies from 4 on (random
+    rotation, zoom, gamma and gain, drawn from each image's hash and the copy number);
+    −1 to −4 the mirror image (left–right) in turns 0–3, as :func:`dihedral_views` has
+    them. The numbers are the feature cache's keys."""
+    if copy < 0:
+        return turned(images[..., ::-1], hashes, -1 - copy)
     if copy < N_PATHS:
         return turned(images, hashes, copy)
     return augmented_copies(images, hashes, copy)
+
+
+def view_numbers(*, mirror: bool, augmented: int) -> list[int]:
+    """The training views' numbers (see :func:`view`), in the order of the rows."""
+    mirrored = [-1 - k for k in range(N_PATHS)] if mirror else []
+    return [*range(N_PATHS), *mirrored, *range(N_PATHS, N_PATHS + augmented)]
+
+
+def _view_name(copy: int) -> str:
+    if copy < 0:
+        return f"Frozen bottom, training images mirrored and turned {90 * (-1 - copy)}°"
+    if copy < N_PATHS:
+        return f"Frozen bottom, training images turned {90 * copy}°"
+    return f"Frozen bottom, augmented copy {copy - N_PATHS + 1}"
 
 
 class TopTrainer(Trainer):
@@ -70,11 +89,6 @@ class TopTrainer(Trainer):
     def __init__(
         self, config: TrainConfig, *, progress: Progress | None = None, resume: bool = False
     ):
-        if config.flips:
-            raise ValueError(
-                f"--flips is not used by {config.model}: its training shows every image in "
-                "its four 90° turns instead; leave it out, or choose a transfer model"
-            )
         self.backbone = get_entry(config.model).build.backbone
         self.weights = resolve_weights(self.backbone, config.weights)
         super().__init__(config, progress=progress, resume=resume)
@@ -86,6 +100,7 @@ class TopTrainer(Trainer):
         classes = data.image_set.classes
         self.model_params = {
             "cyclic": c.cyclic,
+            "mirror": c.flips,
             "dense": c.dense,
             "dropout": list(TAIL_DROPOUT),
             "weights": str(self.weights),
@@ -127,8 +142,8 @@ class TopTrainer(Trainer):
         )
 
     def _rows(self, network: TopTuned, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
-        """The bottom's rows, float16: of the training images (n, V, D) in their four turns
-        and then their augmented copies; of the validation images (m, D) as they lie (see
+        """The bottom's rows, float16: of the training images (n, V, D) in the views of
+        :func:`view_numbers`; of the validation images (m, D) as they lie (see
         :meth:`_batches`)."""
         c = self.config
         bottom = network.bottom.to(self.device).to(memory_format=torch.channels_last)
@@ -144,8 +159,8 @@ class TopTrainer(Trainer):
         )
         hashes = [image_sha256(p) for p in data.paths]
         train_hashes = [hashes[i] for i in data.train_index]
-        views = N_PATHS + c.augmented_copies
-        train = np.empty((len(train_hashes), views, width), dtype=np.float16)
+        views = view_numbers(mirror=c.flips, augmented=c.augmented_copies)
+        train = np.empty((len(train_hashes), len(views), width), dtype=np.float16)
         computed, seconds = 0, 0.0
         with FeatureCache.open(
             self.cache_root, spec, dim=width, weights_path=self.weights
@@ -157,22 +172,20 @@ class TopTrainer(Trainer):
             )
             train[:, 0], validation = first[data.train_index], first[data.val_index]
             del first
-            for k in range(1, views):
+            for k, copy in enumerate(views[1:], start=1):
                 train[:, k], n, s = cached_features(
                     cache,
                     bottom,
                     data.images[data.train_index],
                     train_hashes,
-                    copy=k,
+                    copy=copy,
                     make_copy=view,
                     dtype=np.float16,
-                    what=f"Frozen bottom, training images turned {90 * k}°"
-                    if k < N_PATHS
-                    else f"Frozen bottom, augmented copy {k - N_PATHS + 1}",
+                    what=_view_name(copy),
                     **kwargs,
                 )
                 computed, seconds = computed + n, seconds + s
-        total = len(hashes) + (views - 1) * len(train_hashes)
+        total = len(hashes) + (len(views) - 1) * len(train_hashes)
         self.progress.message(
             f"Bottom rows: {total - computed} from the cache, {computed} computed"
             + (f" ({computed / seconds:.1f} images/s)" if computed else "")
