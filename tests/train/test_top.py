@@ -40,6 +40,33 @@ class InterruptAt(Recorded):
             raise KeyboardInterrupt
 
 
+def tiny_config(root, **changes) -> TrainConfig:
+    """A top run on 60 shapes in three classes, read at 32 px, with its own cache."""
+    data = write_shape_set(root / "data", n_per_class=N_IMAGES // 3, size=48)
+    settings = {
+        "data": str(data),
+        "out": str(root / "straight"),
+        "model": "efficientnet_lite0_top",
+        "input_size": 32,
+        "epochs": EPOCHS,
+        "batch_size": 16,
+        "min_per_class": 10,
+        "workers": 1,
+        "precision": "fp32",
+        "feature_cache": str(root / "cache"),
+    }
+    return TrainConfig(**{**settings, **changes})
+
+
+def export_a_copy_of(run, patch) -> None:
+    """Later runs' ONNX export copies ``run``'s (checked there; slow for EfficientNet)."""
+    patch.setattr(
+        export,
+        "export_onnx",
+        lambda network, path, **_: shutil.copy(run.bundle / "model.onnx", path),
+    )
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One run straight through; a second, on the same cache, interrupted after epoch 2,
@@ -47,20 +74,7 @@ def runs(tmp_path_factory):
     sees in each. The later runs' ONNX export is a copy of the first's (checked there; slow
     for EfficientNet)."""
     root = tmp_path_factory.mktemp("top")
-    data = write_shape_set(root / "data", n_per_class=N_IMAGES // 3, size=48)
-    config = TrainConfig(
-        data=str(data),
-        out=str(root / "straight"),
-        model="efficientnet_lite0_top",
-        input_size=32,
-        epochs=EPOCHS,
-        batch_size=16,
-        min_per_class=10,
-        workers=1,
-        precision="fp32",
-        feature_cache=str(root / "cache"),
-        augmented_copies=COPIES,
-    )
+    config = tiny_config(root, augmented_copies=COPIES)
     seen: dict[str, list[int]] = {}
     real = transfer.extract_features
 
@@ -73,11 +87,7 @@ def runs(tmp_path_factory):
         name = "straight"
         seen[name] = []
         straight = train(config)
-        patch.setattr(
-            export,
-            "export_onnx",
-            lambda network, path, **_: shutil.copy(straight.bundle / "model.onnx", path),
-        )
+        export_a_copy_of(straight, patch)
         name = "interrupted"
         seen[name] = []
         resumed = config.model_copy(update={"out": str(root / "resumed")})
@@ -229,21 +239,7 @@ def test_mirrored_views_are_numbered_below_zero_after_the_turns_and_before_the_c
 
 
 def test_with_flips_the_bundle_answers_alike_for_an_image_and_its_mirror_image(tmp_path):
-    data = write_shape_set(tmp_path / "data", n_per_class=10, size=32)
-    config = TrainConfig(
-        data=str(data),
-        out=str(tmp_path / "run"),
-        model="efficientnet_lite0_top",
-        input_size=32,
-        epochs=2,
-        batch_size=8,
-        min_per_class=5,
-        workers=1,
-        precision="fp32",
-        feature_cache=str(tmp_path / "cache"),
-        flips=True,
-    )
-    result = train(config)
+    result = train(tiny_config(tmp_path, epochs=2, flips=True))
     bundle = Bundle.load(result.bundle)
     assert bundle.meta.model.params["mirror"] is True
     split = pd.read_csv(result.out / "split.csv")
@@ -263,28 +259,11 @@ def distilled(tmp_path_factory):
     """A top run with --distil straight through, and one interrupted in its second
     epoch of distillation, then resumed (its export a copy of the first's)."""
     root = tmp_path_factory.mktemp("distil")
-    data = write_shape_set(root / "data", n_per_class=N_IMAGES // 3, size=48)
-    config = TrainConfig(
-        data=str(data),
-        out=str(root / "straight"),
-        model="efficientnet_lite0_top",
-        input_size=32,
-        epochs=EPOCHS,
-        batch_size=16,
-        min_per_class=10,
-        workers=1,
-        precision="fp32",
-        feature_cache=str(root / "cache"),
-        distil=True,
-    )
+    config = tiny_config(root, distil=True)
     straight = train(config)
     resumed = config.model_copy(update={"out": str(root / "resumed")})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            export,
-            "export_onnx",
-            lambda network, path, **_: shutil.copy(straight.bundle / "model.onnx", path),
-        )
+        export_a_copy_of(straight, patch)
         with pytest.raises(KeyboardInterrupt):
             TopTrainer(resumed, progress=InterruptAt(2, "distilling, epoch")).run()
         TopTrainer(resumed, resume=True).run()
