@@ -51,7 +51,7 @@ RECIPES = {
     "top_plain": ["--model", "efficientnet_lite0_top", "--no-cyclic"],
     "top_160": ["--model", "efficientnet_lite0_top", "--input-size", "160"],
     "top_flips": ["--model", "efficientnet_lite0_top", "--flips"],
-    "top_distil": ["--model", "efficientnet_lite0_top", "--distil"],
+    "top_ema": ["--model", "efficientnet_lite0_top", "--ema", "0.999"],
     "auto": [],
 }
 #: name → the recipes whose bundles it joins (run them first, in the same --recipes list)

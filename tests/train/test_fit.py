@@ -115,21 +115,3 @@ def test_full_and_transfer_runs_share_the_batch_rule_and_the_alrs_stop(
     log = pd.read_csv(root / "run" / "log.csv")
     assert log["alrs_drops"].iloc[-1] == 2
     assert len(log) == -(-2 * window // per_epoch)
-
-
-def test_one_hot_target_probabilities_train_exactly_as_their_labels(tmp_path):
-    """Distillation's soft targets go through the same loss: one-hot ones are the labels."""
-    x, y = torch.randn(40, 4), torch.arange(40) % 3
-    settings = FitSettings(batch_size=8, seed=0, epochs=3, schedule="cosine", label_smoothing=0.1)
-    logs = []
-    for name, target in (("labels", y), ("probabilities", nn.functional.one_hot(y, 3).float())):
-        torch.manual_seed(0)
-        module = nn.Linear(4, 3)
-        batches = Batches(module=module, train_x=x, train_y=target, validate=lambda m: (1.0, 0.5))
-        optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
-        (tmp_path / name).mkdir()
-        fit(batches, optimizer, settings, out=tmp_path / name)
-        logs.append(pd.read_csv(tmp_path / name / "log.csv"))
-    columns = ["train_loss", "train_accuracy"]
-    pd.testing.assert_frame_equal(logs[0][columns], logs[1][columns], atol=1e-6)
-    assert logs[0]["train_accuracy"].iloc[-1] > 0  # accuracy is counted for both

@@ -30,13 +30,13 @@ N_IMAGES, EPOCHS, TURNS, COPIES = 60, 6, 4, 1
 class InterruptAt(Recorded):
     """Stops the run (as Ctrl-C would) once the given epoch has been checkpointed."""
 
-    def __init__(self, epoch: int, what: str = "epoch"):
+    def __init__(self, epoch: int):
         super().__init__()
-        self.epoch, self.what = epoch, what
+        self.epoch = epoch
 
     def message(self, text: str, *, warning: bool = False) -> None:
         super().message(text, warning=warning)
-        if text.startswith(f"{self.what} {self.epoch}:"):
+        if text.startswith(f"epoch {self.epoch}:"):
             raise KeyboardInterrupt
 
 
@@ -252,68 +252,3 @@ def test_with_flips_the_bundle_answers_alike_for_an_image_and_its_mirror_image(t
     np.testing.assert_allclose(bundle.predict_batch(batch[..., ::-1].copy()), probs, atol=1e-4)
     turned_mirror = turned(batch[..., ::-1], [], 1)
     np.testing.assert_allclose(bundle.predict_batch(turned_mirror), probs, atol=1e-4)
-
-
-@pytest.fixture(scope="module")
-def distilled(tmp_path_factory):
-    """A top run with --distil straight through, and one interrupted in its second
-    epoch of distillation, then resumed (its export a copy of the first's)."""
-    root = tmp_path_factory.mktemp("distil")
-    config = tiny_config(root, distil=True)
-    straight = train(config)
-    resumed = config.model_copy(update={"out": str(root / "resumed")})
-    with pytest.MonkeyPatch.context() as patch:
-        export_a_copy_of(straight, patch)
-        with pytest.raises(KeyboardInterrupt):
-            TopTrainer(resumed, progress=InterruptAt(2, "distilling, epoch")).run()
-        TopTrainer(resumed, resume=True).run()
-    return root, straight
-
-
-def test_distilled_network_reads_each_image_once_and_learnt_its_teachers_answers(distilled):
-    _, straight = distilled
-    bundle = Bundle.load(straight.bundle)
-    assert bundle.meta.model.params["cyclic"] is False
-    assert straight.metrics["accuracy"] > 0.9
-    log = pd.read_csv(straight.out / "distil" / "log.csv")
-    assert list(log["epoch"]) == list(range(1, top_module.DISTIL_EPOCHS + 1))
-    teacher = np.load(straight.out / "distil" / top_module.TEACHER_FILE)
-    n_train = int((pd.read_csv(straight.out / "split.csv")["part"] == "train").sum())
-    assert teacher.shape == (n_train, 3)
-    np.testing.assert_allclose(teacher.sum(1), 1.0, rtol=1e-5)
-    # the one-view student now answers each training image as the mean of its turns did
-    split = pd.read_csv(straight.out / "split.csv")
-    paths = split[split["part"] == "train"]["path"]
-    batch = np.stack([load_and_preprocess(p, bundle.spec) for p in paths])
-    agreement = (bundle.predict_batch(batch).argmax(1) == teacher.argmax(1)).mean()
-    assert agreement > 0.9
-
-
-def test_teacher_probabilities_are_the_mean_over_each_images_views():
-    top = torch.nn.Linear(6, 3)
-    trainer = TopTrainer.__new__(TopTrainer)
-    trainer.device, trainer.bf16, trainer.progress = torch.device("cpu"), False, Recorded()
-    rows = torch.randn(5, 4, 6)
-    expected = torch.softmax(top(rows), dim=2).mean(1)
-    got = trainer._teacher_probabilities(top, rows)
-    np.testing.assert_allclose(got, expected.detach().numpy(), rtol=1e-5, atol=1e-6)
-
-
-def test_an_interrupted_distillation_resumes_and_ends_as_one_run_would(distilled):
-    root, straight = distilled
-    columns = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
-    for log in ("log.csv", "distil/log.csv"):
-        pd.testing.assert_frame_equal(
-            pd.read_csv(root / "resumed" / log)[columns],
-            pd.read_csv(straight.out / log)[columns],
-            atol=1e-5,
-        )
-    metrics = json.loads((root / "resumed" / "metrics.json").read_text())
-    assert metrics["accuracy"] == straight.metrics["accuracy"]
-
-
-def test_distil_is_refused_where_there_are_no_turns_to_distil(tmp_path):
-    with pytest.raises(ValueError, match="--distil distils the mean over the turns"):
-        TrainConfig(data="d", out="o", model="efficientnet_lite0_tl", distil=True)
-    with pytest.raises(ValueError, match="--no-cyclic, which has no turns"):
-        TrainConfig(data="d", out="o", model="efficientnet_lite0_top", distil=True, cyclic=False)

@@ -148,14 +148,6 @@ AugmentedCopies = Annotated[
         "training image (default: 0)."
     ),
 ]
-Distil = Annotated[
-    bool | None,
-    _option(
-        "Top models: after training, distil the mean over the turns into the same network "
-        "reading each image once, so that classify runs four times faster (default: off).",
-        "--distil/--no-distil",
-    ),
-]
 FeatureCache = Annotated[
     Path | None,
     _option("Transfer models: feature cache folder (default: ~/.cache/foramflow/features)."),
@@ -205,7 +197,6 @@ def train(
     stages: Stages = None,
     weights: Weights = None,
     augmented_copies: AugmentedCopies = None,
-    distil: Distil = None,
     feature_cache: FeatureCache = None,
     config: ConfigFile = None,
     resume: Resume = False,

@@ -86,11 +86,6 @@ class TrainConfig(BaseModel):
         0, ge=0, description="transfer and top models: extra augmented copies of training images"
     )
     feature_cache: str | None = Field(None, description="transfer models: feature cache folder")
-    distil: bool = Field(
-        False,
-        description="top models: distil the mean over the turns into a network that reads "
-        "each image once (classifies four times faster)",
-    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -102,12 +97,6 @@ class TrainConfig(BaseModel):
         if self.model == AUTO:  # resolved for the set and the machine by train.auto
             return self
         entry = get_entry(self.model)
-        if self.distil and (entry.kind != "top" or not self.cyclic):
-            raise ValueError(
-                f"--distil distils the mean over the turns of a top model "
-                f"(efficientnet_lite0_top), not {self.model}"
-                + ("" if entry.kind != "top" else " with --no-cyclic, which has no turns")
-            )
         if self.channels is None:
             self.channels = 1
         if self.input_size is None:

@@ -9,8 +9,7 @@ the transfer tail with cached feature vectors. The loop owns what they share:
 - the schedule: ALRS (the paper's), which sees every batch loss and may halve the learning
   rate or stop training mid-epoch; a fixed number of epochs at one rate; or a linear
   warm-up then cosine decay over a fixed number of epochs;
-- the loss: cross-entropy with class weights, label smoothing, and mixup or cutmix pairs,
-  against class labels or, for distillation, against a teacher's probabilities;
+- the loss: cross-entropy with class weights, label smoothing, and mixup or cutmix pairs;
 - optionally an exponential moving average (EMA) of the weights, which is what is
   validated and kept;
 - after each epoch: validation, a row of ``log.csv``, ``checkpoint_best.pt`` when the
@@ -65,7 +64,6 @@ class Batches:
     ``module`` is what is trained and checkpointed; ``forward`` runs it on a prepared
     batch (a compiled wrapper, say; by default the module itself); ``prepare`` turns a
     slice of ``train_x`` into the batch the network sees (augmentation, device, layout);
-    ``train_y`` holds class labels (N,) or target probabilities (N, K);
     ``validate(module)`` returns (unweighted cross-entropy, accuracy) of ``module`` (the
     trained one, or its moving average) on the validation split.
     """
@@ -239,8 +237,7 @@ def _train_epoch(
                 ema.update_parameters(batches.module)
             loss_value = loss.item()
             loss_sum += loss_value * len(y)
-            labels = y.argmax(1) if y.ndim == 2 else y  # a teacher's answer, for soft targets
-            correct += int((logits.argmax(1) == labels).sum())
+            correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             task.advance(1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
             decision = schedule.step(loss_value) if schedule else Decision.CONTINUE

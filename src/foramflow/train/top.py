@@ -11,23 +11,16 @@ A run (see :mod:`foramflow.models.top_tuned` for the network):
 3. standardise the top's features over the training split, then train the top in the one
    fit loop, each step showing every image in one of its views drawn at random,
    validating on the images as they lie;
-4. with ``--distil``, distil the network's answer (the mean over an image's turns) into
-   the same network reading the image once: the top, from its trained weights, learns for
-   :data:`DISTIL_EPOCHS` more epochs to give, from any one view, the probabilities that
-   the views' mean gave; it is exported without the turns and classifies four times
-   faster (eight with ``--flips``);
-5. export the joined network and evaluate it as any other run.
+4. export the joined network and evaluate it as any other run.
 
-The run folder is that of :mod:`foramflow.train.loop` (the distillation's epochs in its
-``distil/`` folder); an interrupted run resumes from its last epoch (``--resume``), its
-rows from the cache.
+The run folder is that of :mod:`foramflow.train.loop`; an interrupted run resumes from
+its last epoch (``--resume``), its rows from the cache.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from foramflow.imaging.preprocess import PreprocessSpec
-from foramflow.io.files import atomic_path
 from foramflow.models.backbones import file_sha256, resolve_weights
 from foramflow.models.cyclic import N_PATHS
 from foramflow.models.registry import create_model, get_entry
@@ -50,16 +42,12 @@ from foramflow.train.feature_cache import (
     image_sha256,
 )
 from foramflow.train.finish import export_and_evaluate
-from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, fit
+from foramflow.train.fit import BEST_CHECKPOINT, Batches
 from foramflow.train.loop import PreparedData, Trainer
 from foramflow.train.transfer import augmented_copies, cached_features
 
 STANDARDISE_IMAGES = 4096  # training images whose features set the standardisation
 VALIDATION_BATCH = 64  # rows: the top ran 480 rows/s at 64, 260 at 256, 190 at 1024 here
-DISTIL_EPOCHS = 3  # of distillation, from the trained weights
-DISTIL_RATE = 0.3  # the distillation's learning rate, relative to --learning-rate
-DISTIL_FOLDER = "distil"
-TEACHER_FILE = "teacher_probabilities.npy"
 
 
 def turned(images: np.ndarray, hashes: Sequence[str], quarter_turns: int) -> np.ndarray:
@@ -136,17 +124,10 @@ class TopTrainer(Trainer):
         state = self.train_epochs(batches, optimizer, data, train_counts, kept=kept)
         state["seconds"] += prepared_s  # METHOD §6: training time includes the bottom's rows
         best = torch.load(self.out / BEST_CHECKPOINT, weights_only=True)
-        exporting = any(key.startswith("bottom.") for key in best)  # resumed in its export
-        if not exporting:
-            top.load_state_dict(best)
-        if c.distil:
-            state["seconds"] += self._distil(top, train_rows, batches, data, network.views)
-            if not exporting:
-                best = torch.load(self.out / DISTIL_FOLDER / BEST_CHECKPOINT, weights_only=True)
-                top.load_state_dict(best)
-            network.cyclic = self.model_params["cyclic"] = False  # as the bundle records it
-        if exporting:
+        if any(key.startswith("bottom.") for key in best):  # resumed after its export began
             network.load_state_dict(best)
+        else:
+            top.load_state_dict(best)
         network.cpu()
         torch.save(network.state_dict(), self.out / BEST_CHECKPOINT)
         return export_and_evaluate(
@@ -159,71 +140,6 @@ class TopTrainer(Trainer):
             state=state,
             progress=self.progress,
         )
-
-    def _distil(
-        self,
-        top: Top,
-        train_rows: torch.Tensor,
-        batches: Batches,
-        data: PreparedData,
-        views: int,
-    ) -> float:
-        """Train ``top`` (the teacher's weights) on its own answers, the mean probability
-        over each training image's first ``views`` views, from one view at a time; its best
-        epoch on the images as they lie is kept in ``distil/``. Returns the seconds spent.
-        """
-        c, answered_s = self.config, 0.0
-        out = self.out / DISTIL_FOLDER
-        out.mkdir(exist_ok=True)
-        teacher_file = out / TEACHER_FILE
-        if teacher_file.is_file():  # resumed: the teacher's answers were kept
-            teacher = np.load(teacher_file)
-        else:
-            started = time.perf_counter()
-            teacher = self._teacher_probabilities(top, train_rows[:, :views])
-            with atomic_path(teacher_file) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, teacher)
-            answered_s = time.perf_counter() - started
-        settings = self.fit_settings(data, np.ones(len(data.image_set.classes)))
-        settings = replace(
-            settings,
-            epochs=DISTIL_EPOCHS,
-            schedule="cosine",
-            warmup_epochs=0.0,
-            label_smoothing=0.0,
-            class_weights=None,  # the teacher's answers carry whatever weighting it learnt
-        )
-        optimizer = self.optimizer(top.parameter_groups(c.learning_rate * DISTIL_RATE))
-        student = replace(batches, train_y=torch.from_numpy(teacher))
-        state = fit(
-            student,
-            optimizer,
-            settings,
-            out=out,
-            progress=self.progress,
-            resume=self.resume and (out / LAST_CHECKPOINT).is_file(),
-            what="Distilling, epoch",
-        )
-        return state["seconds"] + answered_s
-
-    @torch.no_grad()
-    def _teacher_probabilities(self, top: Top, rows: torch.Tensor) -> np.ndarray:
-        """(n, V, D) rows → (n, K): the mean of the top's probabilities over the V views."""
-        top.eval()
-        n, views = rows.shape[:2]
-        step = max(1, VALIDATION_BATCH // views)  # images per batch of rows
-        task = self.progress.task("Teacher's answers, mean over the views", n)
-        out = []
-        try:
-            for start in range(0, n, step):
-                batch = rows[start : start + step].flatten(0, 1).to(self.device).float()
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    probabilities = torch.softmax(top(batch).float(), dim=1).cpu()
-                out.append(probabilities.unflatten(0, (-1, views)).mean(1))
-                task.advance(len(out[-1]))
-        finally:
-            task.done()
-        return torch.cat(out).numpy()
 
     def _rows(self, network: TopTuned, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
         """The bottom's rows, float16: of the training images (n, V, D) in the views of
