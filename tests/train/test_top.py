@@ -82,8 +82,16 @@ def runs(tmp_path_factory):
         seen[name].append(len(images))
         return real(head, images, **kwargs)
 
+    real_epochs = TopTrainer.train_epochs
+
+    def noting_the_rows_file(self, batches, *args, **kwargs):
+        rows_files[name] = self.rows_file.stat().st_size, batches.train_x.shape
+        return real_epochs(self, batches, *args, **kwargs)
+
+    rows_files: dict[str, tuple] = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(transfer, "extract_features", counting)
+        patch.setattr(TopTrainer, "train_epochs", noting_the_rows_file)
         name = "straight"
         seen[name] = []
         straight = train(config)
@@ -102,7 +110,7 @@ def runs(tmp_path_factory):
             TopTrainer(resumed, resume=True).run()
         patch.setattr(top_module, "export_and_evaluate", real_export)
         TopTrainer(resumed, resume=True).run()
-    return root, straight, log_at_interruption, seen
+    return root, straight, log_at_interruption, seen, rows_files
 
 
 def export_fails(*args, **kwargs):
@@ -110,7 +118,7 @@ def export_fails(*args, **kwargs):
 
 
 def test_tiny_set_is_learned(runs):
-    _, straight, _, _ = runs
+    _, straight, *_ = runs
     assert straight.metrics["accuracy"] > 0.9
     log = pd.read_csv(straight.out / "log.csv")
     assert list(log["epoch"]) == list(range(1, EPOCHS + 1))
@@ -120,7 +128,7 @@ def test_tiny_set_is_learned(runs):
 def test_bottom_rows_are_computed_once_for_each_view_then_read_back(runs):
     """Every image as it lies; the training images also in three more turns and their
     augmented copies (validation reads the images as they lie only)."""
-    root, straight, _, seen = runs
+    root, straight, _, seen, _ = runs
     n_train = int((pd.read_csv(straight.out / "split.csv")["part"] == "train").sum())
     rows = N_IMAGES + (TURNS - 1 + COPIES) * n_train
     assert sum(seen["straight"]) == rows
@@ -130,6 +138,43 @@ def test_bottom_rows_are_computed_once_for_each_view_then_read_back(runs):
     with FeatureCache(folders[0]) as cache:
         assert len(cache) == rows
         assert cache.spec.output.startswith("maps@")
+
+
+def test_training_rows_lie_in_a_file_while_the_top_trains_and_are_deleted_after(runs):
+    """Memory-mapped (the system may page them out), every view of every training image,
+    float16; gone from the run folder after a run, an interruption or a failed export."""
+    root, straight, _, _, rows_files = runs
+    n_train = int((pd.read_csv(straight.out / "split.csv")["part"] == "train").sum())
+    size, shape = rows_files["straight"]
+    n, views, width = shape
+    assert (n, views) == (n_train, TURNS + COPIES)
+    assert size >= n * views * width * 2  # float16, after the .npy header
+    assert set(rows_files) == {"straight", "interrupted", "resumed"}
+    for run in ("straight", "resumed"):
+        assert not (root / run / top_module.ROWS_FILE).exists()
+
+
+def test_cached_vectors_are_written_into_the_array_given(tmp_path):
+    """Into a memory map, say: the same vectors as a fresh array, identical files once."""
+    spec = ExtractorSpec("efficientnet_lite0", "0" * 64, {}, False, "none", "fp32")
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    head.cyclic = False  # one vector per image, as batch sizing asks
+    images = np.random.default_rng(1).random((5, 1, 4, 4), dtype=np.float32)
+    hashes = ["a", "b", "a", "c", "d"]  # the first and third images: the same file
+    kwargs = {"device": torch.device("cpu"), "bf16": False, "progress": Recorded()}
+    with FeatureCache.open(tmp_path / "cache", spec, dim=4, weights_path="w") as cache:
+        cache.put(["d"], np.ones((1, 4), np.float32))
+        fresh, computed, _ = transfer.cached_features(cache, head, images, hashes, **kwargs)
+        mapped = np.lib.format.open_memmap(tmp_path / "m.npy", "w+", np.float16, (5, 2, 4))
+        out, again, _ = transfer.cached_features(
+            cache, head, images, hashes, dtype=np.float16, out=mapped[:, 1], **kwargs
+        )
+    assert computed == 3 and again == 0
+    assert out.base is not None and np.shares_memory(out, mapped)
+    np.testing.assert_array_equal(mapped[:, 1], fresh.astype(np.float16))
+    np.testing.assert_array_equal(mapped[:, 0], 0)
+    np.testing.assert_array_equal(fresh[0], fresh[2])
+    np.testing.assert_array_equal(fresh[4], 1)
 
 
 def test_views_are_the_turns_then_augmented_copies_drawn_from_each_image():
@@ -145,7 +190,7 @@ def test_views_are_the_turns_then_augmented_copies_drawn_from_each_image():
 
 def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_one_run_would(runs):
     """Interrupted in training, then in its export: the end is the uninterrupted run's."""
-    root, straight, at_interruption, _ = runs
+    root, straight, at_interruption, *_ = runs
     assert list(at_interruption["epoch"]) == [1, 2]
     resumed = pd.read_csv(root / "resumed" / "log.csv")
     columns = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
@@ -157,7 +202,7 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_one_run_would(r
 
 
 def test_bundle_answers_as_the_network_and_does_not_depend_on_how_an_image_lies(runs):
-    _, straight, _, _ = runs
+    _, straight, *_ = runs
     bundle = Bundle.load(straight.bundle)
     meta = bundle.meta
     network = create_model(
@@ -179,7 +224,7 @@ def test_bundle_answers_as_the_network_and_does_not_depend_on_how_an_image_lies(
 def test_the_best_epoch_is_validated_on_the_images_as_they_lie(runs):
     """The logged validation loss of the kept epoch is the one-view network's, not the
     four turns' mean (which the bundle's evaluation reports)."""
-    _, straight, _, _ = runs
+    _, straight, *_ = runs
     bundle = Bundle.load(straight.bundle)
     params = bundle.meta.model.params
     split = pd.read_csv(straight.out / "split.csv")
@@ -209,7 +254,7 @@ def test_the_best_epoch_is_validated_on_the_images_as_they_lie(runs):
 
 
 def test_a_cache_of_maps_is_not_taken_for_feature_vectors(runs):
-    root, _, _, _ = runs
+    root, *_ = runs
     with pytest.raises(ValueError, match="intermediate maps"):
         open_reference(root / "cache")
 

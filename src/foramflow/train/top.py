@@ -8,9 +8,10 @@ A run (see :mod:`foramflow.models.top_tuned` for the network):
    them back): every image as it lies, and the training images in their three other 90°
    turns, with ``--flips`` in the four turns of their mirror image, and in
    ``--augmented-copies`` augmented copies;
-3. standardise the top's features over the training split, then train the top in the one
-   fit loop, each step showing every image in one of its views drawn at random,
-   validating on the images as they lie;
+3. with the training rows in a memory-mapped file (:data:`ROWS_FILE`), standardise the
+   top's features over the training split, then train the top in the one fit loop, each
+   step showing every image in one of its views drawn at random, validating on the
+   images as they lie;
 4. export the joined network and evaluate it as any other run.
 
 The run folder is that of :mod:`foramflow.train.loop`; an interrupted run resumes from
@@ -47,6 +48,10 @@ from foramflow.train.loop import PreparedData, Trainer
 from foramflow.train.transfer import augmented_copies, cached_features
 
 STANDARDISE_IMAGES = 4096  # training images whose features set the standardisation
+#: The training rows, memory-mapped while the top trains (41 kB an image for the four
+#: turns: 4 GB for 100 000 images), so that the system can page them out when memory is
+#: short; deleted once the top has trained (the feature cache keeps them).
+ROWS_FILE = "bottom_rows.tmp.npy"
 VALIDATION_BATCH = 64  # rows: the top ran 480 rows/s at 64, 260 at 256, 190 at 1024 here
 
 
@@ -74,12 +79,27 @@ def view_numbers(*, mirror: bool, augmented: int) -> list[int]:
     return [*range(N_PATHS), *mirrored, *range(N_PATHS, N_PATHS + augmented)]
 
 
-def _view_name(copy: int) -> str:
+def _view_name(copy: int, *, validation: bool = False) -> str:
+    if validation:
+        return "Frozen bottom, validation images"
     if copy < 0:
         return f"Frozen bottom, training images mirrored and turned {90 * (-1 - copy)}°"
     if copy < N_PATHS:
         return f"Frozen bottom, training images turned {90 * copy}°"
     return f"Frozen bottom, augmented copy {copy - N_PATHS + 1}"
+
+
+class _Selection:
+    """``images[index]`` without the copy: rows are taken as they are asked for."""
+
+    def __init__(self, images: np.ndarray, index: np.ndarray):
+        self.images, self.index = images, np.asarray(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return self.images[self.index[rows]]
 
 
 class TopTrainer(Trainer):
@@ -93,6 +113,7 @@ class TopTrainer(Trainer):
         self.weights = resolve_weights(self.backbone, config.weights)
         super().__init__(config, progress=progress, resume=resume)
         self.cache_root = Path(config.feature_cache or default_cache_root())
+        self.rows_file = self.out / ROWS_FILE
 
     def run(self) -> Path:
         c = self.config
@@ -113,15 +134,19 @@ class TopTrainer(Trainer):
             **self.model_params,
         )
         started = time.perf_counter()
-        train_rows, val_rows = map(torch.from_numpy, self._rows(network, data))
-        top = network.top.to(self.device)
-        top.standardise(train_rows[:STANDARDISE_IMAGES, 0].to(self.device))
-        prepared_s = time.perf_counter() - started
-        train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
-        optimizer = self.optimizer(top.parameter_groups(c.learning_rate))
-        batches = self._batches(top, train_rows, val_rows, data)
-        kept = f", the bottom's cached rows in {self.cache_folder}"
-        state = self.train_epochs(batches, optimizer, data, train_counts, kept=kept)
+        try:
+            train_rows, val_rows = map(torch.from_numpy, self._rows(network, data))
+            top = network.top.to(self.device)
+            top.standardise(train_rows[:STANDARDISE_IMAGES, 0].to(self.device))
+            prepared_s = time.perf_counter() - started
+            train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
+            optimizer = self.optimizer(top.parameter_groups(c.learning_rate))
+            batches = self._batches(top, train_rows, val_rows, data)
+            kept = f", the bottom's cached rows in {self.cache_folder}"
+            state = self.train_epochs(batches, optimizer, data, train_counts, kept=kept)
+        finally:
+            train_rows = batches = None  # let go of the memory map before its file
+            self.rows_file.unlink(missing_ok=True)
         state["seconds"] += prepared_s  # METHOD §6: training time includes the bottom's rows
         best = torch.load(self.out / BEST_CHECKPOINT, weights_only=True)
         if any(key.startswith("bottom.") for key in best):  # resumed after its export began
@@ -159,29 +184,36 @@ class TopTrainer(Trainer):
         )
         hashes = [image_sha256(p) for p in data.paths]
         train_hashes = [hashes[i] for i in data.train_index]
+        val_hashes = [hashes[i] for i in data.val_index]
         views = view_numbers(mirror=c.flips, augmented=c.augmented_copies)
-        train = np.empty((len(train_hashes), len(views), width), dtype=np.float16)
+        train = np.lib.format.open_memmap(
+            self.rows_file,
+            mode="w+",
+            dtype=np.float16,
+            shape=(len(train_hashes), len(views), width),
+        )
+        validation = np.empty((len(val_hashes), width), dtype=np.float16)
         computed, seconds = 0, 0.0
         with FeatureCache.open(
             self.cache_root, spec, dim=width, weights_path=self.weights
         ) as cache:
             self.cache_folder = cache.folder
             kwargs = {"device": self.device, "bf16": self.bf16, "progress": self.progress}
-            first, computed, seconds = cached_features(
-                cache, bottom, data.images, hashes, dtype=np.float16, what="Frozen bottom", **kwargs
-            )
-            train[:, 0], validation = first[data.train_index], first[data.val_index]
-            del first
-            for k, copy in enumerate(views[1:], start=1):
-                train[:, k], n, s = cached_features(
+            jobs = [(data.val_index, val_hashes, 0, validation)]
+            jobs += [
+                (data.train_index, train_hashes, copy, train[:, k]) for k, copy in enumerate(views)
+            ]
+            for index, job_hashes, copy, out in jobs:
+                _, n, s = cached_features(
                     cache,
                     bottom,
-                    data.images[data.train_index],
-                    train_hashes,
+                    _Selection(data.images, index),
+                    job_hashes,
                     copy=copy,
                     make_copy=view,
                     dtype=np.float16,
-                    what=_view_name(copy),
+                    what=_view_name(copy, validation=out is validation),
+                    out=out,
                     **kwargs,
                 )
                 computed, seconds = computed + n, seconds + s

@@ -47,6 +47,7 @@ from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, fit
 from foramflow.train.loop import CannotResume, PreparedData, Trainer
 
 _CHUNK = 256  # images per cache write: an interruption loses at most this many vectors
+_READ_CHUNK = 4096  # vectors read from the cache at a time
 
 
 def trainer_class(model: str) -> type[Trainer]:
@@ -119,16 +120,27 @@ def cached_features(
     make_copy: Callable[[np.ndarray, Sequence[str], int], np.ndarray] = augmented_copies,
     dtype=np.float32,
     what: str | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int, float]:
     """Vectors (N, F) of ``images`` (copy 0) or of their copy number ``copy`` (by default
     augmented), from the cache where present, computed and stored otherwise. Returns
-    (vectors, number computed, seconds spent computing)."""
-    found = cache.get(hashes, copy, dtype)
-    first: dict[str, int] = {}
+    (vectors, number computed, seconds spent computing). The vectors are written into
+    ``out`` when given (a view of a memory-mapped file, say): no other copy is held."""
+    if out is None:
+        out = np.empty((len(hashes), cache.dim), dtype=dtype)
+    places: dict[str, list[int]] = {}
     for i, sha in enumerate(hashes):
-        if sha not in found:
-            first.setdefault(sha, i)  # identical files are computed once
-    missing = list(first.values())
+        places.setdefault(sha, []).append(i)  # identical files are computed once
+    unique = list(places)
+    missing: list[int] = []
+    for start in range(0, len(unique), _READ_CHUNK):
+        wanted = unique[start : start + _READ_CHUNK]
+        found = cache.get(wanted, copy, dtype)
+        for sha in wanted:
+            if sha in found:
+                out[places[sha]] = found[sha]
+            else:
+                missing.append(places[sha][0])
     seconds = 0.0
     if missing:
         what = what or ("Computing features" if copy == 0 else f"Computing features, copy {copy}")
@@ -144,12 +156,13 @@ def cached_features(
                 vectors = extract_features(head, batch, device=device, bf16=bf16)
                 seconds += time.perf_counter() - began
                 cache.put(chunk_hashes, vectors, copy)
-                stored = vectors.astype(np.float16).astype(dtype)  # as a rerun reads them
-                found.update(zip(chunk_hashes, stored))
+                stored = vectors.astype(np.float16)  # as a rerun reads them
+                for sha, vector in zip(chunk_hashes, stored, strict=True):
+                    out[places[sha]] = vector
                 task.advance(len(index))
         finally:
             task.done()
-    return np.stack([found[sha] for sha in hashes]), len(missing), seconds
+    return out, len(missing), seconds
 
 
 def build_head(spec: ExtractorSpec, weights: str | Path) -> TransferHead:
