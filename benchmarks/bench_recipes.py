@@ -126,6 +126,7 @@ def validation_folder(run: Path, folder: Path, *, by_class: bool = False) -> int
 
     split = pd.read_csv(run / "split.csv")
     validation = split[split["part"] == "validation"]
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's links, in a reused --out
     for i, (path, label) in enumerate(zip(validation["path"], validation["class"], strict=True)):
         place = folder / label if by_class else folder
         place.mkdir(parents=True, exist_ok=True)

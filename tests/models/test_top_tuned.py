@@ -53,9 +53,15 @@ def test_output_is_the_log_of_the_four_turns_mean_probability(network):
     assert mean[0, 0].item() == pytest.approx(mean[0, 1].item())
 
 
-def test_only_the_top_trains_and_batch_norm_keeps_imagenet_statistics(network):
+def test_only_the_top_trains_but_its_depthwise_filters_and_batch_norm_statistics(network):
+    """The top's depthwise filters and every batch norm's statistics stay ImageNet's."""
     assert not any(p.requires_grad for p in network.bottom.parameters())
-    assert all(p.requires_grad for p in network.top.parameters())
+    depthwise = {id(block._depthwise_conv.weight) for block in network.top.blocks}
+    assert depthwise
+    for p in network.top.parameters():
+        assert p.requires_grad == (id(p) not in depthwise)
+    trained = {id(p) for group in network.top.parameter_groups(1e-3) for p in group["params"]}
+    assert trained == {id(p) for p in network.top.parameters() if p.requires_grad}
     network.train()
     norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms)
