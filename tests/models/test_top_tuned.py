@@ -22,7 +22,8 @@ def network():
 
 
 def test_bottom_then_top_pools_what_the_whole_backbone_pools(network):
-    """Split or not, the features are the last layer and the last four stages, pooled."""
+    """Split or not, the features are the last layer and the last four stages, pooled; the
+    top pools the maps it starts from (the fifth stage from the end) before them."""
     head = pretrained_head(
         "efficientnet_lite0", SIZE, cyclic=False, pool="max", stages=True, weights=None
     )
@@ -30,7 +31,9 @@ def test_bottom_then_top_pools_what_the_whole_backbone_pools(network):
     with torch.no_grad():
         whole = head(x)
         split = network.top.features(network.bottom(x))
-    torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-4)
+    start = network.bottom.map_shape[0]
+    assert split.shape[1] == start + whole.shape[1]
+    torch.testing.assert_close(split[:, start:], whole, atol=1e-5, rtol=1e-4)
 
 
 def test_answer_does_not_depend_on_how_the_image_lies(network):

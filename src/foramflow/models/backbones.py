@@ -137,7 +137,8 @@ class EfficientNetLiteFeatures(nn.Module):
 
         channels = [block._project_conv.out_channels for block in net._blocks]
         ends = [i for i, c in enumerate(channels[:-1]) if c != channels[i + 1]]
-        self._stage_ends = frozenset([*ends, len(channels) - 1][-self.stages :])
+        self.all_stage_ends = (*ends, len(channels) - 1)  # each stage's last block
+        self._stage_ends = frozenset(self.all_stage_ends[-self.stages :])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x)

@@ -48,8 +48,8 @@ from foramflow.train.loop import PreparedData, Trainer
 from foramflow.train.transfer import augmented_copies, cached_features
 
 STANDARDISE_IMAGES = 4096  # training images whose features set the standardisation
-#: The training rows, memory-mapped while the top trains (41 kB an image for the four
-#: turns: 4 GB for 100 000 images), so that the system can page them out when memory is
+#: The training rows, memory-mapped while the top trains (82 kB an image for the four
+#: turns: 8 GB for 100 000 images), so that the system can page them out when memory is
 #: short; deleted once the top has trained (the feature cache keeps them).
 ROWS_FILE = "bottom_rows.tmp.npy"
 VALIDATION_BATCH = 64  # rows: the top ran 480 rows/s at 64, 260 at 256, 190 at 1024 here
