@@ -143,9 +143,9 @@ def measure(name: str, args: list[str], data: Path, work: Path, options) -> dict
     train_s, train_mb = foramflow(*train_args, log=work / f"{name}.train.log")
     metrics = json.loads((run / "metrics.json").read_text())
     n_val = validation_folder(run, work / f"{name}.val" / "all")
-    classify_args = ["classify", str(run / "bundle"), str(work / f"{name}.val"), "--out"]
+    classify_args = ["classify", str(run / "bundle"), str(work / f"{name}.val"), "--overwrite"]
     classify_s, classify_mb = foramflow(
-        *classify_args, str(work / f"{name}.classify"), log=work / f"{name}.classify.log"
+        *classify_args, "--out", str(work / f"{name}.classify"), log=work / f"{name}.classify.log"
     )
     config = (run / "config.yaml").read_text()
     model = next(line.split(":", 1)[1].strip() for line in config.splitlines()
@@ -185,7 +185,7 @@ def measure_ensemble(name: str, members: list[dict], work: Path) -> dict:
     per_class = pd.read_csv(evaluation / "per_class_metrics.csv")
     validation_folder(work / members[0]["recipe"], work / f"{name}.val" / "all")
     classify_s, classify_mb = foramflow(
-        "classify", str(bundle), str(work / f"{name}.val"), "--out",
+        "classify", str(bundle), str(work / f"{name}.val"), "--overwrite", "--out",
         str(work / f"{name}.classify"), log=work / f"{name}.classify.log",
     )  # fmt: skip
     return {
