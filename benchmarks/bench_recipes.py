@@ -50,6 +50,7 @@ RECIPES = {
     "top": ["--model", "efficientnet_lite0_top"],
     "top_plain": ["--model", "efficientnet_lite0_top", "--no-cyclic"],
     "top_fp32": ["--model", "efficientnet_lite0_top", "--precision", "fp32"],
+    "top_e12": ["--model", "efficientnet_lite0_top", "--epochs", "12"],
     "top_160": ["--model", "efficientnet_lite0_top", "--input-size", "160"],
     "top_160_e12": ["--model", "efficientnet_lite0_top", "--input-size", "160", "--epochs", "12"],
     "top_192_e12": ["--model", "efficientnet_lite0_top", "--input-size", "192", "--epochs", "12"],
