@@ -127,6 +127,7 @@ def test_bf16_agreement_is_measured_once_and_used_by_auto(kit, bundle, tree, tmp
     assert record["top1_agreement"] == 1.0  # dark and bright are never close calls
     assert 0 <= record["max_probability_change"] < 0.05
     assert any("bf16: top-1 agreement with fp32 100.00%" in m for m in messages)
+    assert record["rechecked_agreement"] == 1.0 and record["recheck_share"] == 0.0
     fp32 = classify_folder(bundle, tree, tmp_path / "fp32", precision="fp32", workers=0)
     pd.testing.assert_frame_equal(result.counts, fp32.counts)
 
@@ -138,6 +139,27 @@ def test_auto_takes_bf16_only_on_a_bf16_cpu_and_when_faithful(bundle, cpu_withou
     assert resolve_precision(Bundle.load(bundle), "auto") == ("bf16", "model.onnx")
     update_bundle_meta(bundle, bf16={"check_images": 512, "top1_agreement": 0.99})
     assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
+
+
+def test_auto_judges_bf16_by_its_results_with_close_calls_recomputed(bundle, cpu_without_bf16):
+    cpu_without_bf16(True)
+    check = {"check_images": 512, "top1_agreement": 0.98, "max_probability_change": 0.1}
+    update_bundle_meta(bundle, bf16={**check, "rechecked_agreement": 1.0})
+    assert resolve_precision(Bundle.load(bundle), "auto") == ("bf16", "model.onnx")
+    update_bundle_meta(bundle, bf16={**check, "rechecked_agreement": 0.99})
+    assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
+
+
+def test_a_bf16_record_without_rechecked_agreement_is_measured_again(
+    bundle, tree, tmp_path, cpu_without_bf16
+):
+    cpu_without_bf16(True)
+    update_bundle_meta(bundle, bf16={"check_images": 512, "top1_agreement": 0.98})
+    result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
+    record = json.loads((bundle / "model.json").read_text())["bf16"]
+    assert record["check_images"] == len(list(tree.rglob("*.png")))
+    assert record["rechecked_agreement"] == 1.0
+    assert result.run["precision"] == "bf16"
 
 
 def test_auto_on_a_bf16_cpu_checks_the_bundle_first(bundle, tree, tmp_path, cpu_without_bf16):

@@ -211,6 +211,10 @@ class PrecisionCheck(_Open):
     check_images: int | None = None
     top1_agreement: float | None = None
     max_probability_change: float | None = None
+    # bf16 only: top-1 agreement once close calls are recomputed in fp32, on held-out images,
+    # and the share of images recomputed.
+    rechecked_agreement: float | None = None
+    recheck_share: float | None = None
 
 
 def _preprocessing(value) -> PreprocessSpec:

@@ -151,13 +151,19 @@ def compare_engines(
 ) -> tuple[float, float]:
     """(share of images whose top class is the same under both engines, largest difference
     of any class probability)."""
-    same, largest = 0, 0.0
-    for i in range(0, len(batch), batch_size):
-        part = batch[i : i + batch_size]
-        pa, pb = a.predict(part), b.predict(part)
-        same += int((pa.argmax(1) == pb.argmax(1)).sum())
-        largest = max(largest, float(np.abs(pa - pb).max()))
-    return same / len(batch), largest
+    pa, pb = paired_predictions(a, b, batch, batch_size=batch_size)
+    return float((pa.argmax(1) == pb.argmax(1)).mean()), float(np.abs(pa - pb).max())
+
+
+def paired_predictions(
+    a: Engine, b: Engine, batch: np.ndarray, *, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both engines' probabilities for ``batch``, computed a few images at a time."""
+    parts = [
+        (a.predict(batch[i : i + batch_size]), b.predict(batch[i : i + batch_size]))
+        for i in range(0, len(batch), batch_size)
+    ]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([q for _, q in parts])
 
 
 def spread(items: list, n: int) -> list:

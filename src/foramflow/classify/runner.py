@@ -24,6 +24,7 @@ from foramflow.bundle.engine import (
     available_cores,
     bundle_hash,
     cpu_has_bf16,
+    faithful,
     int8_file,
     resolve_precision,
 )
@@ -99,8 +100,8 @@ def classify_folder(
         "fp32"; "bf16" (OpenVINO); "int8" (quantises the bundle's network first if it has
         no int8 copy, calibrated on images from ``images_dir``); or "auto": bf16 on a CPU
         that computes it natively, else int8 when the bundle has a copy, each only when
-        its top-1 agreement with fp32 is at least 99.5 % (bf16's is measured on images
-        from ``images_dir`` the first time), else fp32.
+        its top-1 agreement with fp32 is at least 99.5 % (bf16's, close calls recomputed
+        in fp32, is measured on images from ``images_dir`` the first time), else fp32.
     workers
         Decoding processes on this machine (default: one per core; 0 decodes in-process).
     scheduler
@@ -329,7 +330,7 @@ def _ensure_precision(
     if precision == "bf16" and not cpu_has_bf16():
         log("warning: this CPU has no native bf16; bf16 inference will be slow here")
     wants_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
-    if wants_bf16 and bundle.meta.bf16 is None:
+    if wants_bf16 and (bundle.meta.bf16 is None or bundle.meta.bf16.rechecked_agreement is None):
         from foramflow.classify.bf16 import measure_bf16
 
         log("checking bf16 inference against fp32 on images from this folder")
@@ -374,7 +375,13 @@ def _report_agreement(log, precision: str, record: PrecisionCheck) -> None:
         f"{precision}: top-1 agreement with fp32 {record.top1_agreement:.2%} "
         f"on {record.check_images} images"
     )
-    if record.top1_agreement < MIN_AGREEMENT:
+    if record.rechecked_agreement is not None:
+        log(
+            f"{precision}: {record.rechecked_agreement:.2%} with its close calls "
+            f"({record.recheck_share:.1%} of images) recomputed in fp32, on images that "
+            "did not set the margin"
+        )
+    if not faithful(record):
         log(
             f"warning: below {MIN_AGREEMENT:.1%}: {precision} results would differ from fp32 "
             f"for some images; --precision auto uses fp32 with this bundle"
