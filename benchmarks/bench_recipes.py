@@ -62,7 +62,7 @@ RECIPES = {
 ENSEMBLES = {
     "ensemble": ["auto", "transfer_lite2_plain"],
     "ensemble_top": ["top", "transfer_lite2_plain"],
-    "ensemble_sizes": ["top_e12", "top_160_e12"],
+    "ensemble_sizes": ["top", "top_160"],
 }
 
 
