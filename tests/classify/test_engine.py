@@ -8,7 +8,7 @@ import pytest
 from foramflow.bundle import Bundle, BundleError, update_bundle_meta
 from foramflow.bundle.engine import (
     Engine,
-    recheck_close_calls,
+    close_calls,
     recheck_margin,
     resolve_precision,
 )
@@ -150,6 +150,16 @@ def test_auto_judges_bf16_by_its_results_with_close_calls_recomputed(bundle, cpu
     assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
 
 
+def test_auto_declines_bf16_that_would_recompute_many_images_in_fp32(bundle, cpu_without_bf16):
+    cpu_without_bf16(True)
+    check = {"check_images": 512, "top1_agreement": 0.98, "rechecked_agreement": 1.0}
+    update_bundle_meta(bundle, bf16={**check, "recheck_share": 0.15})
+    assert resolve_precision(Bundle.load(bundle), "auto") == ("bf16", "model.onnx")
+    update_bundle_meta(bundle, bf16={**check, "recheck_share": 0.31})
+    assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
+    assert resolve_precision(Bundle.load(bundle), "bf16") == ("bf16", "model.onnx")  # asked for
+
+
 def test_a_bf16_record_without_rechecked_agreement_is_measured_again(
     bundle, tree, tmp_path, cpu_without_bf16
 ):
@@ -169,24 +179,34 @@ def test_auto_on_a_bf16_cpu_checks_the_bundle_first(bundle, tree, tmp_path, cpu_
     assert json.loads((bundle / "model.json").read_text())["bf16"]["top1_agreement"] == 1.0
 
 
-def test_close_calls_are_recomputed_and_clear_ones_kept():
+def test_close_calls_are_near_ties_and_scores_near_their_class_cut():
     probs = np.array(
-        [[0.50, 0.49, 0.01], [0.90, 0.05, 0.05], [0.30, 0.33, 0.37], [0.10, 0.10, 0.80]],
+        [[0.50, 0.49, 0.01], [0.90, 0.05, 0.05], [0.30, 0.33, 0.37], [0.10, 0.12, 0.78]],
         dtype=np.float32,
     )
+    assert close_calls(probs, 0.05).tolist() == [0, 2]  # top two 0.01 and 0.04 apart
+    assert close_calls(probs, 0.0).tolist() == []
+    # class 2's cut 0.8 is 0.02 from row 3's score; class 0's cut 0 switches the rule off
+    cuts = np.float32([0.0, 0.8, 0.8])
+    assert close_calls(probs, 0.05, cuts).tolist() == [0, 2, 3]
+    assert close_calls(probs, 0.05, np.float32([0.88, 0.8, 0.5])).tolist() == [0, 1, 2]
+
+
+def test_a_bf16_engine_recomputes_close_calls_and_scores_near_the_cut(bundle):
+    engine = Engine(Bundle.load(bundle), precision="fp32", cuts=np.float32([0.8, 0.8]))
+    approx = np.float32([[0.50, 0.50], [0.95, 0.05], [0.21, 0.79], [0.35, 0.65]])
     batch = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1)  # row i holds the value i
     seen = []
 
     def exact(rows):
         seen.append(rows[:, 0, 0, 0].tolist())
-        return np.tile(np.float32([0.0, 1.0, 0.0]), (len(rows), 1))
+        return np.tile(np.float32([0.1, 0.9]), (len(rows), 1))
 
-    fixed, n = recheck_close_calls(probs, batch, 0.05, exact)
-    assert n == 2 and seen == [[0.0, 2.0]]  # margins 0.01 and 0.04 are under 0.05
-    assert fixed[[0, 2]].argmax(1).tolist() == [1, 1]
-    np.testing.assert_array_equal(fixed[[1, 3]], probs[[1, 3]])
-    np.testing.assert_array_equal(probs[0], np.float32([0.50, 0.49, 0.01]))  # input unchanged
-    assert recheck_close_calls(probs, batch, 0.0, exact)[1] == 0
+    engine._run, engine._exact, engine.margin = (lambda b: approx), exact, 0.05
+    out = engine.predict(batch)
+    assert seen == [[0.0, 2.0]] and engine.n_rechecked == 2  # a tie; 0.79 near the cut 0.8
+    np.testing.assert_array_equal(out[[0, 2]], np.float32([[0.1, 0.9], [0.1, 0.9]]))
+    np.testing.assert_array_equal(out[[1, 3]], approx[[1, 3]])
 
 
 def test_recheck_margin_is_twice_the_largest_change_seen(bundle):

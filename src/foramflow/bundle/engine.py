@@ -8,13 +8,15 @@ calibrate and the labelling app's pre-labelling.
 * bf16 runs model.onnx itself in OpenVINO with bfloat16 arithmetic, on CPUs that compute
   bf16 natively (AVX-512 BF16 or AMX); elsewhere it would be slower than fp32. Its top-1
   agreement with fp32 is measured once per bundle and recorded, with the largest change of
-  a probability; images whose two best classes are closer than twice that change are
-  recomputed in fp32, so that close calls come out as in fp32.
+  a probability; images whose two best classes are closer than twice that change, or
+  whose score lies that close to the unsure threshold, are recomputed in fp32, so that
+  close calls come out as in fp32.
 
 Precision "auto" takes bf16 where the CPU has it, else int8, each only when its recorded
 top-1 agreement with fp32 is at least 99.5 %, and fp32 otherwise. For bf16 that is the
 agreement of its results as delivered, close calls recomputed, measured on images that did
-not set the margin (see :mod:`foramflow.classify.bf16`).
+not set the margin (see :mod:`foramflow.classify.bf16`), and it must recompute no more
+than a fifth of the images, else it is slower than fp32.
 
 A network is checked against the bundle's description when it is opened: it must read what
 the preprocessing gives and have one output per label; otherwise :class:`BundleError` says
@@ -45,6 +47,9 @@ if TYPE_CHECKING:
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # "auto" takes bf16 or int8 only when it agrees this well with fp32 (top-1, recorded).
 MIN_AGREEMENT = 0.995
+# ... and bf16 only when it recomputes at most this share of images in fp32: beyond it,
+# bf16 plus the recomputation is no faster than fp32 alone.
+MAX_RECHECK_SHARE = 0.2
 
 
 def available_cores() -> int:
@@ -77,6 +82,12 @@ def faithful(record: PrecisionCheck | None) -> bool:
     return (agreement or 0.0) >= MIN_AGREEMENT
 
 
+def bf16_pays(record: PrecisionCheck | None) -> bool:
+    """Whether a bf16 record is faithful and recomputes few enough images in fp32 to be
+    faster than fp32."""
+    return faithful(record) and (record.recheck_share or 0.0) <= MAX_RECHECK_SHARE
+
+
 def int8_file(bundle: Bundle) -> str | None:
     """The bundle's int8 copy of its network, if it has one."""
     return bundle.meta.int8.file if bundle.meta.int8 else None
@@ -90,7 +101,7 @@ def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
     if precision == "int8" and not int8:
         raise BundleError(f"{bundle.path}: the bundle holds no int8 model")
     if precision == "bf16" or (
-        precision == "auto" and faithful(bundle.meta.bf16) and cpu_has_bf16()
+        precision == "auto" and bf16_pays(bundle.meta.bf16) and cpu_has_bf16()
     ):
         return "bf16", MODEL_FILE
     if precision == "int8" or (precision == "auto" and int8 and faithful(bundle.meta.int8)):
@@ -119,24 +130,21 @@ def recheck_margin(bundle: Bundle) -> float:
     return 2.0 * ((bf16.max_probability_change if bf16 else None) or 0.0)
 
 
-def close_calls(probs: np.ndarray, margin: float) -> np.ndarray:
-    """Indices of the rows of ``probs`` whose two best classes are within ``margin``."""
+def close_calls(
+    probs: np.ndarray, margin: float, cuts: np.ndarray | None = None, scores=None
+) -> np.ndarray:
+    """Indices of the rows of ``probs`` whose two best classes are within ``margin``, or
+    whose score (``scores``, by default the top probability) lies within ``margin`` of its
+    top class's cut in ``cuts`` (the unsure thresholds; 0 for none)."""
     if margin <= 0 or probs.shape[1] < 2:
         return np.empty(0, dtype=np.intp)
     top_two = np.partition(probs, -2, axis=1)[:, -2:]
-    return np.flatnonzero(top_two[:, 1] - top_two[:, 0] < margin)
-
-
-def recheck_close_calls(
-    probs: np.ndarray, batch: np.ndarray, margin: float, exact
-) -> tuple[np.ndarray, int]:
-    """Replace the rows of ``probs`` whose top two are within ``margin`` by ``exact(rows)``;
-    returns the probabilities and how many rows were recomputed."""
-    close = close_calls(probs, margin)
-    if len(close):
-        probs = probs.copy()
-        probs[close] = exact(np.ascontiguousarray(batch[close]))
-    return probs, len(close)
+    close = top_two[:, 1] - top_two[:, 0] < margin
+    if cuts is not None:
+        cut = np.asarray(cuts)[probs.argmax(1)]
+        score = top_two[:, 1] if scores is None else scores
+        close |= (cut > 0) & (np.abs(score - cut) < margin)
+    return np.flatnonzero(close)
 
 
 class Engine:
@@ -153,8 +161,12 @@ class Engine:
         precision: str = "auto",
         threads: int | None = None,
         calibrated: bool = True,
+        cuts: np.ndarray | None = None,
     ):
+        """``cuts``: the unsure threshold of each class, where a bf16 score so close that
+        it might fall on the other side is recomputed in fp32 (as a close call is)."""
         self.bundle = bundle
+        self.cuts = None if cuts is None else np.asarray(cuts, dtype=np.float32)
         self.precision, self.model_file = resolve_precision(bundle, precision)
         model = bundle.read_model(self.model_file)
         self.hash = bundle_hash(bundle, model)
@@ -187,10 +199,15 @@ class Engine:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         probs = self._run(batch)
         check_probabilities(probs, self.bundle, self.where)
+        calibrated = apply_temperature(probs, self.temperature)
         if self.margin > 0:
-            probs, n = recheck_close_calls(probs, batch, self.margin, self._exact)
-            self.n_rechecked += n
-        return apply_temperature(probs, self.temperature).astype(np.float32, copy=False)
+            close = close_calls(probs, self.margin, self.cuts, calibrated.max(1))
+            if len(close):
+                calibrated = calibrated.copy()
+                exact = self._exact(np.ascontiguousarray(batch[close]))
+                calibrated[close] = apply_temperature(exact, self.temperature)
+            self.n_rechecked += len(close)
+        return calibrated.astype(np.float32, copy=False)
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:

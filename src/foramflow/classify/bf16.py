@@ -62,10 +62,17 @@ def measure_bf16(
         top1_agreement=float((exact.argmax(1) == approx.argmax(1)).mean()),
         max_probability_change=round(change, 6),
         rechecked_agreement=held_out_rechecked_agreement(exact, approx),
-        recheck_share=len(close_calls(approx, 2.0 * change)) / len(batch),
+        recheck_share=len(close_calls(approx, 2.0 * change, _cuts(bundle))) / len(batch),
     )
     bundle.attach(bf16=record)
     return record
+
+
+def _cuts(bundle: Bundle) -> np.ndarray:
+    """The bundle's own unsure thresholds per class, near which bf16 scores are recomputed."""
+    from foramflow.classify.decisions import DecisionRule
+
+    return DecisionRule(tuple(bundle.labels), bundle.threshold, bundle.class_thresholds).per_class
 
 
 def held_out_rechecked_agreement(exact: np.ndarray, approx: np.ndarray) -> float | None:

@@ -116,14 +116,18 @@ def classify_chunk(
     batch_size: int,
 ) -> pa.Table:
     """Task run on a worker: predictions for one chunk of records."""
-    engine = _engine(bundle_path, bundle_hash, precision_records, precision)
+    cuts = tuple(rule.per_class.tolist())
+    engine = _engine(bundle_path, bundle_hash, precision_records, precision, cuts)
     return classify_records(records, Path(images_dir), engine, rule, batch_size=batch_size)
 
 
 @functools.lru_cache(maxsize=2)
-def _engine(bundle_path: str, bundle_hash: str, precision_records: str, precision: str) -> Engine:
+def _engine(
+    bundle_path: str, bundle_hash: str, precision_records: str, precision: str, cuts: tuple
+) -> Engine:
     """One engine per worker process and bundle (the hash keys the cache, so a changed
-    bundle is reloaded); ``precision_records`` is JSON, added to the bundle's description."""
+    bundle is reloaded); ``precision_records`` is JSON, added to the bundle's description;
+    ``cuts`` are the decision rule's thresholds per class."""
     bundle = Bundle.load(bundle_path)
     bundle.attach(**json.loads(precision_records))
-    return Engine(bundle, precision=precision, threads=1)
+    return Engine(bundle, precision=precision, threads=1, cuts=cuts)

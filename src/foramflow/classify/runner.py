@@ -19,9 +19,11 @@ import pyarrow.compute as pc
 
 from foramflow import __version__
 from foramflow.bundle.engine import (
+    MAX_RECHECK_SHARE,
     MIN_AGREEMENT,
     Engine,
     available_cores,
+    bf16_pays,
     bundle_hash,
     cpu_has_bf16,
     faithful,
@@ -138,7 +140,9 @@ def classify_folder(
         return _result_from_predictions(store, earlier, bundle.labels)
 
     # Opened before anything is written, so that a network that cannot run is refused first.
-    engine = Engine(bundle, precision=job["precision"]) if scheduler is None else None
+    engine = None
+    if scheduler is None:
+        engine = Engine(bundle, precision=job["precision"], cuts=rule.per_class)
     backend = _Backend(bundle, job, engine, rule, images_dir, workers, batch_size, scheduler)
     run = _start_run(store, job, earlier, chunk_size, manifest, skipped)
     n_resumed = _classify_chunks(store, run, manifest, backend, log, on_start, on_images)
@@ -385,6 +389,12 @@ def _report_agreement(log, precision: str, record: PrecisionCheck) -> None:
         log(
             f"warning: below {MIN_AGREEMENT:.1%}: {precision} results would differ from fp32 "
             f"for some images; --precision auto uses fp32 with this bundle"
+        )
+    elif precision == "bf16" and not bf16_pays(record):
+        log(
+            f"bf16 would recompute {record.recheck_share:.0%} of images in fp32 (its close calls "
+            f"and scores near the unsure threshold), more than {MAX_RECHECK_SHARE:.0%}: no "
+            "faster than fp32, which --precision auto uses with this bundle"
         )
 
 
