@@ -51,8 +51,7 @@ RECIPES = {
     "top_plain": ["--model", "efficientnet_lite0_top", "--no-cyclic"],
     "top_fp32": ["--model", "efficientnet_lite0_top", "--precision", "fp32"],
     "top_e12": ["--model", "efficientnet_lite0_top", "--epochs", "12"],
-    "top_160": ["--model", "efficientnet_lite0_top", "--input-size", "160"],
-    "top_160_e12": ["--model", "efficientnet_lite0_top", "--input-size", "160", "--epochs", "12"],
+    "top_128": ["--model", "efficientnet_lite0_top", "--input-size", "128"],
     "top_192_e12": ["--model", "efficientnet_lite0_top", "--input-size", "192", "--epochs", "12"],
     "top_flips": ["--model", "efficientnet_lite0_top", "--flips"],
     "top_ema": ["--model", "efficientnet_lite0_top", "--ema", "0.999"],
@@ -62,7 +61,7 @@ RECIPES = {
 ENSEMBLES = {
     "ensemble": ["auto", "transfer_lite2_plain"],
     "ensemble_top": ["top", "transfer_lite2_plain"],
-    "ensemble_sizes": ["top", "top_160"],
+    "ensemble_sizes": ["top", "top_128"],
 }
 
 

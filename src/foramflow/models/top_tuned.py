@@ -6,15 +6,15 @@ filters (edges, blobs, textures) serve plankton and forams as they are. So the n
 split in two:
 
 * the *bottom* (stem and every stage but the last four) stays frozen; it runs once per
-  training image and turn, and its output maps (40 × 16 × 16 for Lite0 at 128 px) are
+  training image and turn, and its output maps (40 × 20 × 20 for Lite0 at 160 px, the default) are
   cached on disk;
 * the *top* (the last four stages, the head convolution and the transfer tail) trains on
   those maps, so no epoch repeats the bottom's work. Its depthwise filters keep their
   ImageNet weights (see :func:`_freeze_depthwise`).
 
-On 84 plankton classes (same recipe, 8 epochs), training two stages scored 77.8 %, three
-78.4 % (macro F1 0.747) and four 78.8 % (macro F1 0.761); four take 82 kB an image for
-the four turns' maps, which the training run memory-maps.
+On 84 plankton classes (same recipe, 8 epochs, 128 px), training two stages scored 77.8 %,
+three 78.4 % (macro F1 0.747) and four 78.8 % (macro F1 0.761); at 160 px four take 128 kB
+an image for the four turns' maps, which the training run memory-maps.
 
 The top's features are the last layer pooled beside the pooled outputs of the last four
 stages (as the transfer head's ``stages``) and of the maps it starts from, standardised

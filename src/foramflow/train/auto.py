@@ -7,11 +7,12 @@ The choice rests on measurements on 84 classes of NDSB plankton, on 2 CPU cores:
   against 74.1 % on 84 plankton classes; 12 against 96 minutes on 2 cores), and it needs
   far fewer images per class. It is the choice for small sets.
 - Given enough images, fine-tuning the backbone's top stages on cached maps of the others
-  does better still (78.4 % on the same 84 classes, 16 400 training images, in 30
-  minutes), and on 30 classes × 100 images (78.7 % against 77.0 %, in 4.7 minutes against
-  2.4), but on small sets its few training steps leave it behind (70.0 % against 72.5 % on
-  30 classes × 20 images; 71 % against 100 % on 105 phytoplankton images): the top is
-  chosen from 3 000 images on.
+  does better still (80.0 % on the same 84 classes at 160 px, 16 400 training images, in
+  17 minutes on a processor with bf16, at most 30 without), and on 30 classes × 100
+  images (80.3 % against 77.0 %, in 2.7 minutes on a processor with bf16), but on small
+  sets its few training steps leave it behind (70.0 % against 72.5 % on 30 classes × 20
+  images; 71 % against 100 % on 105 phytoplankton images): the top is chosen from 3 000
+  images on.
 - With a GPU, the paper's network trains in minutes; with enough images per class it is
   the choice there (it learns the domain instead of reusing ImageNet's features).
 - Classes too small to learn from are dropped, but a set is never emptied: the minimum
@@ -73,7 +74,7 @@ def choose_recipe(
         reasons.append(
             f"{total} images (≥ {TOP_MIN_IMAGES}): EfficientNet-Lite0 (ImageNet) with its last "
             "four stages fine-tuned on cached maps of the frozen others, the most accurate "
-            "recipe measured on a CPU (on 2 cores about 8 minutes per 10 000 images)"
+            "recipe measured on a CPU (on 2 cores 8 to 15 minutes per 10 000 images)"
         )
     else:
         model, wanted = TRANSFER_MODEL, TRANSFER_MIN_PER_CLASS

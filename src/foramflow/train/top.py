@@ -48,9 +48,9 @@ from foramflow.train.loop import PreparedData, Trainer
 from foramflow.train.transfer import augmented_copies, cached_features
 
 STANDARDISE_IMAGES = 4096  # training images whose features set the standardisation
-#: The training rows, memory-mapped while the top trains (82 kB an image for the four
-#: turns: 8 GB for 100 000 images), so that the system can page them out when memory is
-#: short; deleted once the top has trained (the feature cache keeps them).
+#: The training rows, memory-mapped while the top trains (128 kB an image for the four
+#: turns at 160 px: 13 GB for 100 000 images), so that the system can page them out when
+#: memory is short; deleted once the top has trained (the feature cache keeps them).
 ROWS_FILE = "bottom_rows.tmp.npy"
 VALIDATION_BATCH = 64  # rows: the top ran 480 rows/s at 64, 260 at 256, 190 at 1024 here
 
