@@ -31,7 +31,8 @@ Data = Annotated[
 Out = Annotated[Path | None, _option("Run folder to create.", "--out", "-o")]
 Model = Annotated[str | None, _option(f"Network (default: auto); {_MODEL_HELP}.")]
 InputSize = Annotated[
-    int | None, _option("Input width in pixels (default: the model's; 128 for base_cyclic).")
+    int | None,
+    _option("Input width in pixels (default: the model's; 128 for base_cyclic, 160 for the top)."),
 ]
 Filters = Annotated[int | None, _option("Filters in the first block (default: 8).")]
 Colour = Annotated[
