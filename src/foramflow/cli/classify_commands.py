@@ -47,7 +47,8 @@ PrecisionOption = Annotated[
     typer.Option(
         help="auto (bf16 on a CPU that computes it natively, else int8 when the bundle has "
         "an int8 model; either only if its results agree with fp32 on ≥ 99.5 % of check "
-        "images, bf16's close calls recomputed in fp32; else fp32), fp32, bf16 (OpenVINO), "
+        "images, bf16's close calls recomputed in fp32, and bf16 only if it recomputes at "
+        "most a fifth of them; else fp32), fp32, bf16 (OpenVINO), "
         "or int8 (calibrates an int8 model in the bundle on images from IMAGES_DIR when it "
         "has none)."
     ),
