@@ -55,6 +55,8 @@ RECIPES = {
     "top_192_e12": ["--model", "efficientnet_lite0_top", "--input-size", "192", "--epochs", "12"],
     "top_flips": ["--model", "efficientnet_lite0_top", "--flips"],
     "top_ema": ["--model", "efficientnet_lite0_top", "--ema", "0.999"],
+    "top_lite1": ["--model", "efficientnet_lite1_top"],
+    "top_lite2": ["--model", "efficientnet_lite2_top"],
     "auto": [],
 }
 #: name → the recipes whose bundles it joins (run them first, in the same --recipes list)
@@ -62,6 +64,7 @@ ENSEMBLES = {
     "ensemble": ["auto", "transfer_lite2_plain"],
     "ensemble_top": ["top", "transfer_lite2_plain"],
     "ensemble_sizes": ["top", "top_128"],
+    "ensemble_backbones": ["auto", "top_lite2"],
 }
 
 

@@ -172,26 +172,26 @@ def _register_pretrained() -> None:
                 recipe=dict(FINE_TUNE_RECIPE),
             )
         )
-    # Lite0's top only: at their own sizes Lite1 and Lite2 would keep 1.6 and 2.5 times
-    # Lite0's maps per image (four turns), and are not measured here.
-    register(
-        ModelEntry(
-            "efficientnet_lite0_top",
-            top_tune_builder("efficientnet_lite0"),
-            "fine-tuning the top: EfficientNet-Lite0 (ImageNet, installed), its "
-            "last four stages trained on cached maps of the frozen others",
-            default_input_size=TOP_INPUT_SIZE,
-            kind="top",
-            defaults={
-                "cyclic": True,
-                "mirror": False,
-                "dense": 512,
-                "dropout": TAIL_DROPOUT,
-                "weights": None,
-            },
-            recipe=dict(TOP_RECIPE),
+    for variant in (0, 1, 2):
+        backbone = f"efficientnet_lite{variant}"
+        register(
+            ModelEntry(
+                f"{backbone}_top",
+                top_tune_builder(backbone),
+                f"fine-tuning the top: EfficientNet-Lite{variant} (ImageNet, installed), its "
+                "last four stages trained on cached maps of the frozen others",
+                default_input_size=TOP_INPUT_SIZE,
+                kind="top",
+                defaults={
+                    "cyclic": True,
+                    "mirror": False,
+                    "dense": 512,
+                    "dropout": TAIL_DROPOUT,
+                    "weights": None,
+                },
+                recipe=dict(TOP_RECIPE),
+            )
         )
-    )
     register(
         ModelEntry(
             "resnet50_tl",
