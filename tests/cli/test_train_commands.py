@@ -240,3 +240,20 @@ def test_the_train_step_from_python_returns_the_run(tmp_path):
     assert result.metrics == json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert result.classes == ["bar", "disc", "ring"]
     assert [path.rsplit("/", 1)[1] for path in result.skipped] == ["zz_corrupt.png"]
+
+
+def test_a_top_run_names_its_faster_bundle(tmp_path, shape_set):
+    out = tmp_path / "top"
+    result = runner.invoke(
+        app,
+        [
+            "train", str(shape_set), "--model", "efficientnet_lite0_top", "--input-size", "32",
+            "--epochs", "1", "--min-per-class", "10", "--workers", "1", "--precision", "fp32",
+            "--feature-cache", str(tmp_path / "cache"), "--out", str(out),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"Faster bundle: {out / 'bundle_fast'} (reads each image once" in result.output
+    image = next(p for p in shape_set.rglob("*.png"))
+    predicted = runner.invoke(app, ["predict", str(out / "bundle_fast"), str(image)])
+    assert predicted.exit_code == 0 and image.name in predicted.output

@@ -221,6 +221,21 @@ def test_bundle_answers_as_the_network_and_does_not_depend_on_how_an_image_lies(
         np.testing.assert_allclose(turned_probs, onnx_probs, atol=1e-4)
 
 
+def test_the_fast_bundle_is_the_same_network_reading_each_image_once(runs):
+    """The bundle's answer is the mean of the fast bundle's answers over the four turns, and
+    the run reports the fast bundle's own validation figures."""
+    _, straight, *_ = runs
+    bundle, fast = Bundle.load(straight.bundle), Bundle.load(straight.fast_bundle)
+    assert fast.meta.model.params["cyclic"] is False and bundle.meta.model.params["cyclic"]
+    paths = pd.read_csv(straight.out / "split.csv")["path"][:24]
+    batch = np.stack([load_and_preprocess(p, bundle.spec) for p in paths])
+    each_turn = [fast.predict_batch(turned(batch, [], k)) for k in range(TURNS)]
+    assert not np.allclose(each_turn[0], each_turn[1], atol=1e-3)  # one view: turns differ
+    np.testing.assert_allclose(np.mean(each_turn, axis=0), bundle.predict_batch(batch), atol=1e-5)
+    assert straight.metrics["one_view"]["accuracy"] == fast.meta.metrics["accuracy"]
+    assert fast.meta.inference_ms_per_image > 0
+
+
 def test_the_best_epoch_is_validated_on_the_images_as_they_lie(runs):
     """The logged validation loss of the kept epoch is the one-view network's, not the
     four turns' mean (which the bundle's evaluation reports)."""

@@ -232,7 +232,21 @@ def train(
             )
         raise typer.Exit(130) from None
     console.print(f"[green]Done.[/] Bundle: {result.bundle}")
+    if result.fast_bundle:
+        fast = result.metrics["one_view"]
+        typer.echo(
+            f"Faster bundle: {result.fast_bundle} (reads each image once: validation accuracy "
+            f"{fast['accuracy']:.1%} against {result.metrics['accuracy']:.1%}, "
+            f"{fast['inference_ms_per_image']:.1f} against "
+            f"{_ms_per_image(result.bundle):.1f} ms per image)"
+        )
     typer.echo(f"Report: {result.report}")
+
+
+def _ms_per_image(bundle: Path) -> float:
+    from foramflow.bundle import Bundle
+
+    return Bundle.load(bundle).meta.inference_ms_per_image
 
 
 _RENAMED = {"alrs_window": "alrs_window_epochs", "compile_network": "compile"}

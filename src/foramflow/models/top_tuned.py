@@ -221,6 +221,11 @@ class TopTuned(nn.Module):
         """How many views of an image the network answers from."""
         return (2 * N_PATHS if self.mirror else N_PATHS) if self.cyclic else 1
 
+    def one_view(self) -> TopTuned:
+        """The same network reading the image once, as it lies: training shows the top one
+        view at a time, so its weights serve both forms."""
+        return TopTuned(self.bottom, self.top, cyclic=False)
+
     @property
     def tail(self) -> TransferTail:
         """The layer whose bias logit adjustment moves (see :mod:`foramflow.train.prior`)."""

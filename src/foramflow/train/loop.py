@@ -9,6 +9,9 @@ Run folder::
     skipped_images.csv     images that could not be read or listed (the run carried on)
     split.csv              every image with its class and its part (train / validation)
     bundle/                the exported model bundle
+    bundle_fast/           networks that average views of an image only: the same weights
+                           reading each image once (a quarter of the work, a little less
+                           accurate)
     evaluation/            metrics tables, figures and report.html
 """
 
@@ -36,7 +39,7 @@ from foramflow.models.registry import create_model, get_entry
 from foramflow.progress import Progress, Quiet
 from foramflow.train.config import AUTO, TrainConfig
 from foramflow.train.device import CompiledOrEager, resolve_device, use_bf16
-from foramflow.train.finish import export_and_evaluate
+from foramflow.train.finish import ONE_VIEW_BUNDLE, export_and_evaluate
 from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, FitSettings, fit
 from foramflow.train.schedule import default_window_epochs
 
@@ -79,6 +82,12 @@ class TrainResult:
     metrics: dict  # validation metrics of the bundle (accuracy, macro_f1, …)
     classes: list[str]
     skipped: dict[str, str]  # printable path: why the image was not used
+
+    @property
+    def fast_bundle(self) -> Path | None:
+        """The bundle that reads each image once, where the run wrote one."""
+        folder = self.out / ONE_VIEW_BUNDLE
+        return folder if folder.is_dir() else None
 
 
 def train(

@@ -164,6 +164,7 @@ class TopTrainer(Trainer):
             train_counts=train_counts,
             state=state,
             progress=self.progress,
+            one_view=network.one_view() if network.cyclic else None,
         )
 
     def _rows(self, network: TopTuned, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
