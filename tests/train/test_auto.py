@@ -13,9 +13,9 @@ from foramflow.train.auto import (
 
 
 def test_a_cpu_trains_a_tail_on_a_small_set_and_fine_tunes_the_top_on_a_large_one():
-    for counts in ([30] * 70, [140] * 20, [1900, 1000, 50]):
+    for counts in ([20] * 30, [8] * 50, [300, 200, 50], [18] * 6):
         assert choose_recipe(counts, gpu=False, colour=False).model == TRANSFER_MODEL
-    for counts in ([100] * 30, [500] * 20, [100] * 84, [2000, 1000, 50]):
+    for counts in ([25] * 70, [100] * 30, [500] * 20, [100] * 84, [900, 50, 50]):
         choice = choose_recipe(counts, gpu=False, colour=False)
         assert choice.model == TOP_MODEL and choice.min_per_class == 10
 
@@ -26,7 +26,8 @@ def test_a_gpu_with_large_classes_trains_the_papers_network():
 
 
 def test_a_gpu_with_small_classes_does_not_train_the_papers_network():
-    assert choose_recipe([60] * 30, gpu=True, colour=False).model == TRANSFER_MODEL
+    assert choose_recipe([30] * 30, gpu=True, colour=False).model == TRANSFER_MODEL
+    assert choose_recipe([60] * 30, gpu=True, colour=False).model == TOP_MODEL
     assert choose_recipe([100] * 84, gpu=True, colour=False).model == TOP_MODEL
 
 
