@@ -172,8 +172,6 @@ def _register_pretrained() -> None:
                 recipe=dict(FINE_TUNE_RECIPE),
             )
         )
-    for variant in (0, 1, 2):
-        backbone = f"efficientnet_lite{variant}"
         register(
             ModelEntry(
                 f"{backbone}_top",
