@@ -14,6 +14,7 @@ from foramflow.evaluate.calibration import (
     fit_temperature,
     negative_log_likelihood,
     threshold_for_precision,
+    validation_calibration,
 )
 
 
@@ -36,6 +37,25 @@ def test_temperature_undoes_overconfidence_and_lowers_nll():
     scaled = softmax(np.log(probs) / temperature, axis=1)
     assert expected_calibration_error(scaled, labels) < expected_calibration_error(probs, labels)
     assert (scaled.argmax(axis=1) == probs.argmax(axis=1)).all()  # accuracy untouched
+
+
+def test_a_run_calibrates_an_under_confident_network_on_its_validation_split():
+    probs, labels = calibrated_then_sharpened(n=1000, sharpen=0.5, seed=2)  # too timid
+    record = validation_calibration(probs, labels)
+    assert record.temperature == pytest.approx(0.5, rel=0.1)
+    assert record.n_images == 1000
+    assert record.ece_after < record.ece_before
+    assert record.nll_after < record.nll_before
+    assert record.class_bias is None  # a class offset each would overfit a run's split
+    # the drift reference describes the probabilities classify will give: sharper ones
+    assert record.top_probability_quantiles[50] > np.median(probs.max(axis=1))
+
+
+def test_a_run_leaves_too_few_or_faultless_validation_images_uncalibrated():
+    probs, labels = calibrated_then_sharpened(n=1000, seed=3)
+    assert validation_calibration(probs[:99], labels[:99]) is None
+    right = probs.argmax(axis=1)
+    assert validation_calibration(probs, right) is None  # the fit would run to its bound
 
 
 def test_class_bias_recovers_a_prior_tilt():

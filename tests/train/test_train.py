@@ -151,3 +151,34 @@ def test_the_bundle_keeps_the_validation_outputs_the_metrics_came_from(trained_r
     k = len(bundle.labels)
     confusion = np.bincount(validation.labels * k + predicted, minlength=k * k).reshape(k, k)
     np.testing.assert_array_equal(confusion, bundle.meta.validation_confusion.matrix)
+
+
+def test_a_run_with_enough_validation_images_calibrates_its_bundle_on_them(tmp_path):
+    """One epoch leaves a network that errs on some of 120 validation images: the bundle
+    holds the temperature fitted on them, and classify's probabilities carry it."""
+    from foramflow.bundle.engine import Engine, apply_temperature
+    from foramflow.bundle.validation import read_validation
+    from foramflow.evaluate.calibration import fit_temperature
+
+    data = write_shape_set(tmp_path / "data", n_per_class=200, size=32, seed=1)
+    config = TrainConfig(
+        model="base_cyclic", data=str(data), out=str(tmp_path / "run"), input_size=32,
+        epochs=1, batch_size=32, min_per_class=10, workers=1,
+    )  # fmt: skip
+    Trainer(config).run()
+    bundle = Bundle.load(tmp_path / "run" / "bundle")
+    validation = read_validation(bundle)
+    assert len(validation.labels) == 120
+    assert (validation.probabilities.argmax(axis=1) != validation.labels).any()
+    calibration = bundle.meta.calibration
+    assert calibration.temperature == pytest.approx(
+        fit_temperature(validation.probabilities, validation.labels)
+    )
+    assert calibration.n_images == 120 and calibration.ece_after <= calibration.ece_before
+    image = load_and_preprocess(next((data / "disc").iterdir()), bundle.spec)[None]
+    raw = Engine(bundle, precision="fp32", calibrated=False).predict(image)
+    np.testing.assert_allclose(
+        Engine(bundle, precision="fp32").predict(image),
+        apply_temperature(raw, calibration.temperature),
+        atol=1e-6,
+    )

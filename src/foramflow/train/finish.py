@@ -19,6 +19,7 @@ from foramflow.bundle.schema import (
 from foramflow.bundle.validation import ValidationSet, write_validation
 from foramflow.data.dataset import ImageSet
 from foramflow.data.split import loss_weights
+from foramflow.evaluate.calibration import validation_calibration
 from foramflow.evaluate.evaluation import (
     INFERENCE_LABEL,
     Evaluation,
@@ -88,7 +89,15 @@ def export_and_evaluate(
         )
         if weighted:
             evaluation.metrics["as_trained"] = as_trained_metrics(evaluation, weights, image_set)
+        calibration = validation_calibration(evaluation.probabilities, evaluation.y_true)
+        if calibration is not None:
+            progress.message(
+                f"Calibrated {folder}/ on the validation split: temperature "
+                f"{calibration.temperature:.3f}, expected calibration error "
+                f"{calibration.ece_before:.3f} → {calibration.ece_after:.3f}"
+            )
         bundle.update(
+            calibration=calibration,
             metrics=evaluation.metrics,
             validation_confusion=ValidationConfusion(
                 labels=image_set.classes, matrix=evaluation.confusion.tolist()
