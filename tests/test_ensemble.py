@@ -94,3 +94,42 @@ def test_members_with_other_classes_are_refused(tmp_path):
     update_bundle_meta(other, labels=["light", "heavy"])
     with pytest.raises(EnsembleError, match="differ"):
         ensemble_bundles([first, other], tmp_path / "ens")
+
+
+def test_members_validated_on_the_same_images_give_the_ensemble_their_mean(tmp_path):
+    from classify.conftest import write_bundle
+    from foramflow.bundle import Bundle, update_bundle_meta
+    from foramflow.bundle.schema import TrainingInfo, TrainingSet
+    from foramflow.bundle.validation import ValidationSet, read_validation, write_validation
+    from foramflow.ensemble import ensemble_bundles
+    from foramflow.evaluate.calibration import fit_temperature
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+
+    def member(name: str, steepness: float, seed: int = 0):
+        folder = write_bundle(tmp_path / name, steepness=steepness)
+        probs = rng.dirichlet([1.0, 1.0], len(labels))
+        write_validation(folder, ValidationSet(labels, probs), Bundle.load(folder).read_model())
+        update_bundle_meta(
+            folder,
+            training_set=TrainingSet(hash="the same images"),
+            training=TrainingInfo(seed=seed, val_fraction=0.2),
+        )
+        return folder, probs
+
+    (first, p1), (second, p2) = member("a", 20.0), member("b", 4.0)
+    ensemble = Bundle.load(ensemble_bundles([first, second], tmp_path / "ens"))
+    validation = read_validation(ensemble)
+    np.testing.assert_allclose(validation.probabilities, (p1 + p2) / 2)
+    right = validation.probabilities.argmax(axis=1) == labels
+    assert ensemble.meta.metrics["accuracy"] == pytest.approx(right.mean())
+    assert np.trace(ensemble.meta.validation_confusion.matrix) == right.sum()
+    assert ensemble.meta.calibration.temperature == pytest.approx(
+        fit_temperature(validation.probabilities, labels)
+    )
+
+    third, _ = member("c", 4.0, seed=1)  # another seed: another validation split
+    apart = Bundle.load(ensemble_bundles([first, third], tmp_path / "apart"))
+    assert read_validation(apart) is None
+    assert apart.meta.validation_confusion is None and apart.meta.calibration is None

@@ -13,12 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from foramflow.errors import ForamflowError
+
+if TYPE_CHECKING:
+    from foramflow.bundle.validation import ValidationSet
 
 INPUT = "image"
 OUTPUT = "probabilities"
@@ -130,6 +134,7 @@ def ensemble_bundles(members: Sequence[str | Path], out: str | Path) -> Path:
     is the members' lowest, and its description lists the members.
     """
     from foramflow.bundle import Bundle, BundleMeta, write_bundle
+    from foramflow.bundle.validation import write_validation
     from foramflow.imaging.preprocess import PreprocessSpec
     from foramflow.io.files import prepare_output_dir
 
@@ -157,7 +162,61 @@ def ensemble_bundles(members: Sequence[str | Path], out: str | Path) -> Path:
         preprocessing=PreprocessSpec(size=size, channels=channels),
         threshold=min(b.threshold for b in bundles),
     )
-    return write_bundle(prepare_output_dir(out), meta, joined.SerializeToString())
+    model = joined.SerializeToString()
+    validation = joined_validation(bundles)
+    if validation is not None:
+        meta = meta.merged(**validation_records(validation, labels))
+    folder = write_bundle(prepare_output_dir(out), meta, model)
+    if validation is not None:
+        write_validation(folder, validation, model)
+    return folder
+
+
+def joined_validation(bundles) -> ValidationSet | None:
+    """The ensemble's validation set: the mean of its members' validation outputs, where
+    every member holds one and all were validated on the same images (the same training
+    set, seed and validation share); None otherwise.
+
+    Members that read the size the ensemble reads give exactly what the ensemble gives; a
+    smaller member sees the ensemble's input resized once more (see the module notes).
+    """
+    from foramflow.bundle.validation import ValidationSet, read_validation
+
+    sets = [read_validation(b) for b in bundles]
+    if any(v is None for v in sets):
+        return None
+    splits = {_split_of(b) for b in bundles}
+    if len(splits) != 1 or None in splits:
+        return None
+    if any(not np.array_equal(v.labels, sets[0].labels) for v in sets[1:]):
+        return None
+    mean = np.mean([v.probabilities for v in sets], axis=0)
+    return ValidationSet(labels=sets[0].labels, probabilities=mean)
+
+
+def _split_of(bundle) -> tuple | None:
+    """What decides a run's validation split, as its bundle records it; None if unknown."""
+    meta = bundle.meta
+    if meta.training_set is None or meta.training is None or not meta.training_set.hash:
+        return None
+    return meta.training_set.hash, meta.training.seed, meta.training.val_fraction
+
+
+def validation_records(validation: ValidationSet, labels: list[str]) -> dict:
+    """The model.json entries a bundle's validation set gives: metrics, the confusion
+    matrix and the temperature fitted on it."""
+    from foramflow.bundle.schema import ValidationConfusion
+    from foramflow.evaluate.calibration import validation_calibration
+    from foramflow.evaluate.metrics import classification_metrics, confusion
+
+    predicted = validation.probabilities.argmax(axis=1)
+    return {
+        "metrics": classification_metrics(validation.labels, predicted, labels),
+        "validation_confusion": ValidationConfusion(
+            labels=labels, matrix=confusion(validation.labels, predicted, len(labels)).tolist()
+        ),
+        "calibration": validation_calibration(validation.probabilities, validation.labels),
+    }
 
 
 def joined_input(model: onnx.ModelProto) -> tuple[int, int]:
