@@ -205,7 +205,8 @@ def train(
     """Train a rotation-invariant CNN, evaluate it, and export a model bundle.
 
     Writes a run folder with config.yaml, log.csv, checkpoints, bundle/ and
-    evaluation/report.html.
+    evaluation/report.html. The bundle's probabilities are calibrated (temperature scaling)
+    on the validation split; foramflow calibrate refits them on other labelled images.
 
     Example: foramflow train forams/ --out runs/first   (the model chosen for the set)
 
