@@ -10,8 +10,9 @@ For each sample we compare the distribution of its images' top probabilities wit
 by the Kolmogorov–Smirnov distance ``D`` (largest gap between the two cumulative distributions).
 ``D`` is an effect size that does not grow with the number of images, unlike a p-value, which
 with thousands of images would flag every sample. The reference is the validation set's
-top-probability quantiles stored by ``foramflow calibrate`` when available, else the pooled
-images of the whole core (then a flag means "unlike the rest of the core").
+top-probability quantiles stored with the bundle's temperature (by training, or by
+``foramflow calibrate``) when available, else the pooled images of the whole core (then a
+flag means "unlike the rest of the core").
 """
 
 from __future__ import annotations
