@@ -146,6 +146,9 @@ def test_the_bundle_keeps_the_validation_outputs_the_metrics_came_from(trained_r
     validation = read_validation(bundle)
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(validation.labels) == metrics["n_images"] == 36
+    assert bundle.meta.calibration is None  # 36 images are too few to fit a temperature on
+    report = (out / "evaluation" / "report.html").read_text()
+    assert "<td>calibration</td><td>none: the network" in report
     predicted = validation.probabilities.argmax(axis=1)
     assert (predicted == validation.labels).mean() == pytest.approx(metrics["accuracy"])
     k = len(bundle.labels)
@@ -175,6 +178,8 @@ def test_a_run_with_enough_validation_images_calibrates_its_bundle_on_them(tmp_p
         fit_temperature(validation.probabilities, validation.labels)
     )
     assert calibration.n_images == 120 and calibration.ece_after <= calibration.ece_before
+    report = (tmp_path / "run" / "evaluation" / "report.html").read_text()
+    assert f"temperature {calibration.temperature:.3f} fitted on this split" in report
     image = load_and_preprocess(next((data / "disc").iterdir()), bundle.spec)[None]
     raw = Engine(bundle, precision="fp32", calibrated=False).predict(image)
     np.testing.assert_allclose(

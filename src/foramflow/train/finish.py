@@ -110,7 +110,8 @@ def export_and_evaluate(
 
     progress.message("Exporting the best network to ONNX …")
     bundle, evaluation = export(network, "bundle", model_params)
-    summary = _summary(evaluation, data, config, model_params, state)
+    summary = [*_summary(evaluation, data, config, model_params, state),
+               *_calibration_rows(bundle)]  # fmt: skip
     if one_view is not None:
         progress.message("Exporting the network reading each image once …")
         _, fast = export(one_view, ONE_VIEW_BUNDLE, {**model_params, "cyclic": False})
@@ -228,6 +229,22 @@ def _as_trained_row(metrics: dict) -> list[tuple[str, str]]:
             "class weights left in: accuracy / mean recall over classes",
             f"{trained['accuracy']:.4f} / {trained['macro_recall']:.4f} (above: divided out, "
             "probabilities under the training set's class mix)",
+        )
+    ]
+
+
+def _calibration_rows(bundle: Bundle) -> list[tuple[str, str]]:
+    """The report's line on the temperature the bundle's probabilities carry."""
+    c = bundle.meta.calibration
+    if c is None:
+        return [("calibration", "none: the network's own probabilities (too few validation "
+                 "images, or none wrong, to fit a temperature)")]  # fmt: skip
+    return [
+        (
+            "calibration",
+            f"temperature {c.temperature:.3f} fitted on this split: expected calibration "
+            f"error {c.ece_before:.3f} → {c.ece_after:.3f}, log-loss {c.nll_before:.3f} → "
+            f"{c.nll_after:.3f}",
         )
     ]
 
