@@ -13,6 +13,7 @@ import foramflow.train.export as export
 import foramflow.train.top as top_module
 import foramflow.train.transfer as transfer
 from foramflow.bundle import Bundle
+from foramflow.classify.quantize import quantize_bundle
 from foramflow.imaging.preprocess import load_and_preprocess
 from foramflow.models.registry import create_model
 from foramflow.models.top_tuned import dihedral_views
@@ -234,6 +235,18 @@ def test_the_fast_bundle_is_the_same_network_reading_each_image_once(runs):
     np.testing.assert_allclose(np.mean(each_turn, axis=0), bundle.predict_batch(batch), atol=1e-5)
     assert straight.metrics["one_view"]["accuracy"] == fast.meta.metrics["accuracy"]
     assert fast.meta.inference_ms_per_image > 0
+
+
+def test_the_bundle_gets_an_int8_copy(runs, tmp_path):
+    """Its graph (four turns, the log of their mean) defeats onnxruntime's symbolic shape
+    inference, which the int8 preparation therefore skips."""
+    _, straight, *_ = runs
+    copy = shutil.copytree(straight.bundle, tmp_path / "bundle")
+    images = list(pd.read_csv(straight.out / "split.csv")["path"])
+    record = quantize_bundle(copy, images, n_calibration=16, n_check=16)
+    assert (copy / record["file"]).is_file() and record["check_images"] == 16
+    assert 0 <= record["top1_agreement"] <= 1
+    assert Bundle.load(copy).meta.int8.file == record["file"]
 
 
 def test_the_best_epoch_is_validated_on_the_images_as_they_lie(runs):

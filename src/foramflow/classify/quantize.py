@@ -120,7 +120,9 @@ def quantize_into(
         source = Path(work) / "source.onnx"
         source.write_bytes(bundle.read_model())
         prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared))
+        # ONNX's own shape inference serves a CNN; onnxruntime's symbolic one (made for
+        # transformers) fails on the fine-tuned top's graph of turns
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantized = Path(work) / INT8_FILE
         quantize_static(
             str(prepared),
