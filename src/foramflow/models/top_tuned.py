@@ -47,7 +47,12 @@ from foramflow.models.cyclic import N_PATHS, cyclic_slice
 from foramflow.models.transfer import TAIL_DROPOUT, TransferTail
 
 TRAINED_STAGES = 4  # the last stages that train, with the head convolution
-TOP_RATE = 0.2  # the top stages' learning rate relative to the tail's
+#: The top stages' learning rate relative to the tail's. On 84 plankton classes (160 px, two
+#: splits), half against a fifth gave the four turns' mean the same top-1 (79.7 and 78.5 %
+#: against 80.0 and 78.3 %) and the one-view network 0.7 points more (79.2 and 77.9 % against
+#: 78.5 and 77.2 %); the whole rate scored 79.2 % on the first. Five stages rather than four
+#: (79.6 %) and stochastic depth in them (drop rate up to 0.2, 79.6 %) gained nothing.
+TOP_RATE = 0.5
 
 
 def _frozen_norms(module: nn.Module) -> None:
