@@ -63,13 +63,23 @@ def test_only_the_top_trains_but_its_depthwise_filters_and_batch_norm_statistics
     assert depthwise
     for p in network.top.parameters():
         assert p.requires_grad == (id(p) not in depthwise)
-    trained = {id(p) for group in network.top.parameter_groups(1e-3) for p in group["params"]}
+    groups = network.top.parameter_groups(1e-3, n_training_images=100)
+    trained = {id(p) for group in groups for p in group["params"]}
     assert trained == {id(p) for p in network.top.parameters() if p.requires_grad}
     network.train()
     norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms)
     assert network.top.tail.training
     network.eval()
+
+
+def test_the_top_stages_learn_more_gently_on_a_small_set(network):
+    """The tail at the given rate; the stages at half of it from a thousand training images
+    on, at a fifth below."""
+    for n_images, stage_rate in ((999, 2e-4), (1000, 5e-4), (16_400, 5e-4)):
+        stages, tail = network.top.parameter_groups(1e-3, n_training_images=n_images)
+        assert stages["lr"] == pytest.approx(stage_rate) and tail["lr"] == 1e-3
+        assert {id(p) for p in tail["params"]} == {id(p) for p in network.top.tail.parameters()}
 
 
 def test_standardised_features_have_zero_mean_and_unit_spread(network):

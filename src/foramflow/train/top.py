@@ -140,7 +140,8 @@ class TopTrainer(Trainer):
             top.standardise(train_rows[:STANDARDISE_IMAGES, 0].to(self.device))
             prepared_s = time.perf_counter() - started
             train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
-            optimizer = self.optimizer(top.parameter_groups(c.learning_rate))
+            groups = top.parameter_groups(c.learning_rate, len(data.train_index))
+            optimizer = self.optimizer(groups)
             batches = self._batches(top, train_rows, val_rows, data)
             kept = f", the bottom's cached rows in {self.cache_folder}"
             state = self.train_epochs(batches, optimizer, data, train_counts, kept=kept)
