@@ -48,12 +48,13 @@ from foramflow.models.transfer import TAIL_DROPOUT, TransferTail
 
 TRAINED_STAGES = 4  # the last stages that train, with the head convolution
 #: The top stages' learning rate relative to the tail's, from :data:`LARGE_SET` training
-#: images on. On 84 plankton classes (16 400 training images, 160 px, two splits), half
-#: against a fifth gave the four turns' mean the same top-1 (79.7 and 78.5 % against 80.0
-#: and 78.3 %) and the one-view network 0.7 points more (79.2 and 77.9 % against 78.5 and
-#: 77.2 %); the whole rate scored 79.2 % on the first. On 30 classes × 100 images (2 400
-#: training) half scored 81.7 % against 80.3 %. Five stages rather than four (79.6 %) and
-#: stochastic depth in them (drop rate up to 0.2, 79.6 %) gained nothing.
+#: images on. On 84 plankton classes (16 400 training images, 160 px, three splits), half
+#: against a fifth gave the four turns' mean 0.2 points more on average (79.7, 78.5 and
+#: 79.1 % against 80.0, 78.3 and 78.5 %) and the one-view network 0.6 (79.2, 77.9 and
+#: 78.4 % against 78.5, 77.2 and 78.0 %); the whole rate scored 79.2 % on the first. On
+#: 30 classes × 100 images (2 400 training) half scored 81.7 % against 80.3 %. Five stages
+#: rather than four (79.6 %) and stochastic depth in them (drop rate up to 0.2, 79.6 %)
+#: gained nothing.
 TOP_RATE = 0.5
 #: On fewer training images the pretrained filters are worth more than what the images can
 #: teach them: half the rate scored 69.2 % against 75.8 % on 30 classes × 20 images (480
