@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
+from foramflow.bundle.schema import RUN_BUNDLE
 from foramflow.errors import ForamflowError
 
 if TYPE_CHECKING:
@@ -227,4 +228,4 @@ def joined_input(model: onnx.ModelProto) -> tuple[int, int]:
 
 def _bundle_folder(path: Path) -> Path:
     """A run folder stands for the bundle inside it."""
-    return path / "bundle" if (path / "bundle").is_dir() else path
+    return path / RUN_BUNDLE if (path / RUN_BUNDLE).is_dir() else path

@@ -23,6 +23,26 @@ def test_classify_command_prints_a_summary_per_sample(bundle, tree, tmp_path):
         assert sample in result.output
     assert "13 images, 1 unsure, 0 errors" in " ".join(result.output.split())
     assert (out / "predictions.parquet").is_file()
+    assert "Faster" not in result.output  # no one-view bundle beside this one
+
+
+def test_classify_names_the_runs_faster_bundle(kit, tree, tmp_path):
+    run = tmp_path / "run"
+    bundle = kit.write_bundle(run / "bundle", metrics={"accuracy": 0.797})
+    fast = kit.write_bundle(run / "bundle_fast", metrics={"accuracy": 0.792})
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["classify", str(bundle), str(tree), "--out", str(tmp_path / "a"), "--workers", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"Faster: {fast}" in said
+    assert "(validation top-1 79.2% against 79.7%)" in said
+    result = runner.invoke(
+        app, ["classify", str(fast), str(tree), "--out", str(tmp_path / "b"), "--workers", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Faster" not in result.output
 
 
 def test_bad_threshold_and_bad_bundle_are_one_line_errors(bundle, tree, tmp_path):

@@ -42,7 +42,9 @@ from foramflow.bundle.schema import (
     META_FILE,
     MODEL_FILE,
     NETWORK_INFO_FILE,
+    ONE_VIEW_BUNDLE,
     PRECISION_RECORDS,
+    RUN_BUNDLE,
     BundleError,
     BundleMeta,
     PrecisionCheck,
@@ -122,6 +124,19 @@ class Bundle:
         calibration = self.meta.calibration
         value = calibration.temperature if calibration else None
         return 1.0 if value is None else float(value)
+
+    def faster_sibling(self) -> Bundle | None:
+        """The same training run's bundle that reads each image once (``bundle_fast/`` beside
+        this ``bundle/``), where there is one that loads."""
+        if self.path.name != RUN_BUNDLE or not self.path.is_dir():
+            return None
+        sibling = self.path.parent / ONE_VIEW_BUNDLE
+        if not (sibling / META_FILE).is_file():
+            return None
+        try:
+            return Bundle.load(sibling)
+        except BundleError:
+            return None
 
     @property
     def meta_location(self) -> str:

@@ -44,6 +44,10 @@ INT8_FILE = "model.int8.onnx"
 REFERENCE_FILE = "reference_features.npz"
 VALIDATION_FILE = "validation.npz"
 CALIBRATION_DIR = "calibration"
+# The bundles of a training run's folder: its network, and (for networks that answer from
+# the mean of several views of an image) the same weights reading each image once.
+RUN_BUNDLE = "bundle"
+ONE_VIEW_BUNDLE = "bundle_fast"
 
 #: The records of reduced-precision checks (fields of :class:`BundleMeta`), which describe
 #: one model.onnx and are redone when it changes.

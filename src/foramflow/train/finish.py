@@ -11,6 +11,8 @@ from torch import nn
 
 from foramflow.bundle.folder import Bundle, write_bundle
 from foramflow.bundle.schema import (
+    ONE_VIEW_BUNDLE,
+    RUN_BUNDLE,
     PriorCorrection,
     TrainingInfo,
     TrainingSet,
@@ -34,10 +36,6 @@ from foramflow.progress import Progress
 from foramflow.train.config import TrainConfig
 from foramflow.train.export import onnx_bytes, training_meta
 from foramflow.train.prior import as_trained, divide_out_class_weights
-
-#: The run folder's second bundle, for networks that answer from the mean of several views
-#: of an image: the same weights reading each image once, as it lies.
-ONE_VIEW_BUNDLE = "bundle_fast"
 
 
 def export_and_evaluate(
@@ -109,7 +107,7 @@ def export_and_evaluate(
         return bundle, evaluation
 
     progress.message("Exporting the best network to ONNX …")
-    bundle, evaluation = export(network, "bundle", model_params)
+    bundle, evaluation = export(network, RUN_BUNDLE, model_params)
     summary = [*_summary(evaluation, data, config, model_params, state),
                *_calibration_rows(bundle)]  # fmt: skip
     if one_view is not None:

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from foramflow.bundle.schema import ONE_VIEW_BUNDLE, RUN_BUNDLE
 from foramflow.data.arrays import preprocess_all
 from foramflow.data.augment import AugmentConfig, augment_batch
 from foramflow.data.dataset import ImageSet, image_set_hash, load_image_set
@@ -39,7 +40,7 @@ from foramflow.models.registry import create_model, get_entry
 from foramflow.progress import Progress, Quiet
 from foramflow.train.config import AUTO, TrainConfig
 from foramflow.train.device import CompiledOrEager, resolve_device, use_bf16
-from foramflow.train.finish import ONE_VIEW_BUNDLE, export_and_evaluate
+from foramflow.train.finish import export_and_evaluate
 from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, FitSettings, fit
 from foramflow.train.schedule import default_window_epochs
 
@@ -111,7 +112,7 @@ def train(
     report = trainer.run()
     return TrainResult(
         out=trainer.out,
-        bundle=trainer.out / "bundle",
+        bundle=trainer.out / RUN_BUNDLE,
         report=report,
         metrics=json.loads((trainer.out / "metrics.json").read_text()),
         classes=list(trainer.data.image_set.classes),

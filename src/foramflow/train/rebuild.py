@@ -16,7 +16,7 @@ from foramflow.bundle.folder import (
     write_bundle,
     zip_bundle,
 )
-from foramflow.bundle.schema import PRECISION_RECORDS, BundleError
+from foramflow.bundle.schema import PRECISION_RECORDS, RUN_BUNDLE, BundleError
 from foramflow.bundle.validation import restamp_validation
 from foramflow.models.registry import create_model
 from foramflow.train.export import onnx_bytes
@@ -27,7 +27,7 @@ from foramflow.train.prior import divide_out_class_weights
 def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
     """Export ``run/checkpoint_best.pt`` with the run's model.json to ``out`` (folder or .zip)."""
     run, out = Path(run), Path(out)
-    source, weights = run / "bundle", run / BEST_CHECKPOINT
+    source, weights = run / RUN_BUNDLE, run / BEST_CHECKPOINT
     for required in (description_path(source), weights):
         if not required.is_file():
             raise FileNotFoundError(f"{run}: not a finished run ({required.name} is missing)")
@@ -50,7 +50,7 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
     model = onnx_bytes(network, meta.preprocessing)
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_bundle(
-            Path(tmp) / "bundle",
+            Path(tmp) / RUN_BUNDLE,
             fresh,
             model,
             extra_files=other_files(source),  # e.g. the reference features

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from foramflow.bundle.folder import Bundle, description_path, update_bundle_meta
-from foramflow.bundle.schema import REFERENCE_FILE, TransferInfo
+from foramflow.bundle.schema import REFERENCE_FILE, RUN_BUNDLE, TransferInfo
 from foramflow.data.augment import augment_batch
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
 from foramflow.io.images import ImageReadError
@@ -266,7 +266,7 @@ class TransferTrainer(Trainer):
             state=state,
             progress=self.progress,
         )
-        bundle = self.out / "bundle"
+        bundle = self.out / RUN_BUNDLE
         ReferenceSet(
             vectors=features,
             sha256=np.array(hashes, dtype=str),
