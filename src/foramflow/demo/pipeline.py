@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foramflow.bundle.schema import RUN_BUNDLE
 from foramflow.demo import figures, scores
 from foramflow.demo.profiles import DEFAULT, Profile
 from foramflow.errors import ForamflowError
@@ -467,7 +468,7 @@ def run_demo(
 
 def demo_stages(out: Path, profile: Profile) -> list[Stage]:
     """The stages of the method, in order, each with the folder under ``out`` it fills."""
-    bundle, shown = out / "run" / "bundle", out / "figures"
+    bundle, shown = out / "run" / RUN_BUNDLE, out / "figures"
     return [
         Stage("core", "Draw a synthetic core", lambda p: generate_core(out / "core", profile, p)),
         Stage(
