@@ -130,11 +130,8 @@ class Bundle:
         this ``bundle/``), where there is one that loads."""
         if self.path.name != RUN_BUNDLE or not self.path.is_dir():
             return None
-        sibling = self.path.parent / ONE_VIEW_BUNDLE
-        if not (sibling / META_FILE).is_file():
-            return None
         try:
-            return Bundle.load(sibling)
+            return Bundle.load(self.path.parent / ONE_VIEW_BUNDLE)
         except BundleError:
             return None
 
