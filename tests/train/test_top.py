@@ -77,11 +77,11 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("top")
     config = tiny_config(root, augmented_copies=COPIES)
     seen: dict[str, list[int]] = {}
-    real = transfer.extract_features
+    real = transfer.FrozenFeatures.__call__
 
-    def counting(head, images, **kwargs):
+    def counting(self, images):
         seen[name].append(len(images))
-        return real(head, images, **kwargs)
+        return real(self, images)
 
     real_epochs = TopTrainer.train_epochs
 
@@ -91,7 +91,7 @@ def runs(tmp_path_factory):
 
     rows_files: dict[str, tuple] = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(transfer, "extract_features", counting)
+        patch.setattr(transfer.FrozenFeatures, "__call__", counting)
         patch.setattr(TopTrainer, "train_epochs", noting_the_rows_file)
         name = "straight"
         seen[name] = []
@@ -162,13 +162,15 @@ def test_cached_vectors_are_written_into_the_array_given(tmp_path):
     head.cyclic = False  # one vector per image, as batch sizing asks
     images = np.random.default_rng(1).random((5, 1, 4, 4), dtype=np.float32)
     hashes = ["a", "b", "a", "c", "d"]  # the first and third images: the same file
-    kwargs = {"device": torch.device("cpu"), "bf16": False, "progress": Recorded()}
+    extract = transfer.FrozenFeatures(head, device=torch.device("cpu"), bf16=False)
     with FeatureCache.open(tmp_path / "cache", spec, dim=4, weights_path="w") as cache:
         cache.put(["d"], np.ones((1, 4), np.float32))
-        fresh, computed, _ = transfer.cached_features(cache, head, images, hashes, **kwargs)
+        fresh, computed, _ = transfer.cached_features(
+            cache, extract, images, hashes, progress=Recorded()
+        )
         mapped = np.lib.format.open_memmap(tmp_path / "m.npy", "w+", np.float16, (5, 2, 4))
         out, again, _ = transfer.cached_features(
-            cache, head, images, hashes, dtype=np.float16, out=mapped[:, 1], **kwargs
+            cache, extract, images, hashes, dtype=np.float16, out=mapped[:, 1], progress=Recorded()
         )
     assert computed == 3 and again == 0
     assert out.base is not None and np.shares_memory(out, mapped)

@@ -55,15 +55,15 @@ def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("transfer")
     data = write_shape_set(root / "data", n_per_class=N_IMAGES // 3, size=48)
     seen: list[list[int]] = []
-    real = transfer.extract_features
+    real = transfer.FrozenFeatures.__call__
 
-    def counting(head, images, **kwargs):
+    def counting(self, images):
         seen[-1].append(len(images))
-        return real(head, images, **kwargs)
+        return real(self, images)
 
     runs = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(transfer, "extract_features", counting)
+        patch.setattr(transfer.FrozenFeatures, "__call__", counting)
         for name in ("first", "second"):
             seen.append([])
             config = config_for(data, root / name, root / "cache")
@@ -204,3 +204,25 @@ def test_resnet50_without_weights_and_resume_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="do not resume"):
         TransferTrainer(config.model_copy(update={"model": "efficientnet_lite0_tl"}), resume=True)
+
+
+def test_frozen_features_from_onnxruntime_equal_pytorchs():
+    """On a CPU in fp32 ONNX Runtime computes the vectors: PyTorch's, for any batch length."""
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU6(),
+        torch.nn.Conv2d(8, 8, 3, groups=8),  # depthwise, as EfficientNet's
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    ).eval()
+    head.cyclic, head.features = False, 8
+    images = np.random.default_rng(0).random((70, 1, 16, 16), dtype=np.float32)
+    cpu = torch.device("cpu")
+    extract = transfer.FrozenFeatures(head, device=cpu, bf16=False)
+    assert extract.by_onnxruntime
+    expected = transfer.extract_features(head, images, device=cpu, bf16=False)
+    np.testing.assert_allclose(extract(images), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(extract(images[3:4]), expected[3:4], rtol=1e-5, atol=1e-6)
+    assert extract(images[:0]).shape == (0, 8)
+    assert not transfer.FrozenFeatures(head, device=cpu, bf16=True).by_onnxruntime

@@ -49,8 +49,16 @@ def export_onnx(network: nn.Module, path: str | Path, *, input_size: int, channe
     network = copy.deepcopy(network).eval().float().cpu()
     if can_fuse_paths(network):
         network = fuse_paths(network)
-    wrapped = _WithSoftmax(network).eval().to(memory_format=torch.contiguous_format)
     example = torch.rand(2, channels, input_size, input_size)
+    write_onnx(_WithSoftmax(network), path, example, output_name=OUTPUT_NAME)
+
+
+def write_onnx(
+    module: nn.Module, path: str | Path, example: torch.Tensor, *, output_name: str
+) -> None:
+    """Write ``module`` (changed in place to eval mode and contiguous weights) as ONNX with
+    one input and one output, the batch dimension of ``example`` (two or more) dynamic."""
+    module.eval().to(memory_format=torch.contiguous_format)
     batch = torch.export.Dim("batch", min=1)
     quiet = io.StringIO()
     with (
@@ -61,11 +69,11 @@ def export_onnx(network: nn.Module, path: str | Path, *, input_size: int, channe
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         torch.onnx.export(
-            wrapped,
+            module,
             (example,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=[output_name],
             dynamic_shapes=({0: batch},),
             dynamo=True,
             external_data=False,

@@ -45,7 +45,7 @@ from foramflow.train.feature_cache import (
 from foramflow.train.finish import export_and_evaluate
 from foramflow.train.fit import BEST_CHECKPOINT, Batches
 from foramflow.train.loop import PreparedData, Trainer
-from foramflow.train.transfer import augmented_copies, cached_features
+from foramflow.train.transfer import FrozenFeatures, augmented_copies, cached_features
 
 STANDARDISE_IMAGES = 4096  # training images whose features set the standardisation
 #: The training rows, memory-mapped while the top trains (128 kB an image for the four
@@ -200,7 +200,7 @@ class TopTrainer(Trainer):
             self.cache_root, spec, dim=width, weights_path=self.weights
         ) as cache:
             self.cache_folder = cache.folder
-            kwargs = {"device": self.device, "bf16": self.bf16, "progress": self.progress}
+            extract = FrozenFeatures(bottom, device=self.device, bf16=self.bf16)
             jobs = [(data.val_index, val_hashes, 0, validation)]
             jobs += [
                 (data.train_index, train_hashes, copy, train[:, k]) for k, copy in enumerate(views)
@@ -208,7 +208,7 @@ class TopTrainer(Trainer):
             for index, job_hashes, copy, out in jobs:
                 _, n, s = cached_features(
                     cache,
-                    bottom,
+                    extract,
                     _Selection(data.images, index),
                     job_hashes,
                     copy=copy,
@@ -216,7 +216,7 @@ class TopTrainer(Trainer):
                     dtype=np.float16,
                     what=_view_name(copy, validation=out is validation),
                     out=out,
-                    **kwargs,
+                    progress=self.progress,
                 )
                 computed, seconds = computed + n, seconds + s
         total = len(hashes) + (len(views) - 1) * len(train_hashes)
