@@ -9,10 +9,11 @@ images/s, extraction time, tail training time, total training time (extraction +
 METHOD §6 counts it), the wall time of the whole run (reading, preprocessing, export and
 evaluation included), and the wall time of the cached rerun.
 
-Before that, feature-extraction speed on a sample of the images: plain and cyclic heads in
-fp32 and bf16 autocast, interleaved so that all four share the machine's load (the full runs
-are many minutes apart, and on a shared machine their speeds are not comparable), and how far
-bf16 moves the vectors.
+Before that, feature-extraction speed on a sample of the images: the plain and cyclic heads
+and ``efficientnet_lite0_top``'s frozen bottom, each in PyTorch fp32 and bf16 autocast and in
+ONNX Runtime fp32, interleaved so that all share the machine's load (the full runs are many
+minutes apart, and on a shared machine their speeds are not comparable), and how far bf16
+and ONNX Runtime move the vectors.
 
 Usage: python benchmarks/bench_transfer.py [--input-size 128] [--work DIR] [--sample 64]
        [--repeats 5] [--speed-only]
@@ -26,6 +27,7 @@ import os
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +37,11 @@ from foramflow.cli.console import RichProgress
 from foramflow.data.arrays import preprocess_all
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.models.backbones import efficientnet_lite0_weights
+from foramflow.models.registry import create_model
 from foramflow.models.transfer import TransferHead
 from foramflow.train.config import TrainConfig
 from foramflow.train.device import cpu_has_bf16
-from foramflow.train.transfer import TransferTrainer, extract_features
+from foramflow.train.transfer import FrozenFeatures, TransferTrainer, extract_features
 
 DATA = Path(os.environ.get("FORAMFLOW_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
 SOURCE = DATA / "ndsb_plankton_dev"
@@ -46,45 +49,60 @@ MODEL = "efficientnet_lite0_tl"
 
 
 def extraction_speed(input_size: int, n: int, repeats: int) -> list[dict]:
-    """Plain and cyclic heads, fp32 and bf16, interleaved in every repetition so that all four
-    share the machine's load; medians over the repetitions."""
+    """Three frozen networks (the plain and cyclic transfer heads, the top's bottom), each
+    run three ways (PyTorch fp32 and bf16 autocast, ONNX Runtime fp32 as
+    :class:`FrozenFeatures` runs it on a CPU in fp32), interleaved in every repetition so that
+    all share the machine's load; medians over the repetitions."""
     every = sorted(SOURCE.glob("*/*.jpg"))
     paths = every[:: max(1, len(every) // n)][:n]
     images, _, _ = preprocess_all(paths, PreprocessSpec(size=input_size, channels=1))
     device = torch.device("cpu")
-    heads = {
-        cyclic: TransferHead(
-            "efficientnet_lite0",
-            input_size=input_size,
-            cyclic=cyclic,
-            weights=efficientnet_lite0_weights(),
-        ).to(memory_format=torch.channels_last)
-        for cyclic in (False, True)
-    }
-    combos = [(cyclic, bf16) for cyclic in (False, True) for bf16 in (False, True)]
-    times: dict[tuple, list[float]] = {combo: [] for combo in combos}
-    vectors = {}
-    for cyclic, bf16 in combos:  # warm-up: oneDNN builds its kernels on first use
-        extract_features(heads[cyclic], images[:8], device=device, bf16=bf16)
-    for r in range(repeats):
-        for cyclic, bf16 in combos if r % 2 else combos[::-1]:
-            start = time.perf_counter()
-            vectors[cyclic, bf16] = extract_features(
-                heads[cyclic], images, device=device, bf16=bf16
-            )
-            times[cyclic, bf16].append(time.perf_counter() - start)
-    rows = []
-    for cyclic in (False, True):
-        fp32, bf16 = vectors[cyclic, False], vectors[cyclic, True]
-        cos = (fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))
-        rows.append(
-            {
-                "cyclic": cyclic,
-                "fp32_images_per_s": len(images) / statistics.median(times[cyclic, False]),
-                "bf16_images_per_s": len(images) / statistics.median(times[cyclic, True]),
-                "min_cosine": float(cos.min()),
-            }
+    weights = efficientnet_lite0_weights()
+    networks = {
+        name: TransferHead(
+            "efficientnet_lite0", input_size=input_size, cyclic=cyclic, weights=weights
         )
+        for name, cyclic in (("plain head", False), ("cyclic head", True))
+    }
+    top = create_model(
+        "efficientnet_lite0_top",
+        n_classes=2,
+        input_size=input_size,
+        channels=1,
+        weights=str(weights),
+    )
+    networks["top's bottom"] = top.bottom
+    ways = {}
+    for name, network in networks.items():
+        network = network.eval().to(memory_format=torch.channels_last)
+        for bf16 in (False, True):
+            ways[name, f"pytorch {'bf16' if bf16 else 'fp32'}"] = partial(
+                extract_features, network, device=device, bf16=bf16
+            )
+        ways[name, "onnxruntime fp32"] = FrozenFeatures(network, device=device, bf16=False)
+    times: dict[tuple, list[float]] = {way: [] for way in ways}
+    vectors = {}
+    for extract in ways.values():  # warm-up: kernels built, the ONNX model exported
+        extract(images[:8])
+    order = list(ways)
+    for r in range(repeats):
+        for way in order if r % 2 else order[::-1]:
+            start = time.perf_counter()
+            vectors[way] = ways[way](images)
+            times[way].append(time.perf_counter() - start)
+    rows = []
+    for name in networks:
+        fp32 = vectors[name, "pytorch fp32"]
+        row = {"network": name}
+        for way in ("pytorch fp32", "pytorch bf16", "onnxruntime fp32"):
+            row[way] = len(images) / statistics.median(times[name, way])
+        bf16 = vectors[name, "pytorch bf16"]
+        cos = (fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))
+        row["min_cosine_bf16"] = float(cos.min())
+        row["onnxruntime_max_error"] = float(
+            np.abs(vectors[name, "onnxruntime fp32"] - fp32).max() / np.abs(fp32).max()
+        )
+        rows.append(row)
     return rows
 
 
@@ -121,14 +139,18 @@ def main() -> None:
         f"\nFeature extraction on {args.sample} images, {args.input_size} px, side by side "
         f"(median of {args.repeats})"
     )
-    print("| head | fp32 images/s | bf16 images/s | bf16 / fp32 | min cosine bf16 vs fp32 |")
-    print("|---|---|---|---|---|")
+    print(
+        "| network | PyTorch fp32 images/s | PyTorch bf16 | ONNX Runtime fp32 "
+        "| ONNX Runtime / PyTorch fp32 | min cosine bf16 vs fp32 | ONNX Runtime's largest "
+        "difference from PyTorch fp32, of the largest value |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in extraction_speed(args.input_size, args.sample, args.repeats):
         print(
-            f"| {'cyclic' if row['cyclic'] else 'plain'} | {row['fp32_images_per_s']:.1f} | "
-            f"{row['bf16_images_per_s']:.1f} | "
-            f"{row['bf16_images_per_s'] / row['fp32_images_per_s']:.2f} | "
-            f"{row['min_cosine']:.4f} |",
+            f"| {row['network']} | {row['pytorch fp32']:.1f} | {row['pytorch bf16']:.1f} | "
+            f"{row['onnxruntime fp32']:.1f} | "
+            f"{row['onnxruntime fp32'] / row['pytorch fp32']:.2f} | "
+            f"{row['min_cosine_bf16']:.4f} | {row['onnxruntime_max_error']:.1e} |",
             flush=True,
         )
     if args.speed_only:

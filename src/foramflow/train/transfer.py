@@ -100,9 +100,9 @@ def extract_features(
 class FrozenFeatures:
     """Vectors (N, F) float32 of preprocessed images (N, C, S, S) through a frozen network.
 
-    On a CPU in fp32, ONNX Runtime computes them, the network exported on first use: for
-    EfficientNet-Lite0's bottom at 160 px on 2 AVX2 cores, 560 to 620 images/s against
-    PyTorch's 128 at the batch size :func:`batch_size_for` gives and 237 at its best.
+    On a CPU in fp32, ONNX Runtime computes them, the network exported on first use: on 2
+    AVX2 cores, 2.1 to 3.1 times PyTorch's speed (``benchmarks/bench_transfer.py``), and
+    536 images/s against 157 for EfficientNet-Lite0's bottom in a training run at 160 px.
     With bf16 autocast, or on a GPU, PyTorch computes them (:func:`extract_features`).
     """
 
