@@ -8,7 +8,8 @@ import pytest
 
 from foramflow.io.particletrieur import ParticleRecord, Taxon, read_project, write_project
 
-# Abridged from a project saved by ParticleTrieur: one validated, one predicted, one unlabelled.
+# Abridged from a project saved by ParticleTrieur: one validated, one predicted (tagged auto),
+# one unlabelled, one labelled by hand without validation, one predicted below threshold.
 PARTICLETRIEUR_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <project version="2.4.1">
    <taxons>
@@ -42,12 +43,33 @@ PARTICLETRIEUR_XML = """<?xml version="1.0" encoding="UTF-8"?>
             <classification><code>G_ruber</code><value>0.15</value></classification>
             <classification><code>B_spissa</code><value>0.85</value></classification>
          </classifications>
+         <tags><tag>auto</tag></tags>
       </image>
       <image>
          <source><filename>/data/c.png</filename><sampleID>unknown</sampleID></source>
          <classifications id="">
             <classification><code>unlabeled</code><value>1.0</value></classification>
          </classifications>
+      </image>
+      <image>
+         <source><filename>d.png</filename><sampleID>Échantillon β 30cm</sampleID>
+            <index1>0.0</index1><index2>0.0</index2></source>
+         <val_by/>
+         <classifications id="Zoë Müller">
+            <classification><code>G_ruber</code><value>1.0</value></classification>
+         </classifications>
+         <tags/>
+      </image>
+      <image>
+         <source><filename>e.png</filename><sampleID>S2</sampleID><index1>0.0</index1></source>
+         <val_by/>
+         <classifications id="cnn_v1">
+            <classification><code>G_ruber</code><value>0.45</value></classification>
+            <classification><code>B_spissa</code><value>0.4</value></classification>
+            <classification><code>unsure</code><value>1.0</value></classification>
+         </classifications>
+         <tags><tag>auto</tag></tags>
+         <parameters><item key="index1">0</item></parameters>
       </image>
    </images>
 </project>
@@ -69,7 +91,7 @@ def test_read_particletrieur_file(project_file: Path):
     assert taxa[2] == Taxon("G_ruber", "G. ruber", "Globigerinoides ruber", "planktonic", True)
     assert taxa[0].is_class is False
 
-    validated, predicted, unlabelled = records
+    validated, predicted, unlabelled, by_hand, unsure = records
     assert validated.path == base / "images/S1/a.png"
     assert validated.label == "G_ruber"
     assert validated.validated_by == "ross"
@@ -77,6 +99,7 @@ def test_read_particletrieur_file(project_file: Path):
     assert (validated.width, validated.height, validated.guid) == (120, 100, "6nD8mEw1")
     assert validated.tags == ["duplicate"]
     assert validated.parameters == {"area": "512"}
+    assert not validated.predicted
 
     # Windows separators in a relative filename; the highest score is the class.
     assert predicted.path == base / "images/S2/b.png"
@@ -85,12 +108,29 @@ def test_read_particletrieur_file(project_file: Path):
     assert predicted.classifications == {"G_ruber": 0.15, "B_spissa": 0.85}
     assert predicted.validated_by is None
     assert predicted.resolution is None  # ParticleTrieur writes 0 for unknown
+    assert predicted.predicted  # the auto tag
 
     assert unlabelled.path == Path("/data/c.png")
     assert unlabelled.label is None
     assert unlabelled.sample is None
     assert unlabelled.depth is None
     assert unlabelled.classifications == {}
+
+    # A person's label: no auto tag, no val_by; ParticleTrieur's unknown depth is 0.
+    assert (by_hand.label, by_hand.classifier, by_hand.validated_by) == (
+        "G_ruber",
+        "Zoë Müller",
+        None,
+    )
+    assert not by_hand.predicted
+    assert by_hand.sample == "Échantillon β 30cm"
+    assert by_hand.depth is None
+
+    # Below the network's threshold; a parameter index1 of 0 makes the depth a known 0.
+    assert unsure.label == "unsure" and unsure.predicted
+    assert unsure.classifications == {"G_ruber": 0.45, "B_spissa": 0.4, "unsure": 1.0}
+    assert unsure.depth == 0.0
+    assert unsure.parameters == {}
 
 
 def test_round_trip(tmp_path: Path):
@@ -117,13 +157,23 @@ def test_round_trip(tmp_path: Path):
             depth=130.5,
             classifier="bundle-7",
             classifications={"B_spissa": 0.9, "G_ruber": 0.1},
+            tags=["auto"],
+        ),
+        ParticleRecord(
+            path=tmp_path / "imgs" / "top.jpg",
+            label="G_ruber",
+            sample="Échantillon β 0cm",
+            depth=0.0,
+            classifier="Zoë Müller",
+            classifications={"G_ruber": 1.0},
         ),
         ParticleRecord(path=tmp_path / "elsewhere" / "z.png"),
         ParticleRecord(
             path=tmp_path / "imgs" / "w.png",
             label="unsure",
             classifier="cnn",
-            classifications={"unsure": 1.0},
+            classifications={"G_ruber": 0.3, "unsure": 1.0},
+            tags=["auto"],
         ),
     ]
     taxa = [Taxon("G_ruber", "G. ruber", group="planktonic"), Taxon("B_spissa", group="benthic")]
@@ -134,6 +184,7 @@ def test_round_trip(tmp_path: Path):
     text = xml_path.read_text()
     assert "<filename>../imgs/s1/x.jpg</filename>" in text  # relative to the project file
     assert "<code>unlabeled</code>" in text
+    assert text.count("<tag>auto</tag>") == 2
 
     read_records, read_taxa = read_project(xml_path)
     assert read_records == records

@@ -28,6 +28,14 @@ Data = Annotated[
     Path | None,
     typer.Argument(help="Training set: a folder per class, or a ParticleTrieur project .xml."),
 ]
+IncludePredictions = Annotated[
+    bool | None,
+    _option(
+        "ParticleTrieur project: also train on the images its network classified (tagged "
+        "auto); default: only on those a person labelled.",
+        "--include-predictions/--no-include-predictions",
+    ),
+]
 Out = Annotated[Path | None, _option("Run folder to create.", "--out", "-o")]
 Model = Annotated[str | None, _option(f"Network (default: auto); {_MODEL_HELP}.")]
 InputSize = Annotated[
@@ -162,6 +170,7 @@ Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out
 
 def train(
     data: Data = None,
+    include_predictions: IncludePredictions = None,
     out: Out = None,
     model: Model = None,
     input_size: InputSize = None,

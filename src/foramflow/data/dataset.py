@@ -96,25 +96,37 @@ def list_folder(root: str | Path) -> tuple[list[tuple[Path, str]], dict[Path, st
     return items, skipped
 
 
-def scan_particletrieur(xml_path: str | Path) -> list[tuple[Path, str]]:
-    """(path, class) for every labelled image of a ParticleTrieur project file."""
+def scan_particletrieur(
+    xml_path: str | Path, *, include_predictions: bool = False
+) -> tuple[list[tuple[Path, str]], int]:
+    """(path, class) for every hand-labelled image of a ParticleTrieur project file (and
+    every predicted one with ``include_predictions``), and the number of predictions left
+    out. A prediction is an image ParticleTrieur tagged ``auto``."""
     from foramflow.io.particletrieur import read_project
 
     records, _ = read_project(xml_path)
-    return [
-        (record.path, record.label)
-        for record in records
-        if record.label and record.label.lower() not in RESERVED_LABELS
-    ]
+    labelled = [r for r in records if r.label and r.label.lower() not in RESERVED_LABELS]
+    kept = [r for r in labelled if include_predictions or not r.predicted]
+    return [(r.path, r.label) for r in kept], len(labelled) - len(kept)
 
 
-def load_image_set(source: str | Path, *, min_per_class: int = MIN_PER_CLASS) -> ImageSet:
-    """Read a folder-per-class set or a ParticleTrieur ``.xml`` project; drop rare classes."""
+def load_image_set(
+    source: str | Path, *, min_per_class: int = MIN_PER_CLASS, include_predictions: bool = False
+) -> ImageSet:
+    """Read a folder-per-class set or a ParticleTrieur ``.xml`` project; drop rare classes.
+
+    From a project, only the images a person labelled are read, unless
+    ``include_predictions`` asks for the network's predictions too.
+    """
     source = Path(source)
-    is_project = source.suffix.lower() == ".xml"
-    items, skipped = (scan_particletrieur(source), {}) if is_project else list_folder(source)
+    skipped: dict[Path, str] = {}
+    if source.suffix.lower() == ".xml":
+        items, predictions = scan_particletrieur(source, include_predictions=include_predictions)
+    else:
+        (items, skipped), predictions = list_folder(source), 0
     if not items:
-        raise ImageSetError(f"{source}: no labelled images found{_skipped_note(skipped)}")
+        hint = f" ({predictions} predicted; --include-predictions uses them)" if predictions else ""
+        raise ImageSetError(f"{source}: no labelled images found{hint}{_skipped_note(skipped)}")
     counts = Counter(label for _, label in items)
     dropped = {name: n for name, n in sorted(counts.items()) if n < min_per_class}
     classes = sorted(name for name in counts if name not in dropped)

@@ -19,9 +19,16 @@ A ParticleTrieur project is one XML file::
     </project>
 
 Filenames are stored relative to the project file. ``index1`` holds the sample depth and
-``resolution`` is in pixels per millimetre. The class of an image is its highest-valued
-classification; the reserved code ``unlabeled`` means no class (``None`` here) and ``unsure``
-means the classifier's best score fell below its threshold.
+``resolution`` is in pixels per millimetre; ParticleTrieur writes 0 for either when it is
+unknown, so 0 reads as unknown (a depth of 0 is also kept as the parameter ``index1``, which
+ParticleTrieur itself reads as the depth when it imports metadata). The class of an image is
+its highest-valued classification; the reserved code ``unlabeled`` means no class (``None``
+here) and ``unsure`` means the classifier's best score fell below its threshold.
+
+ParticleTrieur tags what a network classified with ``auto`` and removes the tag when a person
+labels the image; ``val_by`` is set only when someone ticks "validated" (or labels with
+auto-validation on). So an image tagged ``auto`` holds a prediction and any other
+classification is a person's label, whether ``val_by`` is set or not.
 
 Parsing goes through defusedxml, so a hostile file cannot expand entities or reach the network.
 """
@@ -43,6 +50,8 @@ from foramflow.io.files import atomic_write
 UNLABELED = "unlabeled"
 UNSURE = "unsure"
 RESERVED_LABELS = (UNLABELED, UNSURE)
+AUTO = "auto"  # ParticleTrieur's tag of an image a network classified
+_INDEX1 = "index1"  # also a parameter: ParticleTrieur takes it as the depth on import
 
 # Tags ParticleTrieur expects in every project.
 _REQUIRED_TAGS = {
@@ -77,8 +86,9 @@ class Taxon:
 class ParticleRecord:
     """One image of a project.
 
-    ``label`` is the validated or highest-valued classification, ``None`` when unlabelled;
-    ``depth`` is ParticleTrieur's ``index1``; ``resolution`` is in pixels per millimetre.
+    ``label`` is the highest-valued classification, ``None`` when unlabelled: a person's
+    label, or a prediction when :attr:`predicted` (the ``auto`` tag). ``depth`` is
+    ParticleTrieur's ``index1``; ``resolution`` is in pixels per millimetre.
     ``classifications`` keeps every score the classifier ``classifier`` gave.
     """
 
@@ -96,6 +106,11 @@ class ParticleRecord:
     index2: float | None = None
     tags: list[str] = field(default_factory=list)
     parameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def predicted(self) -> bool:
+        """True when a network gave the classification (ParticleTrieur's ``auto`` tag)."""
+        return AUTO in self.tags
 
 
 def read_project(xml_path: str | Path) -> tuple[list[ParticleRecord], list[Taxon]]:
@@ -192,11 +207,17 @@ def _read_image(node: ET.Element, base: Path) -> ParticleRecord:
     best = max(classifications, key=classifications.__getitem__) if classifications else None
     classifications.pop(UNLABELED, None)
     sample = _text(source, "sampleID")
+    parameters = {
+        item.get("key"): (item.text or "")
+        for item in node.iterfind("parameters/item")
+        if item.get("key")
+    }
+    depth = _depth(_number(source, "index1"), parameters)
     return ParticleRecord(
         path=Path(os.path.normpath(path)),
         label=None if best in (None, UNLABELED) else best,
         sample=None if sample in (None, "unknown") else sample,
-        depth=_number(source, "index1"),
+        depth=depth,
         guid=_text(source, "GUID"),
         resolution=_positive_or_none(_number(source, "resolution")),
         validated_by=_text(node, "val_by"),
@@ -206,12 +227,22 @@ def _read_image(node: ET.Element, base: Path) -> ParticleRecord:
         height=_number(source, "height", int),
         index2=_number(source, "index2"),
         tags=[t.text.strip() for t in node.iterfind("tags/tag") if t.text and t.text.strip()],
-        parameters={
-            item.get("key"): (item.text or "")
-            for item in node.iterfind("parameters/item")
-            if item.get("key")
-        },
+        parameters=parameters,
     )
+
+
+def _depth(index1: float | None, parameters: dict[str, str]) -> float | None:
+    """``index1``, but 0 (ParticleTrieur's unknown) only when a parameter ``index1`` says 0,
+    which is then taken out of ``parameters`` (the writer puts it back)."""
+    if index1 is None or index1 != 0:
+        return index1
+    try:
+        known = float(parameters.get(_INDEX1, "nan")) == 0
+    except ValueError:
+        known = False
+    if known:
+        del parameters[_INDEX1]
+    return 0.0 if known else None
 
 
 def _positive_or_none(value: float | None) -> float | None:
@@ -311,7 +342,7 @@ def _write_image(node: ET.Element, record: ParticleRecord, base: Path) -> None:
         _sub(source, "GUID", record.guid)
     _sub(node, "val_by", record.validated_by or "")
     classifications = ET.SubElement(node, "classifications")
-    classifications.set("id", record.classifier or ("" if record.label is None else "human"))
+    classifications.set("id", record.classifier or "")
     for code, value in _classifications_to_write(record).items():
         item = ET.SubElement(classifications, "classification")
         _sub(item, "code", code)
@@ -320,5 +351,6 @@ def _write_image(node: ET.Element, record: ParticleRecord, base: Path) -> None:
     for tag in record.tags:
         _sub(tags, "tag", tag)
     parameters = ET.SubElement(node, "parameters")
-    for key, value in record.parameters.items():
+    known_zero = {_INDEX1: "0.0"} if record.depth == 0 else {}
+    for key, value in {**record.parameters, **known_zero}.items():
         _sub(parameters, "item", value).set("key", key)

@@ -3,7 +3,7 @@
 * a training set: one folder per class holding copies or hard links of the validated
   images (the layout :mod:`foramflow.train` reads), plus ``labels.csv``;
 * a CSV of every image's label, status, prediction, sample, depth and class group;
-* a ParticleTrieur project file; an EcoTaxa import folder.
+* a ParticleTrieur project file; an EcoTaxa import folder or zip.
 
 Every file an export writes lies inside the folder it was given: each output path is
 checked once links are followed, and single files are renamed into place, so a link
@@ -22,8 +22,10 @@ from foramflow.errors import OutputError
 from foramflow.io.ecotaxa import EcoTaxaObject, write_ecotaxa
 from foramflow.io.files import atomic_write
 from foramflow.io.particletrieur import (
+    AUTO,
     RESERVED_LABELS,
     ParticleRecord,
+    ProjectError,
     Taxon,
     read_project,
     write_project,
@@ -117,10 +119,17 @@ def _inside(root: Path, path: Path) -> Path:
 
 
 def project_records(store: LabelStore) -> tuple[list[ParticleRecord], list[Taxon]]:
-    """The project as ParticleTrieur records and taxa (groups kept)."""
+    """The project as ParticleTrieur records and taxa (groups kept).
+
+    A validated image carries its label, by its validator (``val_by`` and, as
+    ParticleTrieur writes a person's label, the classifier id); a predicted one its
+    prediction, tagged ``auto``. The prediction of a validated image is not written:
+    ParticleTrieur keeps one classification per image.
+    """
     records = []
     for row, path in _rows_with_paths(store):
         validated = row["label"] is not None
+        predicted = not validated and row["pred_label"] is not None
         records.append(
             ParticleRecord(
                 path=path,
@@ -129,15 +138,12 @@ def project_records(store: LabelStore) -> tuple[list[ParticleRecord], list[Taxon
                 depth=row["depth_cm"],
                 guid=row["guid"],
                 resolution=row["resolution"],
-                validated_by=row["validated_by"],
-                classifier=None if validated else row["pred_model"],
-                classifications=(
-                    {}
-                    if validated or row["pred_label"] is None
-                    else {row["pred_label"]: row["pred_score"]}
-                ),
+                validated_by=row["validated_by"] if validated else None,
+                classifier=row["validated_by"] if validated else row["pred_model"],
+                classifications=({row["pred_label"]: row["pred_score"]} if predicted else {}),
                 width=row["width"],
                 height=row["height"],
+                tags=[AUTO] if predicted else [],
             )
         )
     taxa = [Taxon(c["name"], group=c["group"]) for c in store.classes()]
@@ -153,22 +159,24 @@ def export_particletrieur(store: LabelStore, xml_path: str | Path) -> int:
 def import_particletrieur(store: LabelStore, xml_path: str | Path) -> int:
     """Add a ParticleTrieur project's images, classes, groups and labels; return images added.
 
-    Labels with a validator (``val_by``) are imported as validated (stamped with the time
-    of import); other labels as predictions of the classifier named in the file.
+    An image tagged ``auto`` holds a prediction, of the classifier named in the file (its
+    best class, ``unsure`` aside); any other classification is a person's label, validated
+    by ``val_by`` or else by the classifier id, which ParticleTrieur sets to the person who
+    labelled (stamped with the time of import).
     """
     records, taxa = read_project(xml_path)
     _check_names(xml_path, records, taxa)
     missing = [r.path for r in records if not r.path.is_file()]
     if missing:
-        raise ValueError(f"{xml_path}: {len(missing)} images not found, e.g. {missing[0]}")
+        raise ProjectError(f"{xml_path}: {len(missing)} images not found, e.g. {missing[0]}")
     for taxon in taxa:
         if taxon.is_class and taxon.code not in RESERVED_LABELS:
             store.create_class(taxon.code, group=taxon.group)
     at = datetime.now().astimezone().isoformat(timespec="seconds")
     rows = []
     for r in records:
-        validated = r.label is not None and r.validated_by is not None
-        predicted = r.label is not None and not validated
+        human = r.label is not None and not r.predicted
+        guess = _prediction(r) if r.predicted else None
         rows.append(
             {
                 "path": r.path,
@@ -178,15 +186,25 @@ def import_particletrieur(store: LabelStore, xml_path: str | Path) -> int:
                 "height": r.height,
                 "guid": r.guid,
                 "resolution": r.resolution,
-                "label": r.label if validated else None,
-                "validated_by": r.validated_by if validated else None,
-                "validated_at": at if validated else None,
-                "pred_label": r.label if predicted else None,
-                "pred_score": r.classifications.get(r.label, 1.0) if predicted else None,
-                "pred_model": (r.classifier or "particletrieur") if predicted else None,
+                "label": r.label if human else None,
+                "validated_by": (r.validated_by or r.classifier) if human else None,
+                "validated_at": at if human else None,
+                "pred_label": guess[0] if guess else None,
+                "pred_score": guess[1] if guess else None,
+                "pred_model": (r.classifier or "particletrieur") if guess else None,
             }
         )
     return store.add_image_records(rows)
+
+
+def _prediction(record: ParticleRecord) -> tuple[str, float] | None:
+    """The best class a network gave and its score; ``unsure`` (a score under the network's
+    threshold) is not a class, so the best class under it is kept."""
+    scores = {c: v for c, v in record.classifications.items() if c not in RESERVED_LABELS}
+    if not scores:
+        return None
+    best = max(scores, key=scores.__getitem__)
+    return best, scores[best]
 
 
 def _check_names(xml_path: str | Path, records: list[ParticleRecord], taxa: list[Taxon]) -> None:
@@ -206,8 +224,10 @@ def _check_names(xml_path: str | Path, records: list[ParticleRecord], taxa: list
             raise InvalidName(f"{xml_path}: image {number}: {err}") from None
 
 
-def export_ecotaxa(store: LabelStore, out_dir: str | Path) -> Path:
-    """An EcoTaxa import folder with every labelled (validated or predicted) image."""
+def export_ecotaxa(store: LabelStore, out: str | Path) -> Path:
+    """EcoTaxa's import folder, or zip when ``out`` ends in ``.zip``, with every labelled
+    (validated or predicted) image: a validated one with its validator, a predicted one
+    with the model that predicted it."""
     objects = []
     for row, path in _rows_with_paths(store):
         if row["current"] is None or row["current"] in RESERVED_LABELS:
@@ -218,13 +238,16 @@ def export_ecotaxa(store: LabelStore, out_dir: str | Path) -> Path:
                 path=path,
                 category=row["current"],
                 status="validated" if validated else "predicted",
-                annotator=row["validated_by"] if validated else row["pred_model"],
+                annotator=row["validated_by"] if validated else None,
                 annotated_at=(
-                    datetime.fromisoformat(row["validated_at"]) if row["validated_at"] else None
+                    datetime.fromisoformat(row["validated_at"])
+                    if validated and row["validated_at"]
+                    else None
                 ),
                 sample=row["sample"],
                 depth_m=row["depth_cm"] / 100 if row["depth_cm"] is not None else None,
                 score=None if validated else row["pred_score"],
+                model=None if validated else row["pred_model"],
             )
         )
-    return write_ecotaxa(out_dir, objects, name=store.project_dir.name)
+    return write_ecotaxa(out, objects, name=store.project_dir.name)

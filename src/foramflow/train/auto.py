@@ -142,7 +142,9 @@ def resolve_auto(config: TrainConfig, progress: Progress) -> TrainConfig:
 
     if config.model != AUTO:
         return config
-    image_set = load_image_set(config.data, min_per_class=1)
+    image_set = load_image_set(
+        config.data, min_per_class=1, include_predictions=config.include_predictions
+    )
     colour = carries_colour(image_set.paths) if config.channels is None else config.channels == 3
     gpu = resolve_device(config.device).type == "cuda"
     choice = choose_recipe(

@@ -19,6 +19,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     data: str = Field(description="folder-per-class training set, or a ParticleTrieur .xml")
+    include_predictions: bool = Field(
+        False,
+        description="ParticleTrieur project: train on its predictions (tagged auto) as well "
+        "as on the images a person labelled",
+    )
     out: str = Field(description="run folder to create")
     model: str = Field(
         "auto", description="a registered network, or auto: chosen for the set and the machine"

@@ -135,7 +135,11 @@ class PreparedData:
 def prepare_data(config: TrainConfig, progress: Progress) -> PreparedData:
     """Load, preprocess and split the image set; images that cannot be listed or read are
     reported and skipped, and the set's hash is that of the images used."""
-    image_set = load_image_set(config.data, min_per_class=config.min_per_class)
+    image_set = load_image_set(
+        config.data,
+        min_per_class=config.min_per_class,
+        include_predictions=config.include_predictions,
+    )
     if image_set.dropped:
         listed = ", ".join(f"{k} ({v})" for k, v in image_set.dropped.items())
         progress.message(
