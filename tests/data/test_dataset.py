@@ -48,6 +48,33 @@ def test_particletrieur_project_is_accepted(tmp_path):
     assert list(image_set.counts()) == [3, 3]
 
 
+def test_particletrieur_predictions_are_left_out_unless_asked_for(tmp_path):
+    images = tmp_path / "images"
+    _write(images, {"x": 3, "y": 3})
+    paths = sorted(images.rglob("*.png"))
+    records = [ParticleRecord(path=p, label=p.parent.name) for p in paths[:4]]  # x x x y
+    records += [ParticleRecord(path=p, label="y", tags=["auto"]) for p in paths[4:]]
+    records.append(ParticleRecord(path=paths[0], label="unsure", tags=["auto"]))
+    write_project(tmp_path / "project.xml", records, [])
+
+    by_hand = load_image_set(tmp_path / "project.xml", min_per_class=1)
+    assert list(by_hand.counts()) == [3, 1]
+    assert set(by_hand.paths) == set(paths[:4])
+    both = load_image_set(tmp_path / "project.xml", min_per_class=1, include_predictions=True)
+    assert list(both.counts()) == [3, 3]
+
+
+def test_a_project_of_predictions_only_says_so(tmp_path):
+    _write(tmp_path / "images", {"x": 2})
+    records = [
+        ParticleRecord(path=p, label="x", tags=["auto"])
+        for p in (tmp_path / "images").rglob("*.png")
+    ]
+    write_project(tmp_path / "project.xml", records, [])
+    with pytest.raises(ValueError, match=r"project\.xml: no labelled images found \(2 predicted"):
+        load_image_set(tmp_path / "project.xml", min_per_class=1)
+
+
 def test_dangling_links_and_link_loops_are_listed_as_skipped(tmp_path):
     _write(tmp_path, {"a": 3, "b": 3})
     (tmp_path / "a" / "gone.png").symlink_to("nowhere.png")
