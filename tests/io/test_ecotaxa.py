@@ -129,3 +129,22 @@ def test_rows_ecotaxa_refuses_are_never_written(tmp_path, item, message):
     with pytest.raises(ValueError, match=message):
         write_ecotaxa(tmp_path / "o", [item])
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("out_name", ["folder", "core.zip"])
+def test_tiff_and_bmp_become_png_which_ecotaxa_reads(tmp_path, out_name):
+    """BO/Image.py: SUPPORTED_FORMATS is PNG, JPEG and GIF."""
+    tiff, bmp = tmp_path / "a.tif", tmp_path / "b.bmp"
+    Image.fromarray(np.full((4, 6), 40000, np.uint16)).save(tiff)
+    Image.fromarray(np.full((4, 6), 9, np.uint8)).save(bmp)
+    items = [EcoTaxaObject(tiff, "x", "validated"), EcoTaxaObject(bmp, "x", "validated")]
+    written = write_ecotaxa(tmp_path / out_name, items)
+    if written.suffix == ".zip":
+        with zipfile.ZipFile(written) as z:
+            z.extractall(tmp_path / "unzipped")
+        written = next((tmp_path / "unzipped").glob("ecotaxa*.tsv"))
+    rows = read_as_ecotaxa(written)
+    assert [r["img_file_name"] for r in rows] == ["images/obj_a.png", "images/obj_b.png"]
+    first, second = (Image.open(written.parent / r["img_file_name"]) for r in rows)
+    assert (first.format, first.size, first.getpixel((0, 0))) == ("PNG", (6, 4), 156)
+    assert second.getpixel((0, 0)) == 9

@@ -4,7 +4,8 @@ EcoTaxa's import rules (its ``BO/TSVFile.py`` and ``BO/Bundle.py``), which
 :func:`write_ecotaxa` follows:
 
 * the import looks for files named ``ecotaxa*.tsv`` anywhere in the folder or zip; an
-  image path (``img_file_name``) is relative to the TSV's folder, and the image exists;
+  image path (``img_file_name``) is relative to the TSV's folder, and the image exists, in
+  PNG, JPEG or GIF (a TIFF or BMP image is written as PNG);
 * a TSV is read as latin-1 unless it starts with a UTF-8 byte-order mark, so the file is
   UTF-8 with the mark, and any Unicode name arrives as written;
 * the first line holds lowercase column names ``<table>_<field>`` with table one of
@@ -32,14 +33,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from foramflow.errors import OutputError
 from foramflow.io.files import atomic_path
+from foramflow.io.images import read_image
 
 MAX_TEXT = 250
 TABLE_PREFIXES = ("object_", "sample_", "acq_", "process_", "img_")
 STATUSES = ("validated", "predicted", "dubious")
 ENCODING = "utf-8-sig"  # UTF-8 behind a byte-order mark: what EcoTaxa reads as UTF-8
 IMAGES = "images"
+KEPT_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")  # EcoTaxa's formats; others become PNG
 
 _COLUMNS = {  # column: type
     "img_file_name": "[t]",
@@ -96,7 +101,7 @@ def write_ecotaxa(
     root = out.resolve()
     _inside(root, out / IMAGES).mkdir(parents=True, exist_ok=True)
     for source, name_in_out in images:
-        shutil.copyfile(source, _inside(root, out / name_in_out))
+        _copy_image(source, _inside(root, out / name_in_out))
     tsv_path = _inside(root, out / tsv_name)
     tsv_path.write_text(text, encoding=ENCODING, newline="")
     return tsv_path
@@ -109,7 +114,8 @@ def _rows(objects: Sequence[EcoTaxaObject]) -> tuple[list[dict], list[tuple[Path
     for item in objects:
         _check_status(item)
         object_id = _unique(_safe_id(f"{item.sample or 'obj'}_{Path(item.path).stem}"), used_ids)
-        image_name = f"{IMAGES}/{object_id}{Path(item.path).suffix.lower()}"
+        suffix = Path(item.path).suffix.lower()
+        image_name = f"{IMAGES}/{object_id}{suffix if suffix in KEPT_SUFFIXES else '.png'}"
         images.append((Path(item.path), image_name))
         by_person = item.status in ("validated", "dubious")
         when = item.annotated_at if by_person else None
@@ -147,7 +153,25 @@ def _write_zip(out: Path, tsv_name: str, text: str, images: list[tuple[Path, str
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         archive.writestr(tsv_name, text.encode(ENCODING), compress_type=zipfile.ZIP_DEFLATED)
         for source, name_in_zip in images:
-            archive.write(source, name_in_zip, compress_type=zipfile.ZIP_STORED)
+            if Path(name_in_zip).suffix == source.suffix.lower():
+                archive.write(source, name_in_zip, compress_type=zipfile.ZIP_STORED)
+            else:
+                with archive.open(name_in_zip, "w") as handle:
+                    _png(source).save(handle, format="PNG")
+
+
+def _copy_image(source: Path, target: Path) -> None:
+    if target.suffix == source.suffix.lower():
+        shutil.copyfile(source, target)
+    else:
+        _png(source).save(target, format="PNG")
+
+
+def _png(source: Path):
+    """The image as 8-bit pixels (PNG), read as foramflow reads it."""
+    from PIL import Image
+
+    return Image.fromarray(np.round(read_image(source) * 255).astype(np.uint8))
 
 
 def _inside(root: Path, path: Path) -> Path:
