@@ -128,7 +128,9 @@ def label_predict(
 
 def label_export(
     project_dir: Path = typer.Argument(..., help="Project folder made by `foramflow label`."),
-    dest: Path = typer.Argument(..., help="Output folder (training set, EcoTaxa) or file."),
+    dest: Path = typer.Argument(
+        ..., help="Output folder (training set, EcoTaxa) or file (CSV, .xml, EcoTaxa .zip)."
+    ),
     format: ExportFormat = typer.Option(ExportFormat.training_set, "--format", "-f"),
     hard_links: bool = typer.Option(
         False, "--hard-links", help="Training set: hard links instead of copies."
