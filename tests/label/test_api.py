@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,6 @@ def test_class_management_and_export(client: TestClient, store: LabelStore):
     ]
     for kind in ("csv", "particletrieur", "ecotaxa"):
         assert client.post("/api/export", json={"kind": kind}).status_code == 200
+    ecotaxa = client.post("/api/export", json={"kind": "ecotaxa"}).json()
+    assert Path(ecotaxa["zip"]).parent == Path(ecotaxa["path"])
+    assert zipfile.ZipFile(ecotaxa["zip"]).namelist()[0] == "ecotaxa_project.tsv"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import zipfile
 from pathlib import Path
 
 from foramflow.io.particletrieur import read_project
@@ -65,6 +66,7 @@ def test_particletrieur_export_then_import(store: LabelStore, tmp_path: Path):
     )
     predicted = by_path[store.image_paths([5])[5]]
     assert (predicted.label, predicted.validated_by, predicted.classifier) == ("dark", None, "m1")
+    assert predicted.predicted and not first.predicted  # ParticleTrieur's auto tag
     assert {t.code: t.group for t in taxa}["dark"] == "benthic"
 
     fresh = LabelStore(tmp_path / "fresh")
@@ -74,3 +76,28 @@ def test_particletrieur_export_then_import(store: LabelStore, tmp_path: Path):
         2,
         "benthic",
     )
+
+
+def test_ecotaxa_zip_names_the_validator_and_no_one_for_a_prediction(
+    store: LabelStore, tmp_path: Path
+):
+    store.set_labels([1], "Globigerina bulloïdes", user="Zoë Müller")
+    store.set_predictions([(2, "dark", 0.9, 0.8)], model="run")
+    archive = export.export_ecotaxa(store, tmp_path / "eco.zip")
+    with zipfile.ZipFile(archive) as z:
+        (tsv_name,) = [n for n in z.namelist() if n.endswith(".tsv")]
+        text = z.read(tsv_name).decode("utf-8-sig")
+        images = set(z.namelist())
+    header, _, *rows = [line.split("\t") for line in text.splitlines()]
+    table = {
+        row[header.index("object_annotation_category")]: dict(zip(header, row)) for row in rows
+    }
+    validated, predicted = table["Globigerina bulloïdes"], table["dark"]
+    assert validated["object_annotation_person_name"] == "Zoë Müller"
+    assert validated["sample_id"] == "S1_10cm"
+    assert (predicted["object_annotation_status"], predicted["object_annotation_person_name"]) == (
+        "predicted",
+        "",
+    )
+    assert predicted["object_prediction_model"] == "run"
+    assert {validated["img_file_name"], predicted["img_file_name"]} <= images

@@ -378,7 +378,8 @@ def create_app(project_dir: str | Path, *, token: str | None = None) -> FastAPI:
         elif request.kind == "particletrieur":
             result["images"] = export.export_particletrieur(store, dest / "project.xml")
         else:
-            result["tsv"] = str(export.export_ecotaxa(store, dest))
+            name = f"ecotaxa_{store.project_dir.name}.zip"  # what EcoTaxa's import page takes
+            result["zip"] = str(export.export_ecotaxa(store, dest / name))
         return result
 
     return app
