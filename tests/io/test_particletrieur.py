@@ -195,6 +195,23 @@ def test_round_trip(tmp_path: Path):
     assert by_code["unsure"].is_class is False
 
 
+def test_predictions_of_files_foramflow_wrote_before_the_auto_tag_stay_predictions(
+    tmp_path: Path,
+):
+    """Such a file marked its validated images with val_by only."""
+    image = (
+        "<image><source><filename>{name}.png</filename></source><val_by>{by}</val_by>"
+        '<classifications id="{id}"><classification><code>G_ruber</code><value>0.9</value>'
+        "</classification></classifications></image>"
+    )
+    images = image.format(name="v", by="anna", id="human") + image.format(name="p", by="", id="m")
+    for version, predicted in (("foramflow", [False, True]), ("2.4.1", [False, False])):
+        path = tmp_path / f"{version}.xml"
+        path.write_text(f'<project version="{version}"><images>{images}</images></project>')
+        records, _ = read_project(path)
+        assert [r.predicted for r in records] == predicted, version
+
+
 def test_label_overrides_disagreeing_scores(tmp_path: Path):
     """A validated label that differs from the stored scores is written as the only class."""
     record = ParticleRecord(

@@ -52,6 +52,8 @@ UNSURE = "unsure"
 RESERVED_LABELS = (UNLABELED, UNSURE)
 AUTO = "auto"  # ParticleTrieur's tag of an image a network classified
 _INDEX1 = "index1"  # also a parameter: ParticleTrieur takes it as the depth on import
+_FORAMFLOW = "foramflow 2"  # the project version foramflow writes
+_OLD_FORAMFLOW = "foramflow"  # written before predictions were tagged auto
 
 # Tags ParticleTrieur expects in every project.
 _REQUIRED_TAGS = {
@@ -135,7 +137,17 @@ def read_project(xml_path: str | Path) -> tuple[list[ParticleRecord], list[Taxon
             records.append(_read_image(node, base))
         except ValueError as err:
             raise ProjectError(f"{xml_path}: image {number}: {err}") from err
+    if root.get("version") == _OLD_FORAMFLOW:
+        _tag_old_predictions(records)
     return records, taxa
+
+
+def _tag_old_predictions(records: list[ParticleRecord]) -> None:
+    """Files foramflow wrote before it tagged predictions ``auto`` gave a validator to each
+    validated image and none to a prediction: tag those predictions now."""
+    for record in records:
+        if record.label is not None and not record.validated_by and not record.predicted:
+            record.tags.append(AUTO)
 
 
 def write_project(xml_path: str | Path, records: list[ParticleRecord], taxa: list[Taxon]) -> None:
@@ -146,7 +158,7 @@ def write_project(xml_path: str | Path, records: list[ParticleRecord], taxa: lis
     """
     xml_path = Path(xml_path)
     base = xml_path.resolve().parent
-    root = ET.Element("project", version="foramflow")
+    root = ET.Element("project", version=_FORAMFLOW)
     _write_taxa(ET.SubElement(root, "taxons"), records, taxa)
     _write_tags(ET.SubElement(root, "tags"), records)
     images = ET.SubElement(root, "images")
