@@ -174,15 +174,18 @@ class CheckedZip:
 
 
 @contextlib.contextmanager
-def open_zip(source: str | Path | bytes, where: str | Path | None = None) -> Iterator[CheckedZip]:
+def open_zip(
+    source: str | Path | bytes, where: str | Path | None = None, *, what: str = "zip"
+) -> Iterator[CheckedZip]:
     """Open a zip file (a path, or its bytes) as a :class:`CheckedZip`."""
     where = where if where is not None else source
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        handle = io.BytesIO(source) if isinstance(source, bytes) else source
-        with zipfile.ZipFile(handle) as archive:
-            yield CheckedZip(archive, where)
+        archive = zipfile.ZipFile(handle)
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as err:
-        raise FileRefused(where, f"cannot read the zip ({err})") from None
+        raise FileRefused(where, f"not a readable {what} ({err})") from None
+    with archive:
+        yield CheckedZip(archive, where)
 
 
 # -- .npz ---------------------------------------------------------------------------------------
@@ -194,6 +197,7 @@ def read_npz(
     names: Sequence[str],
     *,
     limit: int = MAX_ARRAY_BYTES,
+    what: str = "array file",
 ) -> dict[str, np.ndarray]:
     """The arrays ``names`` of an ``.npz`` file (a path or its bytes), no pickles.
 
@@ -202,12 +206,12 @@ def read_npz(
     """
     if not isinstance(source, bytes):
         check_size(where, _path_size(source, where), limit, "file")
-    with open_zip(source, where) as archive:
+    with open_zip(source, where, what=what) as archive:
         headers = {}
         for name in names:
             member = archive.members.get(f"{name}.npy")
             if member is None:
-                raise FileRefused(where, f"holds no array {name!r}")
+                raise FileRefused(where, f"not a readable {what} (no array {name!r})")
             headers[name] = _npy_header(archive, member, where)
         total = sum(_array_bytes(shape, dtype) for shape, dtype in headers.values())
         check_size(where, total, limit, "arrays")
