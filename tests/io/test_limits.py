@@ -33,7 +33,7 @@ def test_a_file_over_the_limit_is_refused_by_its_size(tmp_path):
     path = tmp_path / "big.bin"
     path.write_bytes(bytes(2048))
     assert read_bytes(path, limit=2048) == bytes(2048)
-    with pytest.raises(FileRefused, match=r"big\.bin: file of 2048 bytes is over the limit"):
+    with pytest.raises(FileRefused, match=r"big\.bin: file of 2048 bytes, over the limit"):
         read_bytes(path, limit=2047)
 
 
@@ -104,7 +104,7 @@ def test_an_npz_claiming_fifty_million_rows_is_refused_from_its_headers():
     def read():
         read_npz(data, "validation.npz", ("labels", "probabilities"))
 
-    with pytest.raises(FileRefused, match=r"^validation\.npz: arrays of 572.2 MiB is over"):
+    with pytest.raises(FileRefused, match=r"^validation\.npz: arrays of 572.2 MiB, over"):
         read()
     assert peak_bytes(read) < 4 * 2**20
 

@@ -57,7 +57,7 @@ def check_size(where: str | Path, n_bytes: int, limit: int, what: str = "file") 
     """Refuse ``n_bytes`` over ``limit`` before anything is read."""
     if n_bytes > limit:
         raise FileRefused(
-            where, f"{what} of {_size(n_bytes)} is over the limit of {_size(limit)}; not read"
+            where, f"{what} of {_size(n_bytes)}, over the limit of {_size(limit)}; not read"
         )
 
 
