@@ -119,3 +119,20 @@ def many_samples_tiff(side: int = 4000, samples: int = 64) -> bytes:
 def huge_tile_tiff(side: int = 64, tile: int = 32768) -> bytes:
     """A side² image stored in one tile² tile: a small image, a gigabyte tile."""
     return tiff_bytes((side, side), tile=(tile, tile), photometric="minisblack")
+
+
+def blank_png(width: int, height: int, *, colour: bool = True) -> bytes:
+    """An ordinary 8-bit black PNG (RGB or grey) of width × height pixels: about a
+    thousandth of its decoded size on disk, made without compressing it."""
+    samples = 3 if colour else 1
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    # Every scanline is filter byte 0 then zeros: the image data is all zeros.
+    idat = zlib_of_zeros(height * (1 + width * samples))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2 if colour else 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
