@@ -4,8 +4,8 @@ classify, ensemble and abundance, each as a fresh process as a user runs it.
 Every command meets every hostile file at least once in a quick run; the other pairs are
 marked slow. Each hostile file is refused in one ``error:`` line naming it, or, where the
 command can go on without it (abundance without a correction), set aside with a line naming
-it and exit 0; never a traceback. The memory guard stops a decompression bomb from taking the machine
-down; benchmarks/bench_bad_inputs.py measures the peaks.
+it and exit 0; never a traceback. The memory guard stops a decompression bomb from taking
+the machine down; benchmarks/bench_bad_inputs.py measures the peaks.
 """
 
 from __future__ import annotations
