@@ -297,8 +297,8 @@ def _check_tiff_page(path: Path, page, max_pixels: int, max_samples: int | None)
         raise ImageReadError(
             path, f"{samples} samples per pixel; foramflow reads grey, RGB or RGBA images"
         )
-    if page.dtype is None:
-        raise ImageReadError(path, "TIFF pixel type not supported")
+    if page.dtype is None:  # a pixel type tifffile does not decode: Pillow may
+        raise ValueError(f"TIFF pixel type not supported (sample format {page.sampleformat})")
     itemsize = np.dtype(page.dtype).itemsize
     page_bytes = math.prod(page.shape) * itemsize
     segment_bytes = math.prod(page.chunks) * itemsize
