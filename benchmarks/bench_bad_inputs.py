@@ -1,16 +1,23 @@
-"""Bad-input corpus: what classify, train, segment and label do with each file, and their memory.
+"""Bad inputs: what every command does with each hostile file, and its peak memory.
 
 Writes the corpus of tests/bad_inputs.py (good images among empty, truncated, renamed,
-exotic, header-declared 144 and 400 Mpx, looping, dangling, unreadable and oddly named
-files) in a temporary folder, runs each command on it as a fresh process, as a user would,
-and prints two markdown tables:
+exotic, header-declared 144 and 400 Mpx, TIFFs of 64 samples or of one 1 GiB tile, looping,
+dangling, unreadable and oddly named files) in a temporary folder, runs classify, train,
+segment and label on it as fresh processes, as a user would, then the label app's
+thumbnails of every image (and of an ordinary 49 Mpx PNG), stack on stacks holding the
+hostile TIFFs and PNGs, and every case of the bad-bundle corpus (tests/bad_bundles.py:
+zipped bundles with a 1 GiB model.onnx or two model.json, a model.json nested 100 000
+deep, validation.npz claiming 50 M rows or holding NaN, inf, one class or nothing, a cut
+run.json, human counts of 1e308) through predict, evaluate, calibrate, classify, ensemble
+and abundance. Prints markdown tables:
 
-* file → outcome per command: processed, reported (with the reason the command gave),
+* file → outcome per image command: processed, reported (with the reason the command gave),
   ignored (not an image by its suffix or kind), or LOST; ✗ marks an outcome a correct run
   must not give;
+* bundle case → exit status, what was wrong (nothing, for a correct run) and peak memory;
 * per command: exit status, seconds, peak resident memory summed over the command's
-  processes (sampled every 0.1 s from /proc) and of its largest process (getrusage), and
-  whether the sum stayed under 1.5 GB.
+  processes (sampled every 0.1 s from /proc) and of its largest process, and whether the
+  sum stayed under 1 GB (for the bundle commands, the largest of their cases).
 
 The classify bundle is --bundle, else the one the corpus training run wrote, else one trained
 here on the corpus's good images. A command whose processes together pass --guard-mb is
@@ -31,9 +38,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from bad_bundles import judge, make_bad_bundles
 from bad_inputs import (
     COMMANDS,
     SAMPLES,
+    THUMBNAILS,
     TRAIN_OPTIONS,
     Expected,
     Outcomes,
@@ -42,12 +51,14 @@ from bad_inputs import (
     command_line,
     display_name,
     make_bad_input_corpus,
+    make_stack_corpus,
     problems,
     read_outcomes,
     run_command,
+    write_thumbnail_extra,
 )
 
-MEMORY_LIMIT_BYTES = 1.5 * 2**30
+MEMORY_LIMIT_BYTES = 2**30
 TIMEOUT_S = 600
 
 
@@ -92,22 +103,43 @@ def outcome_table(expected: dict[str, Expected], outcomes: dict[str, Outcomes]) 
     return "\n".join(lines)
 
 
-def memory_table(runs: dict[str, Run], outcomes: dict[str, Outcomes], expected) -> str:
+def memory_table(runs: dict[str, Run], wrong: dict[str, int]) -> str:
     lines = [
         "| command | exit | traceback | s | peak MB, all processes | peak MB, largest process "
-        "| under 1.5 GB | files handled wrongly |",
+        "| under 1 GB | files handled wrongly |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for command in COMMANDS:
-        done = runs[command]
-        wrong = len(problems(command, outcomes[command], expected))
+    for command, done in runs.items():
         under = "yes" if done.peak_group_bytes < MEMORY_LIMIT_BYTES and not done.stopped else "NO"
         lines.append(
             f"| {command} | {status(done)} | {'YES' if done.traceback else 'no'} "
             f"| {done.seconds:.1f} | {done.peak_group_bytes / 2**20:.0f} "
-            f"| {done.peak_process_bytes / 2**20:.0f} | {under} | {wrong} |"
+            f"| {done.peak_process_bytes / 2**20:.0f} | {under} | {wrong.get(command, '')} |"
         )
     return "\n".join(lines)
+
+
+def bundle_cases(work: Path, guard: int) -> tuple[str, dict[str, Run], dict[str, int]]:
+    """Every case of the bad-bundle corpus: a table of cases, and per command its run of the
+    largest peak and its number of cases handled wrongly."""
+    lines = ["| case | what it is | exit | wrong | peak MB |", "|---|---|---|---|---|"]
+    worst: dict[str, Run] = {}
+    wrong: dict[str, int] = {}
+    for case in make_bad_bundles(work / "bundles"):
+        print(f"running: foramflow {' '.join(case.args)}", file=sys.stderr, flush=True)
+        done = run_command(
+            case.command, case.args, work, timeout_s=TIMEOUT_S, memory_guard_bytes=guard
+        )
+        found = judge(case, done)
+        lines.append(
+            f"| {case.name} | {case.why} | {status(done)} | {'; '.join(found) or '-'} "
+            f"| {done.peak_group_bytes / 2**20:.0f} |"
+        )
+        key = f"{case.command} (bundle corpus)"
+        wrong[key] = wrong.get(key, 0) + bool(found)
+        if key not in worst or done.peak_group_bytes > worst[key].peak_group_bytes:
+            worst[key] = done
+    return "\n".join(lines), worst, wrong
 
 
 def main() -> None:
@@ -134,8 +166,37 @@ def main() -> None:
         runs["segment"] = run("segment", corpus, work, guard)
         runs["label"] = run("label", corpus, work, guard)
         outcomes = {command: read_outcomes(runs[command], expected) for command in COMMANDS}
+        wrong = {c: len(problems(c, outcomes[c], expected)) for c in COMMANDS}
+        extra = write_thumbnail_extra(work / "thumbnail_extra")
+        print("running: label app thumbnails", file=sys.stderr, flush=True)
+        runs["label thumbnails"] = run_command(
+            "thumbnails",
+            [str(work / "label"), str(extra)],
+            work / "label",
+            timeout_s=TIMEOUT_S,
+            memory_guard_bytes=guard,
+            program=THUMBNAILS,
+        )
+        make_stack_corpus(work / "stacks", corpus)
+        print("running: stack", file=sys.stderr, flush=True)
+        runs["stack"] = run_command(
+            "stack",
+            ["stack", str(work / "stacks"), "--out", str(work / "fused")],
+            work / "fused",
+            timeout_s=TIMEOUT_S,
+            memory_guard_bytes=guard,
+        )
+        cases, worst, case_wrong = bundle_cases(work, guard)
+        runs.update(worst)
+        wrong.update(case_wrong)
         print(outcome_table(expected, outcomes), end="\n\n")
-        print(memory_table(runs, outcomes, expected), end="\n\n")
+        print(cases, end="\n\n")
+        print(memory_table(runs, wrong), end="\n\n")
+        print(f"- label thumbnails: {runs['label thumbnails'].last_line()}")
+        print(
+            f"- stack (exit 1: stacks holding a hostile plane fail, each named): "
+            f"{runs['stack'].output.count('failed: ')} stacks failed"
+        )
         for command in COMMANDS:
             if runs[command].returncode != 0:
                 print(f"- {runs[command].describe()}")

@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bombs import huge_tile_tiff, many_samples_tiff
+
 COMMANDS = ("classify", "train", "segment", "label")
 PROCESSED, REPORTED, IGNORED = "processed", "reported", "ignored"
 EITHER = frozenset({PROCESSED, REPORTED})
@@ -264,6 +266,24 @@ def corpus_entries(good: int) -> list[Entry]:
             ),
         ),
         (b"multipage.tif", multipage_tiff(), expect("two-page TIFF (README: silent)", EITHER)),
+        (
+            b"samples_64.tif",
+            many_samples_tiff(),
+            expect(
+                "4000² px TIFF of 64 samples per pixel: 1 GB of samples inside the pixel cap",
+                REPORTED,
+                label=EITHER,
+            ),
+        ),
+        (
+            b"tile_32768.tif",
+            huge_tile_tiff(),
+            expect(
+                "64² px TIFF stored in one 32768² tile: a 1 GiB tile to decode",
+                REPORTED,
+                label=EITHER,
+            ),
+        ),
         (b"animation.gif", gif(), expect("GIF: not an image suffix foramflow reads", gif_outcome)),
     ]
     for i, (name, content, expected) in enumerate(bad):
@@ -406,8 +426,10 @@ def run_command(
     *,
     timeout_s: float = 300,
     memory_guard_bytes: int = 3 * 2**30,
+    program: tuple[str, ...] = FORAMFLOW,
 ) -> Run:
-    """Run ``foramflow ARGS`` as a fresh process group; kill it past the time or memory guard.
+    """Run ``foramflow ARGS`` (or ``program ARGS``) as a fresh process group; kill it past
+    the time or memory guard.
 
     Uses the foramflow package this process imports, with a wide console so that no path is
     wrapped across lines.
@@ -424,7 +446,7 @@ def run_command(
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
         process = subprocess.Popen(
-            [*FORAMFLOW, *args],
+            [*program, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -506,6 +528,75 @@ class GroupGuard(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join()
+
+
+# -- thumbnails and stacks ---------------------------------------------------------------------
+
+#: The label app's thumbnails of every image of a project, asked for eight at a time, as a
+#: browser scrolling the grid does; after registering the images of EXTRA (a large ordinary
+#: image, say). One line per image: ``thumbnail PATH: ok`` or ``thumbnail PATH: HTTP STATUS
+#: REASON``; then ``thumbnails: N ok, M refused, K failed`` (failed: neither 200 nor 4xx).
+THUMBNAILS_SCRIPT = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from fastapi.testclient import TestClient
+from foramflow.label.app import create_app
+from foramflow.label.store import LabelStore
+
+project, extra = sys.argv[1], sys.argv[2]
+store = LabelStore(project)
+store.add_images(extra)
+paths = store.image_paths()
+client = TestClient(create_app(project), base_url="http://127.0.0.1")
+
+def thumbnail(image_id):
+    response = client.get(f"/api/images/{image_id}/thumb")
+    detail = "" if response.status_code == 200 else response.json().get("detail", "")
+    return image_id, response.status_code, detail
+
+counts = {"ok": 0, "refused": 0, "failed": 0}
+with ThreadPoolExecutor(8) as pool:
+    for image_id, status, detail in pool.map(thumbnail, sorted(paths)):
+        kind = "ok" if status == 200 else "refused" if 400 <= status < 500 else "failed"
+        counts[kind] += 1
+        name = str(paths[image_id]).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        said = "ok" if status == 200 else f"HTTP {status} {detail}"
+        print(f"thumbnail {name.replace(chr(10), chr(92) + 'n')}: {said}", flush=True)
+print(f"thumbnails: {counts['ok']} ok, {counts['refused']} refused, {counts['failed']} failed")
+"""
+THUMBNAILS = (sys.executable, "-c", THUMBNAILS_SCRIPT)
+LARGE_PNG = "large_49mpx.png"
+
+
+def write_thumbnail_extra(folder: Path) -> Path:
+    """A folder holding one ordinary 7000 × 7000 RGB PNG (49 Mpx, inside the pixel cap)."""
+    from bombs import blank_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LARGE_PNG).write_bytes(blank_png(7000, 7000))
+    return folder
+
+
+#: Planes that a stack of good planes is given, one stack each: files from the corpus whose
+#: decoding a header must cap.
+STACKED = ("samples_64.tif", "tile_32768.tif", "huge_12000px.png", "huge_20000px_zlib.tif")
+
+
+def make_stack_corpus(root: Path, corpus: Path) -> dict[str, str]:
+    """``root/<name>/`` per file of :data:`STACKED`: two good 32² planes and that file as the
+    last plane. Returns stack folder → the hostile plane's name."""
+    import shutil
+
+    stacks = {}
+    for name in STACKED:
+        found = sorted(corpus.glob(f"*/{name}"))
+        folder = root / Path(name).stem
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            (folder / f"plane_{i}.png").write_bytes(good_png(200 + i))
+        shutil.copyfile(found[0], folder / f"plane_9_{name}")
+        stacks[str(folder)] = f"plane_9_{name}"
+    return stacks
 
 
 # -- what became of each entry ----------------------------------------------------------------

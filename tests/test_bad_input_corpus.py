@@ -17,15 +17,20 @@ import pytest
 
 from bad_inputs import (
     COMMANDS,
+    LARGE_PNG,
     PROCESSED,
     REPORTED,
+    STACKED,
+    THUMBNAILS,
     Record,
     command_line,
     make_bad_input_corpus,
+    make_stack_corpus,
     match_records,
     problems,
     read_outcomes,
     run_command,
+    write_thumbnail_extra,
 )
 
 GOOD_PER_SAMPLE = 4
@@ -154,3 +159,55 @@ def test_the_judge_finds_lost_doubled_let_in_and_stranger_files(corpus):
     assert "listed 2 times in split.csv" in by_name["S1/bad\\xff.png"]
     assert "counted" in by_name["S2/animation.gif"]
     assert "not a corpus file" in by_name["'elsewhere/other.png'"]
+
+
+def test_thumbnails_of_every_image_are_made_or_refused_with_a_reason(corpus, tmp_path):
+    """The label app's thumbnail of each registered image, eight asked for at once, and of an
+    ordinary 49 Mpx PNG: made, or refused (404) with the reason; never a server error."""
+    root, _ = corpus
+    project = tmp_path / "project"
+    label = run_command("label", command_line("label", root, project, workers=1), project)
+    assert label.returncode == 0, label.tail()
+    extra = write_thumbnail_extra(tmp_path / "extra")
+    run = run_command(
+        "thumbnails",
+        [str(project), str(extra)],
+        project,
+        program=THUMBNAILS,
+        timeout_s=120,
+        memory_guard_bytes=MEMORY_GUARD_BYTES,
+    )
+    assert run.stopped is None and not run.traceback and run.returncode == 0, run.tail()
+    lines = dict(line.split(": ", 1) for line in run.output.splitlines() if ": " in line)
+    assert lines[f"thumbnail {extra / LARGE_PNG}"] == "ok"
+    assert lines["thumbnails"].endswith(" 0 failed"), run.tail()
+    refused = [said for said in lines.values() if said.startswith("HTTP 404")]
+    assert refused and all(said.count(": ") >= 1 for said in refused), refused
+    said = {key.rsplit("/", 1)[-1]: value for key, value in lines.items()}
+    for name in ("good_00.png", "grey16.png", "rgba.png", "palette.png"):
+        assert said[name] == "ok", name
+    for name in ("huge_12000px.png", "huge_20000px_zlib.tif", "tile_32768.tif"):
+        assert name not in said or "over the limit" in said[name], said.get(name)
+
+
+def test_stack_names_each_plane_over_the_caps(corpus, tmp_path):
+    """A stack of good planes and one hostile one: the stack fails, naming the plane and the
+    cap, before it is decoded; no traceback."""
+    root, _ = corpus
+    stacks = make_stack_corpus(tmp_path / "stacks", root)
+    out = tmp_path / "fused"
+    run = run_command(
+        "stack",
+        ["stack", str(tmp_path / "stacks"), "--out", str(out)],
+        out,
+        timeout_s=120,
+        memory_guard_bytes=MEMORY_GUARD_BYTES,
+    )
+    assert run.stopped is None and not run.traceback, run.tail()
+    assert run.returncode == 1, run.tail()  # some stacks failed, and the command says so
+    failed = [line for line in run.output.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == len(STACKED) == len(stacks), run.tail()
+    for folder, plane in stacks.items():
+        line = next(line for line in failed if line.startswith(f"failed: {folder}:"))
+        assert f"{folder}/{plane}: " in line
+        assert "over the limit" in line or "samples per pixel" in line

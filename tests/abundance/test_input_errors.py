@@ -144,3 +144,38 @@ def test_an_unreadable_predictions_table_is_named(results):
     (results / "predictions.parquet").write_bytes(b"not parquet at all")
     line = error_line(abundance(results))
     assert f"{results / 'predictions.parquet'}: not a readable predictions table" in line
+
+
+@pytest.mark.parametrize("value", ["1e308", "inf", "2e9"])
+def test_a_count_too_large_to_be_true_is_refused(results, tmp_path, value):
+    human = write(tmp_path / "human.csv", f"sample,dark,mid,bright\ns0,8,6,6\ns1,{value},6,6\n")
+    line = error_line(abundance(results, "--human", human))
+    assert f"{human}: counts over 1e+09 or infinite in column(s) dark" in line
+
+
+def test_a_corrupt_run_json_is_named(results):
+    (results / "run.json").write_text('{"bundle":\n')
+    line = error_line(abundance(results))
+    assert line.startswith(f"error: {results / 'run.json'}: invalid run.json (Expecting value")
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "one class"])
+def test_a_validation_set_that_would_blank_em_is_set_aside_with_a_warning(results, bad):
+    """One NaN cell once blanked EM for every sample: now the file is named and set aside,
+    and every estimate stays a number."""
+    from foramflow.bundle import Bundle
+    from foramflow.bundle.validation import ValidationSet, write_validation
+
+    bundle = Bundle.load(results.parent / "bundle")
+    probs = np.tile([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]], (10, 1))
+    labels = np.tile([0, 1, 2], 10)
+    if bad == "one class":
+        labels[:] = 1
+    else:
+        probs[4, 1] = float(bad)
+    write_validation(bundle.path, ValidationSet(labels, probs), bundle.read_model())
+    result = abundance(results)
+    assert result.exit_code == 0, result.output
+    assert "validation.npz:" in result.output and "EM is left without" in result.output
+    table = pd.read_csv(results.parent / "out" / "abundance.csv")
+    assert table.loc[table["method"] == "em", "fraction"].notna().all()

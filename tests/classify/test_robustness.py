@@ -325,3 +325,20 @@ def test_killed_classify_leaves_no_decoding_worker_behind(kit, bundle, tmp_path)
         for child in children:
             if child.is_running():
                 child.kill()
+
+
+def test_a_corrupt_run_json_is_refused_naming_it(bundle, tree, tmp_path):
+    """Resuming reads run.json: a file cut short is named, in one line, before any work."""
+    out = tmp_path / "out"
+    run(bundle, tree, out)
+    (out / "run.json").write_text('{"bundle":\n')
+    done = subprocess.run(
+        [*COMMAND, str(bundle), str(tree), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "error" in line]
+    assert done.returncode != 0 and len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {out / 'run.json'}: invalid run.json (Expecting value")
+    assert "Traceback" not in done.stderr

@@ -100,3 +100,30 @@ def test_classify_decoder_reports_an_oversize_image_without_decoding_it(tmp_path
     batch, errors = decode_batch([str(path)], PreprocessSpec(size=16), max_pixels=1000)
     assert batch.shape == (0, 1, 16, 16)
     assert "30 × 40 pixels" in errors[0] and "0.001 Mpx" in errors[0]
+
+
+def test_a_long_strip_is_reduced_before_it_is_padded():
+    """1 × 10 000 pixels would pad to a 10 000² square (1.2 GB in colour): it is reduced to
+    at most MAX_SQUARE_SIDE first, and keeps its values (box means of a constant)."""
+    import tracemalloc
+
+    from foramflow.imaging.preprocess import MAX_SQUARE_SIDE, reduce_longest_side
+
+    strip = np.full((10_000, 1), 0.25, np.float32)
+    tracemalloc.start()
+    try:
+        out = preprocess(strip, PreprocessSpec(size=16, channels=3))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (3, 16, 16)
+    assert peak < 3 * MAX_SQUARE_SIDE**2 * 4 * 1.5  # one square of the reduced side
+    reduced = reduce_longest_side(np.arange(12, dtype=np.float32).reshape(6, 2, 1), 3)
+    np.testing.assert_allclose(reduced[..., 0], [[1.5], [5.5], [9.5]])  # 2 × 2 box means
+
+
+def test_an_image_within_the_square_limit_is_not_reduced():
+    from foramflow.imaging.preprocess import reduce_longest_side
+
+    image = np.random.default_rng(0).random((300, 200, 3)).astype(np.float32)
+    assert reduce_longest_side(image, 300) is image

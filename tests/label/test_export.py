@@ -101,3 +101,35 @@ def test_ecotaxa_zip_names_the_validator_and_no_one_for_a_prediction(
     )
     assert predicted["object_prediction_model"] == "run"
     assert {validated["img_file_name"], predicted["img_file_name"]} <= images
+
+
+def test_a_link_out_of_the_image_root_is_not_exported(
+    store: LabelStore, image_root: Path, tmp_path: Path
+):
+    """A registered image replaced by a link to a file outside its root: refused, as the
+    /files route refuses it, and nothing is written."""
+    import pytest
+
+    from foramflow.errors import ForamflowError
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not for the training set")
+    registered = image_root / "S1_10cm" / "p00.png"
+    registered.unlink()
+    registered.symlink_to(secret)
+    store.set_labels([1, 3], "dark", user="anna")
+    with pytest.raises(ForamflowError, match=r"p00\.png: leads out of its image root"):
+        export.export_training_set(store, tmp_path / "train")
+    assert not list((tmp_path / "train").rglob("*.png"))
+
+
+def test_a_link_inside_the_image_root_is_exported(
+    store: LabelStore, image_root: Path, tmp_path: Path
+):
+    registered = image_root / "S1_10cm" / "p00.png"
+    registered.unlink()
+    registered.symlink_to(image_root / "S1_10cm" / "p02.png")
+    store.set_labels([1], "dark", user="anna")
+    export.export_training_set(store, tmp_path / "train")
+    copied = tmp_path / "train" / "dark" / "S1_10cm__p00.png"
+    assert copied.read_bytes() == (image_root / "S1_10cm" / "p02.png").read_bytes()

@@ -39,6 +39,11 @@ def position_unit(column: str) -> str | None:
     return parts[1].strip() or None if len(parts) == 2 else None
 
 
+#: Largest count, depth or age a table may give: more specimens than anyone counts, deeper
+#: than any core; beyond it a value is a typing error (and sums of it overflow).
+MAX_VALUE = 1e9
+
+
 def read_human_counts(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a human counts CSV into ``(counts, positions)``, both indexed by sample.
 
@@ -75,12 +80,19 @@ def read_human_counts(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _numeric_columns(path, columns: pd.DataFrame, what: str, *, blanks: bool) -> pd.DataFrame:
     """The columns as numbers; a text value, or a blank where ``blanks`` is False, is refused."""
-    numeric = columns.apply(pd.to_numeric, errors="coerce")
+    numeric = columns.apply(pd.to_numeric, errors="coerce").astype(float)
     refused = numeric.isna() & (columns.notna() | (not blanks))
     bad = [c for c in columns.columns if refused[c].any()]
     if bad:
         raise AbundanceError(f"{path}: non-numeric {what} in column(s) {', '.join(map(str, bad))}")
-    return numeric.astype(float)
+    huge = numeric.abs() > MAX_VALUE
+    bad = [c for c in columns.columns if huge[c].any()]
+    if bad:
+        raise AbundanceError(
+            f"{path}: {what} over {MAX_VALUE:.0e} or infinite in column(s) "
+            f"{', '.join(map(str, bad))}"
+        )
+    return numeric
 
 
 def _refuse_repeated_samples(path, samples: pd.Series) -> None:

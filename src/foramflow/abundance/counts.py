@@ -43,7 +43,8 @@ def read_age_model(path: str | Path) -> pd.DataFrame:
     table = read_csv_table(path, "depth and age")
     if table.shape[1] < 2:
         raise AbundanceError(f"{path}: an age model needs two columns (depth, age)")
-    table = table.iloc[:, :2].apply(pd.to_numeric, errors="coerce").dropna()
+    table = table.iloc[:, :2].apply(pd.to_numeric, errors="coerce").astype(float)
+    table = table[np.isfinite(table).all(axis=1)]
     if len(table) < 2:
         raise AbundanceError(f"{path}: an age model needs at least two numeric rows")
     return table.sort_values(table.columns[0]).reset_index(drop=True)

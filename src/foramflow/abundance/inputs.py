@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from foramflow.errors import ForamflowError
+from foramflow.io.limits import MAX_TABLE_BYTES, FileRefused, check_size
 
 FIRST_DATA_LINE = 2  # line 1 holds the header
 _SNIFF_BYTES = 8192
@@ -28,6 +29,10 @@ def read_csv_table(path: str | Path, what: str) -> pd.DataFrame:
     """
     path = Path(path)
     head = _first_bytes(path, what)
+    try:
+        check_size(path, path.stat().st_size, MAX_TABLE_BYTES, f"a table of {what}")
+    except FileRefused as err:
+        raise AbundanceError(str(err)) from None
     if not head.strip():
         raise AbundanceError(f"{path}: empty file, expected a CSV table of {what}")
     if b"\0" in head:

@@ -9,7 +9,6 @@ are given, ``downcore.png`` and ``report.html`` (self-contained).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from foramflow.abundance.intervals import INTERVAL_METHODS
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.schema import BundleError, Calibration
 from foramflow.io.files import prepare_output_dir
+from foramflow.io.limits import read_json_object
 from foramflow.progress import Progress, Quiet
 
 PREDICTIONS_FILE = "predictions.parquet"
@@ -190,8 +190,8 @@ def _load_bundle(
     warning, when it cannot be loaded."""
     path = Path(bundle) if bundle else None
     if path is None and (results_dir / RUN_FILE).is_file():
-        named = json.loads((results_dir / RUN_FILE).read_text()).get("bundle", "")
-        path = Path(named) if named else None
+        named = read_json_object(results_dir / RUN_FILE, what=RUN_FILE).get("bundle", "")
+        path = Path(named) if isinstance(named, str) and named else None
     if path is None:
         return None, None
     try:

@@ -25,7 +25,6 @@ This module needs only numpy, pydantic, Pillow and ONNX Runtime.
 
 from __future__ import annotations
 
-import json
 import shutil
 import zipfile
 from collections.abc import Iterable
@@ -52,6 +51,16 @@ from foramflow.bundle.schema import (
 )
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.io.files import atomic_write, write_json_atomic
+from foramflow.io.limits import (
+    MAX_JSON_BYTES,
+    MAX_MEMBER_BYTES,
+    FileRefused,
+    open_zip,
+    parse_json,
+    read_bytes,
+    read_json,
+    read_json_object,
+)
 
 #: The files every bundle writer writes itself; other files of a bundle are copied as they are.
 OWN_FILES = (META_FILE, MODEL_FILE, NETWORK_INFO_FILE, INT8_FILE)
@@ -82,20 +91,19 @@ class Bundle:
 
     @classmethod
     def _load_zip(cls, path: Path) -> Bundle:
+        """Members are checked before they are read (:mod:`foramflow.io.limits`): a name
+        held twice is refused, and none is read past its declared size or the cap."""
         try:
-            with zipfile.ZipFile(path) as archive:
-                names = {Path(name).name: name for name in archive.namelist()}
+            with open_zip(path) as archive:
                 for required in (META_FILE, MODEL_FILE):
-                    if required not in names:
+                    if required not in archive.members:
                         raise BundleError(f"{path}: not a model bundle ({required} is missing)")
-                text, model = archive.read(names[META_FILE]), archive.read(names[MODEL_FILE])
-        except (OSError, zipfile.BadZipFile) as err:
-            raise BundleError(f"{path}: cannot read the zip ({err})") from None
-        try:
-            data = json.loads(text)
-        except ValueError as err:
-            raise BundleError(f"{path}: invalid {META_FILE} ({err})") from None
-        meta = parse_meta(data, Path(f"{path} ({META_FILE})"))
+                text = archive.read(META_FILE, limit=MAX_JSON_BYTES)
+                data = parse_json(text, archive.location(META_FILE), what=META_FILE)
+                meta = parse_meta(data, Path(archive.location(META_FILE)))
+                model = archive.read(MODEL_FILE)
+        except FileRefused as err:
+            raise BundleError(str(err)) from None
         return cls(path=path, meta=meta, _model_bytes=model, notes=meta.defaults_taken())
 
     @property
@@ -151,16 +159,13 @@ class Bundle:
         file kept outside the bundle (see :mod:`foramflow.classify.records`)."""
         if name == MODEL_FILE and self._model_bytes is not None:
             return self._model_bytes
-        if self.path.is_dir() or Path(name).is_absolute():
-            try:
-                return (self.path / name).read_bytes()
-            except OSError as err:
-                raise BundleError(f"{self.path / name}: cannot read model ({err})") from None
-        with zipfile.ZipFile(self.path) as archive:
-            members = {Path(member).name: member for member in archive.namelist()}
-            if name not in members:
-                raise BundleError(f"{self.path}: the zip holds no {name}")
-            return archive.read(members[name])
+        try:
+            if self.path.is_dir() or Path(name).is_absolute():
+                return read_bytes(self.path / name, limit=MAX_MEMBER_BYTES, what="model")
+            with open_zip(self.path) as archive:
+                return archive.read(name)
+        except FileRefused as err:
+            raise BundleError(str(err)) from None
 
     def engine(self):
         """The fp32 :class:`~foramflow.bundle.engine.Engine`, opened (and checked against
@@ -211,11 +216,9 @@ def read_meta(folder: str | Path) -> BundleMeta:
     """The description of a bundle folder, without its network."""
     path = description_path(folder)
     try:
-        data = json.loads(path.read_bytes())
-    except OSError as err:
-        raise BundleError(f"{path}: cannot read ({err.strerror or err})") from None
-    except ValueError as err:  # invalid JSON or text
-        raise BundleError(f"{path}: invalid JSON ({err})") from None
+        data = read_json(path, what=META_FILE)
+    except FileRefused as err:
+        raise BundleError(str(err)) from None
     return parse_meta(data, path)
 
 
@@ -269,8 +272,8 @@ def read_precision_records(folder: str | Path) -> dict[str, PrecisionCheck]:
     :mod:`foramflow.classify.records`), with their files as absolute paths in that folder;
     none when the folder holds no readable ones."""
     try:
-        stored = json.loads((Path(folder) / META_FILE).read_text())
-    except (OSError, ValueError):
+        stored = read_json_object(Path(folder) / META_FILE)
+    except FileRefused:
         return {}
     records = {}
     for name in PRECISION_RECORDS:
@@ -287,8 +290,8 @@ def write_precision_records(folder: str | Path, **records: PrecisionCheck) -> No
     model.json of records (files named relative to the folder)."""
     path = Path(folder) / META_FILE
     try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError):
+        stored = read_json_object(path)
+    except FileRefused:
         stored = {}
     if not isinstance(stored, dict):
         stored = {}

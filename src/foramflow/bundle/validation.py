@@ -11,8 +11,6 @@ model.onnx that gave them: a file that describes another network is refused.
 from __future__ import annotations
 
 import hashlib
-import io
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 
 from foramflow.bundle.schema import MODEL_FILE, VALIDATION_FILE, BundleError
 from foramflow.io.files import atomic_write
+from foramflow.io.limits import MAX_ARRAY_BYTES, FileRefused, open_zip, read_npz
 
 
 @dataclass(frozen=True)
@@ -65,41 +64,75 @@ def restamp_validation(folder: str | Path, model_bytes: bytes) -> None:
     the same weights, whose ONNX bytes may differ."""
     path = Path(folder) / VALIDATION_FILE
     if path.is_file():
-        with np.load(path, allow_pickle=False) as arrays:
-            kept = ValidationSet(labels=arrays["labels"], probabilities=arrays["probabilities"])
+        try:
+            arrays = read_npz(path, path, ("labels", "probabilities"))
+        except FileRefused as err:
+            raise BundleError(str(err)) from None
+        kept = ValidationSet(labels=arrays["labels"], probabilities=arrays["probabilities"])
         write_validation(folder, kept, model_bytes)
 
 
 def read_validation(bundle) -> ValidationSet | None:
     """The bundle's validation set; None when it has none.
 
-    Raises :class:`~foramflow.bundle.schema.BundleError` for a file that cannot be read,
-    that does not match the bundle's classes, or that another model.onnx wrote.
+    Raises :class:`~foramflow.bundle.schema.BundleError` for a file over the array cap of
+    :mod:`foramflow.io.limits` (checked from the arrays' headers before they are loaded),
+    that cannot be read, that another model.onnx wrote, or whose content cannot be used: it
+    must match the bundle's classes, hold finite probabilities in [0, 1] whose rows sum to
+    one, and labelled images of at least two classes.
     """
     where = bundle.location(VALIDATION_FILE)
-    data = _read_bytes(bundle)
-    if data is None:
-        return None
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            labels, probs = arrays["labels"], arrays["probabilities"]
-            digest = str(arrays["model_sha256"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise BundleError(f"{where}: not a readable validation set ({err})") from None
-    if digest != model_digest(bundle.read_model(MODEL_FILE)):
+        source = _source(bundle)
+        if source is None:
+            return None
+        arrays = read_npz(
+            source, where, ("labels", "probabilities", "model_sha256"), what="validation set"
+        )
+    except FileRefused as err:
+        raise BundleError(str(err)) from None
+    labels, probs, digest = arrays["labels"], arrays["probabilities"], arrays["model_sha256"]
+    if digest.shape != () or str(digest) != model_digest(bundle.read_model(MODEL_FILE)):
         raise BundleError(f"{where}: describes another {MODEL_FILE}")
-    n_classes = len(bundle.labels)
-    if probs.ndim != 2 or probs.shape[1] != n_classes or labels.shape != (len(probs),):
-        raise BundleError(f"{where}: does not match the bundle's {n_classes} classes")
-    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-        raise BundleError(f"{where}: a label outside the bundle's {n_classes} classes")
+    check_validation(where, labels, probs, len(bundle.labels))
     return ValidationSet(labels=labels.astype(int), probabilities=probs.astype(float))
 
 
-def _read_bytes(bundle) -> bytes | None:
+#: How far a row of probabilities may sum from one (float32 softmax, averaged members).
+ROW_SUM_TOLERANCE = 1e-3
+
+
+def check_validation(where: str, labels: np.ndarray, probs: np.ndarray, n_classes: int) -> None:
+    """Refuse validation arrays that would give a wrong or blank abundance correction."""
+    if probs.ndim != 2 or probs.shape[1] != n_classes or labels.shape != (len(probs),):
+        raise BundleError(f"{where}: does not match the bundle's {n_classes} classes")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise BundleError(f"{where}: labels are {labels.dtype}, not class numbers")
+    if not np.issubdtype(probs.dtype, np.floating):
+        raise BundleError(f"{where}: probabilities are {probs.dtype}, not numbers in [0, 1]")
+    if len(labels) == 0:
+        raise BundleError(f"{where}: holds no validation images")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise BundleError(f"{where}: a label outside the bundle's {n_classes} classes")
+    finite = np.isfinite(probs).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise BundleError(f"{where}: probabilities of image {row} are not finite numbers")
+    outside = ((probs < 0) | (probs > 1)).any(axis=1)
+    outside |= np.abs(probs.sum(axis=1, dtype=np.float64) - 1) > ROW_SUM_TOLERANCE
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise BundleError(f"{where}: probabilities of image {row} are not in [0, 1] summing to one")
+    if len(np.unique(labels)) < 2:
+        raise BundleError(f"{where}: labelled images of one class only; two are needed")
+
+
+def _source(bundle) -> Path | bytes | None:
+    """The validation file's path in a bundle folder, or its bytes from a zipped bundle."""
     if bundle.path.is_dir():
         path = bundle.path / VALIDATION_FILE
-        return path.read_bytes() if path.is_file() else None
-    with zipfile.ZipFile(bundle.path) as archive:
-        members = {Path(member).name: member for member in archive.namelist()}
-        return archive.read(members[VALIDATION_FILE]) if VALIDATION_FILE in members else None
+        return path if path.is_file() else None
+    with open_zip(bundle.path) as archive:
+        if VALIDATION_FILE not in archive.members:
+            return None
+        return archive.read(VALIDATION_FILE, limit=MAX_ARRAY_BYTES)

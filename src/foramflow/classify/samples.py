@@ -20,6 +20,7 @@ from stat import S_ISDIR, S_ISREG
 import pandas as pd
 
 from foramflow.io.images import is_image_file
+from foramflow.io.limits import MAX_TABLE_BYTES, check_size
 
 
 class SampleError(ValueError):
@@ -193,6 +194,7 @@ def _to_depth(text: str | None, where: str) -> float:
 def read_sample_table(path: Path) -> pd.DataFrame:
     """Read and check a sample table (see :class:`SampleRule`)."""
     try:
+        check_size(path, path.stat().st_size, MAX_TABLE_BYTES, "sample table")
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise SampleError(f"{path}: cannot read sample table ({err})") from None

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from foramflow.io.files import atomic_path, atomic_write, write_json_atomic
+from foramflow.io.limits import read_json_object
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.parquet"
@@ -105,7 +106,7 @@ class RunStore:
 
     def read_run(self) -> dict | None:
         path = self.path(RUN_FILE)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_json_object(path, what=RUN_FILE) if path.is_file() else None
 
     def write_run(self, info: dict) -> None:
         write_json_atomic(self.path(RUN_FILE), info)

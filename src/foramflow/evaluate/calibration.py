@@ -39,7 +39,7 @@ from foramflow.abundance.drift import top_probability_reference
 from foramflow.bundle.engine import Engine, apply_temperature
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.predict import predict_paths
-from foramflow.bundle.schema import Calibration
+from foramflow.bundle.schema import BundleError, Calibration
 
 MIN_THRESHOLD = 0.501  # the classify rule needs a threshold above 0.5
 NEVER = 1.0  # a score never exceeds 1.0: the class is always unsure
@@ -239,7 +239,10 @@ def validation_images(bundle_path, validation_dir) -> ValidationImages:
     """Images under ``validation_dir/<label>/`` for the bundle's labels."""
     from foramflow.data.dataset import scan_folder
 
-    labels = Bundle.load(bundle_path).labels
+    bundle = Bundle.load(bundle_path)
+    if not bundle.path.is_dir():  # refused now, not after predicting every image
+        raise BundleError(f"{bundle_path}: unpack the .zip to calibrate the bundle")
+    labels = bundle.labels
     index = {name: i for i, name in enumerate(labels)}
     items = scan_folder(validation_dir)
     unknown = sorted({name for _, name in items if name not in index})

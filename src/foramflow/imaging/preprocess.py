@@ -2,7 +2,9 @@
 
 Rescale by bit depth (done by :func:`foramflow.io.images.read_image`), convert to grey or
 colour, pad to square with the median of the edge pixels (edges are background), and
-resize bilinearly to the network input. The output is network-ready: float32 (C, S, S).
+resize bilinearly to the network input. An image longer than :data:`MAX_SQUARE_SIDE` is
+reduced first, so that its square stays small whatever its shape. The output is
+network-ready: float32 (C, S, S).
 
 This module imports only numpy and Pillow so that classification never needs the
 training framework. Its name and parameters are recorded in every model bundle.
@@ -64,6 +66,25 @@ def edge_median(image: np.ndarray) -> np.ndarray:
     return np.median(border, axis=0).astype(np.float32)
 
 
+#: Longest side padded to square as it is: a longer image (a strip of 1 × 10 000 pixels, a
+#: whole tray) is first reduced by a whole factor (box means), so that its square takes at
+#: most 4096² pixels per channel (64 MiB) rather than up to the square of the pixel cap.
+MAX_SQUARE_SIDE = 4096
+
+
+def reduce_longest_side(image: np.ndarray, limit: int = MAX_SQUARE_SIDE) -> np.ndarray:
+    """(H, W, C) reduced by the smallest whole factor that brings its longer side to at most
+    ``limit``; unchanged when it is within it."""
+    factor = -(-max(image.shape[:2]) // limit)
+    if factor < 2:
+        return image
+    planes = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c]), mode="F").reduce(factor))
+        for c in range(image.shape[2])
+    ]
+    return np.stack(planes, axis=-1)
+
+
 def pad_to_square(image: np.ndarray) -> np.ndarray:
     """Pad (H, W, C) symmetrically to square with the edge median of each channel."""
     height, width = image.shape[:2]
@@ -90,7 +111,8 @@ def resize_bilinear(image: np.ndarray, size: int) -> np.ndarray:
 
 def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Turn a [0, 1] image from :func:`read_image` into a float32 (C, S, S) network input."""
-    square = pad_to_square(to_channels(image.astype(np.float32, copy=False), spec.channels))
+    image = to_channels(image.astype(np.float32, copy=False), spec.channels)
+    square = pad_to_square(reduce_longest_side(image))
     resized = resize_bilinear(square, spec.size)
     return np.ascontiguousarray(np.clip(resized, 0.0, 1.0).transpose(2, 0, 1))
 

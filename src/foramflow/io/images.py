@@ -5,12 +5,16 @@ rescaled by bit depth (÷255 or ÷65535), never by the image's own range, so tha
 same particle gives the same numbers whatever else is in the picture.
 
 The size an image's header claims is checked before any pixel is decoded: a compressed
-file of a few hundred kilobytes can claim gigabytes of pixels.
+file of a few hundred kilobytes can claim gigabytes of pixels. Two caps apply: the pixels
+(width × height, what the float copy costs) and the bytes the decoder itself holds, which for
+a TIFF are the whole page (every sample of every pixel) and one of its tiles or strips,
+decoded one at a time, all from the page's metadata.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import stat
 import threading
@@ -29,6 +33,12 @@ _TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 #: Most pixels decoded from one image by default: far more than a crop of one particle
 #: has, and about 600 MB once decoded to float RGB, per decoding process.
 MAX_PIXELS = 50_000_000
+
+#: Most bytes the decoder may hold per pixel of the cap: a 16-bit RGBA image at the cap.
+DECODED_BYTES_PER_PIXEL = 8
+
+#: Most samples (channels) per pixel of an image: grey, grey and alpha, RGB or RGBA.
+MAX_SAMPLES = 4
 
 #: Most pixels decoded from a tray photograph or a focal plane (``stack``, ``segment``):
 #: a 10 000 × 10 000 mosaic. Segmenting takes about 15 bytes of memory per pixel, so the
@@ -108,6 +118,25 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return _to_unit_float(array, path)
 
 
+def read_thumbnail(path: str | Path, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An 8-bit picture of ``path`` no more than about twice ``size`` on a side, for display.
+
+    The same caps as :func:`read_image`; a JPEG is decoded at a reduced scale and other
+    images are reduced before any float copy is made, so that a thumbnail of a large image
+    costs its decoded bytes once and no more.
+    """
+    path = Path(path)
+    with _open_file(path) as handle:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            array = _read_tiff(handle, path, max_pixels)
+        else:
+            array = _read_with_pillow(handle, path, max_pixels, reduce_to=2 * size)
+    step = max(1, -(-max(array.shape[:2]) // (2 * size)))
+    small = np.ascontiguousarray(array[::step, ::step])
+    del array
+    return np.round(_to_unit_float(small, path) * 255).astype(np.uint8)
+
+
 def read_tiff_page(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The first page of a TIFF as stored, any pixel type (a float32 depth map, say)."""
     path = Path(path)
@@ -179,11 +208,19 @@ def _open_with_pillow(handle: BinaryIO) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = limit
 
 
-def _read_with_pillow(handle: BinaryIO, path: Path, max_pixels: int) -> np.ndarray:
+def _read_with_pillow(
+    handle: BinaryIO, path: Path, max_pixels: int, *, reduce_to: int | None = None
+) -> np.ndarray:
+    """Decode with Pillow; with ``reduce_to``, at about that many pixels on the longer side
+    (a JPEG by its decoder's scaling, other images by Pillow's box reduction)."""
     try:
         with _open_with_pillow(handle) as image:
-            _check_pixels(path, max_pixels, *image.size)
+            _check_pillow_size(image, path, max_pixels)
+            if reduce_to is not None and image.format == "JPEG":
+                image.draft(image.mode, (reduce_to, reduce_to))
             image.load()  # decode now so that truncated files fail here, not later
+            if reduce_to is not None:
+                image = _reduced(image, reduce_to)
             return _pillow_to_array(image, path)
     except ImageReadError:
         raise
@@ -193,6 +230,33 @@ def _read_with_pillow(handle: BinaryIO, path: Path, max_pixels: int) -> np.ndarr
         raise ImageReadError(path, "not a recognised image format") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(path, f"corrupt or truncated image ({err})") from err
+
+
+def _reduced(image: Image.Image, reduce_to: int) -> Image.Image:
+    factor = max(image.size) // reduce_to
+    if factor < 2:
+        return image
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a mode Pillow does not reduce (palette, bilevel): strided later
+        return image
+
+
+def _check_pillow_size(image: Image.Image, path: Path, max_pixels: int) -> None:
+    """Refuse an image over the pixel cap, or whose decoded bytes are over the byte cap."""
+    width, height = image.size
+    _check_pixels(path, max_pixels, width, height)
+    bands = len(image.getbands())
+    if bands > MAX_SAMPLES:
+        raise ImageReadError(
+            path, f"{bands} samples per pixel; foramflow reads grey, RGB or RGBA images"
+        )
+    pixel_bytes = 4 if bands > 1 else max(1, _MODE_BYTES.get(image.mode, 4))
+    _check_decoded_bytes(path, max_pixels, width * height * pixel_bytes, "decoding")
+
+
+# Bytes per pixel of Pillow's one-band modes (multi-band images take 4).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 
 
 def _pillow_to_array(image: Image.Image, path: Path) -> np.ndarray:
@@ -213,19 +277,48 @@ def _pillow_to_array(image: Image.Image, path: Path) -> np.ndarray:
     return array
 
 
-def _tiff_first_page(handle: BinaryIO, path: Path, max_pixels: int) -> np.ndarray:
+def _tiff_first_page(
+    handle: BinaryIO, path: Path, max_pixels: int, *, max_samples: int | None = None
+) -> np.ndarray:
     import tifffile
 
     with tifffile.TiffFile(handle) as tiff:
         page = tiff.pages[0]
-        _check_pixels(path, max_pixels, page.imagewidth, page.imagelength, page.imagedepth)
-        return page.asarray()
+        _check_tiff_page(path, page, max_pixels, max_samples)
+        return page.asarray(maxworkers=1)
+
+
+def _check_tiff_page(path: Path, page, max_pixels: int, max_samples: int | None) -> None:
+    """Refuse a page whose pixels, samples, or decoded bytes (the page and one tile or strip
+    at a time) are over the caps, from its metadata alone."""
+    _check_pixels(path, max_pixels, page.imagewidth, page.imagelength, page.imagedepth)
+    samples = int(page.samplesperpixel)
+    if max_samples is not None and samples > max_samples:
+        raise ImageReadError(
+            path, f"{samples} samples per pixel; foramflow reads grey, RGB or RGBA images"
+        )
+    if page.dtype is None:  # a pixel type tifffile does not decode: Pillow may
+        raise ValueError(f"TIFF pixel type not supported (sample format {page.sampleformat})")
+    itemsize = np.dtype(page.dtype).itemsize
+    page_bytes = math.prod(page.shape) * itemsize
+    segment_bytes = math.prod(page.chunks) * itemsize
+    _check_decoded_bytes(path, max_pixels, page_bytes + segment_bytes, "decoding the TIFF")
+
+
+def _check_decoded_bytes(path: Path, max_pixels: int, n_bytes: int, doing: str) -> None:
+    limit = max_pixels * DECODED_BYTES_PER_PIXEL
+    if n_bytes > limit:
+        raise ImageTooLargeError(
+            path,
+            f"{doing} takes {n_bytes / 2**20:.0f} MiB, over the limit of "
+            f"{limit / 2**20:.0f} MiB for one image; not decoded",
+        )
 
 
 def _read_tiff(handle: BinaryIO, path: Path, max_pixels: int) -> np.ndarray:
     try:
-        array = _tiff_first_page(handle, path, max_pixels)
-    except ImageTooLargeError:
+        array = _tiff_first_page(handle, path, max_pixels, max_samples=MAX_SAMPLES)
+    except ImageReadError:
         raise
     except Exception as tiff_error:
         handle.seek(0)
@@ -249,10 +342,9 @@ def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
         raise ImageReadError(path, f"unsupported image shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageReadError(path, "image has no pixels")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535.0
-    if array.dtype == bool:
-        return array.astype(np.float32)
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(bool): 1.0}
+    if array.dtype in scale:
+        unit = array.astype(np.float32)
+        unit /= scale[array.dtype]  # in place: one float copy of the image, not two
+        return unit
     raise ImageReadError(path, f"unsupported pixel type {array.dtype} (expected 8- or 16-bit)")

@@ -46,6 +46,7 @@ from defusedxml.ElementTree import parse as _safe_parse
 
 from foramflow.errors import ForamflowError
 from foramflow.io.files import atomic_write
+from foramflow.io.limits import MAX_TABLE_BYTES, FileRefused, check_size
 
 UNLABELED = "unlabeled"
 UNSURE = "unsure"
@@ -122,7 +123,10 @@ def read_project(xml_path: str | Path) -> tuple[list[ParticleRecord], list[Taxon
     """
     xml_path = Path(xml_path)
     try:
+        check_size(xml_path, xml_path.stat().st_size, MAX_TABLE_BYTES, "project file")
         root = _safe_parse(xml_path).getroot()
+    except FileRefused as err:
+        raise ProjectError(str(err)) from None
     except (ET.ParseError, DefusedXmlException) as err:
         raise ProjectError(f"{xml_path}: not a valid ParticleTrieur project ({err})") from err
     except OSError as err:

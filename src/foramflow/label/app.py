@@ -19,6 +19,7 @@ Security (the rules themselves live in :mod:`foramflow.label.guard`):
 * Size: request bodies over 1 MiB and label changes of more than 10,000 images are
   refused with 413.
 * Files are only served from registered image roots, after resolving symbolic links;
+  thumbnails are decoded at most two at a time, within the images' memory caps;
   class and sample names are checked by the store (they become folder and file names),
   and exports write nothing outside their folder.
 """
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-import numpy as np
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -44,7 +44,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from foramflow.errors import ForamflowError
-from foramflow.io.images import ImageReadError, is_image_file, read_image
+from foramflow.io.images import ImageReadError, is_image_file, read_thumbnail
 from foramflow.label import active, export
 from foramflow.label.guard import (
     MAX_IDS_PER_REQUEST,
@@ -60,6 +60,9 @@ from foramflow.label.store import TARGET_PER_CLASS, ImageFilter, LabelStore, Pat
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "foramflow_token"
 THUMB_PIXELS = 160
+#: Thumbnails decoded at once: each may take one image's decoded bytes (within the caps of
+#: :mod:`foramflow.io.images`), so the app's memory stays bounded however many are asked for.
+THUMBNAILS_AT_ONCE = 2
 
 ImageId = Annotated[int, PathParam(ge=1, le=2**62)]
 Text = Annotated[str, Field(max_length=200)]
@@ -144,6 +147,7 @@ def create_app(project_dir: str | Path, *, token: str | None = None) -> FastAPI:
     """The app for the project in ``project_dir``; with ``token``, every request needs it."""
     store = LabelStore(project_dir)
     job = PrelabelJob()
+    thumbnail_slots = threading.BoundedSemaphore(THUMBNAILS_AT_ONCE)
     app = FastAPI(title="foramflow label", version="1")
     app.state.store = store
 
@@ -272,11 +276,12 @@ def create_app(project_dir: str | Path, *, token: str | None = None) -> FastAPI:
     def thumbnail(image_id: ImageId) -> Response:
         """A JPEG thumbnail, at most 160 pixels on a side."""
         path = store.image_path(image_id)
-        try:
-            pixels = read_image(path)
-        except ImageReadError as err:
-            raise HTTPException(404, str(err)) from None
-        picture = Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+        with thumbnail_slots:
+            try:
+                pixels = read_thumbnail(path, THUMB_PIXELS)
+            except ImageReadError as err:
+                raise HTTPException(404, str(err)) from None
+        picture = Image.fromarray(pixels)
         picture.thumbnail((THUMB_PIXELS, THUMB_PIXELS), Image.BILINEAR)
         buffer = io.BytesIO()
         picture.save(buffer, "JPEG", quality=85)

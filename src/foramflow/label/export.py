@@ -5,7 +5,9 @@
 * a CSV of every image's label, status, prediction, sample, depth and class group;
 * a ParticleTrieur project file; an EcoTaxa import folder or zip.
 
-Every file an export writes lies inside the folder it was given: each output path is
+A training set copies only files inside their registered image root once links are
+followed (the rule of the app's ``/files`` route). Every file an export writes lies inside
+the folder it was given: each output path is
 checked once links are followed, and single files are renamed into place, so a link
 left at the target is replaced rather than written through.
 """
@@ -30,7 +32,7 @@ from foramflow.io.particletrieur import (
     read_project,
     write_project,
 )
-from foramflow.label.store import InvalidName, LabelStore, class_name, sample_name
+from foramflow.label.store import InvalidName, LabelStore, PathRefused, class_name, sample_name
 
 CSV_COLUMNS = (
     "path", "label", "status", "validated_by", "validated_at", "pred_label", "pred_score",
@@ -91,14 +93,27 @@ def _training_set_plan(store: LabelStore, dest: Path) -> list[tuple[str, Path, P
         label = row["label"]
         if label is None or label in RESERVED_LABELS:
             continue
+        source = _in_image_root(store, row, path)
         folder = _inside(root, dest / label)
         name = f"{row['sample']}__{path.name}" if row["sample"] else path.name
         target = _inside(root, folder / name)
         if target in taken or target.exists() or target.is_symlink():
             target = _inside(root, folder / f"{target.stem}_{row['id']}{target.suffix}")
         taken.add(target)
-        plan.append((label, path, target))
+        plan.append((label, source, target))
     return plan
+
+
+def _in_image_root(store: LabelStore, row: dict, path: Path) -> Path:
+    """The image's real path, refused (as the app's ``/files`` route refuses it) when links
+    lead it out of its registered image root: a registered image replaced by a link to
+    another file must not be copied into a training set."""
+    try:
+        return store.resolve(row["root_id"], row["relpath"])
+    except PathRefused:
+        raise OutputError(
+            f"{path}: leads out of its image root once links are followed; nothing exported"
+        ) from None
 
 
 def _place(source: Path, target: Path, *, hard_link: bool) -> None:

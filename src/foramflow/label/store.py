@@ -31,6 +31,7 @@ from pathlib import Path
 
 from foramflow.errors import ForamflowError
 from foramflow.io.images import ImageReadError, image_size, is_image_file
+from foramflow.io.limits import MAX_TABLE_BYTES, check_size
 
 STORE_FILE = "foramflow-labels.sqlite"
 MAX_CLASS_NAME = 100
@@ -747,6 +748,7 @@ def _depth_from_name(name: str, pattern: re.Pattern | None) -> float | None:
 def _read_metadata(path: str | Path) -> tuple[dict, dict]:
     """Per-sample and per-path (sample, depth_cm) from a CSV."""
     by_sample, by_path = {}, {}
+    check_size(path, Path(path).stat().st_size, MAX_TABLE_BYTES, "metadata table")
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         fields = set(reader.fieldnames or [])
