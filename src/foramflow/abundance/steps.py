@@ -99,8 +99,9 @@ def estimate_abundance(
         Flag a sample whose top probabilities are further than this (KS distance) from the
         reference.
     depth_unit
-        Unit of the samples' depths, for the figure's axis (default: from the human
-        counts' or the age model's depth column name, e.g. ``depth_cm``).
+        Unit of the samples' depths, for the figure's axis and the tables' ``depth_<unit>``
+        column (default: from the name of the predictions', the human counts' or the age
+        model's depth column, e.g. ``depth_cm``; sources that disagree are refused).
     title, truth
         The core's name in the figure and report (default: the results folder's name), and
         known abundances (``sample, taxon, fraction``) drawn in the figure.

@@ -1,0 +1,140 @@
+"""How foramflow writes tables, so that pandas, pyarrow, duckdb, polars, R and spreadsheets
+read them alike.
+
+* An unknown value is a null in Parquet (a NaN is a number to SQL: ``IS NULL`` misses it).
+  In CSV, which has no typed null, an unknown number is written ``NaN``: an empty cell
+  makes a column with no known value a text column for duckdb's and polars' type
+  sniffers, ``NaN`` keeps it a number column for every reader (pandas and R read it as
+  missing, duckdb and polars as not-a-number). Unknown text is an empty cell.
+* A column keeps its type whether or not any value is known (float64 for a depth).
+* The depth of a sample carries its unit in its column name, ``depth_<unit>``
+  (``depth_m``, ``depth_cm``, ``depth_mbsf``); ``depth`` alone means that no unit was
+  stated. Readers accept either and take the unit from the name.
+* Column names that foramflow chooses hold no spaces (``sample_order``).
+* CSV files are UTF-8 without a byte-order mark, comma-separated, with a header row.
+
+Inside foramflow a table's depth column is always called ``depth`` and its unit travels
+beside it; :func:`depth_column` names it on the way out, :func:`find_depth_column` finds
+it on the way in.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from foramflow.errors import ForamflowError
+from foramflow.io.files import atomic_write
+
+DEPTH = "depth"
+CSV_UNKNOWN_NUMBER = "NaN"
+_UNIT = re.compile(r"[^\W\d_][^\W_]*")
+_DEPTH_NAME = re.compile(r"depth(?:_(?P<unit>.*))?", re.IGNORECASE)
+
+
+class TableError(ForamflowError, ValueError):
+    """A table or a setting that breaks the table rules (an unusable unit, two depths)."""
+
+
+def check_unit(unit: str | None, where: str = "depth unit") -> str | None:
+    """``unit`` stripped, when it can end a column name (letters, then letters or digits:
+    ``m``, ``cm``, ``mbsf``); None stays None."""
+    if unit is None:
+        return None
+    text = str(unit).strip()
+    if not _UNIT.fullmatch(text):
+        raise TableError(
+            f"{where}: {unit!r} cannot be a depth unit (letters, then letters or digits: "
+            "m, cm, mm, mbsf)"
+        )
+    return text
+
+
+def depth_column(unit: str | None) -> str:
+    """``depth_<unit>``, or ``depth`` when no unit is stated."""
+    return DEPTH if unit is None else f"{DEPTH}_{check_unit(unit)}"
+
+
+def depth_unit(column: str) -> str | None:
+    """The unit that a depth column's name states (``depth_cm`` → ``cm``), None for ``depth``."""
+    match = _DEPTH_NAME.fullmatch(str(column).strip())
+    if match is None:
+        raise TableError(f"{column!r} is not a depth column")
+    unit = match.group("unit")
+    return check_unit(unit, f"column {column!r}") if unit is not None else None
+
+
+def is_depth_column(column) -> bool:
+    """``depth`` or ``depth_<unit>``, in any case."""
+    return _DEPTH_NAME.fullmatch(str(column).strip()) is not None
+
+
+def find_depth_column(columns, where: str | Path) -> str | None:
+    """The one depth column among ``columns`` (None when there is none); two are refused."""
+    found = [c for c in columns if is_depth_column(c)]
+    if len(found) > 1:
+        raise TableError(f"{where}: more than one depth column ({', '.join(map(str, found))})")
+    if not found:
+        return None
+    depth_unit(found[0])  # refuses a name that states an unusable unit
+    return found[0]
+
+
+def with_depth_unit(frame: pd.DataFrame, unit: str | None) -> pd.DataFrame:
+    """``frame`` with its ``depth`` column named for ``unit`` (a copy; the rest as it was)."""
+    if DEPTH not in frame.columns or unit is None:
+        return frame
+    return frame.rename(columns={DEPTH: depth_column(unit)})
+
+
+def unknown_as_null(table: pa.Table) -> pa.Table:
+    """``table`` with every NaN of its floating-point columns made a null."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_floating(column.type):
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def parquet_table(frame: pd.DataFrame) -> pa.Table:
+    """A data frame as an Arrow table by the rules: unknown values null, and a column of
+    Python objects that are all unknown typed as text rather than as Arrow's null type."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    fields = [
+        field.with_type(pa.string()) if pa.types.is_null(field.type) else field
+        for field in table.schema
+    ]
+    return unknown_as_null(table.cast(pa.schema(fields, metadata=table.schema.metadata)))
+
+
+def write_parquet(table: pd.DataFrame | pa.Table, path: str | Path) -> None:
+    """Write a Parquet file whole or not at all, unknown values as nulls."""
+    if isinstance(table, pd.DataFrame):
+        table = parquet_table(table)
+    else:
+        table = unknown_as_null(table)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def csv_text(frame: pd.DataFrame, *, index: bool = False) -> str:
+    """The CSV text of ``frame`` by the rules (see the module's description)."""
+    if index:
+        frame = frame.reset_index()
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c].dtype)]
+    if text_columns:
+        frame = frame.copy()
+        for column in text_columns:
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), "")
+    return frame.to_csv(index=False, na_rep=CSV_UNKNOWN_NUMBER, lineterminator="\n")
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path, *, index: bool = False) -> None:
+    """Write a CSV file by the rules, whole or not at all."""
+    text = csv_text(frame, index=index)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
