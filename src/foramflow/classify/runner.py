@@ -481,10 +481,18 @@ def _merge(store: RunStore, n_chunks: int, labels: list[str], n_images: int, fin
     if n_rows != n_images:
         raise RuntimeError(f"merged {n_rows} predictions for {n_images} images; chunks are corrupt")
     table = counts.counts()
-    store.write_csv(COUNTS_FILE, table)
-    store.write_csv(ABUNDANCE_FILE, relative_abundance(table, labels))
+    store.write_csv(COUNTS_FILE, _with_depth(table))
+    store.write_csv(ABUNDANCE_FILE, _with_depth(relative_abundance(table, labels)))
     store.remove_chunks()
     return table, pd.concat(error_parts, ignore_index=True), n_unsure
+
+
+def _with_depth(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with a depth column first, unknown where no sample has a depth, so that the
+    files keep their columns whatever is known."""
+    if "depth" in table.columns:
+        return table
+    return table.assign(depth=float("nan"))[["depth", *table.columns]]
 
 
 def _result_from_predictions(store: RunStore, run: dict, labels: list[str]) -> ClassifyResult:
