@@ -308,15 +308,8 @@ def analyse_core(
         column names (``depth_cm``), else the human counts', else the age model's, else not
         stated. Two sources that state different units are refused.
     """
-    predictions, stated = _depth_named_depth(predictions)
-    depth_unit = resolve_depth_unit(
-        {
-            "the depth unit given": check_unit(depth_unit),
-            "the predictions' depth column": stated,
-            "the human counts' depth column": human[1].attrs.get("depth_unit") if human else None,
-            "the age model's depth column": _age_model_unit(age_model),
-        }
-    )
+    depth_unit = stated_depth_unit(predictions, depth_unit, human, age_model)
+    predictions, _ = _depth_named_depth(predictions)
     grouping = grouping or Grouping()
     check_settings(
         predictions, grouping=grouping, ratio_definitions=ratio_definitions, n_boot=n_boot
@@ -423,12 +416,29 @@ def _axis_label(axis: str, unit: str | None, notes: list[str]) -> str:
     return f"depth ({unit})"
 
 
+def stated_depth_unit(
+    predictions: pd.DataFrame, depth_unit, human, age_model, files: Sequence = ("",) * 3
+) -> str | None:
+    """The depth unit given or stated by the inputs' depth column names (see
+    :func:`analyse_core`); different units are refused, naming ``files`` (predictions,
+    human counts, age model) where given."""
+    predictions_file, human_file, age_file = (f"{f} " if f else "" for f in files)
+    return resolve_depth_unit(
+        {
+            "the depth unit given": check_unit(depth_unit),
+            f"the predictions {predictions_file}": _depth_named_depth(predictions)[1],
+            f"the human counts {human_file}": human[1].attrs.get("depth_unit") if human else None,
+            f"the age model {age_file}": _age_model_unit(age_model),
+        }
+    )
+
+
 def resolve_depth_unit(stated: dict[str, str | None]) -> str | None:
     """The one depth unit that the sources (description → unit or None) state, if any;
     sources that disagree are refused, naming them."""
     units = {where: unit for where, unit in stated.items() if unit is not None}
     if len(set(units.values())) > 1:
-        said = "; ".join(f"{where}: {unit}" for where, unit in units.items())
+        said = "; ".join(f"{where.strip()}: {unit}" for where, unit in units.items())
         raise AbundanceError(f"the depths are stated in different units ({said})")
     return next(iter(units.values()), None)
 

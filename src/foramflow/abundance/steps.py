@@ -110,6 +110,13 @@ def estimate_abundance(
     results_dir, out = Path(results_dir), Path(out)
     _check_intervals(level, interval)
     inputs = _read_inputs(results_dir, groups, ratios, human, age_model, bootstrap)
+    analysis.stated_depth_unit(
+        inputs.predictions,
+        depth_unit,
+        inputs.human,
+        inputs.age_model,
+        files=(inputs.predictions_path, human, age_model),
+    )
     prepare_output_dir(out)
     bundle_path, loaded = _load_bundle(results_dir, bundle, progress)
     meta = loaded.meta if loaded else None
