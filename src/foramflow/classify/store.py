@@ -34,10 +34,10 @@ import pyarrow.parquet as pq
 from foramflow.io.files import atomic_path, atomic_write, write_json_atomic
 from foramflow.io.tables import (
     DEPTH,
-    csv_text,
     depth_column,
     find_depth_column,
     parquet_table,
+    to_csv,
     unknown_as_null,
 )
 
@@ -201,8 +201,8 @@ class RunStore:
         self.path(RUN_FILE).unlink(missing_ok=True)
 
     def write_csv(self, name: str, frame: pd.DataFrame) -> None:
-        text = csv_text(frame.rename(columns={DEPTH: self.depth_column}), index=True)
-        self._write_atomic(self.path(name), lambda tmp: Path(tmp).write_text(text, "utf-8"))
+        named = frame.rename(columns={DEPTH: self.depth_column})
+        self._write_atomic(self.path(name), lambda tmp: to_csv(named, tmp, index=True))
 
     def _write_atomic(self, target: Path, write: Callable[[str], None]) -> None:
         atomic_write(target, lambda tmp: write(str(tmp)), durable=True)

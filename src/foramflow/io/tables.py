@@ -122,8 +122,8 @@ def write_parquet(table: pd.DataFrame | pa.Table, path: str | Path) -> None:
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def csv_text(frame: pd.DataFrame, *, index: bool = False) -> str:
-    """The CSV text of ``frame`` by the rules (see the module's description)."""
+def to_csv(frame: pd.DataFrame, path: str | Path, *, index: bool = False) -> None:
+    """Write ``frame`` as CSV by the rules (see the module's description)."""
     if index:
         frame = frame.reset_index()
     text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c].dtype)]
@@ -131,10 +131,11 @@ def csv_text(frame: pd.DataFrame, *, index: bool = False) -> str:
         frame = frame.copy()
         for column in text_columns:
             frame[column] = frame[column].astype(object).where(frame[column].notna(), "")
-    return frame.to_csv(index=False, na_rep=CSV_UNKNOWN_NUMBER, lineterminator="\n")
+    frame.to_csv(
+        path, index=False, na_rep=CSV_UNKNOWN_NUMBER, lineterminator="\n", encoding="utf-8"
+    )
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path, *, index: bool = False) -> None:
     """Write a CSV file by the rules, whole or not at all."""
-    text = csv_text(frame, index=index)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: to_csv(frame, tmp, index=index))
