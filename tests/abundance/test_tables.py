@@ -59,5 +59,5 @@ def test_units_that_disagree_are_refused_before_writing(results, make_prediction
     with pytest.raises(ForamflowError, match=r"different units \(the depth unit given: m; the "):
         estimate_abundance(results, tmp_path / "out", bootstrap=5, depth_unit="m")
     assert not (tmp_path / "out").exists()
-    with pytest.raises(ForamflowError, match="'metres below' cannot be a depth unit"):
-        estimate_abundance(results, tmp_path / "out", bootstrap=5, depth_unit="metres below")
+    with pytest.raises(ForamflowError, match="'metres' is not a depth unit"):
+        estimate_abundance(results, tmp_path / "out", bootstrap=5, depth_unit="metres")

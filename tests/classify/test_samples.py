@@ -96,11 +96,12 @@ def test_the_depth_unit_is_taken_from_the_column_or_group_name(tmp_path):
     assert SampleRule().depth_unit() is None
 
 
-def test_two_depth_columns_or_an_unusable_unit_are_refused(tmp_path):
+def test_two_depth_columns_are_refused_and_other_suffixes_ignored(tmp_path):
     table = tmp_path / "depths.csv"
     table.write_text("sample,depth,depth_m\na,1,2\n")
     with pytest.raises(SampleError, match=r"depths\.csv: more than one depth column"):
         assign_samples(PATHS, SampleRule(table=str(table)), root_name="x")
-    table.write_text("sample,depth_m b\na,1\n")
-    with pytest.raises(SampleError, match="cannot be a depth unit"):
-        SampleRule(table=str(table)).depth_unit()
+    table.write_text("sample,depth_top,depth_bottom\ncore_95cm,94,96\n")
+    rule = SampleRule(table=str(table))
+    assert rule.depth_unit() is None
+    assert all(math.isnan(d) for d in assign_samples(PATHS[2:3], rule, root_name="x")[1])

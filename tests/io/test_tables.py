@@ -27,10 +27,16 @@ def test_the_depth_column_names_its_unit_and_reads_back():
     assert find_depth_column(["sample", "n"], "t.csv") is None
 
 
-@pytest.mark.parametrize("unit", ["c m", "m/s", "", "_cm", "2m"])
-def test_a_unit_that_cannot_end_a_column_name_is_refused(unit):
-    with pytest.raises(ForamflowError, match="cannot be a depth unit"):
+@pytest.mark.parametrize("unit", ["c m", "m/s", "", "top", "metres"])
+def test_a_unit_that_is_not_a_depth_unit_is_refused(unit):
+    with pytest.raises(ForamflowError, match="is not a depth unit"):
         depth_column(unit)
+
+
+def test_other_suffixes_leave_a_column_an_ordinary_one():
+    assert find_depth_column(["sample", "depth_top", "depth_bottom"], "t.csv") is None
+    assert find_depth_column(["sample", "depth_top", "Depth_MBSF"], "t.csv") == "Depth_MBSF"
+    assert depth_unit("Depth_MBSF") == "mbsf"
 
 
 def test_two_depth_columns_are_refused_naming_the_file():

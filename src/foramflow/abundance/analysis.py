@@ -31,6 +31,7 @@ from foramflow.bundle.schema import BundleMeta
 from foramflow.evaluate.calibration import apply_class_bias
 from foramflow.io.tables import (
     DEPTH,
+    DEPTH_UNITS,
     TableError,
     check_unit,
     depth_column,
@@ -427,7 +428,7 @@ def stated_depth_unit(
         {
             "the depth unit given": check_unit(depth_unit),
             f"the predictions {predictions_file}": _depth_named_depth(predictions)[1],
-            f"the human counts {human_file}": human[1].attrs.get("depth_unit") if human else None,
+            f"the human counts {human_file}": _human_unit(human),
             f"the age model {age_file}": _age_model_unit(age_model),
         }
     )
@@ -458,13 +459,16 @@ def _depth_named_depth(predictions: pd.DataFrame) -> tuple[pd.DataFrame, str | N
     return predictions.rename(columns={column: DEPTH}), unit
 
 
+def _human_unit(human) -> str | None:
+    """The unit the human counts' depth column names, when it is a depth unit."""
+    unit = human[1].attrs.get("depth_unit") if human else None
+    return unit.lower() if unit and unit.lower() in DEPTH_UNITS else None
+
+
 def _age_model_unit(age_model: pd.DataFrame | None) -> str | None:
     if age_model is None or not is_depth_column(age_model.columns[0]):
         return None
-    try:
-        return depth_unit(age_model.columns[0])
-    except TableError as err:
-        raise AbundanceError(f"age model: {err}") from err
+    return depth_unit(age_model.columns[0])
 
 
 def _add_human(result, human, grouping, age_model, level, interval_method) -> None:

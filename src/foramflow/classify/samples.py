@@ -57,7 +57,7 @@ class SampleRule:
         """The unit of the depths, as the regex group or the table column names it."""
         if self.regex is not None:
             group = _depth_group(re.compile(self.regex))
-            return _unit_of(group, f"sample regex {self.regex!r}") if group else None
+            return depth_unit(group) if group else None
         if self.table is not None:
             return read_sample_table(Path(self.table)).attrs["depth_unit"]
         return None
@@ -213,7 +213,7 @@ def read_sample_table(path: Path) -> pd.DataFrame:
         depth_name = find_depth_column(table.columns, path)
     except TableError as err:
         raise SampleError(str(err)) from None
-    unit = _unit_of(depth_name, str(path)) if depth_name else None
+    unit = depth_unit(depth_name) if depth_name else None
     table = table.rename(columns={depth_name: DEPTH}) if depth_name else table
     if "sample" not in table.columns:
         raise SampleError(f"{path}: sample table needs a 'sample' column")
@@ -237,13 +237,6 @@ def _depth_group(pattern: re.Pattern) -> str | None:
         return find_depth_column(pattern.groupindex, f"sample regex {pattern.pattern!r}")
     except TableError as err:
         raise SampleError(str(err)) from None
-
-
-def _unit_of(column: str, where: str) -> str | None:
-    try:
-        return depth_unit(column)
-    except TableError as err:
-        raise SampleError(f"{where}: {err}") from None
 
 
 def _normalise(rel: str) -> str:

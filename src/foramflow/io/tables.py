@@ -8,8 +8,8 @@ read them alike.
   missing, duckdb and polars as not-a-number). Unknown text is an empty cell.
 * A column keeps its type whether or not any value is known (float64 for a depth).
 * The depth of a sample carries its unit in its column name, ``depth_<unit>``
-  (``depth_m``, ``depth_cm``, ``depth_mbsf``); ``depth`` alone means that no unit was
-  stated. Readers accept either and take the unit from the name.
+  (``depth_m``, ``depth_cm``, ``depth_mbsf``; :data:`DEPTH_UNITS`); ``depth`` alone means
+  that no unit was stated. Readers accept either and take the unit from the name.
 * Column names that foramflow chooses hold no spaces (``sample_order``).
 * CSV files are UTF-8 without a byte-order mark, comma-separated, with a header row.
 
@@ -20,7 +20,6 @@ it on the way in.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -33,25 +32,23 @@ from foramflow.io.files import atomic_write
 
 DEPTH = "depth"
 CSV_UNKNOWN_NUMBER = "NaN"
-_UNIT = re.compile(r"[^\W\d_][^\W_]*")
-_DEPTH_NAME = re.compile(r"depth(?:_(?P<unit>.*))?", re.IGNORECASE)
+DEPTH_UNITS = ("m", "cm", "mm", "um", "ft", "mbsf", "cmbsf", "mcd", "rmcd", "ccsf", "mbsl")
+"""Units a depth column may name: lengths, and the depth scales of ocean drilling (metres
+below sea floor, metres composite depth, core composite depth below sea floor, ...).
+Other suffixes (``depth_top``) leave a column an ordinary one."""
 
 
 class TableError(ForamflowError, ValueError):
-    """A table or a setting that breaks the table rules (an unusable unit, two depths)."""
+    """A table or a setting that breaks the table rules (an unknown unit, two depths)."""
 
 
 def check_unit(unit: str | None, where: str = "depth unit") -> str | None:
-    """``unit`` stripped, when it can end a column name (letters, then letters or digits:
-    ``m``, ``cm``, ``mbsf``); None stays None."""
+    """``unit`` in lower case when it is one of :data:`DEPTH_UNITS`; None stays None."""
     if unit is None:
         return None
-    text = str(unit).strip()
-    if not _UNIT.fullmatch(text):
-        raise TableError(
-            f"{where}: {unit!r} cannot be a depth unit (letters, then letters or digits: "
-            "m, cm, mm, mbsf)"
-        )
+    text = str(unit).strip().lower()
+    if text not in DEPTH_UNITS:
+        raise TableError(f"{where}: {unit!r} is not a depth unit ({', '.join(DEPTH_UNITS)})")
     return text
 
 
@@ -60,18 +57,17 @@ def depth_column(unit: str | None) -> str:
     return DEPTH if unit is None else f"{DEPTH}_{check_unit(unit)}"
 
 
-def depth_unit(column: str) -> str | None:
-    """The unit that a depth column's name states (``depth_cm`` → ``cm``), None for ``depth``."""
-    match = _DEPTH_NAME.fullmatch(str(column).strip())
-    if match is None:
-        raise TableError(f"{column!r} is not a depth column")
-    unit = match.group("unit")
-    return check_unit(unit, f"column {column!r}") if unit is not None else None
-
-
 def is_depth_column(column) -> bool:
     """``depth`` or ``depth_<unit>``, in any case."""
-    return _DEPTH_NAME.fullmatch(str(column).strip()) is not None
+    name = str(column).strip().lower()
+    return name == DEPTH or (name.startswith(f"{DEPTH}_") and name[len(DEPTH) + 1 :] in DEPTH_UNITS)
+
+
+def depth_unit(column: str) -> str | None:
+    """The unit that a depth column's name states (``depth_cm`` → ``cm``), None for ``depth``."""
+    if not is_depth_column(column):
+        raise TableError(f"{column!r} is not a depth column")
+    return str(column).strip().lower()[len(DEPTH) + 1 :] or None
 
 
 def find_depth_column(columns, where: str | Path) -> str | None:
@@ -79,17 +75,7 @@ def find_depth_column(columns, where: str | Path) -> str | None:
     found = [c for c in columns if is_depth_column(c)]
     if len(found) > 1:
         raise TableError(f"{where}: more than one depth column ({', '.join(map(str, found))})")
-    if not found:
-        return None
-    depth_unit(found[0])  # refuses a name that states an unusable unit
-    return found[0]
-
-
-def with_depth_unit(frame: pd.DataFrame, unit: str | None) -> pd.DataFrame:
-    """``frame`` with its ``depth`` column named for ``unit`` (a copy; the rest as it was)."""
-    if DEPTH not in frame.columns or unit is None:
-        return frame
-    return frame.rename(columns={DEPTH: depth_column(unit)})
+    return found[0] if found else None
 
 
 def unknown_as_null(table: pa.Table) -> pa.Table:
