@@ -10,8 +10,10 @@ read them alike.
 * The depth of a sample carries its unit in its column name, ``depth_<unit>``
   (``depth_m``, ``depth_cm``, ``depth_mbsf``; :data:`DEPTH_UNITS`); ``depth`` alone means
   that no unit was stated. Readers accept either and take the unit from the name.
-* Column names that foramflow chooses hold no spaces (``sample_order``).
-* CSV files are UTF-8 without a byte-order mark, comma-separated, with a header row.
+* Column names that foramflow chooses hold no spaces (``sample_order``); a column named
+  after a class (``prob_<label>``, a count per class) keeps the label as written.
+* CSV files are UTF-8 without a byte-order mark (Python's csv module and R's read.csv
+  would take one for part of the first column's name), comma-separated, with a header.
 
 Inside foramflow a table's depth column is always called ``depth`` and its unit travels
 beside it; :func:`depth_column` names it on the way out, :func:`find_depth_column` finds
