@@ -113,7 +113,7 @@ def test_non_utf8_file_name_is_an_error_row_with_a_printable_name(
     assert (row["status"], row["sample"]) == ("error", "S1")
     assert "not valid UTF-8" in row["error"]
     counts = pd.read_csv(tmp_path / "out" / "counts.csv", index_col="sample")
-    assert counts.loc["S1"].tolist() == [3, 1, 0, 1]
+    assert counts.loc["S1"].drop("depth").tolist() == [3, 1, 0, 1]
     assert result.errors["path"].tolist() == [latin1_name]
 
 

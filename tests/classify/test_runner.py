@@ -21,13 +21,15 @@ def test_three_samples_give_exact_counts_and_tables(kit, bundle, tree, tmp_path)
     result = run(bundle, tree, out, batch_size=3, chunk_size=4)
 
     counts = pd.read_csv(out / "counts.csv", index_col="sample")
-    assert list(counts.columns) == [*kit.labels, "unsure", "error"]  # no depth: none known
+    assert list(counts.columns) == ["depth", *kit.labels, "unsure", "error"]
+    assert counts.pop("depth").isna().all()  # none known
     for sample, expected in kit.expected_counts.items():
         assert tuple(counts.loc[sample]) == expected
     pd.testing.assert_frame_equal(counts, result.counts, check_names=False)
 
     shares = pd.read_csv(out / "relative_abundance.csv", index_col="sample")
-    assert list(shares.columns) == list(kit.labels)
+    assert list(shares.columns) == ["depth", *kit.labels]
+    shares = shares.drop(columns="depth")
     assert shares.loc["S1"].tolist() == [0.75, 0.25]
     assert shares.loc["S2"].tolist() == [0.5, 0.5]  # the unsure image is left out
 

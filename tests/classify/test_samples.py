@@ -83,3 +83,25 @@ def test_bad_tables_and_rules_are_clear_errors(tmp_path):
         SampleRule(regex="(")
     with pytest.raises(SampleError, match="not both"):
         SampleRule(regex="x", table=str(table))
+
+
+def test_the_depth_unit_is_taken_from_the_column_or_group_name(tmp_path):
+    table = tmp_path / "depths.csv"
+    table.write_text("sample,Depth_cm\ncore_120cm,120\ncore_95cm,95\n")
+    rule = SampleRule(table=str(table))
+    assert rule.depth_unit() == "cm"
+    assert assign_samples(PATHS[:3], rule, root_name="x")[1] == [120.0, 120.0, 95.0]
+    assert SampleRule(regex=r"core_(?P<depth_mm>\d+)").depth_unit() == "mm"
+    assert SampleRule(regex=r"core_(?P<depth>\d+)").depth_unit() is None
+    assert SampleRule().depth_unit() is None
+
+
+def test_two_depth_columns_are_refused_and_other_suffixes_ignored(tmp_path):
+    table = tmp_path / "depths.csv"
+    table.write_text("sample,depth,depth_m\na,1,2\n")
+    with pytest.raises(SampleError, match=r"depths\.csv: more than one depth column"):
+        assign_samples(PATHS, SampleRule(table=str(table)), root_name="x")
+    table.write_text("sample,depth_top,depth_bottom\ncore_95cm,94,96\n")
+    rule = SampleRule(table=str(table))
+    assert rule.depth_unit() is None
+    assert all(math.isnan(d) for d in assign_samples(PATHS[2:3], rule, root_name="x")[1])

@@ -149,13 +149,13 @@ def test_every_crop_is_classified_once(demo):
     out, _ = demo
     crops = pd.read_parquet(out / "crops" / "morphometrics.parquet")
     counts = pd.read_csv(out / "classify" / "counts.csv", index_col="sample")
-    assert counts.drop(columns="depth").to_numpy().sum() == len(crops)
+    assert counts.drop(columns="depth_m").to_numpy().sum() == len(crops)
     per_sample = crops.groupby("sample").size()
-    assert counts.drop(columns="depth").sum(axis=1).reindex(per_sample.index).tolist() == (
+    assert counts.drop(columns="depth_m").sum(axis=1).reindex(per_sample.index).tolist() == (
         per_sample.tolist()
     )
     depths = pd.read_csv(out / "core" / "truth_abundance.csv", index_col="sample")["depth_m"]
-    assert np.allclose(counts["depth"], depths.reindex(counts.index))
+    assert np.allclose(counts["depth_m"], depths.reindex(counts.index))
     scored = json.loads((out / "demo.json").read_text())["stages"]["evaluation"]["summary"]
     assert scored["crops_scored"] == int((crops["true_class"] != NO_MATCH).sum())
 

@@ -29,9 +29,20 @@ from foramflow.abundance.groups import UNSURE, Grouping, Ratio, check_ratio_term
 from foramflow.abundance.inputs import AbundanceError
 from foramflow.bundle.schema import BundleMeta
 from foramflow.evaluate.calibration import apply_class_bias
-from foramflow.io.files import atomic_write
+from foramflow.io.tables import (
+    DEPTH,
+    DEPTH_UNITS,
+    TableError,
+    check_unit,
+    depth_column,
+    depth_unit,
+    find_depth_column,
+    is_depth_column,
+    write_csv,
+)
 
 PROB_PREFIX = "prob_"
+SAMPLE_ORDER = "sample_order"  # the axis when no sample has a known depth
 METHOD_NAMES = {"raw": "classify and count", "acc": "adjusted count (ACC)", "em": "EM prior"}
 NO_SHARED_TAXON = "The human counts share no taxon with the predictions: no agreement."
 
@@ -89,6 +100,7 @@ class CoreAbundance:
     agreement_sample: pd.DataFrame | None = None  # method, sample, …
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # inputs left out, named
+    depth_unit: str | None = None  # of ``positions["depth"]``; None: not stated
 
 
 def probability_labels(predictions: pd.DataFrame) -> list[str]:
@@ -274,7 +286,8 @@ def analyse_core(
     Parameters
     ----------
     predictions
-        The ``classify`` predictions table.
+        The ``classify`` predictions table; its depth column is ``depth`` or
+        ``depth_<unit>`` (:mod:`foramflow.io.tables`).
     grouping, ratio_definitions
         Reported groups and ratios (default: every class its own group, ``unsure`` excluded).
     confusion
@@ -292,16 +305,19 @@ def analyse_core(
     drift_reference, max_drift
         See :func:`foramflow.abundance.drift.drift_table`.
     depth_unit
-        Unit of the samples' depths (e.g. ``cm``); default: the one the human counts' depth
-        column names (``depth_cm``), else the age model's depth column, else not stated.
+        Unit of the samples' depths (e.g. ``cm``); default: the one the predictions' depth
+        column names (``depth_cm``), else the human counts', else the age model's, else not
+        stated. Two sources that state different units are refused.
     """
+    depth_unit = stated_depth_unit(predictions, depth_unit, human, age_model)
+    predictions, _ = _depth_named_depth(predictions)
     grouping = grouping or Grouping()
     check_settings(
         predictions, grouping=grouping, ratio_definitions=ratio_definitions, n_boot=n_boot
     )
     labels = probability_labels(predictions)
     positions, axis, notes = _down_core_axis(predictions, age_model)
-    axis_label = _axis_label(axis, depth_unit, human, age_model, notes)
+    axis_label = _axis_label(axis, depth_unit, notes)
     counts = class_counts(predictions, labels).reindex(positions.index)
     raw, raw_ratios = _raw_estimates(counts, grouping, ratio_definitions, level, interval_method)
     abundance, ratio_table = [raw], [raw_ratios]
@@ -333,6 +349,7 @@ def analyse_core(
             positions.index
         ),
         notes=notes,
+        depth_unit=depth_unit,
     )
     if human is not None:
         _add_human(result, human, grouping, age_model, level, interval_method)
@@ -376,33 +393,82 @@ def _down_core_axis(predictions: pd.DataFrame, age_model: pd.DataFrame | None):
         axis = str(age_model.columns[1])
         positions[axis] = depth_to_age(positions["depth"], age_model)
     if positions[axis].isna().all():
-        axis = "sample order"
+        axis = SAMPLE_ORDER
         positions = positions.sort_index()
         positions[axis] = np.arange(len(positions), dtype=float)
         notes.append("No sample has a known depth: samples are plotted in name order.")
     return positions, axis, notes
 
 
-def _axis_label(axis: str, depth_unit, human, age_model, notes: list[str]) -> str:
-    """'depth (cm)': the down-core axis with its unit, from the first source that gives one.
+def _axis_label(axis: str, unit: str | None, notes: list[str]) -> str:
+    """'depth (cm)': the down-core axis with its unit.
 
     An age axis is the age model's column name as written (``age_ka_BP``)."""
+    if axis == SAMPLE_ORDER:
+        return "sample order"
     if axis != "depth":
         return axis
-    from foramflow.abundance.compare import position_unit
-
-    unit = depth_unit
-    if unit is None and human is not None:
-        unit = human[1].attrs.get("depth_unit")
-    if unit is None and age_model is not None:
-        unit = position_unit(age_model.columns[0])
     if unit is None:
         notes.append(
-            "The depth unit is not known: give it, or name the human counts' depth column "
-            "with its unit (depth_cm)."
+            "The depth unit is not known: give it, or name the depth column of the sample "
+            "table or of the human counts with its unit (depth_cm)."
         )
         return "depth (unit not stated)"
     return f"depth ({unit})"
+
+
+def stated_depth_unit(
+    predictions: pd.DataFrame, depth_unit, human, age_model, files: Sequence = ("",) * 3
+) -> str | None:
+    """The depth unit given or stated by the inputs' depth column names (see
+    :func:`analyse_core`); different units are refused, naming ``files`` (predictions,
+    human counts, age model) where given."""
+    predictions_file, human_file, age_file = (f"{f} " if f else "" for f in files)
+    return resolve_depth_unit(
+        {
+            "the depth unit given": check_unit(depth_unit),
+            f"the predictions {predictions_file}": _depth_named_depth(predictions)[1],
+            f"the human counts {human_file}": _human_unit(human),
+            f"the age model {age_file}": _age_model_unit(age_model),
+        }
+    )
+
+
+def resolve_depth_unit(stated: dict[str, str | None]) -> str | None:
+    """The one depth unit that the sources (description → unit or None) state, if any;
+    sources that disagree are refused, naming them."""
+    units = {where: unit for where, unit in stated.items() if unit is not None}
+    if len(set(units.values())) > 1:
+        said = "; ".join(f"{where.strip()}: {unit}" for where, unit in units.items())
+        raise AbundanceError(f"the depths are stated in different units ({said})")
+    return next(iter(units.values()), None)
+
+
+def _depth_named_depth(predictions: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The predictions with their depth column named ``depth`` (all unknown where there is
+    none), and the unit its name stated."""
+    try:
+        column = find_depth_column(predictions.columns, "predictions")
+        unit = depth_unit(column) if column else None
+    except TableError as err:
+        raise AbundanceError(str(err)) from err
+    if column is None:
+        return predictions.assign(**{DEPTH: np.nan}), None
+    if column == DEPTH:
+        return predictions, None
+    return predictions.rename(columns={column: DEPTH}), unit
+
+
+def _human_unit(human) -> str | None:
+    """The unit the human counts' depth column names, when it is a depth unit."""
+    unit = human[1].attrs.get("depth_unit") if human else None
+    return unit.lower() if unit and unit.lower() in DEPTH_UNITS else None
+
+
+def _age_model_unit(age_model: pd.DataFrame | None) -> str | None:
+    if age_model is None or not is_depth_column(age_model.columns[0]):
+        return None
+    return depth_unit(age_model.columns[0])
 
 
 def _add_human(result, human, grouping, age_model, level, interval_method) -> None:
@@ -445,12 +511,19 @@ def _add_human(result, human, grouping, age_model, level, interval_method) -> No
 
 
 def write_tables(result: CoreAbundance, out_dir: Path) -> list[Path]:
-    """Write every table of ``result`` as CSV into ``out_dir``; returns the paths."""
+    """Write every table of ``result`` as CSV into ``out_dir``; returns the paths.
+
+    The tables follow :mod:`foramflow.io.tables`: ``abundance.csv``'s depth column is
+    ``depth_<unit>`` where the unit is known, and an age axis named with spaces in the age
+    model is written with underscores."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    positions = result.positions.rename(
+        columns=lambda c: depth_column(result.depth_unit) if c == DEPTH else "_".join(c.split())
+    )
     tables = {
         "class_counts.csv": result.class_counts,
         "abundance.csv": result.abundance.merge(
-            result.positions, left_on="sample", right_index=True, how="left"
+            positions, left_on="sample", right_index=True, how="left"
         ),
         "ratios.csv": result.ratios,
         "drift.csv": result.drift,
@@ -469,4 +542,4 @@ def write_tables(result: CoreAbundance, out_dir: Path) -> list[Path]:
 
 def write_csv_atomic(path: Path, table: pd.DataFrame, *, index: bool) -> None:
     """A CSV written whole or not at all (a full disk leaves no truncated table)."""
-    atomic_write(path, lambda tmp: table.to_csv(tmp, index=index))
+    write_csv(table, path, index=index)

@@ -99,8 +99,9 @@ def estimate_abundance(
         Flag a sample whose top probabilities are further than this (KS distance) from the
         reference.
     depth_unit
-        Unit of the samples' depths, for the figure's axis (default: from the human
-        counts' or the age model's depth column name, e.g. ``depth_cm``).
+        Unit of the samples' depths, for the figure's axis and the tables' ``depth_<unit>``
+        column (default: from the name of the predictions', the human counts' or the age
+        model's depth column, e.g. ``depth_cm``; sources that disagree are refused).
     title, truth
         The core's name in the figure and report (default: the results folder's name), and
         known abundances (``sample, taxon, fraction``) drawn in the figure.
@@ -109,6 +110,13 @@ def estimate_abundance(
     results_dir, out = Path(results_dir), Path(out)
     _check_intervals(level, interval)
     inputs = _read_inputs(results_dir, groups, ratios, human, age_model, bootstrap)
+    analysis.stated_depth_unit(
+        inputs.predictions,
+        depth_unit,
+        inputs.human,
+        inputs.age_model,
+        files=(inputs.predictions_path, human, age_model),
+    )
     prepare_output_dir(out)
     bundle_path, loaded = _load_bundle(results_dir, bundle, progress)
     meta = loaded.meta if loaded else None

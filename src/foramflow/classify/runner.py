@@ -126,7 +126,7 @@ def classify_folder(
     manifest, skipped = build_manifest(images_dir, samples)
     for path, reason in skipped:
         log(f"skipped {path}: {reason}")
-    store = RunStore(prepare_output_dir(out_dir))
+    store = RunStore(prepare_output_dir(out_dir), depth_unit=samples.depth_unit())
     earlier = None if overwrite else store.read_run()
     precision = _choose_precision(bundle, precision, earlier, images_dir, manifest, store, log)
     job = _describe_job(bundle, precision, rule, images_dir, manifest, samples)
@@ -204,6 +204,7 @@ def _describe_job(
         "input_hash": manifest_hash(manifest),
         "n_images": len(manifest),
         "samples": samples.describe(),
+        "depth_unit": samples.depth_unit(),
         **rule.to_dict(),
     }
 
@@ -410,7 +411,7 @@ def _check_same_job(earlier: dict, job: dict, store: RunStore, manifest: pd.Data
         old = store.read_manifest()
         changes = describe_changes(old, manifest) if old is not None else "no input list stored"
         reasons.append(f"the input images differ: {changes}")
-    for key in ("threshold", "class_thresholds"):
+    for key in ("threshold", "class_thresholds", "depth_unit"):
         if earlier.get(key) != job[key]:
             reasons.append(f"{key} was {earlier.get(key)}, now {job[key]}")
     if reasons:
@@ -480,19 +481,22 @@ def _merge(store: RunStore, n_chunks: int, labels: list[str], n_images: int, fin
     if n_rows != n_images:
         raise RuntimeError(f"merged {n_rows} predictions for {n_images} images; chunks are corrupt")
     table = counts.counts()
-    store.write_csv(COUNTS_FILE, table)
-    store.write_csv(ABUNDANCE_FILE, relative_abundance(table, labels))
+    store.write_csv(COUNTS_FILE, _with_depth(table))
+    store.write_csv(ABUNDANCE_FILE, _with_depth(relative_abundance(table, labels)))
     store.remove_chunks()
     return table, pd.concat(error_parts, ignore_index=True), n_unsure
 
 
-def _result_from_predictions(store: RunStore, run: dict, labels: list[str]) -> ClassifyResult:
-    import pyarrow.parquet as pq
+def _with_depth(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with a depth column first, unknown where no sample has a depth, so that the
+    files keep their columns whatever is known."""
+    if "depth" in table.columns:
+        return table
+    return table.assign(depth=float("nan"))[["depth", *table.columns]]
 
-    table = pq.read_table(
-        store.path(PREDICTIONS_FILE),
-        columns=["path", "sample", "depth", "class", "status", "error"],
-    )
+
+def _result_from_predictions(store: RunStore, run: dict, labels: list[str]) -> ClassifyResult:
+    table = store.read_predictions(["path", "sample", "depth", "class", "status", "error"])
     counts = CountTable(labels)
     counts.add(table)
     errors = table.filter(pc.equal(table["status"], ERROR)).select(["path", "error"]).to_pandas()

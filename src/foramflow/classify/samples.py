@@ -21,6 +21,7 @@ import pandas as pd
 
 from foramflow.io.images import is_image_file
 from foramflow.io.limits import MAX_TABLE_BYTES, check_size
+from foramflow.io.tables import DEPTH, TableError, depth_unit, find_depth_column
 
 
 class SampleError(ValueError):
@@ -33,8 +34,9 @@ class SampleRule:
 
     ``regex`` is searched in the image path relative to IMAGES_DIR (POSIX separators); the
     sample is its group named ``sample``, else its first group, else the whole match; a group
-    named ``depth`` gives the depth. ``table`` is a CSV file with a ``sample`` column, an
-    optional ``depth`` column, and either a ``path`` column (image paths relative to
+    named ``depth`` gives the depth, one named ``depth_<unit>`` (``depth_cm``) the depth and
+    its unit. ``table`` is a CSV file with a ``sample`` column, an optional ``depth`` or
+    ``depth_<unit>`` column, and either a ``path`` column (image paths relative to
     IMAGES_DIR), a ``folder`` column (folders relative to IMAGES_DIR; an image belongs to the
     deepest listed folder that holds it), or neither (then samples come from the folders and
     the table only adds their depths).
@@ -51,6 +53,15 @@ class SampleRule:
                 re.compile(self.regex)
             except re.error as err:
                 raise SampleError(f"invalid sample regex {self.regex!r}: {err}") from None
+
+    def depth_unit(self) -> str | None:
+        """The unit of the depths, as the regex group or the table column names it."""
+        if self.regex is not None:
+            group = _depth_group(re.compile(self.regex))
+            return depth_unit(group) if group else None
+        if self.table is not None:
+            return read_sample_table(Path(self.table)).attrs["depth_unit"]
+        return None
 
     def describe(self) -> str:
         if self.regex is not None:
@@ -160,6 +171,7 @@ def _first_folder(path: str, root_name: str) -> str:
 
 def _by_regex(paths: list[str], pattern: re.Pattern) -> tuple[list[str], list[float]]:
     samples, depths, unmatched = [], [], []
+    depth_group = _depth_group(pattern) or DEPTH
     for path in paths:
         match = pattern.search(path)
         if match is None:
@@ -173,7 +185,7 @@ def _by_regex(paths: list[str], pattern: re.Pattern) -> tuple[list[str], list[fl
         else:
             sample = match.group(0)
         samples.append(sample or "")
-        depths.append(_to_depth(groups.get("depth"), path))
+        depths.append(_to_depth(groups.get(depth_group), path))
     if unmatched:
         raise SampleError(
             f"sample regex {pattern.pattern!r} matches no part of {len(unmatched)} image path(s), "
@@ -199,6 +211,12 @@ def read_sample_table(path: Path) -> pd.DataFrame:
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise SampleError(f"{path}: cannot read sample table ({err})") from None
     table.columns = [c.strip().lower() for c in table.columns]
+    try:
+        depth_name = find_depth_column(table.columns, path)
+    except TableError as err:
+        raise SampleError(str(err)) from None
+    unit = depth_unit(depth_name) if depth_name else None
+    table = table.rename(columns={depth_name: DEPTH}) if depth_name else table
     if "sample" not in table.columns:
         raise SampleError(f"{path}: sample table needs a 'sample' column")
     if "path" in table.columns and "folder" in table.columns:
@@ -211,7 +229,16 @@ def read_sample_table(path: Path) -> pd.DataFrame:
             duplicated = table[key][table[key].duplicated()]
             if len(duplicated):
                 raise SampleError(f"{path}: {key} {duplicated.iloc[0]!r} is listed twice")
+    table.attrs["depth_unit"] = unit
     return table
+
+
+def _depth_group(pattern: re.Pattern) -> str | None:
+    """The regex group that gives the depth (``depth`` or ``depth_<unit>``), if any."""
+    try:
+        return find_depth_column(pattern.groupindex, f"sample regex {pattern.pattern!r}")
+    except TableError as err:
+        raise SampleError(str(err)) from None
 
 
 def _normalise(rel: str) -> str:

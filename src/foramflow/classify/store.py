@@ -14,6 +14,10 @@ kill -9 or a power cut leaves either the whole file or none of it. A chunk that 
 complete. Each chunk carries the fingerprint of its run (model, inputs, decision rule, chunk
 size) in its Parquet metadata; on restart only chunks with this run's fingerprint are kept,
 so that chunks of another run are never mixed in, even when run.json is gone.
+
+Every table follows :mod:`foramflow.io.tables`: the depth column is ``depth_<unit>`` when the
+sample rule states a unit, unknown values are nulls. In memory it is ``depth``, whatever
+the files call it, so that folders written before units were stated read the same.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ import pyarrow.parquet as pq
 
 from foramflow.io.files import atomic_path, atomic_write, write_json_atomic
 from foramflow.io.limits import read_json_object
+from foramflow.io.tables import (
+    DEPTH,
+    depth_column,
+    find_depth_column,
+    parquet_table,
+    to_csv,
+    unknown_as_null,
+)
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.parquet"
@@ -56,8 +68,11 @@ def manifest_hash(manifest: pd.DataFrame) -> str:
 
 
 def run_fingerprint(job: dict, chunk_size: int) -> str:
-    """SHA-256 of everything the rows of a chunk depend on."""
+    """SHA-256 of everything the rows of a chunk depend on (the depth unit only where one is
+    stated, so that the chunks of a run without one keep the fingerprint they had)."""
     decisive = {key: job[key] for key in _DECISIVE} | {"chunk_size": chunk_size}
+    if job.get("depth_unit") is not None:
+        decisive["depth_unit"] = job["depth_unit"]
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 
 
@@ -90,9 +105,10 @@ def describe_changes(old: pd.DataFrame, new: pd.DataFrame) -> str:
 class RunStore:
     """Reads and writes one results folder."""
 
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, *, depth_unit: str | None = None):
         self.root = Path(out_dir)
         self.chunks_dir = self.root / CHUNKS_DIR
+        self.depth_column = depth_column(depth_unit)
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -113,12 +129,19 @@ class RunStore:
 
     def read_manifest(self) -> pd.DataFrame | None:
         path = self.path(MANIFEST_FILE)
-        return pd.read_parquet(path) if path.is_file() else None
+        return _depth_inside(pd.read_parquet(path), path) if path.is_file() else None
 
     def write_manifest(self, manifest: pd.DataFrame) -> None:
-        self._write_atomic(
-            self.path(MANIFEST_FILE), lambda tmp: manifest.to_parquet(tmp, index=False)
-        )
+        table = parquet_table(manifest.rename(columns={DEPTH: self.depth_column}))
+        self._write_atomic(self.path(MANIFEST_FILE), lambda tmp: pq.write_table(table, tmp))
+
+    def read_predictions(self, columns: list[str]) -> pa.Table:
+        """Columns of predictions.parquet, its depth column (whatever its unit) as ``depth``."""
+        path = self.path(PREDICTIONS_FILE)
+        names = pq.read_schema(path).names
+        on_disk = find_depth_column(names, path) or DEPTH
+        wanted = [on_disk if c == DEPTH else c for c in columns]
+        return _rename(pq.read_table(path, columns=wanted), on_disk, DEPTH)
 
     def chunk_path(self, index: int) -> Path:
         return self.chunks_dir / f"{index:06d}.parquet"
@@ -136,6 +159,7 @@ class RunStore:
         return mine, others
 
     def write_chunk(self, index: int, table: pa.Table, fingerprint: str) -> None:
+        table = unknown_as_null(_rename(table, DEPTH, self.depth_column))
         signed = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()}
         )
@@ -145,17 +169,21 @@ class RunStore:
         path = self.chunk_path(index)
         if _chunk_fingerprint(path) != fingerprint.encode():
             raise RuntimeError(f"{path}: written by another run; run the command again")
-        return pq.read_table(path).replace_schema_metadata(None)
+        table = pq.read_table(path).replace_schema_metadata(None)
+        on_disk = find_depth_column(table.column_names, path) or DEPTH
+        return unknown_as_null(_rename(table, on_disk, DEPTH))
 
     def merge_chunks(
         self, n_chunks: int, schema: pa.Schema, fingerprint: str
     ) -> Iterator[pa.Table]:
-        """Write predictions.parquet from the chunks, one at a time; yield each chunk."""
+        """Write predictions.parquet from the chunks, one at a time; yield each chunk (its
+        depth column named ``depth``, like ``schema``'s)."""
         target = self.path(PREDICTIONS_FILE)
-        with atomic_path(target, durable=True) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        on_disk = _rename_field(schema, DEPTH, self.depth_column)
+        with atomic_path(target, durable=True) as tmp, pq.ParquetWriter(tmp, on_disk) as writer:
             for index in range(n_chunks):
                 table = self.read_chunk(index, fingerprint)
-                writer.write_table(table)
+                writer.write_table(_rename(table, DEPTH, self.depth_column))
                 yield table
 
     def remove_chunks(self) -> None:
@@ -174,10 +202,27 @@ class RunStore:
         self.path(RUN_FILE).unlink(missing_ok=True)
 
     def write_csv(self, name: str, frame: pd.DataFrame) -> None:
-        self._write_atomic(self.path(name), lambda tmp: frame.to_csv(tmp))
+        named = frame.rename(columns={DEPTH: self.depth_column})
+        self._write_atomic(self.path(name), lambda tmp: to_csv(named, tmp, index=True))
 
     def _write_atomic(self, target: Path, write: Callable[[str], None]) -> None:
         atomic_write(target, lambda tmp: write(str(tmp)), durable=True)
+
+
+def _rename(table: pa.Table, old: str, new: str) -> pa.Table:
+    if old == new or old not in table.column_names:
+        return table
+    return table.rename_columns([new if name == old else name for name in table.column_names])
+
+
+def _rename_field(schema: pa.Schema, old: str, new: str) -> pa.Schema:
+    index = schema.get_field_index(old)
+    return schema if index < 0 else schema.set(index, schema.field(index).with_name(new))
+
+
+def _depth_inside(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    on_disk = find_depth_column(frame.columns, path)
+    return frame.rename(columns={on_disk: DEPTH}) if on_disk else frame
 
 
 def _chunk_fingerprint(path: Path) -> bytes | None:

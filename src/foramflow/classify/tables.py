@@ -1,10 +1,12 @@
 """The tables a classification run writes: one row per image, and counts per sample.
 
-``predictions.parquet`` columns: path (relative to IMAGES_DIR, POSIX), sample, depth (NaN when
-unknown), class (label, "unsure", or "" for errors), score (top probability, float32, NaN for
-errors), prob_<label> for every label in bundle order (float32), status (ok | unsure | error)
-and error ("" when none). ``counts.csv``: samples × (labels, unsure, error), with depth when
-known. ``relative_abundance.csv``: the share of each label among the images given a label.
+``predictions.parquet`` columns: path (relative to IMAGES_DIR, POSIX), sample, depth (float64,
+null when unknown; named ``depth_<unit>`` on disk when the sample rule states a unit, see
+:mod:`foramflow.io.tables`), class (label, "unsure", or "" for errors), score (top
+probability, float32, null for errors), prob_<label> for every label in bundle order
+(float32, null for errors), status (ok | unsure | error) and error ("" when none).
+``counts.csv``: samples × (labels, unsure, error), with depth when known.
+``relative_abundance.csv``: the share of each label among the images given a label.
 """
 
 from __future__ import annotations

@@ -170,6 +170,7 @@ def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: 
     from foramflow.data.synthetic import TRUTH_ABUNDANCE_FILE, TRUTH_PARTICLES_FILE
     from foramflow.data.synthetic.core import SAMPLES_DIR
     from foramflow.imaging.steps import segment_folder
+    from foramflow.io.tables import write_csv, write_parquet
 
     truth = pd.read_csv(core_dir / TRUTH_PARTICLES_FILE)
     result = segment_folder(
@@ -180,10 +181,10 @@ def segment_trays(core_dir: Path, crops_dir: Path, figures_dir: Path, progress: 
         progress=progress,
     )
     crops = match_crops_to_truth(result.particles, truth, core_dir)
-    crops.to_parquet(crops_dir / MORPHOMETRICS_FILE, index=False)
-    crops.to_csv(crops_dir / "morphometrics.csv", index=False)
+    write_parquet(crops, crops_dir / MORPHOMETRICS_FILE)
+    write_csv(crops, crops_dir / "morphometrics.csv")
     depths = pd.read_csv(core_dir / TRUTH_ABUNDANCE_FILE)[["sample", "depth_m"]]
-    depths.rename(columns={"depth_m": "depth"}).to_csv(crops_dir / SAMPLE_DEPTHS_FILE, index=False)
+    write_csv(depths, crops_dir / SAMPLE_DEPTHS_FILE)
     _plot_segmentation(core_dir, crops_dir, crops, truth, figures_dir)
 
     found = crops.loc[crops["truth_id"] >= 0, ["source", "truth_id"]].drop_duplicates()

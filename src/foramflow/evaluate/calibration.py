@@ -357,11 +357,13 @@ def _write_curves(
     probs, calibrated, labels, *, out_dir: Path, threshold: float, target: float
 ) -> tuple[Path, Path]:
     """The coverage-accuracy curve after calibration (CSV), and before and after (PNG)."""
+    from foramflow.io.tables import write_csv
+
     before = coverage_accuracy_curve(probs, labels)
     after = coverage_accuracy_curve(calibrated, labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     curve_csv, curve_png = out_dir / "coverage_accuracy.csv", out_dir / "coverage_accuracy.png"
-    after.to_csv(curve_csv, index=False)
+    write_csv(after, curve_csv)
     plot_coverage_accuracy(before, after, threshold=threshold, target=target, path=curve_png)
     return curve_csv, curve_png
 

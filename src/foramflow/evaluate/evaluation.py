@@ -95,10 +95,14 @@ def write_evaluation(
     config_text: str = "",
 ) -> Path:
     """Write metrics tables, figures and ``report.html`` into ``out_dir``; return the report."""
+    from foramflow.io.tables import write_csv
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    confusion_frame(evaluation.confusion, classes).to_csv(out_dir / "confusion_matrix.csv")
-    per_class_frame(evaluation.metrics).to_csv(out_dir / "per_class_metrics.csv")
+    write_csv(
+        confusion_frame(evaluation.confusion, classes), out_dir / "confusion_matrix.csv", index=True
+    )
+    write_csv(per_class_frame(evaluation.metrics), out_dir / "per_class_metrics.csv", index=True)
     plot_confusion(evaluation.confusion, classes, out_dir / "confusion_matrix.png")
     curves = None
     if log is not None and len(log):

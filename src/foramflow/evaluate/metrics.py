@@ -43,7 +43,7 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndar
 
 def confusion_frame(matrix: np.ndarray, classes: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(matrix, index=classes, columns=classes)
-    frame.index.name = "true \\ predicted"
+    frame.index.name = "true_class"  # rows true, columns predicted
     return frame
 
 

@@ -173,12 +173,14 @@ def stack_folder(
         jobs.append((files, out / name.with_suffix(f".{image_format}")))
     if not jobs:
         raise ImagingInputError(f"{folder}: no folder with two or more images matching {pattern!r}")
+    from foramflow.io.tables import write_csv
+
     prepare_output_dir(out)
     options = {"plane_spacing_um": plane_spacing_um, "align": align, "noise_factor": noise_factor}
     result = _fuse_all(jobs, options, _tray_max_pixels(max_pixels), progress or Quiet())
     summary = pd.DataFrame(result.fused).drop(columns=["planes", "shifts_px"], errors="ignore")
     result.summary = out / STACK_SUMMARY_FILE
-    summary.to_csv(result.summary, index=False)
+    write_csv(summary, result.summary)
     return result
 
 
@@ -415,10 +417,14 @@ def _segment_all(found, out: Path, cutting: _Cutting, progress: Progress) -> Seg
 
 
 def _write_tables(particles: pd.DataFrame, rejected: pd.DataFrame, out: Path) -> list[Path]:
+    """The tables by :mod:`foramflow.io.tables`' rules: an unknown value (``thickness_um``
+    without a depth map) is a null in Parquet and ``NaN`` in CSV."""
+    from foramflow.io.tables import write_csv, write_parquet
+
     written = [out / MORPHOMETRICS_FILE, out / "morphometrics.csv", out / REJECTED_FILE]
-    particles.to_parquet(written[0], index=False)
-    particles.to_csv(written[1], index=False)
-    rejected.to_csv(written[2], index=False)
+    write_parquet(particles, written[0])
+    write_csv(particles, written[1])
+    write_csv(rejected, written[2])
     return written
 
 

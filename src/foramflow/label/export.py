@@ -32,12 +32,14 @@ from foramflow.io.particletrieur import (
     read_project,
     write_project,
 )
+from foramflow.io.tables import CSV_UNKNOWN_NUMBER
 from foramflow.label.store import InvalidName, LabelStore, PathRefused, class_name, sample_name
 
 CSV_COLUMNS = (
     "path", "label", "status", "validated_by", "validated_at", "pred_label", "pred_score",
     "pred_model", "sample", "depth_cm", "group",
 )  # fmt: skip
+NUMBER_COLUMNS = ("pred_score", "depth_cm")  # unknown: NaN, so readers type them as numbers
 
 
 def _rows_with_paths(store: LabelStore) -> list[tuple[dict, Path]]:
@@ -46,20 +48,29 @@ def _rows_with_paths(store: LabelStore) -> list[tuple[dict, Path]]:
 
 
 def export_labels_csv(store: LabelStore, csv_path: str | Path) -> int:
-    """Write one row per image; return the number of rows."""
+    """Write one row per image; return the number of rows.
+
+    The table follows :mod:`foramflow.io.tables`: an unknown number is ``NaN``, unknown
+    text an empty cell."""
     groups = {c["name"]: c["group"] for c in store.classes()}
     rows = _rows_with_paths(store)
 
     def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as handle:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(CSV_COLUMNS)
             for row, path in rows:
                 values = {**row, "path": str(path), "group": groups.get(row["current"], "")}
-                writer.writerow("" if values[c] is None else values[c] for c in CSV_COLUMNS)
+                writer.writerow(_cell(values[c], c) for c in CSV_COLUMNS)
 
     atomic_write(csv_path, write)
     return len(rows)
+
+
+def _cell(value, column: str):
+    if value is None:
+        return CSV_UNKNOWN_NUMBER if column in NUMBER_COLUMNS else ""
+    return value
 
 
 def export_training_set(

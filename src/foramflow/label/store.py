@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import math
 import os
 import re
 import sqlite3
@@ -263,8 +264,9 @@ class LabelStore:
         images directly in it), as in ``foramflow classify``, so that the crops of every
         slide of a sample, in their own subfolders, share the sample. Its depth in cm is the
         first match of ``depth_pattern`` in the sample name.
-        A CSV with ``sample`` and ``depth_cm`` (or ``depth``) columns overrides both, per
-        sample; with a ``path`` column (relative to ``folder``) it sets them per image.
+        A CSV with ``sample`` and ``depth_cm`` (``depth_m``, ``depth_mm``, converted; plain
+        ``depth`` is taken to be in cm) columns overrides both, per sample; with a ``path``
+        column (relative to ``folder``) it sets them per image.
         Every entry that looks like an image but cannot be registered (a link loop or out of
         ``folder``, a dangling link, a name that is not UTF-8, an unreadable file) is
         named in the problems, with the reason.
@@ -745,24 +747,39 @@ def _depth_from_name(name: str, pattern: re.Pattern | None) -> float | None:
     return float(match.group(1)) if match else None
 
 
+_CM_PER_UNIT = {None: 1.0, "cm": 1.0, "m": 100.0, "mm": 0.1}
+
+
+def _depth_in_cm(fields: set[str], path) -> tuple[str | None, float]:
+    """The metadata's depth column and the factor that turns its values into cm."""
+    from foramflow.io.tables import find_depth_column
+
+    column = find_depth_column(fields, path)
+    unit = column.partition("_")[2].lower() or None if column else None
+    if unit not in _CM_PER_UNIT:
+        raise ValueError(f"{path}: depth column {column!r}: give depths in cm, m or mm")
+    return column, _CM_PER_UNIT[unit]
+
+
 def _read_metadata(path: str | Path) -> tuple[dict, dict]:
     """Per-sample and per-path (sample, depth_cm) from a CSV."""
     by_sample, by_path = {}, {}
     check_size(path, Path(path).stat().st_size, MAX_TABLE_BYTES, "metadata table")
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         fields = set(reader.fieldnames or [])
-        depth_column = "depth_cm" if "depth_cm" in fields else "depth"
+        depth_column, to_cm = _depth_in_cm(fields, path)
         if "sample" not in fields and "path" not in fields:
             raise ValueError(f"{path}: needs a 'sample' or a 'path' column")
         for line, row in enumerate(reader, start=2):
             raw_depth = (row.get(depth_column) or "").strip()
             try:
-                depth = float(raw_depth) if raw_depth else None
+                depth = float(raw_depth) * to_cm if raw_depth else None
             except ValueError:
                 raise ValueError(
                     f"{path}: line {line}: depth {raw_depth!r} is not a number"
                 ) from None
+            depth = None if depth is not None and math.isnan(depth) else depth
             try:
                 sample = sample_name((row.get("sample") or "").strip() or None)
             except InvalidName as err:
