@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from foramflow.bundle.folder import (
     description_path,
@@ -18,7 +16,9 @@ from foramflow.bundle.folder import (
 )
 from foramflow.bundle.schema import PRECISION_RECORDS, RUN_BUNDLE, BundleError
 from foramflow.bundle.validation import restamp_validation
+from foramflow.io.files import naming_the_file
 from foramflow.models.registry import create_model
+from foramflow.train.checkpoint import load_weights
 from foramflow.train.export import onnx_bytes
 from foramflow.train.fit import BEST_CHECKPOINT
 from foramflow.train.prior import divide_out_class_weights
@@ -41,14 +41,19 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
         channels=meta.channels,
         **meta.model.params,
     )
-    network.load_state_dict(torch.load(weights, weights_only=True))
+    load_weights(network, weights)
     if meta.prior_correction is not None:  # as the run exported it
         weights_by_class = meta.prior_correction.class_weights
         divide_out_class_weights(network, np.array([weights_by_class[k] for k in meta.labels]))
     # The int8 copy and the bf16 check describe the old model.onnx: they are redone on use.
     fresh = meta.without(*PRECISION_RECORDS)
     model = onnx_bytes(network, meta.preprocessing)
-    with tempfile.TemporaryDirectory() as tmp:
+    if out.suffix.lower() != ".zip" and out.exists():
+        raise FileExistsError(f"{out}: already exists")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside ``out`` and renamed into place: a full disk fails naming the file it
+    # was writing, and never leaves half a bundle at ``out``.
+    with naming_the_file(out), tempfile.TemporaryDirectory(dir=out.parent, prefix=".") as tmp:
         folder = write_bundle(
             Path(tmp) / RUN_BUNDLE,
             fresh,
@@ -59,7 +64,5 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
         if out.suffix.lower() == ".zip":
             zip_bundle(folder, out)
         else:
-            if out.exists():
-                raise FileExistsError(f"{out}: already exists")
-            shutil.copytree(folder, out)
+            folder.rename(out)
     return out
