@@ -47,6 +47,10 @@ def read_checkpoint(path: str | Path) -> dict:
             f"{path}: holds objects other than tensors and plain values; refused unread, "
             "since loading them could run code"
         ) from None
+    except OSError as err:
+        if err.filename is not None:  # the file itself cannot be opened: said as such
+            raise
+        raise CheckpointError(f"{path}: not a readable checkpoint, truncated? ({err})") from None
     except (RuntimeError, EOFError, ValueError, TypeError, KeyError, IndexError) as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated? ({reason})") from None

@@ -198,7 +198,11 @@ class TopTrainer(Trainer):
         validation = np.empty((len(val_hashes), width), dtype=np.float16)
         computed, seconds = 0, 0.0
         with FeatureCache.open(
-            self.cache_root, spec, dim=width, weights_path=self.weights
+            self.cache_root,
+            spec,
+            dim=width,
+            weights_path=self.weights,
+            notify=lambda m: self.progress.message(m, warning=True),
         ) as cache:
             self.cache_folder = cache.folder
             extract = FrozenFeatures(bottom, device=self.device, bf16=self.bf16)
@@ -220,10 +224,12 @@ class TopTrainer(Trainer):
                     progress=self.progress,
                 )
                 computed, seconds = computed + n, seconds + s
+        rebuilt = cache.bad_rows  # read back damaged: computed again and replaced
         total = len(hashes) + (len(views) - 1) * len(train_hashes)
         self.progress.message(
             f"Bottom rows: {total - computed} from the cache, {computed} computed"
             + (f" ({computed / seconds:.1f} images/s)" if computed else "")
+            + (f", {rebuilt} damaged row(s) rebuilt" if rebuilt else "")
             + f"; cache {self.cache_folder}"
         )
         network.bottom.cpu()

@@ -348,7 +348,11 @@ class TransferTrainer(Trainer):
         )
         extract = FrozenFeatures(head, device=self.device, bf16=self.bf16)
         with FeatureCache.open(
-            self.cache_root, self.spec, dim=head.features, weights_path=self.weights
+            self.cache_root,
+            self.spec,
+            dim=head.features,
+            weights_path=self.weights,
+            notify=lambda m: self.progress.message(m, warning=True),
         ) as cache:
             self.cache_folder = cache.folder
             features, computed, seconds = cached_features(
@@ -370,10 +374,12 @@ class TransferTrainer(Trainer):
                 computed, seconds = computed + n, seconds + s
             names = data.image_set.classes
             cache.record_images(hashes, data.paths, [names[k] for k in data.labels])
+        rebuilt = cache.bad_rows  # read back damaged: computed again and replaced
         total = len(hashes) + c.augmented_copies * len(train_hashes)
         self.progress.message(
             f"Features: {total - computed} from the cache, {computed} computed"
             + (f" ({computed / seconds:.1f} images/s)" if computed else "")
+            + (f", {rebuilt} damaged row(s) rebuilt" if rebuilt else "")
             + f"; cache {self.cache_folder}"
         )
         stats = {
