@@ -16,7 +16,6 @@ from foramflow.bundle.folder import (
 )
 from foramflow.bundle.schema import PRECISION_RECORDS, RUN_BUNDLE, BundleError
 from foramflow.bundle.validation import restamp_validation
-from foramflow.io.files import naming_the_file
 from foramflow.models.registry import create_model
 from foramflow.train.checkpoint import load_weights
 from foramflow.train.export import onnx_bytes
@@ -51,18 +50,24 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
     if out.suffix.lower() != ".zip" and out.exists():
         raise FileExistsError(f"{out}: already exists")
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside ``out`` and renamed into place: a full disk fails naming the file it
-    # was writing, and never leaves half a bundle at ``out``.
-    with naming_the_file(out), tempfile.TemporaryDirectory(dir=out.parent, prefix=".") as tmp:
-        folder = write_bundle(
-            Path(tmp) / RUN_BUNDLE,
-            fresh,
-            model,
-            extra_files=other_files(source),  # e.g. the reference features
-        )
-        restamp_validation(folder, model)  # the same weights: the same outputs
-        if out.suffix.lower() == ".zip":
-            zip_bundle(folder, out)
-        else:
-            folder.rename(out)
+    # Written beside ``out`` and renamed into place: never half a bundle at ``out``, and a
+    # full disk is told as a failure to write ``out``.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        try:
+            folder = write_bundle(
+                Path(tmp) / RUN_BUNDLE,
+                fresh,
+                model,
+                extra_files=other_files(source),  # e.g. the reference features
+            )
+            restamp_validation(folder, model)  # the same weights: the same outputs
+            if out.suffix.lower() == ".zip":
+                zip_bundle(folder, out)
+            else:
+                folder.rename(out)
+        except OSError as err:
+            written = err.filename is None or str(err.filename).startswith(tmp)
+            if err.errno is None or not written:
+                raise
+            raise OSError(err.errno, err.strerror, str(out)) from err
     return out
