@@ -175,7 +175,9 @@ class FeatureCache:
         info = {"spec": asdict(spec), "dim": dim, "weights_path": str(weights_path)}
         info_path = folder / EXTRACTOR_FILE
         found = _read_info(info_path) if info_path.is_file() else None
-        stale = info_path.is_file() and (found is None or found[:2] != (spec, dim))
+        stale = info_path.is_file() and (
+            found is None or (found[0].key(), found[1]) != (spec.key(), dim)
+        )
         if found is None or stale:
             write_json_atomic(info_path, info)
         cache = cls(folder, notify=notify)
@@ -275,10 +277,10 @@ class FeatureCache:
                 "JOIN vectors v ON v.sha256 = i.sha256 AND v.copy = 0 ORDER BY i.path"
             ).fetchall()
         )
-        rows = [(*row[:3], self.vector(row[3])) for row in rows]
-        rows = [row for row in rows if row[3] is not None]
-        if self.bad_rows:
-            self.notify(f"{self.database}: {self.bad_rows} damaged vector(s) left out")
+        read = [(*row[:3], self.vector(row[3])) for row in rows]
+        rows = [row for row in read if row[3] is not None]
+        if len(rows) < len(read):
+            self.notify(f"{self.database}: {len(read) - len(rows)} damaged vector(s) left out")
         return ReferenceSet(
             vectors=np.stack([r[3] for r in rows]) if rows else np.zeros((0, self.dim), np.float16),
             sha256=np.array([r[0] for r in rows], dtype=str),
