@@ -217,3 +217,10 @@ def test_a_full_disk_while_training_is_one_line_naming_the_file(run_folder, monk
     text = one_line(result.output)
     assert f"error: {run_folder / 'checkpoint_best.pt'}: No space left on device" in text
     assert "Traceback" not in result.output
+
+
+def test_a_log_that_is_not_the_runs_is_refused_on_resume(trained):
+    (trained / "log.csv").write_text('epoch,val_loss\n1,0.5\n"two",0.4,extra,fields\n')
+    with pytest.raises(CheckpointError, match="log.csv: not this run's log") as caught:
+        tiny_fit(trained, resume=True)
+    assert "\n" not in str(caught.value)

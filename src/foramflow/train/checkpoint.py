@@ -52,11 +52,16 @@ def read_checkpoint(path: str | Path) -> dict:
             raise
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated? ({err})") from None
     except (RuntimeError, EOFError, ValueError, TypeError, KeyError, IndexError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        reason = first_line(err)
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated? ({reason})") from None
     if not isinstance(content, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(content).__name__})")
     return content
+
+
+def first_line(err: BaseException) -> str:
+    """An error's reason, cut to one line for a one-line message."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
 
 
 def check_weights(weights, module: nn.Module, path: str | Path, what: str = "weights") -> None:

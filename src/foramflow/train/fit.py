@@ -38,6 +38,7 @@ from foramflow.train.checkpoint import (
     CheckpointError,
     check_finite,
     check_weights,
+    first_line,
     read_checkpoint,
     save_checkpoint,
 )
@@ -332,15 +333,23 @@ def _load_last(out: Path, module, optimizer, schedule, generator, ema=None) -> d
             torch.set_rng_state(checkpoint["torch_rng"])
     except CheckpointError as err:
         raise CheckpointError(f"{err}; cannot resume: {_START_AGAIN}") from None
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
         raise CheckpointError(
-            f"{path}: does not hold this run's state ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:120] if str(err) else ''}); cannot resume: {_START_AGAIN}"
+            f"{path}: does not hold this run's state ({type(err).__name__}: {first_line(err)}); "
+            f"cannot resume: {_START_AGAIN}"
         ) from None
     log = out / LOG_FILE
     if log.exists():  # drop rows of an epoch that finished after the last checkpoint
-        frame = pd.read_csv(log)
-        frame[frame["epoch"] <= state["epoch"]].to_csv(log, index=False)
+        try:
+            frame = pd.read_csv(log)
+            kept = frame[pd.to_numeric(frame["epoch"]) <= state["epoch"]]
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{log}: not this run's log ({type(err).__name__}: {first_line(err)}); "
+                f"cannot resume: {_START_AGAIN}"
+            ) from None
+        with naming_the_file(log):
+            kept.to_csv(log, index=False)
     return state
 
 
@@ -357,11 +366,11 @@ def _check_last(checkpoint: dict, path: Path, module, optimizer, generator, ema)
         check_weights(checkpoint["ema"], ema, path, "averaged weights")
     check_finite(checkpoint["optimizer"], path, "optimizer state")
     _check_optimizer(checkpoint["optimizer"], optimizer, path)
-    for key, reference in (("generator", generator.get_state()), ("torch_rng", None)):
-        value = checkpoint.get(key)
-        if key == "torch_rng" and value is None:
-            continue
-        reference = torch.get_rng_state() if reference is None else reference
+    generators = {"generator": generator.get_state()}
+    if checkpoint.get("torch_rng") is not None:
+        generators["torch_rng"] = torch.get_rng_state()
+    for key, reference in generators.items():
+        value = checkpoint[key]
         if not (
             isinstance(value, torch.Tensor)
             and value.dtype == reference.dtype
