@@ -60,8 +60,9 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def first_line(err: BaseException) -> str:
-    """An error's reason, cut to one line for a one-line message."""
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    """An error's reason, cut to its first sentence for a one-line message."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line.split(". ")[0][:160]
 
 
 def check_weights(weights, module: nn.Module, path: str | Path, what: str = "weights") -> None:

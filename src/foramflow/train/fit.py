@@ -319,8 +319,8 @@ def _load_last(out: Path, module, optimizer, schedule, generator, ema=None) -> d
     """Restore the run from ``checkpoint_last.pt``, read without running code and checked
     (see :mod:`foramflow.train.checkpoint`) before any of it is used."""
     path = out / LAST_CHECKPOINT
-    checkpoint = read_checkpoint(path)
     try:
+        checkpoint = read_checkpoint(path)
         state = _check_last(checkpoint, path, module, optimizer, generator, ema)
         module.load_state_dict(checkpoint["network"])
         if ema is not None and checkpoint.get("ema"):
