@@ -133,3 +133,93 @@ def test_members_validated_on_the_same_images_give_the_ensemble_their_mean(tmp_p
     apart = Bundle.load(ensemble_bundles([first, third], tmp_path / "apart"))
     assert read_validation(apart) is None
     assert apart.meta.validation_confusion is None and apart.meta.calibration is None
+
+
+def ensemble_command(*args):
+    from typer.testing import CliRunner
+
+    from foramflow.cli import app
+
+    return CliRunner().invoke(app, ["ensemble", *map(str, args)])
+
+
+def error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    return " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    "where, says",
+    [("a", "is"), ("a/ens", "is inside"), (".", "holds")],
+)
+def test_an_ensemble_is_never_written_over_into_or_around_a_member(tmp_path, where, says):
+    from classify.conftest import write_bundle
+
+    first = write_bundle(tmp_path / "a", steepness=20.0)
+    second = write_bundle(tmp_path / "b", steepness=4.0)
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    out = tmp_path / where
+    text = error_line(ensemble_command(first, second, "--out", out))
+    assert text.startswith(f"error: {out}: {says} {first}, a member of the ensemble;"), text
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+
+
+def test_a_run_folder_member_is_protected_as_its_bundle(tmp_path):
+    from classify.conftest import write_bundle
+
+    run = tmp_path / "run"
+    write_bundle(run / "bundle")
+    other = write_bundle(tmp_path / "b")
+    text = error_line(ensemble_command(run, other, "--out", run / "bundle"))
+    assert text.startswith(f"error: {run / 'bundle'}: is {run / 'bundle'}, a member"), text
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [(b"", "not a valid ONNX model"), (b"\x08\x07garbage\xff\xff", "not a valid ONNX model")],
+    ids=["empty", "corrupt"],
+)
+def test_a_corrupt_or_empty_member_is_one_line_naming_it(tmp_path, content, says):
+    from classify.conftest import write_bundle
+
+    first = write_bundle(tmp_path / "a")
+    broken = write_bundle(tmp_path / "b")
+    (broken / "model.onnx").write_bytes(content)
+    text = error_line(ensemble_command(first, broken, "--out", tmp_path / "ens"))
+    assert text.startswith(f"error: {broken / 'model.onnx'}: {says}"), text
+    assert not (tmp_path / "ens").exists()
+
+
+def test_a_member_whose_outputs_are_not_finite_is_refused(tmp_path):
+    from classify.conftest import write_bundle
+
+    first = write_bundle(tmp_path / "a")
+    nan = write_bundle(tmp_path / "b", steepness=float("nan"))
+    text = error_line(ensemble_command(first, nan, "--out", tmp_path / "ens"))
+    assert text.startswith(f"error: {nan / 'model.onnx'}: gives NaN or infinite"), text
+
+
+def test_a_member_whose_validation_outputs_are_not_finite_is_refused(tmp_path):
+    from classify.conftest import write_bundle
+    from foramflow.bundle import Bundle, update_bundle_meta
+    from foramflow.bundle.schema import TrainingInfo, TrainingSet
+    from foramflow.bundle.validation import ValidationSet, write_validation
+    from foramflow.ensemble import ensemble_bundles
+
+    members = []
+    for name, spoilt in (("a", False), ("b", True)):
+        folder = write_bundle(tmp_path / name)
+        probs = np.full((4, 2), 0.5)
+        if spoilt:
+            probs[2] = [np.nan, np.inf]
+        model = Bundle.load(folder).read_model()
+        write_validation(folder, ValidationSet(np.array([0, 1, 0, 1]), probs), model)
+        update_bundle_meta(
+            folder,
+            training_set=TrainingSet(hash="the same images"),
+            training=TrainingInfo(seed=0, val_fraction=0.2),
+        )
+        members.append(folder)
+    with pytest.raises(EnsembleError, match=f"{members[1] / 'validation.npz'}: .*NaN"):
+        ensemble_bundles(members, tmp_path / "ens")

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
-from foramflow.bundle.schema import RUN_BUNDLE
+from foramflow.bundle.schema import MODEL_FILE, RUN_BUNDLE, VALIDATION_FILE
 from foramflow.errors import ForamflowError
 
 if TYPE_CHECKING:
@@ -139,9 +139,10 @@ def ensemble_bundles(members: Sequence[str | Path], out: str | Path) -> Path:
     from foramflow.imaging.preprocess import PreprocessSpec
     from foramflow.io.files import prepare_output_dir
 
-    bundles = [Bundle.load(_bundle_folder(Path(m))) for m in members]
-    if not bundles:
+    if not members:
         raise EnsembleError("an ensemble needs at least one member")
+    _refuse_out_over_members(Path(out), [Path(m) for m in members])
+    bundles = [Bundle.load(_bundle_folder(Path(m))) for m in members]
     labels = bundles[0].labels
     for bundle in bundles[1:]:
         if bundle.labels != labels:
@@ -149,12 +150,7 @@ def ensemble_bundles(members: Sequence[str | Path], out: str | Path) -> Path:
                 f"{bundle.path}: its classes {bundle.labels} differ from {bundles[0].path}'s "
                 f"{labels}; an ensemble averages the same classes"
             )
-    joined = join(
-        [
-            Member(onnx.load_from_string(b.read_model()), b.input_size, b.spec.channels)
-            for b in bundles
-        ]
-    )
+    joined = join([_member(b) for b in bundles])
     size, channels = joined_input(joined)
     meta = BundleMeta(
         name=Path(out).name,
@@ -186,6 +182,12 @@ def joined_validation(bundles) -> ValidationSet | None:
     sets = [read_validation(b) for b in bundles]
     if any(v is None for v in sets):
         return None
+    for bundle, validation in zip(bundles, sets):
+        if not np.isfinite(validation.probabilities).all():
+            raise EnsembleError(
+                f"{bundle.location(VALIDATION_FILE)}: the member's validation outputs hold "
+                "NaN or infinite values; it cannot join an ensemble"
+            )
     splits = {_split_of(b) for b in bundles}
     if len(splits) != 1 or None in splits:
         return None
@@ -224,6 +226,66 @@ def joined_input(model: onnx.ModelProto) -> tuple[int, int]:
     """(size, channels) of a joined model's input."""
     dims = model.graph.input[0].type.tensor_type.shape.dim
     return dims[2].dim_value, dims[1].dim_value
+
+
+def _refuse_out_over_members(out: Path, members: list[Path]) -> None:
+    """The ensemble is written to a new place: never over a member, into one, or around one."""
+    target = out.resolve()
+    for member in members:
+        for place in dict.fromkeys((_bundle_folder(member).resolve(), member.resolve())):
+            if target == place:
+                where = "is"
+            elif target.is_relative_to(place):
+                where = "is inside"
+            elif place.is_relative_to(target):
+                where = "holds"
+            else:
+                continue
+            raise EnsembleError(
+                f"{out}: {where} {place}, a member of the ensemble; write the ensemble to "
+                "another folder"
+            )
+
+
+def _member(bundle) -> Member:
+    """A member's network, refused by name unless it is a valid ONNX model that gives finite
+    probabilities on a few test images."""
+    from google.protobuf.message import DecodeError
+
+    where = bundle.location(MODEL_FILE)
+    try:
+        model = onnx.load_from_string(bundle.read_model())
+        onnx.checker.check_model(model)
+    except (DecodeError, onnx.checker.ValidationError, ValueError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise EnsembleError(f"{where}: not a valid ONNX model ({reason})") from None
+    if not model.graph.input or not model.graph.output or not model.opset_import:
+        raise EnsembleError(f"{where}: not a network (no input, output or operator set)")
+    member = Member(model, bundle.input_size, bundle.spec.channels)
+    outputs = _test_outputs(member, where)
+    if not np.isfinite(outputs).all():
+        raise EnsembleError(
+            f"{where}: gives NaN or infinite probabilities; it cannot join an ensemble"
+        )
+    return member
+
+
+def _test_outputs(member: Member, where: str) -> np.ndarray:
+    """The member's outputs on dark, mid-grey, bright and noisy images of its input size."""
+    import onnxruntime as ort
+
+    shape = (1, member.channels, member.size, member.size)
+    noise = np.random.default_rng(0).random(shape, dtype=np.float32)
+    images = np.concatenate([np.full(shape, v, np.float32) for v in (0.0, 0.5, 1.0)] + [noise])
+    try:
+        session = ort.InferenceSession(
+            member.model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        name = session.get_inputs()[0].name
+        return np.asarray(session.run(None, {name: images})[0], dtype=np.float64)
+    except Exception as err:  # ONNX Runtime's errors share no base class of their own
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise EnsembleError(f"{where}: does not run on its own input ({reason})") from None
 
 
 def _bundle_folder(path: Path) -> Path:

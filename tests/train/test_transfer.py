@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sqlite3
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from foramflow.bundle import Bundle
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
 from foramflow.models.backbones import WeightsError
 from foramflow.models.registry import create_model
+from foramflow.progress import Recorded
 from foramflow.train.config import TrainConfig
 from foramflow.train.feature_cache import (
     ExtractorSpec,
@@ -226,3 +228,41 @@ def test_frozen_features_from_onnxruntime_equal_pytorchs():
     np.testing.assert_allclose(extract(images[3:4]), expected[3:4], rtol=1e-5, atol=1e-6)
     assert extract(images[:0]).shape == (0, 8)
     assert not transfer.FrozenFeatures(head, device=cpu, bf16=True).by_onnxruntime
+
+
+def test_a_damaged_cache_is_rebuilt_and_trains_as_a_clean_one(two_runs, tmp_path, monkeypatch):
+    """A NaN row and a two-byte row in a copy of the first run's cache: both computed again,
+    said, and the tail trains as on the clean cache."""
+    data, cache_root, (first, _), _ = two_runs
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_root, cache)
+    (database,) = cache.glob("*/features.sqlite")
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT sha256, copy, length(vector) FROM vectors").fetchall()
+        nan = next(r for r in rows if r[1] == 0)
+        short = next(r for r in rows if r[1] == 1)
+        nans = np.full(nan[2] // 2, np.nan, np.float16).tobytes()
+        update = "UPDATE vectors SET vector = ? WHERE sha256 = ? AND copy = ?"
+        db.execute(update, (nans, nan[0], 0))
+        db.execute(update, (b"\x00\x3c", short[0], 1))  # two bytes: one number
+    db.close()
+    monkeypatch.setattr(
+        export,
+        "export_onnx",
+        lambda network, path, **_: shutil.copy(first / "bundle/model.onnx", path),
+    )
+    progress = Recorded()
+    TransferTrainer(config_for(data, tmp_path / "run", cache), progress=progress).run()
+    said = [m for m in progress.messages if m.startswith("Features:")]
+    assert said and said[0].startswith(
+        f"Features: {N_IMAGES + COPIES * N_TRAIN - 2} from the cache, 2 computed"
+    )
+    assert "2 damaged row(s) rebuilt" in said[0]
+    columns = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(first / "log.csv")[columns],
+        pd.read_csv(tmp_path / "run" / "log.csv")[columns],
+        atol=1e-3,
+    )
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["accuracy"] == json.loads((first / "metrics.json").read_text())["accuracy"]

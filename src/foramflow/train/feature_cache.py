@@ -19,6 +19,12 @@ turned, and k ≥ 4 an augmented copy (:func:`foramflow.train.top.view`). Vector
 stored as float16 (half the disk; far more precision than the tail needs). SQLite makes
 writes atomic, so an interrupted extraction keeps every batch it finished, and the next
 run continues from there.
+
+A cache may be damaged (a full disk, a crash of the machine, a copy cut short, a hand
+that edited it): every row read is checked (its length, finite values) and a bad one is
+treated as missing, so computed again and replaced, never trained on; a database SQLite
+finds corrupt, or an ``extractor.json`` that does not describe its folder, is emptied and
+filled again. Each repair is told through ``notify``.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from foramflow.errors import ForamflowError
 from foramflow.io.files import write_json_atomic
 
 FEATURE_FORMAT = 1
@@ -48,6 +55,13 @@ CREATE TABLE IF NOT EXISTS vectors (
 CREATE TABLE IF NOT EXISTS images (
     sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, label TEXT NOT NULL) WITHOUT ROWID;
 """
+_VECTOR_DTYPE = np.dtype(np.float16)
+#: SQLite's primary result codes for a file that is damaged or not a database at all.
+_DAMAGED = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+class FeatureCacheError(ForamflowError):
+    """A feature cache folder whose description cannot be read."""
 
 
 def default_cache_root() -> Path:
@@ -98,31 +112,78 @@ class ExtractorSpec:
 class FeatureCache:
     """The vectors of one extractor: a folder holding ``extractor.json`` and ``features.sqlite``."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, *, notify: Callable[[str], None] | None = None):
         self.folder = Path(folder)
+        self.notify = notify or (lambda message: None)
+        self.bad_rows = 0  # rows read back that failed their check, since opening
         info_path = self.folder / EXTRACTOR_FILE
         if not info_path.is_file():
             raise FileNotFoundError(
                 f"{self.folder}: not a feature cache ({EXTRACTOR_FILE} missing)"
             )
-        info = json.loads(info_path.read_text())
-        self.spec = ExtractorSpec(**info["spec"])
-        self.dim = int(info["dim"])
-        self.weights_path = info.get("weights_path")
-        self._db = sqlite3.connect(self.folder / DATABASE_FILE, timeout=60)
+        info = _read_info(info_path)
+        if info is None:
+            raise FeatureCacheError(f"{info_path}: not a feature cache description")
+        self.spec, self.dim, self.weights_path = info
+        self._connect()
+
+    @property
+    def database(self) -> Path:
+        return self.folder / DATABASE_FILE
+
+    def _connect(self) -> None:
+        self._db = sqlite3.connect(self.database, timeout=60)
+        self._guarded(lambda: self._db.executescript(_SCHEMA))
+
+    def _guarded(self, query: Callable):
+        """``query()``; when SQLite finds the database damaged, rebuild it empty and ask
+        again (the rows it held are computed again)."""
+        try:
+            return query()
+        except sqlite3.DatabaseError as err:
+            if getattr(err, "sqlite_errorcode", 0) & 0xFF not in _DAMAGED:
+                raise
+            self._rebuild(f"damaged ({err})")
+        return query()
+
+    def _rebuild(self, why: str) -> None:
+        self._db.close()
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{self.database}{suffix}").unlink(missing_ok=True)
+        self.notify(f"{self.database}: {why}; rebuilt empty, its vectors are computed again")
+        self._db = sqlite3.connect(self.database, timeout=60)
         self._db.executescript(_SCHEMA)
 
     @classmethod
     def open(
-        cls, root: str | Path, spec: ExtractorSpec, *, dim: int, weights_path: str | Path
+        cls,
+        root: str | Path,
+        spec: ExtractorSpec,
+        *,
+        dim: int,
+        weights_path: str | Path,
+        notify: Callable[[str], None] | None = None,
     ) -> FeatureCache:
-        """The cache of ``spec`` under ``root``, created on first use."""
+        """The cache of ``spec`` under ``root``, created on first use.
+
+        A folder whose ``extractor.json`` is unreadable or describes another extractor
+        (or vector length) is described anew and its database emptied: its rows cannot be
+        trusted to be this extractor's.
+        """
         folder = Path(root) / spec.key()
         folder.mkdir(parents=True, exist_ok=True)
         info = {"spec": asdict(spec), "dim": dim, "weights_path": str(weights_path)}
-        if not (folder / EXTRACTOR_FILE).is_file():
-            write_json_atomic(folder / EXTRACTOR_FILE, info)
-        return cls(folder)
+        info_path = folder / EXTRACTOR_FILE
+        found = _read_info(info_path) if info_path.is_file() else None
+        stale = info_path.is_file() and (
+            found is None or (found[0].key(), found[1]) != (spec.key(), dim)
+        )
+        if found is None or stale:
+            write_json_atomic(info_path, info)
+        cache = cls(folder, notify=notify)
+        if stale:
+            cache._rebuild(f"{EXTRACTOR_FILE} did not describe this extractor")
+        return cache
 
     @classmethod
     def find(cls, path: str | Path) -> FeatureCache:
@@ -148,55 +209,99 @@ class FeatureCache:
         self.close()
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        return self._guarded(lambda: self._db.execute("SELECT COUNT(*) FROM vectors").fetchone())[0]
 
     def get(self, hashes: Sequence[str], copy: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
-        """{sha256: vector} for the hashes present in the cache."""
+        """{sha256: vector} for the hashes present in the cache; a row that fails its check
+        (see :meth:`vector`) is left out, to be computed again, and counted in ``bad_rows``."""
         found: dict[str, np.ndarray] = {}
         wanted = list(dict.fromkeys(hashes))
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            rows = self._db.execute(
-                f"SELECT sha256, vector FROM vectors WHERE copy = ? "
-                f"AND sha256 IN ({','.join('?' * len(chunk))})",
-                [copy, *chunk],
+            rows = self._guarded(
+                lambda chunk=chunk: self._db.execute(
+                    f"SELECT sha256, vector FROM vectors WHERE copy = ? "
+                    f"AND sha256 IN ({','.join('?' * len(chunk))})",
+                    [copy, *chunk],
+                ).fetchall()
             )
             for sha, blob in rows:
-                found[sha] = np.frombuffer(blob, dtype=np.float16).astype(dtype)
+                vector = self.vector(blob)
+                if vector is not None:
+                    found[sha] = vector.astype(dtype)
         return found
+
+    def vector(self, blob) -> np.ndarray | None:
+        """A stored row as float16, or None (counted in ``bad_rows``) unless it is ``dim``
+        finite numbers."""
+        if not isinstance(blob, bytes) or len(blob) != self.dim * _VECTOR_DTYPE.itemsize:
+            self.bad_rows += 1
+            return None
+        vector = np.frombuffer(blob, dtype=_VECTOR_DTYPE)
+        if not np.isfinite(vector).all():
+            self.bad_rows += 1
+            return None
+        return vector
 
     def put(self, hashes: Sequence[str], vectors: np.ndarray, copy: int = 0) -> None:
         if vectors.shape != (len(hashes), self.dim):
             raise ValueError(f"expected vectors of shape ({len(hashes)}, {self.dim})")
-        blobs = np.asarray(vectors, dtype=np.float16)
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO vectors(sha256, copy, vector) VALUES (?, ?, ?)",
-                [(sha, copy, blobs[i].tobytes()) for i, sha in enumerate(hashes)],
-            )
+        blobs = np.asarray(vectors, dtype=_VECTOR_DTYPE)
+        rows = [(sha, copy, blobs[i].tobytes()) for i, sha in enumerate(hashes)]
+
+        def insert() -> None:
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO vectors(sha256, copy, vector) VALUES (?, ?, ?)", rows
+                )
+
+        self._guarded(insert)
 
     def record_images(self, hashes: Iterable[str], paths: Iterable, labels: Iterable[str]) -> None:
         """Remember where each labelled image was last seen, for :func:`nearest_images`."""
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO images(sha256, path, label) VALUES (?, ?, ?)",
-                [(h, str(p), str(k)) for h, p, k in zip(hashes, paths, labels, strict=True)],
-            )
+        rows = [(h, str(p), str(k)) for h, p, k in zip(hashes, paths, labels, strict=True)]
+
+        def insert() -> None:
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO images(sha256, path, label) VALUES (?, ?, ?)", rows
+                )
+
+        self._guarded(insert)
 
     def labelled(self) -> ReferenceSet:
-        """Every labelled image recorded here that has a vector."""
-        rows = self._db.execute(
-            "SELECT i.sha256, i.path, i.label, v.vector FROM images i "
-            "JOIN vectors v ON v.sha256 = i.sha256 AND v.copy = 0 ORDER BY i.path"
-        ).fetchall()
+        """Every labelled image recorded here that has a vector (that passes its check)."""
+        rows = self._guarded(
+            lambda: self._db.execute(
+                "SELECT i.sha256, i.path, i.label, v.vector FROM images i "
+                "JOIN vectors v ON v.sha256 = i.sha256 AND v.copy = 0 ORDER BY i.path"
+            ).fetchall()
+        )
+        read = [(*row[:3], self.vector(row[3])) for row in rows]
+        rows = [row for row in read if row[3] is not None]
+        if len(rows) < len(read):
+            self.notify(f"{self.database}: {len(read) - len(rows)} damaged vector(s) left out")
         return ReferenceSet(
-            vectors=np.stack([np.frombuffer(r[3], dtype=np.float16) for r in rows])
-            if rows
-            else np.zeros((0, self.dim), np.float16),
+            vectors=np.stack([r[3] for r in rows]) if rows else np.zeros((0, self.dim), np.float16),
             sha256=np.array([r[0] for r in rows], dtype=str),
             paths=np.array([r[1] for r in rows], dtype=str),
             labels=np.array([r[2] for r in rows], dtype=str),
         )
+
+
+def _read_info(path: Path) -> tuple[ExtractorSpec, int, str | None] | None:
+    """(spec, vector length, weights path) of an ``extractor.json``; None if unreadable."""
+    try:
+        info = json.loads(path.read_text())
+        spec = ExtractorSpec(**info["spec"])
+        dim = info["dim"]
+        spec.key()
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        return None
+    weights = info.get("weights_path")
+    return spec, dim, weights if isinstance(weights, str) else None
 
 
 def _describe(spec: ExtractorSpec) -> str:

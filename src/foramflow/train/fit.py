@@ -32,8 +32,16 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from foramflow.data.augment import mix_batch
-from foramflow.io.files import atomic_path
+from foramflow.io.files import naming_the_file
 from foramflow.progress import Progress, Quiet
+from foramflow.train.checkpoint import (
+    CheckpointError,
+    check_finite,
+    check_weights,
+    first_line,
+    read_checkpoint,
+    save_checkpoint,
+)
 from foramflow.train.schedule import ALRS, Decision, WarmupCosine
 
 LOG_COLUMNS = [
@@ -284,12 +292,12 @@ def _moving_average(module: nn.Module, decay: float | None) -> AveragedModel | N
 
 def _append_log(path: Path, row: dict) -> None:
     frame = pd.DataFrame([row], columns=LOG_COLUMNS)
-    frame.to_csv(path, mode="a", header=not path.exists(), index=False)
+    with naming_the_file(path):
+        frame.to_csv(path, mode="a", header=not path.exists(), index=False)
 
 
 def _save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    save_checkpoint(obj, path)
 
 
 def _save_last(out: Path, module, optimizer, schedule, generator, state, ema=None) -> None:
@@ -308,18 +316,94 @@ def _save_last(out: Path, module, optimizer, schedule, generator, state, ema=Non
 
 
 def _load_last(out: Path, module, optimizer, schedule, generator, ema=None) -> dict:
-    checkpoint = torch.load(out / LAST_CHECKPOINT, weights_only=False)
-    module.load_state_dict(checkpoint["network"])
-    if ema is not None and checkpoint.get("ema"):
-        ema.load_state_dict(checkpoint["ema"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    if schedule and checkpoint["schedule"]:
-        schedule.load_state_dict(checkpoint["schedule"])
-    generator.set_state(checkpoint["generator"])
-    if checkpoint.get("torch_rng") is not None:
-        torch.set_rng_state(checkpoint["torch_rng"])
+    """Restore the run from ``checkpoint_last.pt``, read without running code and checked
+    (see :mod:`foramflow.train.checkpoint`) before any of it is used."""
+    path = out / LAST_CHECKPOINT
+    try:
+        checkpoint = read_checkpoint(path)
+        state = _check_last(checkpoint, path, module, optimizer, generator, ema)
+        module.load_state_dict(checkpoint["network"])
+        if ema is not None and checkpoint.get("ema"):
+            ema.load_state_dict(checkpoint["ema"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if schedule and checkpoint.get("schedule"):
+            schedule.load_state_dict(checkpoint["schedule"])
+        generator.set_state(checkpoint["generator"])
+        if checkpoint.get("torch_rng") is not None:
+            torch.set_rng_state(checkpoint["torch_rng"])
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; cannot resume: {_START_AGAIN}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{path}: does not hold this run's state ({type(err).__name__}: {first_line(err)}); "
+            f"cannot resume: {_START_AGAIN}"
+        ) from None
     log = out / LOG_FILE
     if log.exists():  # drop rows of an epoch that finished after the last checkpoint
-        frame = pd.read_csv(log)
-        frame[frame["epoch"] <= checkpoint["state"]["epoch"]].to_csv(log, index=False)
-    return checkpoint["state"]
+        try:
+            frame = pd.read_csv(log)
+            kept = frame[pd.to_numeric(frame["epoch"]) <= state["epoch"]]
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{log}: not this run's log ({type(err).__name__}: {first_line(err)}); "
+                f"cannot resume: {_START_AGAIN}"
+            ) from None
+        with naming_the_file(log):
+            kept.to_csv(log, index=False)
+    return state
+
+
+_START_AGAIN = "train again with another --out folder"
+
+
+def _check_last(checkpoint: dict, path: Path, module, optimizer, generator, ema) -> dict:
+    """The run state of a last checkpoint whose every part fits this run; else refused."""
+    missing = [k for k in ("network", "optimizer", "generator", "state") if k not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path}: not a last checkpoint (no {', '.join(missing)})")
+    check_weights(checkpoint["network"], module, path, "network weights")
+    if ema is not None and checkpoint.get("ema") is not None:
+        check_weights(checkpoint["ema"], ema, path, "averaged weights")
+    check_finite(checkpoint["optimizer"], path, "optimizer state")
+    _check_optimizer(checkpoint["optimizer"], optimizer, path)
+    generators = {"generator": generator.get_state()}
+    if checkpoint.get("torch_rng") is not None:
+        generators["torch_rng"] = torch.get_rng_state()
+    for key, reference in generators.items():
+        value = checkpoint[key]
+        if not (
+            isinstance(value, torch.Tensor)
+            and value.dtype == reference.dtype
+            and value.shape == reference.shape
+        ):
+            raise CheckpointError(f"{path}: its {key} is not a random generator's state")
+    state = checkpoint["state"]
+    numbers = {"epoch": int, "best_accuracy": float, "best_loss": float, "seconds": float}
+    if not isinstance(state, dict) or not all(
+        isinstance(state.get(k), t) and not isinstance(state.get(k), bool)
+        for k, t in numbers.items()
+    ):
+        raise CheckpointError(f"{path}: its run state is not that of a training run")
+    if state["epoch"] < 0:
+        raise CheckpointError(f"{path}: its run state has epoch {state['epoch']}")
+    return state
+
+
+def _check_optimizer(saved, optimizer, path: Path) -> None:
+    """The saved optimizer's moments must have the shapes of the parameters they follow."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("param_groups"), list):
+        raise CheckpointError(f"{path}: its optimizer state is not an optimizer's")
+    ours = [p for group in optimizer.param_groups for p in group["params"]]
+    ids = [i for group in saved["param_groups"] for i in group.get("params", [])]
+    if len(ids) != len(ours):
+        raise CheckpointError(
+            f"{path}: its optimizer follows {len(ids)} parameters, this network has {len(ours)}"
+        )
+    for saved_id, parameter in zip(ids, ours):
+        moments = saved.get("state", {}).get(saved_id, {})
+        for name, value in moments.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != parameter.shape:
+                raise CheckpointError(
+                    f"{path}: its optimizer's {name} has shape {tuple(value.shape)}, "
+                    f"its parameter {tuple(parameter.shape)}"
+                )

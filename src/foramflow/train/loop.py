@@ -34,10 +34,12 @@ from foramflow.data.dataset import ImageSet, image_set_hash, load_image_set
 from foramflow.data.split import loss_weights, stratified_split
 from foramflow.errors import ForamflowError
 from foramflow.imaging.preprocess import PreprocessSpec
+from foramflow.io.files import naming_the_file
 from foramflow.io.images import printable_path
 from foramflow.models.backbones import resolve_weights
 from foramflow.models.registry import create_model, get_entry
 from foramflow.progress import Progress, Quiet
+from foramflow.train.checkpoint import load_weights
 from foramflow.train.config import AUTO, TrainConfig
 from foramflow.train.device import CompiledOrEager, resolve_device, use_bf16
 from foramflow.train.finish import export_and_evaluate
@@ -109,7 +111,8 @@ def train(
     if not resume:  # a resumed run's config.yaml already names its model
         config = resolve_auto(config, progress)
     trainer = trainer_class(config.model)(config, progress=progress, resume=resume)
-    report = trainer.run()
+    with naming_the_file(config.out):  # a full disk in a writer that does not name its file
+        report = trainer.run()
     return TrainResult(
         out=trainer.out,
         bundle=trainer.out / RUN_BUNDLE,
@@ -249,7 +252,8 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
-        self.config.to_yaml(self.out / "config.yaml")
+        with naming_the_file(self.out / "config.yaml"):
+            self.config.to_yaml(self.out / "config.yaml")
         self.data = prepare_data(self.config, self.progress)
         self._write_split(self.data)
         return self.data
@@ -348,16 +352,17 @@ class Trainer:
     def _write_split(self, data: PreparedData) -> None:
         part = np.full(len(data.labels), "train", dtype=object)
         part[data.val_index] = "validation"
-        pd.DataFrame(
+        split = pd.DataFrame(
             {
                 "path": [str(p) for p in data.paths],
                 "class": [data.image_set.classes[k] for k in data.labels],
                 "part": part,
             }
-        ).to_csv(self.out / "split.csv", index=False)
-        pd.DataFrame(sorted(data.skipped.items()), columns=["path", "reason"]).to_csv(
-            self.out / "skipped_images.csv", index=False
         )
+        skipped = pd.DataFrame(sorted(data.skipped.items()), columns=["path", "reason"])
+        for frame, name in ((split, "split.csv"), (skipped, "skipped_images.csv")):
+            with naming_the_file(self.out / name):
+                frame.to_csv(self.out / name, index=False)
 
     def _validate(self, network, val_x: np.ndarray, val_y: np.ndarray) -> tuple[float, float]:
         """(unweighted cross-entropy, accuracy) on the validation split, in eval mode."""
@@ -370,7 +375,7 @@ class Trainer:
 
     # -- export and evaluation ---------------------------------------------------
     def _finish(self, network, data: PreparedData, train_counts, state) -> Path:
-        network.load_state_dict(torch.load(self.out / BEST_CHECKPOINT, weights_only=True))
+        load_weights(network, self.out / BEST_CHECKPOINT)
         return export_and_evaluate(
             network.cpu(),
             data,

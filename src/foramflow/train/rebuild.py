@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from foramflow.bundle.folder import (
     description_path,
@@ -19,6 +17,7 @@ from foramflow.bundle.folder import (
 from foramflow.bundle.schema import PRECISION_RECORDS, RUN_BUNDLE, BundleError
 from foramflow.bundle.validation import restamp_validation
 from foramflow.models.registry import create_model
+from foramflow.train.checkpoint import load_weights
 from foramflow.train.export import onnx_bytes
 from foramflow.train.fit import BEST_CHECKPOINT
 from foramflow.train.prior import divide_out_class_weights
@@ -41,25 +40,34 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
         channels=meta.channels,
         **meta.model.params,
     )
-    network.load_state_dict(torch.load(weights, weights_only=True))
+    load_weights(network, weights)
     if meta.prior_correction is not None:  # as the run exported it
         weights_by_class = meta.prior_correction.class_weights
         divide_out_class_weights(network, np.array([weights_by_class[k] for k in meta.labels]))
     # The int8 copy and the bf16 check describe the old model.onnx: they are redone on use.
     fresh = meta.without(*PRECISION_RECORDS)
     model = onnx_bytes(network, meta.preprocessing)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = write_bundle(
-            Path(tmp) / RUN_BUNDLE,
-            fresh,
-            model,
-            extra_files=other_files(source),  # e.g. the reference features
-        )
-        restamp_validation(folder, model)  # the same weights: the same outputs
-        if out.suffix.lower() == ".zip":
-            zip_bundle(folder, out)
-        else:
-            if out.exists():
-                raise FileExistsError(f"{out}: already exists")
-            shutil.copytree(folder, out)
+    if out.suffix.lower() != ".zip" and out.exists():
+        raise FileExistsError(f"{out}: already exists")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside ``out`` and renamed into place: never half a bundle at ``out``, and a
+    # full disk is told as a failure to write ``out``.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        try:
+            folder = write_bundle(
+                Path(tmp) / RUN_BUNDLE,
+                fresh,
+                model,
+                extra_files=other_files(source),  # e.g. the reference features
+            )
+            restamp_validation(folder, model)  # the same weights: the same outputs
+            if out.suffix.lower() == ".zip":
+                zip_bundle(folder, out)
+            else:
+                folder.rename(out)
+        except OSError as err:
+            written = err.filename is None or str(err.filename).startswith(tmp)
+            if err.errno is None or not written:
+                raise
+            raise OSError(err.errno, err.strerror, str(out)) from err
     return out

@@ -35,6 +35,7 @@ from foramflow.models.registry import create_model, get_entry
 from foramflow.models.top_tuned import Top, TopTuned
 from foramflow.models.transfer import TAIL_DROPOUT
 from foramflow.progress import Progress
+from foramflow.train.checkpoint import check_weights, read_checkpoint, save_checkpoint
 from foramflow.train.config import TrainConfig
 from foramflow.train.feature_cache import (
     ExtractorSpec,
@@ -149,13 +150,13 @@ class TopTrainer(Trainer):
             train_rows = batches = None  # let go of the memory map before its file
             self.rows_file.unlink(missing_ok=True)
         state["seconds"] += prepared_s  # METHOD §6: training time includes the bottom's rows
-        best = torch.load(self.out / BEST_CHECKPOINT, weights_only=True)
-        if any(key.startswith("bottom.") for key in best):  # resumed after its export began
-            network.load_state_dict(best)
-        else:
-            top.load_state_dict(best)
+        best = read_checkpoint(self.out / BEST_CHECKPOINT)
+        resumed_in_export = any(key.startswith("bottom.") for key in best)
+        target = network if resumed_in_export else top
+        check_weights(best, target, self.out / BEST_CHECKPOINT)
+        target.load_state_dict(best)
         network.cpu()
-        torch.save(network.state_dict(), self.out / BEST_CHECKPOINT)
+        save_checkpoint(network.state_dict(), self.out / BEST_CHECKPOINT)
         return export_and_evaluate(
             network,
             data,
@@ -197,7 +198,11 @@ class TopTrainer(Trainer):
         validation = np.empty((len(val_hashes), width), dtype=np.float16)
         computed, seconds = 0, 0.0
         with FeatureCache.open(
-            self.cache_root, spec, dim=width, weights_path=self.weights
+            self.cache_root,
+            spec,
+            dim=width,
+            weights_path=self.weights,
+            notify=lambda m: self.progress.message(m, warning=True),
         ) as cache:
             self.cache_folder = cache.folder
             extract = FrozenFeatures(bottom, device=self.device, bf16=self.bf16)
@@ -219,10 +224,12 @@ class TopTrainer(Trainer):
                     progress=self.progress,
                 )
                 computed, seconds = computed + n, seconds + s
+        rebuilt = cache.bad_rows  # read back damaged: computed again and replaced
         total = len(hashes) + (len(views) - 1) * len(train_hashes)
         self.progress.message(
             f"Bottom rows: {total - computed} from the cache, {computed} computed"
             + (f" ({computed / seconds:.1f} images/s)" if computed else "")
+            + (f", {rebuilt} damaged row(s) rebuilt" if rebuilt else "")
             + f"; cache {self.cache_folder}"
         )
         network.bottom.cpu()

@@ -36,6 +36,7 @@ from foramflow.models.cyclic import N_PATHS
 from foramflow.models.registry import create_model, get_entry
 from foramflow.models.transfer import TAIL_DROPOUT, TransferHead, TransferNetwork
 from foramflow.progress import Progress, Quiet
+from foramflow.train.checkpoint import load_weights, save_checkpoint
 from foramflow.train.config import TrainConfig
 from foramflow.train.export import write_onnx
 from foramflow.train.feature_cache import (
@@ -293,13 +294,13 @@ class TransferTrainer(Trainer):
         torch.set_num_threads(1)  # a 1M-parameter MLP gains nothing from threads, and a busy
         try:  # machine makes their synchronisation cost ten times the work
             state = self._fit_tail(network, train_x, train_y, features, data, train_counts)
-            network.tail.load_state_dict(torch.load(self.out / BEST_CHECKPOINT, weights_only=True))
+            load_weights(network.tail, self.out / BEST_CHECKPOINT)
             (self.out / LAST_CHECKPOINT).unlink()  # transfer runs are rerun, not resumed
         finally:
             torch.set_num_threads(threads)
         state["seconds"] += stats["extraction_s"]  # METHOD §6: training time includes features
         network.cpu()
-        torch.save(network.state_dict(), self.out / BEST_CHECKPOINT)
+        save_checkpoint(network.state_dict(), self.out / BEST_CHECKPOINT)
         report = export_and_evaluate(
             network,
             data,
@@ -347,7 +348,11 @@ class TransferTrainer(Trainer):
         )
         extract = FrozenFeatures(head, device=self.device, bf16=self.bf16)
         with FeatureCache.open(
-            self.cache_root, self.spec, dim=head.features, weights_path=self.weights
+            self.cache_root,
+            self.spec,
+            dim=head.features,
+            weights_path=self.weights,
+            notify=lambda m: self.progress.message(m, warning=True),
         ) as cache:
             self.cache_folder = cache.folder
             features, computed, seconds = cached_features(
@@ -369,10 +374,12 @@ class TransferTrainer(Trainer):
                 computed, seconds = computed + n, seconds + s
             names = data.image_set.classes
             cache.record_images(hashes, data.paths, [names[k] for k in data.labels])
+        rebuilt = cache.bad_rows  # read back damaged: computed again and replaced
         total = len(hashes) + c.augmented_copies * len(train_hashes)
         self.progress.message(
             f"Features: {total - computed} from the cache, {computed} computed"
             + (f" ({computed / seconds:.1f} images/s)" if computed else "")
+            + (f", {rebuilt} damaged row(s) rebuilt" if rebuilt else "")
             + f"; cache {self.cache_folder}"
         )
         stats = {
