@@ -148,7 +148,7 @@ class TopTrainer(Trainer):
         finally:
             train_rows = batches = None  # let go of the memory map before its file
             self.rows_file.unlink(missing_ok=True)
-        state["seconds"] += prepared_s  # METHOD §6: training time includes the bottom's rows
+        state["seconds"] += prepared_s  # method §6: training time includes the bottom's rows
         best = torch.load(self.out / BEST_CHECKPOINT, weights_only=True)
         if any(key.startswith("bottom.") for key in best):  # resumed after its export began
             network.load_state_dict(best)
