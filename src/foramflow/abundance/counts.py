@@ -1,4 +1,4 @@
-"""Counts, relative abundances and ratios per sample (METHOD §7).
+"""Counts, relative abundances and ratios per sample (method §7).
 
 Tables are pandas objects: a *count table* has one row per sample and one column per class (or
 taxon); result tables are long (one row per sample and taxon), ready for CSV and plotting.

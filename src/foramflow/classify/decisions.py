@@ -1,4 +1,4 @@
-"""From class probabilities to a decision per image: a label, "unsure", or an error (METHOD §7).
+"""From class probabilities to a decision per image: a label, "unsure", or an error (method §7).
 
 An image gets its top class only when the top probability *exceeds* the threshold of that
 class; otherwise it is "unsure". The global threshold lies in (0.5, 1.0] (above 0.5 at most one

@@ -1,4 +1,4 @@
-"""Classify every image under a folder of per-sample folders: predictions and counts (METHOD §7).
+"""Classify every image under a folder of per-sample folders: predictions and counts (method §7).
 
 :func:`classify_folder` is the whole run: find the images and their samples, check the
 results folder for an earlier run of the same job (resume) or of another one (refuse), classify
@@ -114,6 +114,8 @@ def classify_folder(
     log, on_start, on_images
         Callbacks for messages, the number of images in all and already done, and progress.
 
+    Notes
+    -----
     A run that stops for any reason continues where it stopped when started again with the
     same arguments.
     """

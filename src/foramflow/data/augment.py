@@ -1,4 +1,4 @@
-"""Training augmentation on whole batches of tensors (METHOD §5), never per image in Python.
+"""Training augmentation on whole batches of tensors (method §5), never per image in Python.
 
 Rotation uniform in 0–360°, zoom ×{0.9, 1, 1.1}, gamma I^{0.5, 1, 2}, gain ×{0.8, 1, 1.2};
 optionally mirror images (off by default: the coiling direction of a foraminifer's test

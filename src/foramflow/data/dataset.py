@@ -1,4 +1,4 @@
-"""Labelled image sets: a folder per class, or a ParticleTrieur project file (METHOD §2).
+"""Labelled image sets: a folder per class, or a ParticleTrieur project file (method §2).
 
 Classes with fewer than ``min_per_class`` images are dropped before training, as in the
 paper (default 40), and listed so that the user knows what the model cannot recognise.

@@ -1,4 +1,4 @@
-"""Stratified, seeded train/validation split and the paper's class weights (METHOD §5)."""
+"""Stratified, seeded train/validation split and the paper's class weights (method §5)."""
 
 from __future__ import annotations
 

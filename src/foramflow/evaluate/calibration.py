@@ -1,4 +1,4 @@
-"""Probability calibration and the choice of the "unsure" threshold (METHOD §7, extended).
+"""Probability calibration and the choice of the "unsure" threshold (method §7, extended).
 
 The paper fixes the threshold at 0.8, but what 0.8 means depends on how over-confident the
 network is, and the error a study can tolerate differs between studies. Here:
@@ -72,7 +72,7 @@ def fit_class_bias(probs, labels) -> np.ndarray:
     """Per-class log-offsets b (K,), centred, minimising the NLL of ``softmax(log p + b)``.
 
     Temperature scaling fixes over-confidence but not a tilt towards some classes. Training
-    with class weights (METHOD §5) tilts the network towards rare classes: its outputs are
+    with class weights (method §5) tilts the network towards rare classes: its outputs are
     posteriors under a re-weighted prior, which inflates the counts of rare look-alikes and
     misleads EM prior adjustment. Fitted on validation images drawn with the training prior,
     ``b`` undoes that tilt; it is "bias-corrected temperature scaling" (Alexandari, Kundaje &

@@ -1,4 +1,4 @@
-"""Classification metrics on the validation split (METHOD §6)."""
+"""Classification metrics on the validation split (method §6)."""
 
 from __future__ import annotations
 

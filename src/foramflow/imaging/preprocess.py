@@ -1,4 +1,4 @@
-"""The one preprocessing function shared by training and classification (METHOD §3).
+"""The one preprocessing function shared by training and classification (method §3).
 
 Rescale by bit depth (done by :func:`foramflow.io.images.read_image`), convert to grey or
 colour, pad to square with the median of the edge pixels (edges are background), and

@@ -1,4 +1,4 @@
-"""Segment a tray image into particles and cut one square crop per particle (METHOD §1).
+"""Segment a tray image into particles and cut one square crop per particle (method §1).
 
 Threshold the distance of each pixel's colour from the background (a fixed level, Otsu's
 automatic level, or a model made from an image of the empty tray); smooth the mask with a

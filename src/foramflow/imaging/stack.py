@@ -1,4 +1,4 @@
-"""Focus stacking: fuse a Z-stack of focal planes into one all-in-focus image (METHOD §1).
+"""Focus stacking: fuse a Z-stack of focal planes into one all-in-focus image (method §1).
 
 The method, in three steps:
 

@@ -38,7 +38,7 @@ STORE_FILE = "foramflow-labels.sqlite"
 MAX_CLASS_NAME = 100
 MAX_SAMPLE_NAME = 200
 STATUSES = ("unlabelled", "predicted", "validated")
-TARGET_PER_CLASS = 200  # images per class the method aims for (METHOD §2)
+TARGET_PER_CLASS = 200  # images per class the method aims for (method §2)
 DEFAULT_DEPTH_PATTERN = r"(\d+(?:\.\d+)?)\s*cm"
 
 _SCHEMA = """

@@ -1,4 +1,4 @@
-"""ImageNet-pretrained backbones for transfer learning (METHOD §4), without torchvision.
+"""ImageNet-pretrained backbones for transfer learning (method §4), without torchvision.
 
 A backbone maps a normalised RGB batch (B, 3, S, S) to feature maps (B, F, h, w); its
 :class:`BackboneInfo` says how to normalise and where the weights come from. Its

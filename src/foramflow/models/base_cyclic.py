@@ -1,4 +1,4 @@
-"""Base-Cyclic, the paper's own network (METHOD §4).
+"""Base-Cyclic, the paper's own network (method §4).
 
 N = round(log2(width) − 2) blocks of 2 × [3×3 conv → batch norm → ReLU] → 2×2 max pool,
 filters doubling per block; a cyclic roll after each block; flatten → dropout 0.5 →

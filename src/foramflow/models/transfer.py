@@ -1,4 +1,4 @@
-"""The transfer-learning network (METHOD §4): a frozen pretrained head and a small tail.
+"""The transfer-learning network (method §4): a frozen pretrained head and a small tail.
 
 * Head: a [0, 1] image (B, C, S, S), grey or colour → 3 channels → the backbone's
   normalisation → optional cyclic slice → backbone → global average pooling of its last

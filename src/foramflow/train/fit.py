@@ -1,4 +1,4 @@
-"""The one training loop (METHOD §5): every network trains here, given a model and its batches.
+"""The one training loop (method §5): every network trains here, given a model and its batches.
 
 The Base-Cyclic and ResNet networks plug in with image batches (augmented on the way in),
 the transfer tail with cached feature vectors. The loop owns what they share:

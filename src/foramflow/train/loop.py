@@ -1,4 +1,4 @@
-"""Train a network on a labelled image set (METHOD §5) and write a complete run folder.
+"""Train a network on a labelled image set (method §5) and write a complete run folder.
 
 Run folder::
 

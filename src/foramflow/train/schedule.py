@@ -1,4 +1,4 @@
-"""ALRS, the automatic learning-rate schedule of the paper (after dlib), METHOD §5.
+"""ALRS, the automatic learning-rate schedule of the paper (after dlib), method §5.
 
 Keep the last n training-batch losses (n = L epochs' worth of batches); fit a straight line
 by least squares; P is the probability that the true slope is below zero under a Gaussian

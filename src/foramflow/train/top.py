@@ -149,7 +149,7 @@ class TopTrainer(Trainer):
         finally:
             train_rows = batches = None  # let go of the memory map before its file
             self.rows_file.unlink(missing_ok=True)
-        state["seconds"] += prepared_s  # METHOD §6: training time includes the bottom's rows
+        state["seconds"] += prepared_s  # method §6: training time includes the bottom's rows
         best = read_checkpoint(self.out / BEST_CHECKPOINT)
         resumed_in_export = any(key.startswith("bottom.") for key in best)
         target = network if resumed_in_export else top

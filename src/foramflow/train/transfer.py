@@ -1,4 +1,4 @@
-"""Transfer learning (METHOD §4): cached head features, a small tail, one bundle.
+"""Transfer learning (method §4): cached head features, a small tail, one bundle.
 
 A run: preprocess and split the set as the full networks do (:func:`prepare_data`);
 compute each image's head vector once — and optionally vectors of N augmented copies of
@@ -298,7 +298,7 @@ class TransferTrainer(Trainer):
             (self.out / LAST_CHECKPOINT).unlink()  # transfer runs are rerun, not resumed
         finally:
             torch.set_num_threads(threads)
-        state["seconds"] += stats["extraction_s"]  # METHOD §6: training time includes features
+        state["seconds"] += stats["extraction_s"]  # method §6: training time includes features
         network.cpu()
         save_checkpoint(network.state_dict(), self.out / BEST_CHECKPOINT)
         report = export_and_evaluate(
