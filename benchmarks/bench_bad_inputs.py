@@ -57,6 +57,7 @@ from bad_inputs import (
     run_command,
     write_thumbnail_extra,
 )
+from saved_results import save_result
 
 MEMORY_LIMIT_BYTES = 2**30
 TIMEOUT_S = 600
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--good", type=int, default=4, help="good images per sample folder")
     parser.add_argument("--guard-mb", type=int, default=4096, help="kill a command above this")
     parser.add_argument("--work", type=Path, help="keep the corpus and outputs in this new folder")
+    parser.add_argument("--save", metavar="NAME", help="also write benchmarks/results/NAME.json")
     args = parser.parse_args()
     guard = args.guard_mb * 2**20
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,6 +202,32 @@ def main() -> None:
         for command in COMMANDS:
             if runs[command].returncode != 0:
                 print(f"- {runs[command].describe()}")
+        if args.save:
+            save_memory_table(args.save, runs, wrong, entries=len(expected))
+
+
+def save_memory_table(name: str, runs: dict[str, Run], wrong: dict[str, int], entries: int):
+    rows = [
+        [
+            command,
+            done.returncode,
+            "yes" if done.traceback else "no",
+            round(done.peak_group_bytes / 2**20),
+            "yes" if done.peak_group_bytes < MEMORY_LIMIT_BYTES and not done.stopped else "NO",
+            wrong.get(command, 0),
+        ]
+        for command, done in runs.items()
+    ]
+    path = save_result(
+        name,
+        title=f"Every command on the hostile-file corpus ({entries} entries)",
+        columns=["command", "exit", "traceback", "peak MB", "under 1 GB", "handled wrongly"],
+        rows=rows,
+        notes="Peak resident memory summed over the command's processes, sampled every 0.1 s. "
+        "Rows for predict, evaluate, calibrate, ensemble and abundance are the worst case of "
+        "the bad-bundle corpus.",
+    )
+    print(f"saved: {path}")
 
 
 if __name__ == "__main__":
