@@ -147,6 +147,7 @@ OWNED = [
     r"\bMODEL_FILE\b",
     r"\bNETWORK_INFO_FILE\b",
     r"model\.int8\.onnx",
+    r"model\.nhwc\.onnx",
     r"reference_features\.npz",
     r"\bmeta\[",
     r"\bmeta\.get\(",
