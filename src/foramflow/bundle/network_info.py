@@ -5,7 +5,7 @@ its input size and channels, ``<labels>`` the classes in output order), and so d
 readers (``ModelInfo.from_xml``, ``load_onnx_from_xml``). Each field follows MISO's own
 files: the date as ``%Y-%m-%d_%H%M%S``, the image type in the text of ``<params><cnn>`` (a
 Python dict, where MISO looks for ``'greyscale'``), preprocessing ``rescale`` 255, 0, 1 (values
-in [0, 1]), times in seconds. The network it names is model.nhwc.onnx
+in [0, 1]), training times in seconds, the inference time per image in milliseconds. The network it names is model.nhwc.onnx
 (:mod:`foramflow.bundle.nhwc`).
 """
 
@@ -155,8 +155,8 @@ def _add_load(root: ET.Element, meta: BundleMeta) -> None:
     _add(load, "training_split", float(0.2 if split is None else split))
     per_image = (training.time_per_image_ms or 0.0) / 1000
     _add(load, "training_time_per_image", float(per_image), unit="s")
-    inference = (meta.inference_ms_per_image or 0.0) / 1000
-    _add(load, "inference_time_per_image", float(inference), unit="s")
+    inference = meta.inference_ms_per_image or 0.0
+    _add(load, "inference_time_per_image", float(inference), unit="ms")
 
 
 # Where a MISO training run keeps its networks, each folder with its network_info.xml.
