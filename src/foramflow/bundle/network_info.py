@@ -5,8 +5,8 @@ its input size and channels, ``<labels>`` the classes in output order), and so d
 readers (``ModelInfo.from_xml``, ``load_onnx_from_xml``). Each field follows MISO's own
 files: the date as ``%Y-%m-%d_%H%M%S``, the image type in the text of ``<params><cnn>`` (a
 Python dict, where MISO looks for ``'greyscale'``), preprocessing ``rescale`` 255, 0, 1 (values
-in [0, 1]), training times in seconds, the inference time per image in milliseconds. The network it names is model.nhwc.onnx
-(:mod:`foramflow.bundle.nhwc`).
+in [0, 1]), training times in seconds, the inference time per image in milliseconds. The
+network it names is model.nhwc.onnx (:mod:`foramflow.bundle.nhwc`).
 """
 
 from __future__ import annotations
