@@ -41,6 +41,7 @@ def nhwc_model(model_bytes: bytes) -> bytes:
         RuntimeError,
         ValueError,
         IndexError,
+        defs.SchemaError,
         onnx.checker.ValidationError,
         onnx.shape_inference.InferenceError,
     ) as err:
