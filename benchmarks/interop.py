@@ -12,8 +12,9 @@ when one failed. The tools run in Python 3.10 environments made once under --ven
   and OpenCV, for :mod:`particletrieur_emulation` (ParticleTrieur's classification path);
 * ``miso-3.1.25``: ``pip install miso==3.1.25`` (about 3 GB: TensorFlow, ONNX Runtime 1.17).
 
-More round trips: add a function ``check_…(ctx) -> (ok, name, detail)`` to CHECKS. A module
-``interop_labels`` beside this file, where there is one, adds the lines of its ``checks()``.
+More round trips: a function ``check_…(ctx) -> detail`` under ``@round_trip(name)``, raising
+CheckFailed with the detail of its FAIL line. A module ``interop_labels`` beside this file,
+where there is one, adds the lines of its ``checks()`` (a list of (ok, name, detail)).
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ PT = "ParticleTrieur 3.0.5's ONNX path"
 MISO = "MISO 3.1.25"
 
 Check = tuple[bool, str, str]
+#: The round trips: (name, function giving the detail of its PASS line or raising CheckFailed).
+CHECKS: list[tuple[str, Callable[[Context], str]]] = []
+
+
+def round_trip(name: str):
+    """Register a check function under the name its lines carry."""
+
+    def register(check: Callable[[Context], str]) -> Callable[[Context], str]:
+        CHECKS.append((name, check))
+        return check
+
+    return register
 
 
 class CheckFailed(Exception):
@@ -94,9 +107,12 @@ class Context:
         return session.run(None, {session.get_inputs()[0].name: batch})[0]
 
 
-def last_line(text: str) -> str:
+def last_line(text: str, width: int = 240) -> str:
+    """The last line of a tool's output, its end where it is long (errors end with the cause)."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no output"
+    if not lines:
+        return "no output"
+    return lines[-1] if len(lines[-1]) <= width else "…" + lines[-1][-width:]
 
 
 def make_venv(folder: Path, packages: list[str]) -> Path:
@@ -118,15 +134,17 @@ def make_venv(folder: Path, packages: list[str]) -> Path:
     return python
 
 
-def nhwc_file(ctx: Context) -> tuple[Path, Path]:
-    """network_info.xml and the network it names, checked to be model.nhwc.onnx."""
+def named_network(ctx: Context) -> tuple[Path, Path]:
+    """The bundle's network_info.xml and the network file its <protobuf> names."""
     import xml.etree.ElementTree as ET
 
     xml = ctx.bundle / "network_info.xml"
-    protobuf = ET.parse(xml).getroot().findtext("protobuf")
-    if protobuf != "model.nhwc.onnx" or not (ctx.bundle / protobuf).is_file():
-        raise CheckFailed(f"{xml} names {protobuf}, not a model.nhwc.onnx beside it")
-    return xml, ctx.bundle / protobuf
+    if not xml.is_file():
+        raise CheckFailed(f"{ctx.bundle} has no network_info.xml")
+    model = ctx.bundle / (ET.parse(xml).getroot().findtext("protobuf") or "")
+    if not model.is_file():
+        raise CheckFailed(f"{xml} names {model.name}, which is not beside it")
+    return xml, model
 
 
 def compare(got: np.ndarray, expected: np.ndarray) -> str:
@@ -140,9 +158,9 @@ def compare(got: np.ndarray, expected: np.ndarray) -> str:
     return f"max |Δp| {diff:.1e} from model.onnx, same top class for all {len(got)} images"
 
 
-def check_particletrieur_runs_the_bundle(ctx: Context) -> Check:
-    name = f"{PT} (onnxruntime 1.12.1) runs network_info.xml's network"
-    xml, model = nhwc_file(ctx)
+@round_trip(f"{PT} (onnxruntime 1.12.1) runs network_info.xml's network")
+def check_particletrieur_runs_the_bundle(ctx: Context) -> str:
+    xml, model = named_network(ctx)
     batch = ctx.foramflow_batch()
     np.save(ctx.work / "nhwc.npy", batch.transpose(0, 2, 3, 1))
     python = ctx.python(PT_VENV, PT_PACKAGES)
@@ -151,7 +169,7 @@ def check_particletrieur_runs_the_bundle(ctx: Context) -> Check:
                    what="ParticleTrieur's classify")  # fmt: skip
     got = np.load(ctx.work / "pt.npy")
     detail = compare(got, ctx.model_onnx_probabilities(batch))
-    return True, name, f"{model.name} ({last_line(said)}): {detail}"
+    return f"{model.name} ({last_line(said)}): {detail}"
 
 
 MISO_READ = textwrap.dedent(
@@ -174,15 +192,15 @@ MISO_READ = textwrap.dedent(
 )
 
 
-def check_miso_reads_the_bundle(ctx: Context) -> Check:
+@round_trip(f"{MISO} ModelInfo.from_xml and load_onnx_from_xml read the bundle")
+def check_miso_reads_the_bundle(ctx: Context) -> str:
     """ModelInfo.from_xml reads the bundle's network_info.xml; load_onnx_from_xml opens the
     first *.onnx of the XML's folder (not <protobuf>), so it is given a folder holding
     network_info.xml and model.nhwc.onnx alone."""
-    name = f"{MISO} ModelInfo.from_xml and load_onnx_from_xml read the bundle"
     from foramflow.bundle import Bundle
 
     bundle = Bundle.load(ctx.bundle)
-    xml, model = nhwc_file(ctx)
+    xml, model = named_network(ctx)
     alone = ctx.work / "miso_view"
     alone.mkdir(exist_ok=True)
     shutil.copy2(xml, alone / xml.name)
@@ -208,12 +226,8 @@ def check_miso_reads_the_bundle(ctx: Context) -> Check:
         raise CheckFailed("read " + ", ".join(problems))
     detail = compare(np.load(ctx.work / "miso.npy"), ctx.model_onnx_probabilities(batch))
     return (
-        True,
-        name,
-        (
-            f"date {read['date']}, img_size {read['img_size']}, img_type {read['img_type']}, "
-            f"{len(read['labels'])} labels; onnxruntime {read['onnxruntime']}: {detail}"
-        ),
+        f"date {read['date']}, img_size {read['img_size']}, img_type {read['img_type']}, "
+        f"{len(read['labels'])} labels; onnxruntime {read['onnxruntime']}: {detail}"
     )
 
 
@@ -235,14 +249,14 @@ MISO_WRITE = textwrap.dedent(
 )
 
 
-def check_foramflow_refuses_a_miso_network(ctx: Context) -> Check:
-    name = f"a network saved by {MISO}'s ModelInfo given to foramflow classify"
+@round_trip(f"a network saved by {MISO}'s ModelInfo given to foramflow classify")
+def check_foramflow_refuses_a_miso_network(ctx: Context) -> str:
     from foramflow.bundle import Bundle
 
     bundle = Bundle.load(ctx.bundle)
     folder = ctx.work / "miso_run" / "model_onnx"
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(ctx.bundle / "model.nhwc.onnx", folder / "model.onnx")
+    shutil.copy2(named_network(ctx)[1], folder / "model.onnx")
     (ctx.work / "miso_write.py").write_text(MISO_WRITE)
     python = ctx.python(MISO_VENV, MISO_PACKAGES)
     labels = ",".join(bundle.labels)
@@ -257,7 +271,7 @@ def check_foramflow_refuses_a_miso_network(ctx: Context) -> Check:
         raise CheckFailed(f"exit {done.returncode}, {len(lines)} lines: {last_line(done.stderr)}")
     if "MISO or ParticleTrieur network" not in lines[0]:
         raise CheckFailed(f"the line does not say what the folder is: {lines[0]}")
-    return True, name, lines[0]
+    return lines[0]
 
 
 def foramflow_command() -> list[str]:
@@ -266,16 +280,16 @@ def foramflow_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "foramflow.cli"]
 
 
-def check_particletrieur_preprocessing(ctx: Context) -> Check:
+@round_trip(f"{PT}: its own preprocessing against foramflow's (measured)")
+def check_particletrieur_preprocessing(ctx: Context) -> str:
     """Top-1 of the bundle's classes with ParticleTrieur's preprocessing (OpenCV: 8-bit grey,
     bilinear without antialiasing) against foramflow's own, on the same labelled images."""
-    name = f"{PT}: its own preprocessing against foramflow's (measured)"
     if ctx.labels is None:
         raise CheckFailed("no labelled images (--images DIR, a folder per class)")
     from foramflow.bundle import Bundle
 
     bundle = Bundle.load(ctx.bundle)
-    xml, _ = nhwc_file(ctx)
+    xml, _ = named_network(ctx)
     (ctx.work / "paths.txt").write_text("".join(f"{p.resolve()}\n" for p in ctx.images))
     python = ctx.python(PT_VENV, PT_PACKAGES)
     ctx.run(python, HERE / "particletrieur_emulation.py", xml, "--images", "paths.txt",
@@ -290,30 +304,17 @@ def check_particletrieur_preprocessing(ctx: Context) -> Check:
     top1_ours = float((ours == truth)[known].mean())
     agree = float((pt == ours).mean())
     return (
-        True,
-        name,
-        (
-            f"top-1 {top1_pt:.1%} with ParticleTrieur's, {top1_ours:.1%} with foramflow's "
-            f"({top1_pt - top1_ours:+.1%}) on {int(known.sum())} images of "
-            f"{bundle.input_size} px; same top class for {agree:.1%}"
-        ),
+        f"top-1 {top1_pt:.1%} with ParticleTrieur's, {top1_ours:.1%} with foramflow's "
+        f"({top1_pt - top1_ours:+.1%}) on {int(known.sum())} images of "
+        f"{bundle.input_size} px; same top class for {agree:.1%}"
     )
-
-
-CHECKS: list[Callable[[Context], Check]] = [
-    check_particletrieur_runs_the_bundle,
-    check_miso_reads_the_bundle,
-    check_foramflow_refuses_a_miso_network,
-    check_particletrieur_preprocessing,
-]
 
 
 def run_checks(ctx: Context) -> list[Check]:
     results = []
-    for check in CHECKS:
-        name = check.__name__.removeprefix("check_").replace("_", " ")
+    for name, check in CHECKS:
         try:
-            results.append(check(ctx))
+            results.append((True, name, check(ctx)))
         except CheckFailed as err:
             results.append((False, name, str(err)))
         print(line(results[-1]), flush=True)
