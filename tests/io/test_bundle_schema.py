@@ -31,6 +31,7 @@ def test_write_bundle_writes_every_file_and_loads_back(tmp_path):
     folder = write_bundle_folder(tmp_path / "b", meta, brightness_model().SerializeToString())
     assert sorted(p.name for p in folder.iterdir()) == [
         "model.json",
+        "model.nhwc.onnx",
         "model.onnx",
         "network_info.xml",
     ]
@@ -64,7 +65,7 @@ def test_keys_this_version_does_not_know_are_kept_when_a_bundle_is_changed(tmp_p
 def test_the_input_size_is_read_from_the_preprocessing(tmp_path):
     meta = BundleMeta(labels=["dark", "bright"], preprocessing=PreprocessSpec(size=24))
     root = ET.fromstring(network_info_xml(meta))
-    assert root.findtext("params/img_size") == "[24, 24, 1]"
+    assert "'img_shape': [24, 24, 1]" in root.findtext("params/cnn")
     assert root.findtext("inputs/input/height") == "24"
     assert meta.input_size == 24
 
@@ -146,6 +147,7 @@ OWNED = [
     r"\bMODEL_FILE\b",
     r"\bNETWORK_INFO_FILE\b",
     r"model\.int8\.onnx",
+    r"model\.nhwc\.onnx",
     r"reference_features\.npz",
     r"\bmeta\[",
     r"\bmeta\.get\(",

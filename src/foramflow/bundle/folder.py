@@ -8,7 +8,10 @@ Layout::
       model.json               the description (:class:`~foramflow.bundle.schema.BundleMeta`):
                                labels, preprocessing, thresholds, calibration, metrics,
                                validation confusion matrix, training-set hash, versions
-      network_info.xml         the same model described in the MISO / ParticleTrieur schema
+      model.nhwc.onnx          the same network as ParticleTrieur and MISO run it: IR 8,
+                               opset 17, image batch (N, S, S, C) in (:mod:`foramflow.bundle.nhwc`)
+      network_info.xml         the bundle described as MISO describes its networks, naming
+                               model.nhwc.onnx (:mod:`foramflow.bundle.network_info`)
       model.int8.onnx          optional: an int8 copy of the network (classify --precision)
       reference_features.npz   transfer-learning bundles: vectors of the labelled images
       validation.npz           the validation split's outputs and true classes, for the
@@ -25,6 +28,7 @@ This module needs only numpy, pydantic, Pillow and ONNX Runtime.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import zipfile
 from collections.abc import Iterable
@@ -33,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.bundle.network_info import network_info_xml
+from foramflow.bundle.network_info import foreign_network, network_info_xml
+from foramflow.bundle.nhwc import NhwcError, nhwc_model
 from foramflow.bundle.schema import (
     CALIBRATION_DIR,
     DEFAULT_THRESHOLD,
@@ -41,6 +46,7 @@ from foramflow.bundle.schema import (
     META_FILE,
     MODEL_FILE,
     NETWORK_INFO_FILE,
+    NHWC_FILE,
     ONE_VIEW_BUNDLE,
     PRECISION_RECORDS,
     RUN_BUNDLE,
@@ -63,7 +69,9 @@ from foramflow.io.limits import (
 )
 
 #: The files every bundle writer writes itself; other files of a bundle are copied as they are.
-OWN_FILES = (META_FILE, MODEL_FILE, NETWORK_INFO_FILE, INT8_FILE)
+OWN_FILES = (META_FILE, MODEL_FILE, NHWC_FILE, NETWORK_INFO_FILE, INT8_FILE)
+
+logger = logging.getLogger("foramflow")
 
 
 @dataclass
@@ -85,7 +93,10 @@ class Bundle:
         meta_path, model_path = path / META_FILE, path / MODEL_FILE
         for required in (meta_path, model_path):
             if not required.is_file():
-                raise BundleError(f"{path}: not a model bundle ({required.name} is missing)")
+                raise BundleError(
+                    foreign_network(path)
+                    or f"{path}: not a model bundle ({required.name} is missing)"
+                )
         meta = read_meta(path)
         return cls(path=path, meta=meta, notes=meta.defaults_taken())
 
@@ -241,20 +252,35 @@ def write_bundle(
     *,
     extra_files: Iterable[Path] = (),
 ) -> Path:
-    """Write a bundle folder: model.onnx, model.json, network_info.xml, and copies of
-    ``extra_files`` (reference features, say)."""
+    """Write a bundle folder: model.onnx, model.json, model.nhwc.onnx and network_info.xml
+    (for ParticleTrieur and MISO), and copies of ``extra_files`` (reference features, say)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / MODEL_FILE, lambda tmp: tmp.write_bytes(onnx_bytes))
     write_json_atomic(folder / META_FILE, meta.to_json())
+    _write_nhwc_model(folder, onnx_bytes)
     _write_network_info(folder, meta)
     for path in extra_files:
         shutil.copy2(path, folder / path.name)
     return folder
 
 
+def _write_nhwc_model(folder: Path, onnx_bytes: bytes) -> None:
+    """model.nhwc.onnx; a network that cannot take that form still makes a bundle, which
+    only foramflow runs."""
+    try:
+        nhwc = nhwc_model(onnx_bytes)
+    except NhwcError as err:
+        (folder / NHWC_FILE).unlink(missing_ok=True)
+        logger.warning(f"{folder / MODEL_FILE}: no {NHWC_FILE} for ParticleTrieur and MISO: {err}")
+        return
+    atomic_write(folder / NHWC_FILE, lambda tmp: tmp.write_bytes(nhwc))
+
+
 def _write_network_info(folder: Path, meta: BundleMeta) -> None:
-    text = network_info_xml(meta)
+    """network_info.xml names model.nhwc.onnx, or model.onnx in a bundle without one."""
+    protobuf = NHWC_FILE if (folder / NHWC_FILE).is_file() else MODEL_FILE
+    text = network_info_xml(meta, protobuf)
     atomic_write(folder / NETWORK_INFO_FILE, lambda tmp: tmp.write_text(text))
 
 

@@ -41,6 +41,8 @@ MODEL_FILE = "model.onnx"
 META_FILE = "model.json"
 NETWORK_INFO_FILE = "network_info.xml"
 INT8_FILE = "model.int8.onnx"
+# The network as ParticleTrieur and MISO run it (see :mod:`foramflow.bundle.nhwc`).
+NHWC_FILE = "model.nhwc.onnx"
 REFERENCE_FILE = "reference_features.npz"
 VALIDATION_FILE = "validation.npz"
 CALIBRATION_DIR = "calibration"
