@@ -18,7 +18,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from foramflow.errors import OutputError
+from foramflow.errors import InputNotFound, OutputError
 from foramflow.io.ecotaxa import EcoTaxaObject, write_ecotaxa
 from foramflow.io.files import atomic_write
 from foramflow.io.particletrieur import (
@@ -160,7 +160,7 @@ def import_particletrieur(store: LabelStore, xml_path: str | Path) -> int:
     _check_names(xml_path, records, taxa)
     missing = [r.path for r in records if not r.path.is_file()]
     if missing:
-        raise ValueError(f"{xml_path}: {len(missing)} images not found, e.g. {missing[0]}")
+        raise InputNotFound(f"{xml_path}: {len(missing)} images not found, e.g. {missing[0]}")
     for taxon in taxa:
         if taxon.is_class and taxon.code not in RESERVED_LABELS:
             store.create_class(taxon.code, group=taxon.group)

@@ -18,6 +18,7 @@ from foramflow.bundle.folder import (
 )
 from foramflow.bundle.schema import PRECISION_RECORDS, RUN_BUNDLE, BundleError
 from foramflow.bundle.validation import restamp_validation
+from foramflow.errors import InputNotFound, OutputExists
 from foramflow.models.registry import create_model
 from foramflow.train.export import onnx_bytes
 from foramflow.train.fit import BEST_CHECKPOINT
@@ -30,7 +31,7 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
     source, weights = run / RUN_BUNDLE, run / BEST_CHECKPOINT
     for required in (description_path(source), weights):
         if not required.is_file():
-            raise FileNotFoundError(f"{run}: not a finished run ({required.name} is missing)")
+            raise InputNotFound(f"{run}: not a finished run ({required.name} is missing)")
     meta = read_meta(source)
     if meta.model is None:
         raise BundleError(f"{description_path(source)}: does not name the network it holds")
@@ -60,6 +61,6 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
             zip_bundle(folder, out)
         else:
             if out.exists():
-                raise FileExistsError(f"{out}: already exists")
+                raise OutputExists(f"{out}: already exists")
             shutil.copytree(folder, out)
     return out
