@@ -115,7 +115,7 @@ def test_evaluate_on_a_labelled_folder(cli_run, shape_set, tmp_path):
 
 def test_bad_options_give_clear_errors(tmp_path, shape_set):
     result = runner.invoke(app, ["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "not found" in result.output
+    assert result.exit_code == 2 and "nowhere' does not exist" in result.output
     result = runner.invoke(
         app, ["train", str(shape_set), "--input-size", "33", "--out", str(tmp_path / "r2")]
     )

@@ -36,7 +36,7 @@ def test_clear_errors(tmp_path: Path):
         app, ["label", str(tmp_path / "p"), "--images", "/no/such", "--no-serve"]
     )
     assert result.exit_code == 2
-    assert "/no/such: not a folder" in result.output
+    assert "'--images'" in result.output and "'/no/such' does not exist" in result.output
     result = runner.invoke(app, ["label-export", str(tmp_path / "empty"), str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "no label project" in " ".join(result.output.split())

@@ -19,7 +19,7 @@ def abundance(
         exists=True,
         file_okay=False,
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created).", file_okay=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created)."),
     groups: Path = typer.Option(
         None,
         "--groups",

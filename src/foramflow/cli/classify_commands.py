@@ -23,7 +23,7 @@ ImagesArg = Annotated[
 ]
 OutOption = Annotated[
     Path,
-    typer.Option("--out", "-o", help="Results folder (created; resumable).", file_okay=False),
+    typer.Option("--out", "-o", help="Results folder (created; resumable)."),
 ]
 ThresholdOption = Annotated[
     float | None,

@@ -145,6 +145,10 @@ class ErrorReportingGroup(TyperGroup):
     here, around every subcommand, serves the console script and the test runner alike.
     """
 
+    def main(self, args=None, prog_name=None, *rest, **options):
+        """The command's name is foramflow however it is started (``python -m foramflow``)."""
+        return super().main(args, prog_name or "foramflow", *rest, **options)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)

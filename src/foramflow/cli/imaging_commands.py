@@ -107,7 +107,7 @@ def segment(
         help="Tray images, or folders searched recursively (first subfolder = sample).",
         exists=True,
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Crops folder (CROPS_DIR).", file_okay=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Crops folder (CROPS_DIR)."),
     pixels_per_mm: float = options.finite(
         default=1159.4,
         help="Optical resolution, pixels per mm (the default is one microscope's).",

@@ -35,7 +35,7 @@ Data = Annotated[
         help="Training set: a folder per class, or a ParticleTrieur project .xml.", exists=True
     ),
 ]
-Out = Annotated[Path | None, _option("Run folder to create.", "--out", "-o", file_okay=False)]
+Out = Annotated[Path | None, _option("Run folder to create.", "--out", "-o")]
 Model = Annotated[str | None, _option(f"Network (default: auto); {_MODEL_HELP}.")]
 InputSize = Annotated[
     int | None,

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from foramflow.errors import InputNotFound
 from foramflow.io.files import write_json_atomic
 
 FEATURE_FORMAT = 1
@@ -102,9 +103,7 @@ class FeatureCache:
         self.folder = Path(folder)
         info_path = self.folder / EXTRACTOR_FILE
         if not info_path.is_file():
-            raise FileNotFoundError(
-                f"{self.folder}: not a feature cache ({EXTRACTOR_FILE} missing)"
-            )
+            raise InputNotFound(f"{self.folder}: not a feature cache ({EXTRACTOR_FILE} missing)")
         info = json.loads(info_path.read_text())
         self.spec = ExtractorSpec(**info["spec"])
         self.dim = int(info["dim"])
@@ -134,7 +133,7 @@ class FeatureCache:
         if len(found) == 1:
             return cls(found[0])
         if not found:
-            raise FileNotFoundError(f"{path}: neither a model bundle nor a feature cache")
+            raise InputNotFound(f"{path}: neither a model bundle nor a feature cache")
         listed = "; ".join(f"{p.name} ({_describe(cls(p).spec)})" for p in found)
         raise ValueError(f"{path}: holds {len(found)} extractors, name one of: {listed}")
 
