@@ -134,7 +134,8 @@ def error_message(err: BaseException) -> str | None:
 def usage_message(err: UsageError) -> str:
     """A refused command line as one line: the command, then what is wrong with it."""
     where = f"{err.ctx.command_path}: " if err.ctx is not None else ""
-    return where + " ".join(err.format_message().split())
+    message = " ".join(err.format_message().split()).replace("Value error, ", "")
+    return where + message
 
 
 class ErrorReportingGroup(TyperGroup):

@@ -257,13 +257,16 @@ def train(
 
     Example: foramflow train forams/ --out runs/first   (the model chosen for the set)
 
-    The paper's network: foramflow train forams/ --model base_cyclic --out runs/bc
+    Example: foramflow train forams/ --model base_cyclic --out runs/bc   (the paper's network)
 
-    Transfer learning (minutes on a CPU): foramflow train forams/ --model
-    efficientnet_lite0_tl --out runs/tl
+    Example: foramflow train forams/ --model efficientnet_lite0_tl --out runs/tl   (transfer
+    learning, minutes on a CPU)
 
-    The top of the backbone fine-tuned (more accurate; tens of minutes on a CPU):
-    foramflow train forams/ --model efficientnet_lite0_top --out runs/top
+    Example: foramflow train forams/ --model efficientnet_lite0_top --out runs/top   (the top
+    of the backbone fine-tuned: more accurate, tens of minutes on a CPU)
+
+    Example: foramflow train --config runs/bc/config.yaml --out runs/bc2 --seed 1   (a run
+    again, with another seed; the file's relative paths are taken from its folder)
     """
     options = _config_options(locals())  # first, while the locals are the options alone
     from foramflow.train.loop import train as train_step
