@@ -377,7 +377,7 @@ def predict(
     threshold: float | None = typer.Option(
         None,
         help="Minimum top score, else 'unsure': in (0.5, 1.0], or 0 to switch the rule off "
-        "[the bundle's, usually 0.8].",
+        "(default: the bundle's, usually 0.8).",
         callback=options.Threshold().check,
     ),
 ) -> None:

@@ -77,7 +77,7 @@ class TrainConfig(BaseModel):
     )
     patience: int | None = Field(None, ge=1, description="stop after this many epochs without")
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile the training step; auto = on a GPU for 5 000+ images"
