@@ -15,3 +15,15 @@ class ForamflowError(Exception):
 
 class OutputError(ForamflowError):
     """An output file or folder cannot be created or written."""
+
+
+class InvalidInput(ForamflowError, ValueError):
+    """An input file or value that cannot be used (a ValueError too, for library callers)."""
+
+
+class InputNotFound(ForamflowError, FileNotFoundError):
+    """A named input file or folder that does not exist or is not what it should be."""
+
+
+class OutputExists(OutputError, FileExistsError):
+    """An output that would replace an existing file or folder."""

@@ -125,7 +125,7 @@ def test_human_counts_not_in_utf8_are_refused_naming_them(tmp_path):
 
 def test_zero_bootstrap_replicates_are_refused(results, make_predictions):
     line = error_line(abundance(results, "--bootstrap", "0"))
-    assert "at least one bootstrap replicate" in line
+    assert "'--bootstrap'" in line and "greater than or equal to 1" in line
     assert "predictions.parquet" not in line
     with pytest.raises(ForamflowError, match="at least one bootstrap replicate"):
         analyse_core(make_predictions(rows()), n_boot=0)

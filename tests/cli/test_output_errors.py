@@ -149,7 +149,9 @@ def fail_reading_human_counts(monkeypatch, err: BaseException) -> None:
 
 def test_a_foramflow_error_is_one_line(inputs, tmp_path, monkeypatch):
     fail_reading_human_counts(monkeypatch, ForamflowError("human.csv: row [3] is broken"))
-    result = invoke("abundance", inputs["results"], "--out", tmp_path / "o", "--human", "h.csv")
+    human = tmp_path / "h.csv"
+    human.write_text("sample\n")
+    result = invoke("abundance", inputs["results"], "--out", tmp_path / "o", "--human", human)
     assert result.exit_code == 2
     assert result.output == "error: human.csv: row [3] is broken\n"
 
@@ -171,8 +173,10 @@ def test_an_unexpected_error_keeps_its_traceback(inputs, tmp_path, monkeypatch, 
 def test_debug_keeps_the_traceback_of_a_foramflow_error(inputs, tmp_path, monkeypatch):
     err = ForamflowError("human.csv: row 3 is broken")
     fail_reading_human_counts(monkeypatch, err)
+    human = tmp_path / "h.csv"
+    human.write_text("sample\n")
     result = invoke(
-        "--debug", "abundance", inputs["results"], "--out", tmp_path / "o", "--human", "h.csv"
+        "--debug", "abundance", inputs["results"], "--out", tmp_path / "o", "--human", human
     )
     assert result.exit_code == 1
     assert result.exception is err

@@ -77,7 +77,7 @@ def test_stack_folder_mode_carries_on_past_a_bad_stack(zstack, tmp_path):
 def test_stack_needs_two_existing_planes(tmp_path):
     result, output = run("stack", tmp_path / "nope.png", "--out", tmp_path / "f.png")
     assert result.exit_code == 2
-    assert "nope.png:notafile" in output
+    assert "'planes':path" in output and "nope.png'doesnotexist" in output
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_segment_rejects_a_bad_threshold(trays, tmp_path):
     root, _ = trays
     result, output = run("segment", root, "--out", tmp_path / "c", "--threshold", "high")
     assert result.exit_code == 2
-    assert "--thresholdmustbe'auto'oranumber" in output
+    assert "'--threshold':mustbe'auto'oranumber" in output
 
 
 @pytest.mark.parametrize("level", ["7", "-0.1", "nan"])
@@ -170,7 +170,7 @@ def test_segment_refuses_a_threshold_outside_0_1(trays, tmp_path, level):
     root, _ = trays
     result, output = run("segment", root, "--out", tmp_path / "c", "--threshold", level)
     assert result.exit_code == 2
-    assert f"--thresholdmustbe'auto'oranumberin[0,1],not'{level}'" in output
+    assert f"'--threshold':mustbe'auto'oranumberin[0,1],not'{level}'" in output
     assert not (tmp_path / "c").exists()
 
 

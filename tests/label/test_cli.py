@@ -36,10 +36,14 @@ def test_clear_errors(tmp_path: Path):
         app, ["label", str(tmp_path / "p"), "--images", "/no/such", "--no-serve"]
     )
     assert result.exit_code == 2
-    assert "/no/such: not a folder" in result.output
+    assert "'--images'" in result.output and "'/no/such' does not exist" in result.output
+    (tmp_path / "empty").mkdir()
     result = runner.invoke(app, ["label-export", str(tmp_path / "empty"), str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "no label project" in " ".join(result.output.split())
+    result = runner.invoke(app, ["label-export", str(tmp_path / "none"), str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "'project_dir'" in result.output and "none' does not exist" in result.output
 
 
 def test_awkward_entries_are_listed_as_skipped_and_the_rest_registered(

@@ -46,13 +46,13 @@ from foramflow.classify.store import (
     run_fingerprint,
 )
 from foramflow.classify.tables import CountTable, prediction_schema, relative_abundance
-from foramflow.errors import OutputError
+from foramflow.errors import ForamflowError, InputNotFound, OutputError
 from foramflow.io.files import prepare_output_dir
 
 DEFAULT_CHUNK_SIZE = 1024
 
 
-class RunMismatchError(RuntimeError):
+class RunMismatchError(ForamflowError, RuntimeError):
     """The results folder holds a run of another job (bundle, inputs or settings differ)."""
 
 
@@ -306,7 +306,7 @@ def build_manifest(
     files = find_images(images_dir, on_skip=lambda path, reason: skipped.append((path, reason)))
     if files.empty:
         unread = "".join(f"; skipped {path}: {reason}" for path, reason in skipped[:3])
-        raise FileNotFoundError(f"{images_dir}: no images found (looked for {_suffixes()}){unread}")
+        raise InputNotFound(f"{images_dir}: no images found (looked for {_suffixes()}){unread}")
     sample, depth = assign_samples(files["path"].tolist(), samples, root_name=images_dir.name)
     files.insert(1, "sample", sample)
     files.insert(2, "depth", pd.Series(depth, dtype="float64"))

@@ -19,12 +19,13 @@ from stat import S_ISDIR, S_ISREG
 
 import pandas as pd
 
+from foramflow.errors import ForamflowError, InputNotFound
 from foramflow.io.images import is_image_file
 from foramflow.io.limits import MAX_TABLE_BYTES, check_size
 from foramflow.io.tables import DEPTH, TableError, depth_unit, find_depth_column
 
 
-class SampleError(ValueError):
+class SampleError(ForamflowError, ValueError):
     """The sample of some images cannot be decided from the rule given."""
 
 
@@ -85,7 +86,7 @@ def find_images(
     """
     root = Path(images_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder")
+        raise InputNotFound(f"{root}: not a folder")
     rows: list[tuple[str, int, int, str]] = []
     seen_dirs: set[tuple[int, int]] = set()
     stack = [(root, "")]

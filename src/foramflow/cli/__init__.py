@@ -16,7 +16,7 @@ app = typer.Typer(
     help="Foraminifera images to down-core abundances: stack, segment, label, train, "
     "classify, and count.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
 )
 
@@ -77,5 +77,5 @@ app.command("demo")(demo_commands.demo)
 # -- end of commands --
 
 
-def main() -> None:  # pragma: no cover - console entry point
+def main() -> None:
     app()

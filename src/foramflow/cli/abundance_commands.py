@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.markup import escape
 
-from foramflow.cli.console import RichProgress, console, fail, progress_bar
+from foramflow.cli import options
+from foramflow.cli.console import RichProgress, console, progress_bar
 
 
 def abundance(
     results_dir: Path = typer.Argument(
-        ..., help="Results folder of `foramflow classify` (predictions.parquet, run.json)."
+        ...,
+        help="Results folder of `foramflow classify` (predictions.parquet, run.json).",
+        exists=True,
+        file_okay=False,
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created)."),
     groups: Path = typer.Option(
@@ -20,18 +25,24 @@ def abundance(
         "--groups",
         help="YAML mapping classes to groups, and names to exclude from the "
         "denominator (default: each class its own group, 'unsure' excluded).",
+        exists=True,
+        dir_okay=False,
     ),
     human: Path = typer.Option(
         None,
         "--human",
         help="Human counts CSV: column 'sample', optional 'depth'/'age' (also "
         "'depth_m', 'age_ka' …), one column of counts per taxon (class or group names).",
+        exists=True,
+        dir_okay=False,
     ),
     age_model: Path = typer.Option(
         None,
         "--age-model",
         help="CSV of depth, age (first two columns, in their own units): "
         "plot against age instead of depth.",
+        exists=True,
+        dir_okay=False,
     ),
     ratio: list[str] = typer.Option(
         None,
@@ -44,17 +55,24 @@ def abundance(
         "--bundle",
         help="Model bundle for the confusion matrix and drift reference "
         "(default: the bundle named in run.json).",
+        exists=True,
     ),
-    level: float = typer.Option(0.95, help="Confidence level of every interval."),
-    interval: str = typer.Option("wilson", help="Interval for counts: wilson or clopper-pearson."),
+    level: float = options.finite(
+        default=0.95, help="Confidence level of every interval.", gt=0, lt=1
+    ),
+    interval: Literal["wilson", "clopper-pearson"] = typer.Option(
+        "wilson", help="Interval for counts: wilson or clopper-pearson."
+    ),
     bootstrap: int = typer.Option(
-        1000, help="Bootstrap replicates for the corrected estimates' intervals."
+        1000, help="Bootstrap replicates for the corrected estimates' intervals.", **options.COUNT
     ),
-    seed: int = typer.Option(0, help="Seed of the bootstrap."),
-    max_drift: float = typer.Option(
-        0.25,
+    seed: int = typer.Option(0, help="Seed of the bootstrap.", **options.SEED),
+    max_drift: float = options.finite(
+        default=0.25,
         help="Flag a sample when the KS distance of its top probabilities to the "
         "reference exceeds this.",
+        ge=0,
+        le=1,
     ),
     depth_unit: str = typer.Option(
         None,
@@ -109,18 +127,30 @@ def _print_findings(core) -> None:
 
 
 def calibrate(
-    bundle: Path = typer.Argument(..., help="Model bundle folder to calibrate (updated)."),
-    validation_dir: Path = typer.Argument(
-        ..., help="Labelled images, one subfolder per class, named as the bundle's labels."
+    bundle: Path = typer.Argument(
+        ..., help="Model bundle folder to calibrate (updated).", exists=True, file_okay=False
     ),
-    target_precision: float = typer.Option(
-        0.95, help="Choose the lowest threshold whose accepted images reach this precision."
+    validation_dir: Path = typer.Argument(
+        ...,
+        help="Labelled images, one subfolder per class, named as the bundle's labels.",
+        exists=True,
+        file_okay=False,
+    ),
+    target_precision: float = options.finite(
+        default=0.95,
+        help="Choose the lowest threshold whose accepted images reach this precision.",
+        gt=0,
+        le=1,
     ),
     per_class: bool = typer.Option(
         False, "--per-class/--global", help="One threshold per class, or one for all."
     ),
     out: Path = typer.Option(
-        None, "--out", "-o", help="Folder for the curve PNG and CSV (default: BUNDLE/calibration)."
+        None,
+        "--out",
+        "-o",
+        help="Folder for the curve PNG and CSV (default: BUNDLE/calibration).",
+        file_okay=False,
     ),
 ) -> None:
     """Fit temperature scaling and choose the unsure threshold for a target precision.
@@ -131,36 +161,23 @@ def calibrate(
 
     Example: foramflow calibrate runs/bc8/bundle labelled_validation/ --target-precision 0.95
     """
-    from foramflow.bundle import BundleError
-    from foramflow.evaluate.calibration import (
-        CalibrationError,
-        calibrate_bundle,
-        validation_images,
-    )
+    from foramflow.evaluate.calibration import calibrate_bundle, validation_images
 
-    if not 0.0 < target_precision <= 1.0:
-        raise fail(f"--target-precision must lie in (0, 1], not {target_precision}")
-    try:
-        images = validation_images(bundle, validation_dir)
-    except (BundleError, CalibrationError, FileNotFoundError) as err:
-        raise fail(str(err)) from err
+    images = validation_images(bundle, validation_dir)
     for folder in images.unknown_folders:
         console.print(f"[yellow]warning:[/] {validation_dir / folder}: not a bundle label, skipped")
 
     progress = progress_bar()
     with progress:
         task = progress.add_task("predicting", total=len(images.paths))
-        try:
-            result = calibrate_bundle(
-                bundle,
-                images,
-                target_precision=target_precision,
-                per_class=per_class,
-                out_dir=out,
-                on_image=lambda: progress.advance(task),
-            )
-        except (BundleError, CalibrationError) as err:
-            raise fail(str(err)) from err
+        result = calibrate_bundle(
+            bundle,
+            images,
+            target_precision=target_precision,
+            per_class=per_class,
+            out_dir=out,
+            on_image=lambda: progress.advance(task),
+        )
 
     for path, reason in result.errors:
         console.print(f"[yellow]skipped[/] {path}: {reason}")

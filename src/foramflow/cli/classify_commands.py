@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from foramflow.cli.console import console, fail, progress_bar
+from foramflow.cli import options
+from foramflow.cli.console import console, progress_bar
 
-BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder (model.onnx + model.json).")]
+BundleArg = Annotated[
+    Path, typer.Argument(help="Model bundle folder (model.onnx + model.json).", exists=True)
+]
 ImagesArg = Annotated[
     Path,
     typer.Argument(
-        help="Folder of images, searched recursively; by default one subfolder per sample."
+        help="Folder of images, searched recursively; by default one subfolder per sample.",
+        exists=True,
+        file_okay=False,
     ),
 ]
 OutOption = Annotated[
-    Path, typer.Option("--out", "-o", help="Results folder (created; resumable).")
+    Path,
+    typer.Option("--out", "-o", help="Results folder (created; resumable)."),
 ]
 ThresholdOption = Annotated[
     float | None,
     typer.Option(
         help="The top probability must exceed this, else 'unsure'. In (0.5, 1.0], or 0 to "
-        "switch the rule off. Default: the bundle's (0.8 unless set at training)."
+        "switch the rule off. Default: the bundle's (0.8 unless set at training).",
+        callback=options.Threshold().check,
     ),
 ]
 SampleRegexOption = Annotated[
@@ -32,6 +39,7 @@ SampleRegexOption = Annotated[
         "--sample-regex",
         help="Regex searched in each image path relative to IMAGES_DIR: group 'sample' (or "
         "the first group) is the sample, an optional group 'depth' the depth.",
+        callback=options.Regex().check,
     ),
 ]
 SamplesOption = Annotated[
@@ -40,10 +48,12 @@ SamplesOption = Annotated[
         "--samples",
         help="CSV with columns sample, optional depth, and path (image) or folder (relative "
         "to IMAGES_DIR); with neither, it adds depths to the sample folders.",
+        exists=True,
+        dir_okay=False,
     ),
 ]
 PrecisionOption = Annotated[
-    str,
+    Literal["auto", "fp32", "bf16", "int8"],
     typer.Option(
         help="auto (bf16 on a CPU that computes it natively, else int8 when the bundle has "
         "an int8 model; either only if its results agree with fp32 on ≥ 99.5 % of check "
@@ -54,15 +64,21 @@ PrecisionOption = Annotated[
     ),
 ]
 WorkersOption = Annotated[
-    int | None, typer.Option(help="Processes decoding images (default: one per core; 0 = none).")
+    int | None,
+    typer.Option(
+        help="Processes decoding images (default: one per core; 0 = none).", **options.WORKERS
+    ),
 ]
-BatchSizeOption = Annotated[int, typer.Option(help="Images per network batch.")]
+BatchSizeOption = Annotated[int, typer.Option(help="Images per network batch.", **options.COUNT)]
 SchedulerOption = Annotated[
     str | None,
     typer.Option(help="Run on a Dask cluster: its scheduler address, e.g. tcp://host:8786."),
 ]
 ChunkSizeOption = Annotated[
-    int, typer.Option(help="Images per results chunk: the most an interruption can lose.")
+    int,
+    typer.Option(
+        help="Images per results chunk: the most an interruption can lose.", **options.COUNT
+    ),
 ]
 OverwriteOption = Annotated[
     bool,
@@ -94,9 +110,8 @@ def classify(
 
     Example: foramflow classify runs/bc8/bundle core_images/ --out results/core
     """
-    from foramflow.classify.runner import RunMismatchError, classify_folder
-    from foramflow.classify.samples import SampleError, SampleRule
-    from foramflow.errors import ForamflowError
+    from foramflow.classify.runner import classify_folder
+    from foramflow.classify.samples import SampleRule
 
     bar = _ClassifyBar()
     try:
@@ -124,8 +139,6 @@ def classify(
             "continue."
         )
         raise typer.Exit(130) from None
-    except (ForamflowError, SampleError, RunMismatchError, FileNotFoundError, ValueError) as err:
-        raise fail(str(err)) from None
     finally:
         bar.stop()
     _print_summary(result)

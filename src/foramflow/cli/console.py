@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 
 import typer
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
 from foramflow.errors import ForamflowError
@@ -47,6 +49,25 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error as one line, without a traceback, and return the Exit to raise."""
     console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
+
+
+#: Characters that would break a line of tab-separated output, or cannot be printed.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def tsv_row(*fields: object) -> str:
+    """Fields joined by tabs, each one's control characters written as escapes (\\n, \\t,
+    \\x1b…): a file name cannot add a line or a column to the output, nor stop it printing."""
+    return "\t".join(_UNPRINTABLE.sub(_escape, str(field)) for field in fields)
 
 
 class _RichTask:
@@ -110,17 +131,34 @@ def error_message(err: BaseException) -> str | None:
     return None
 
 
+def usage_message(err: UsageError) -> str:
+    """A refused command line as one line: the command, then what is wrong with it."""
+    where = f"{err.ctx.command_path}: " if err.ctx is not None else ""
+    message = " ".join(err.format_message().split()).replace("Value error, ", "")
+    return where + message
+
+
 class ErrorReportingGroup(TyperGroup):
     """The root command: a user's error becomes one ``error:`` line and exit status 2.
 
-    Anything else is a bug and keeps its traceback; ``--debug`` keeps it for every error.
-    Catching here, around every subcommand, serves the console script and the test runner
-    alike.
+    A refused option or argument is a user's error too, reported the same way. Anything
+    else is a bug and keeps its traceback; ``--debug`` keeps it for every error. Catching
+    here, around every subcommand, serves the console script and the test runner alike.
     """
+
+    def main(self, args=None, prog_name=None, *rest, **options):
+        """The command's name is foramflow however it is started (``python -m foramflow``)."""
+        return super().main(args, prog_name or "foramflow", *rest, **options)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as err:
+            if ctx.params.get("debug"):
+                raise
+            raise fail(usage_message(err)) from err
         except Exception as err:
             message = error_message(err)
             if message is None or ctx.params.get("debug"):

@@ -11,7 +11,11 @@ from foramflow.cli.console import RichProgress, console
 
 def demo(
     out: Path = typer.Option(
-        Path("foramflow-demo"), "--out", "-o", help="Demo folder (created; a rerun continues it)."
+        Path("foramflow-demo"),
+        "--out",
+        "-o",
+        help="Demo folder (created; a rerun continues it).",
+        file_okay=False,
     ),
     quick: bool = typer.Option(
         False, "--quick", help="A smaller core and a shorter training: about 3 CPU-minutes."

@@ -12,7 +12,7 @@ from foramflow.cli.console import console
 
 def ensemble(
     members: Annotated[
-        list[Path], typer.Argument(help="Model bundles, or run folders holding one.")
+        list[Path], typer.Argument(help="Model bundles, or run folders holding one.", exists=True)
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The ensemble bundle to write.")],
 ) -> None:

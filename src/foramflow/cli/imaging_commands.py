@@ -8,13 +8,30 @@ commands that read crops accept.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.markup import escape
 
-from foramflow.cli.console import RichProgress, console, fail
+from foramflow.cli import options
+from foramflow.cli.console import RichProgress, console
+
+
+def _parse_threshold(text: str) -> float | str:
+    """'auto', or a level of colour distance from the background in [0, 1]."""
+    if text == "auto":
+        return text
+    if re.fullmatch(r"(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", text.strip().lower()):
+        level = float(text)
+        if level <= 1.0:
+            return level
+    raise typer.BadParameter(
+        f"must be 'auto' or a number in [0, 1], not {text!r} (a level of colour distance "
+        "from the background: 1 is black on white)"
+    )
+
 
 MaxPixels = Annotated[
     int | None,
@@ -31,30 +48,33 @@ def stack(
         ...,
         help="The focal planes of one stack (in focus order; sorted by name), or one folder: "
         "every folder under it holding two or more images is a stack.",
+        exists=True,
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Fused image file (planes given) or output folder (folder given)."
     ),
-    plane_spacing_um: float | None = typer.Option(
-        None, help="Distance between focal planes, µm; gives the depth map in µm."
+    plane_spacing_um: float | None = options.finite(
+        default=None, help="Distance between focal planes, µm; gives the depth map in µm.", gt=0
     ),
     pattern: str = typer.Option(
         "*", help="Glob that selects plane files inside each stack folder, e.g. '*plane*'."
     ),
     align: bool = typer.Option(True, "--align/--no-align", help="Register planes that shift."),
-    noise_factor: float = typer.Option(
-        5.0, help="Focus contrast below this × the noise level is not trusted (no halos)."
+    noise_factor: float = options.finite(
+        default=5.0,
+        help="Focus contrast below this × the noise level is not trusted (no halos).",
+        ge=0,
     ),
-    image_format: str = typer.Option(
+    image_format: Literal["png", "tif"] = typer.Option(
         "png", "--format", help="Fused image format in folder mode: png or tif."
     ),
     max_pixels: MaxPixels = None,
 ) -> None:
     """Fuse Z-stacks into all-in-focus images, with a depth map and a sharpness score.
 
-    One stack: foramflow stack obj1/plane*.tif --out obj1.png --plane-spacing-um 70
+    Example: foramflow stack obj1/plane*.tif --out obj1.png --plane-spacing-um 70   (one stack)
 
-    Many: foramflow stack stacks/ --out fused/ --pattern '*plane*'
+    Example: foramflow stack stacks/ --out fused/ --pattern '*plane*'   (a folder of stacks)
     """
     from foramflow.imaging.steps import stack_folder, stack_planes
 
@@ -83,38 +103,53 @@ def stack(
 
 def segment(
     images: list[Path] = typer.Argument(
-        ..., help="Tray images, or folders searched recursively (first subfolder = sample)."
+        ...,
+        help="Tray images, or folders searched recursively (first subfolder = sample).",
+        exists=True,
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Crops folder (CROPS_DIR)."),
-    pixels_per_mm: float = typer.Option(
-        1159.4, help="Optical resolution, pixels per mm (the default is one microscope's)."
+    pixels_per_mm: float = options.finite(
+        default=1159.4,
+        help="Optical resolution, pixels per mm (the default is one microscope's).",
+        gt=0,
     ),
     threshold: str = typer.Option(
-        "auto", help="'auto' (Otsu) or a level in [0, 1] of colour distance from background."
+        "auto",
+        help="'auto' (Otsu) or a level in [0, 1] of colour distance from background.",
+        callback=_parse_threshold,
     ),
     background: Path | None = typer.Option(
-        None, help="Image of the empty tray, for a per-pixel background model."
+        None,
+        help="Image of the empty tray, for a per-pixel background model.",
+        exists=True,
+        dir_okay=False,
     ),
-    min_area_um2: float = typer.Option(3000.0, help="Drop smaller regions (µm²)."),
-    max_concavity: float | None = typer.Option(
-        None, help="Drop regions with a deeper notch (relative to their radius)."
+    min_area_um2: float = options.finite(default=3000.0, help="Drop smaller regions (µm²).", ge=0),
+    max_concavity: float | None = options.finite(
+        default=None, help="Drop regions with a deeper notch (relative to their radius).", ge=0
     ),
-    touching_concavity: float = typer.Option(
-        0.35, help="Flag regions with at least this concavity as touching particles."
+    touching_concavity: float = options.finite(
+        default=0.35, help="Flag regions with at least this concavity as touching particles.", ge=0
     ),
     split: bool = typer.Option(False, "--split", help="Split touching particles (watershed)."),
-    closing_px: int = typer.Option(3, help="Radius of the closing that bridges sutures, px."),
-    opening_px: int = typer.Option(2, help="Radius of the opening that removes specks, px."),
-    masks: Path | None = typer.Option(None, help="Also write a mask per crop under this folder."),
-    image_format: str = typer.Option("png", "--format", help="Crop format: png, jpg or tif."),
+    closing_px: int = typer.Option(
+        3, help="Radius of the closing that bridges sutures, px.", min=0
+    ),
+    opening_px: int = typer.Option(2, help="Radius of the opening that removes specks, px.", min=0),
+    masks: Path | None = typer.Option(
+        None, help="Also write a mask per crop under this folder.", file_okay=False
+    ),
+    image_format: Literal["png", "jpg", "tif"] = typer.Option(
+        "png", "--format", help="Crop format: png, jpg or tif."
+    ),
     max_pixels: MaxPixels = None,
 ) -> None:
     """Cut tray images into one square crop per particle and measure every particle.
 
-    foramflow segment trays/ --out crops/ --pixels-per-mm 1159.4
-
     Writes crops under CROPS_DIR (a folder per image, under its sample folder),
     morphometrics.parquet and .csv (one row per crop, in µm) and rejected.csv.
+
+    Example: foramflow segment trays/ --out crops/ --pixels-per-mm 1159.4
     """
     from foramflow.imaging.steps import segment_folder
 
@@ -122,7 +157,7 @@ def segment(
         images,
         out,
         pixels_per_mm=pixels_per_mm,
-        threshold=_parse_threshold(threshold),
+        threshold=threshold,
         background=background,
         min_area_um2=min_area_um2,
         max_concavity=max_concavity,
@@ -154,18 +189,3 @@ def _print_segment_summary(result) -> None:
             f"[yellow]hint:[/] {escape(result.all_too_small.describe())}. If the images have "
             "another scale, give it with --pixels-per-mm; or lower --min-area-um2."
         )
-
-
-def _parse_threshold(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        level = float(text)
-    except ValueError:
-        level = float("nan")
-    if not 0.0 <= level <= 1.0:
-        raise fail(
-            f"--threshold must be 'auto' or a number in [0, 1], not {text!r} (a level of "
-            "colour distance from the background: 1 is black on white)"
-        )
-    return level

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
+from foramflow.cli import options
 from foramflow.cli.console import console, fail, progress_bar
-from foramflow.errors import ForamflowError
 
 
 class ExportFormat(str, Enum):
@@ -19,25 +19,41 @@ class ExportFormat(str, Enum):
 
 
 def label(
-    project_dir: Path = typer.Argument(..., help="Project folder; the label store lives here."),
+    project_dir: Path = typer.Argument(
+        ..., help="Project folder; the label store lives here.", file_okay=False
+    ),
     images: list[Path] = typer.Option(
-        [], "--images", "-i", help="Add the images under this folder (repeatable)."
+        [],
+        "--images",
+        "-i",
+        help="Add the images under this folder (repeatable).",
+        exists=True,
+        file_okay=False,
     ),
     metadata: Path = typer.Option(
-        None, "--metadata", help="CSV giving sample and depth_cm per sample (or per path)."
+        None,
+        "--metadata",
+        help="CSV giving sample and depth_cm per sample (or per path).",
+        exists=True,
+        dir_okay=False,
     ),
     depth_pattern: str = typer.Option(
         r"(\d+(?:\.\d+)?)\s*cm",
         "--depth-pattern",
         help="Regular expression whose first group, found in a folder name, is the depth in cm.",
+        callback=options.Regex(groups=1).check,
     ),
     import_xml: Path = typer.Option(
-        None, "--import-xml", help="Add the images and labels of a ParticleTrieur project."
+        None,
+        "--import-xml",
+        help="Add the images and labels of a ParticleTrieur project.",
+        exists=True,
+        dir_okay=False,
     ),
     host: str = typer.Option(
         "127.0.0.1", help="Address to serve on; one that is not loopback needs a token."
     ),
-    port: int = typer.Option(8765, help="Port to serve on."),
+    port: int = typer.Option(8765, help="Port to serve on.", **options.PORT),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the web app."),
 ) -> None:
     """Label particle images in the browser: grid, keyboard labels, pre-labels, exports.
@@ -46,33 +62,27 @@ def label(
     depth from --depth-pattern or a --metadata CSV. Open the printed address in a browser.
     Bound to an address other than a loopback one (127.x.x.x, ::1, localhost), the app
     requires the token it prints.
+
+    Example: foramflow label project/ --images crops/ --serve
     """
     from foramflow.label.export import import_particletrieur
     from foramflow.label.store import LabelStore
 
     store = LabelStore(project_dir)
     for folder in images:
-        if not folder.is_dir():
-            raise fail(f"{folder}: not a folder")
         with progress_bar() as bar:
             task = bar.add_task(f"adding {folder}", total=None)
-            try:
-                added, problems = store.add_images(
-                    folder,
-                    metadata_csv=metadata,
-                    depth_pattern=depth_pattern,
-                    progress=lambda n, task=task: bar.update(task, completed=n),
-                )
-            except (OSError, ValueError) as err:
-                raise fail(str(err)) from None
+            added, problems = store.add_images(
+                folder,
+                metadata_csv=metadata,
+                depth_pattern=depth_pattern,
+                progress=lambda n, task=task: bar.update(task, completed=n),
+            )
         console.print(f"{folder}: {added} new images")
         for problem in problems:
             console.print(f"[yellow]skipped[/] {problem}")
     if import_xml is not None:
-        try:
-            added = import_particletrieur(store, import_xml)
-        except ValueError as err:
-            raise fail(str(err)) from None
+        added = import_particletrieur(store, import_xml)
         console.print(f"{import_xml}: {added} images imported")
     console.print(f"{store.path}: {store.count()} images")
     if not serve:
@@ -99,11 +109,17 @@ def _serve(project_dir: Path, *, host: str, port: int) -> None:
 
 
 def label_predict(
-    project_dir: Path = typer.Argument(..., help="Project folder made by `foramflow label`."),
-    bundle: Path = typer.Argument(..., help="Model bundle folder (model.onnx + model.json)."),
+    project_dir: Path = typer.Argument(
+        ..., help="Project folder made by `foramflow label`.", exists=True, file_okay=False
+    ),
+    bundle: Path = typer.Argument(
+        ..., help="Model bundle folder (model.onnx + model.json).", exists=True
+    ),
 ) -> None:
-    """Pre-label every image of a project with a model bundle; list disagreements."""
-    from foramflow.bundle import BundleError
+    """Pre-label every image of a project with a model bundle; list disagreements.
+
+    Example: foramflow label-predict project/ runs/bc/bundle
+    """
     from foramflow.label.prelabel import prelabel
     from foramflow.label.store import STORE_FILE, LabelStore
 
@@ -112,12 +128,9 @@ def label_predict(
     store = LabelStore(project_dir)
     with progress_bar() as bar:
         task = bar.add_task("predicting", total=store.count())
-        try:
-            count, problems = prelabel(
-                store, bundle, progress=lambda done, total: bar.update(task, completed=done)
-            )
-        except (BundleError, ForamflowError) as err:
-            raise fail(str(err)) from None
+        count, problems = prelabel(
+            store, bundle, progress=lambda done, total: bar.update(task, completed=done)
+        )
     for problem in problems:
         console.print(f"[yellow]unreadable[/] {problem}")
     disagreements = store.disagreements()
@@ -127,7 +140,9 @@ def label_predict(
 
 
 def label_export(
-    project_dir: Path = typer.Argument(..., help="Project folder made by `foramflow label`."),
+    project_dir: Path = typer.Argument(
+        ..., help="Project folder made by `foramflow label`.", exists=True, file_okay=False
+    ),
     dest: Path = typer.Argument(
         ..., help="Output folder (training set, EcoTaxa) or file (CSV, .xml, EcoTaxa .zip)."
     ),
@@ -136,7 +151,10 @@ def label_export(
         False, "--hard-links", help="Training set: hard links instead of copies."
     ),
 ) -> None:
-    """Export labels: folder-per-class training set, CSV, ParticleTrieur XML or EcoTaxa TSV."""
+    """Export labels: folder-per-class training set, CSV, ParticleTrieur XML or EcoTaxa TSV.
+
+    Example: foramflow label-export project/ training_set/ --format training-set
+    """
     from foramflow.label import export
     from foramflow.label.store import STORE_FILE, LabelStore
 
@@ -153,7 +171,5 @@ def label_export(
             console.print(f"{dest}: {export.export_particletrieur(store, dest)} images")
         else:
             console.print(f"{export.export_ecotaxa(store, dest)}: written")
-    except ForamflowError as err:
-        raise fail(str(err)) from None
     except OSError as err:
         raise fail(f"{dest}: {err.strerror or err}") from None

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from foramflow.cli.console import console, fail, progress_bar
+from foramflow.cli import options
+from foramflow.cli.console import console, progress_bar
 
 app = typer.Typer(
     name="synth",
@@ -22,6 +23,7 @@ _CLASSES_HELP = (
 
 
 def _classes(text: str | None) -> list[str] | None:
+    """The comma-separated morphotypes, each one known."""
     if text is None:
         return None
     from foramflow.data.synthetic import MORPHOTYPES
@@ -29,18 +31,28 @@ def _classes(text: str | None) -> list[str] | None:
     names = [c.strip() for c in text.split(",") if c.strip()]
     unknown = [c for c in names if c not in MORPHOTYPES]
     if unknown or not names:
-        raise fail(f"unknown classes {unknown or text!r}; choose from {', '.join(MORPHOTYPES)}")
+        raise typer.BadParameter(
+            f"unknown classes {unknown or text!r}; choose from {', '.join(MORPHOTYPES)}"
+        )
     return names
+
+
+def _classes_option():
+    return typer.Option(None, help=_CLASSES_HELP, callback=_classes)
 
 
 @app.command("training-set")
 def training_set(
-    out_dir: Path = typer.Argument(..., help="Folder to write (one subfolder per class)."),
+    out_dir: Path = typer.Argument(
+        ..., help="Folder to write (one subfolder per class).", file_okay=False
+    ),
     per_class: int = typer.Option(200, "--per-class", "-n", min=1, help="Images per class."),
-    classes: str | None = typer.Option(None, help=_CLASSES_HELP),
+    classes: str | None = _classes_option(),
     image_size: int = typer.Option(128, min=16, help="Side of each square crop (pixels)."),
     colour: bool = typer.Option(False, "--colour", help="RGB instead of grey."),
-    seed: int = typer.Option(0, min=0, help="Random seed: the same seed gives the same set."),
+    seed: int = typer.Option(
+        0, help="Random seed: the same seed gives the same set.", **options.SEED
+    ),
 ) -> None:
     """Write a labelled training set: 8-bit PNG crops in one folder per class, plus truth.csv.
 
@@ -48,7 +60,7 @@ def training_set(
     """
     from foramflow.data.synthetic import MORPHOTYPES, write_training_set
 
-    names = _classes(classes)
+    names = classes
     total = per_class * len(names or MORPHOTYPES)
     with progress_bar() as bar:
         task = bar.add_task("rendering crops", total=total)
@@ -66,20 +78,20 @@ def training_set(
 
 @app.command("core")
 def core(
-    out_dir: Path = typer.Argument(..., help="Folder to write the core into."),
+    out_dir: Path = typer.Argument(..., help="Folder to write the core into.", file_okay=False),
     samples: int = typer.Option(12, "--samples", min=1, help="Samples down the core."),
     per_sample: int = typer.Option(100, "--per-sample", min=1, help="Particles per sample."),
     slides: bool = typer.Option(
         False, "--slides", help="Write tray images to segment instead of ready crops."
     ),
-    classes: str | None = typer.Option(None, help=_CLASSES_HELP),
+    classes: str | None = _classes_option(),
     image_size: int = typer.Option(128, min=16, help="Crop side (pixels), without --slides."),
-    pixel_size_um: float = typer.Option(
-        5.0, "--pixel-size-um", min=0.1, help="Tray image resolution (µm per pixel)."
+    pixel_size_um: float = options.finite(
+        "--pixel-size-um", default=5.0, help="Tray image resolution (µm per pixel).", ge=0.1
     ),
     human_count: int = typer.Option(300, min=1, help="Specimens per simulated human count."),
     colour: bool = typer.Option(False, "--colour", help="RGB instead of grey."),
-    seed: int = typer.Option(0, min=0, help="Random seed."),
+    seed: int = typer.Option(0, help="Random seed.", **options.SEED),
 ) -> None:
     """Write a synthetic core: per-sample image folders and the truth tables.
 
@@ -92,7 +104,7 @@ def core(
     """
     from foramflow.data.synthetic import make_core
 
-    names = _classes(classes)
+    names = classes
     with progress_bar() as bar:
         task = bar.add_task("rendering core", total=samples * per_sample)
         truth = make_core(
@@ -115,14 +127,14 @@ def core(
 
 @app.command("slide")
 def slide(
-    out_dir: Path = typer.Argument(..., help="Folder to write into."),
+    out_dir: Path = typer.Argument(..., help="Folder to write into.", file_okay=False),
     particles: int = typer.Option(40, "--particles", "-n", min=1, help="Particles on the tray."),
-    classes: str | None = typer.Option(None, help=_CLASSES_HELP),
-    pixel_size_um: float = typer.Option(
-        5.0, "--pixel-size-um", min=0.1, help="Resolution (µm per pixel)."
+    classes: str | None = _classes_option(),
+    pixel_size_um: float = options.finite(
+        "--pixel-size-um", default=5.0, help="Resolution (µm per pixel).", ge=0.1
     ),
     colour: bool = typer.Option(False, "--colour", help="RGB instead of grey."),
-    seed: int = typer.Option(0, min=0, help="Random seed."),
+    seed: int = typer.Option(0, help="Random seed.", **options.SEED),
 ) -> None:
     """Write one tray image, its 16-bit label image and its particle table.
 
@@ -130,32 +142,29 @@ def slide(
     """
     from foramflow.data.synthetic import make_slide, save_slide
 
-    try:
-        result = make_slide(
-            n_particles=particles,
-            classes=_classes(classes),
-            pixel_size_um=pixel_size_um,
-            colour=colour,
-            seed=seed,
-        )
-    except ValueError as err:
-        raise fail(str(err)) from None
+    result = make_slide(
+        n_particles=particles,
+        classes=classes,
+        pixel_size_um=pixel_size_um,
+        colour=colour,
+        seed=seed,
+    )
     paths = save_slide(result, out_dir)
     console.print(f"wrote {', '.join(p.name for p in paths)} to {out_dir}")
 
 
 @app.command("zstack")
 def zstack(
-    out_dir: Path = typer.Argument(..., help="Folder to write into."),
+    out_dir: Path = typer.Argument(..., help="Folder to write into.", file_okay=False),
     particles: int = typer.Option(8, "--particles", "-n", min=1, help="Particles in the scene."),
-    classes: str | None = typer.Option(None, help=_CLASSES_HELP),
-    plane_spacing_um: float = typer.Option(70.0, min=1.0, help="Focal step (µm)."),
-    depth_of_field_um: float = typer.Option(90.0, min=0.0, help="Depth of field (µm)."),
-    pixel_size_um: float = typer.Option(
-        5.0, "--pixel-size-um", min=0.1, help="Resolution (µm per pixel)."
+    classes: str | None = _classes_option(),
+    plane_spacing_um: float = options.finite(default=70.0, help="Focal step (µm).", ge=1.0),
+    depth_of_field_um: float = options.finite(default=90.0, help="Depth of field (µm).", ge=0),
+    pixel_size_um: float = options.finite(
+        "--pixel-size-um", default=5.0, help="Resolution (µm per pixel).", ge=0.1
     ),
     colour: bool = typer.Option(False, "--colour", help="RGB instead of grey."),
-    seed: int = typer.Option(0, min=0, help="Random seed."),
+    seed: int = typer.Option(0, help="Random seed.", **options.SEED),
 ) -> None:
     """Write a Z-stack: plane_NN.png, the sharp image, the true depth map and tables.
 
@@ -166,18 +175,15 @@ def zstack(
     """
     from foramflow.data.synthetic import make_zstack, save_zstack
 
-    try:
-        stack = make_zstack(
-            n_particles=particles,
-            classes=_classes(classes),
-            plane_spacing_um=plane_spacing_um,
-            depth_of_field_um=depth_of_field_um,
-            pixel_size_um=pixel_size_um,
-            colour=colour,
-            seed=seed,
-        )
-    except ValueError as err:
-        raise fail(str(err)) from None
+    stack = make_zstack(
+        n_particles=particles,
+        classes=classes,
+        plane_spacing_um=plane_spacing_um,
+        depth_of_field_um=depth_of_field_um,
+        pixel_size_um=pixel_size_um,
+        colour=colour,
+        seed=seed,
+    )
     save_zstack(stack, out_dir)
     console.print(
         f"wrote {len(stack.planes)} planes, {stack.plane_spacing_um:g} µm apart, to {out_dir}"

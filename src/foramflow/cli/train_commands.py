@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from foramflow.cli.console import RichProgress, console, fail
+from foramflow.cli import options
+from foramflow.cli.console import RichProgress, console, tsv_row
 from foramflow.io.files import prepare_output_dir
 
 _MODEL_HELP = (
@@ -19,14 +20,20 @@ _MODEL_HELP = (
 )
 
 
-def _option(help_text: str, *names: str):
-    return typer.Option(*names, help=help_text)
+def _option(help_text: str, *names: str, **checks):
+    return typer.Option(*names, help=help_text, **checks)
+
+
+def _finite(help_text: str, *names: str, **bounds: float):
+    return options.finite(*names, help=help_text, **bounds)
 
 
 # The train command's options: None leaves the value to --config, then to the default.
 Data = Annotated[
     Path | None,
-    typer.Argument(help="Training set: a folder per class, or a ParticleTrieur project .xml."),
+    typer.Argument(
+        help="Training set: a folder per class, or a ParticleTrieur project .xml.", exists=True
+    ),
 ]
 IncludePredictions = Annotated[
     bool | None,
@@ -40,9 +47,14 @@ Out = Annotated[Path | None, _option("Run folder to create.", "--out", "-o")]
 Model = Annotated[str | None, _option(f"Network (default: auto); {_MODEL_HELP}.")]
 InputSize = Annotated[
     int | None,
-    _option("Input width in pixels (default: the model's; 128 for base_cyclic, 160 for the top)."),
+    _option(
+        "Input width in pixels (default: the model's; 128 for base_cyclic, 160 for the top).",
+        min=16,
+    ),
 ]
-Filters = Annotated[int | None, _option("Filters in the first block (default: 8).")]
+Filters = Annotated[
+    int | None, _option("Filters in the first block (default: 8).", **options.COUNT)
+]
 Colour = Annotated[
     bool | None,
     _option(
@@ -51,44 +63,53 @@ Colour = Annotated[
         "--colour/--grey",
     ),
 ]
-Pool = Annotated[str | None, _option("Cyclic pool: max (paper) or mean (MISO).")]
+Pool = Annotated[Literal["max", "mean"] | None, _option("Cyclic pool: max (paper) or mean (MISO).")]
 Epochs = Annotated[
     int | None,
-    _option("Train a fixed number of epochs instead of the automatic ALRS schedule."),
+    _option("Train a fixed number of epochs instead of the automatic ALRS schedule.", min=1),
 ]
 AlrsWindow = Annotated[
     int | None,
-    _option("ALRS window L in epochs (default: 40 under 5 000 images, 10 above 10 000)."),
+    _option("ALRS window L in epochs (default: 40 under 5 000 images, 10 above 10 000).", min=1),
 ]
-AlrsDrops = Annotated[int | None, _option("ALRS: stop after this many drops (default: 4).")]
-MaxEpochs = Annotated[int | None, _option("ALRS: upper limit on epochs (default: 300).")]
-BatchSize = Annotated[int | None, _option("Batch size (default: 64).")]
-LearningRate = Annotated[float | None, _option("Adam learning rate (default: 0.001).", "--lr")]
+AlrsDrops = Annotated[int | None, _option("ALRS: stop after this many drops (default: 4).", min=1)]
+MaxEpochs = Annotated[int | None, _option("ALRS: upper limit on epochs (default: 300).", min=1)]
+BatchSize = Annotated[int | None, _option("Batch size (default: 64).", **options.COUNT)]
+LearningRate = Annotated[
+    float | None, _finite("Adam learning rate (default: 0.001).", "--lr", gt=0)
+]
 MinPerClass = Annotated[
     int | None,
     _option(
         "Drop classes with fewer images (default: the model's; 40 for the paper's networks, "
-        "10 for transfer and fine-tuning; auto keeps three quarters of the classes)."
+        "10 for transfer and fine-tuning; auto keeps three quarters of the classes).",
+        min=1,
     ),
 ]
-Optimizer = Annotated[str | None, _option("adam (the paper's) or adamw (default: the model's).")]
-WeightDecay = Annotated[float | None, _option("AdamW's weight decay (default: 0.05).")]
+Optimizer = Annotated[
+    Literal["adam", "adamw"] | None,
+    _option("adam (the paper's) or adamw (default: the model's)."),
+]
+WeightDecay = Annotated[float | None, _finite("AdamW's weight decay (default: 0.05).", ge=0)]
 Schedule = Annotated[
-    str | None,
+    Literal["alrs", "cosine"] | None,
     _option("alrs (the paper's) or cosine: warm-up, then cosine over --epochs (default: "
             "the model's)."),
 ]  # fmt: skip
-WarmupEpochs = Annotated[float | None, _option("cosine: epochs of warm-up (default: 1).")]
-LabelSmoothing = Annotated[float | None, _option("Label smoothing (default: the model's).")]
-Mixup = Annotated[float | None, _option("Mixup Beta parameter, e.g. 0.2 (default: off).")]
-Cutmix = Annotated[float | None, _option("Cutmix Beta parameter, e.g. 1.0 (default: off).")]
+WarmupEpochs = Annotated[float | None, _finite("cosine: epochs of warm-up (default: 1).", ge=0)]
+LabelSmoothing = Annotated[
+    float | None, _finite("Label smoothing (default: the model's).", ge=0, lt=1)
+]
+Mixup = Annotated[float | None, _finite("Mixup Beta parameter, e.g. 0.2 (default: off).", ge=0)]
+Cutmix = Annotated[float | None, _finite("Cutmix Beta parameter, e.g. 1.0 (default: off).", ge=0)]
 Ema = Annotated[
     float | None,
-    _option("Keep a moving average of the weights with this decay, e.g. 0.999 (default: "
-            "the model's; 0 = off)."),
+    _finite("Keep a moving average of the weights with this decay, e.g. 0.999 (default: "
+            "the model's; 0 = off).", ge=0, lt=1),
 ]  # fmt: skip
 Patience = Annotated[
-    int | None, _option("Stop after this many epochs without a better validation accuracy.")
+    int | None,
+    _option("Stop after this many epochs without a better validation accuracy.", min=1),
 ]
 Flips = Annotated[
     bool | None,
@@ -99,9 +120,9 @@ Flips = Annotated[
         "--flips/--no-flips",
     ),
 ]
-ValFraction = Annotated[float | None, _option("Validation share (default: 0.2).")]
+ValFraction = Annotated[float | None, _finite("Validation share (default: 0.2).", gt=0, lt=1)]
 ClassWeights = Annotated[
-    str | None,
+    Literal["clamped", "none"] | None,
     _option(
         "Loss weights: clamped (the paper's, favours rare classes) or none "
         "(favours overall accuracy) (default: the model's; clamped for the paper's networks "
@@ -109,21 +130,31 @@ ClassWeights = Annotated[
     ),
 ]
 Augment = Annotated[bool | None, _option("Augmentation (default: on).", "--augment/--no-augment")]
-Seed = Annotated[int | None, _option("Random seed for split, weights and batches (default: 0).")]
-Device = Annotated[str | None, _option("auto, cpu, cuda or cuda:N (default: auto).")]
-Precision = Annotated[
-    str | None, _option("auto, bf16 or fp32 (auto: bf16 where the hardware has it).")
+Seed = Annotated[
+    int | None,
+    _option("Random seed for split, weights and batches (default: 0).", **options.SEED),
 ]
-Workers = Annotated[int | None, _option("Image-decoding processes (default: one per core).")]
+Device = Annotated[
+    str | None,
+    _option("auto, cpu, cuda or cuda:N (default: auto).", callback=options.Device().check),
+]
+Precision = Annotated[
+    Literal["auto", "bf16", "fp32"] | None,
+    _option("auto, bf16 or fp32 (auto: bf16 where the hardware has it)."),
+]
+Workers = Annotated[
+    int | None, _option("Image-decoding processes (default: one per core).", **options.WORKERS)
+]
 MaxPixels = Annotated[
     int | None,
     _option(
         "Skip images of more pixels (width × height), refused before decoding "
-        "(default: 50 million)."
+        "(default: 50 million).",
+        **options.COUNT,
     ),
 ]
 Compile = Annotated[
-    str | None,
+    Literal["auto", "on", "off"] | None,
     _option(
         "torch.compile the training step: auto, on or off (auto: on a GPU for 5 000+ "
         "images; on a CPU the eager step is as fast, measured).",
@@ -148,22 +179,38 @@ Stages = Annotated[
     ),
 ]
 Weights = Annotated[
-    Path | None, _option("Transfer models: backbone ImageNet weights (a torchvision state dict).")
+    Path | None,
+    _option(
+        "Transfer models: backbone ImageNet weights (a torchvision state dict).",
+        exists=True,
+        dir_okay=False,
+    ),
 ]
 AugmentedCopies = Annotated[
     int | None,
     _option(
         "Transfer and top models: also cache vectors (maps) of N augmented copies of each "
-        "training image (default: 0)."
+        "training image (default: 0).",
+        min=0,
     ),
 ]
 FeatureCache = Annotated[
     Path | None,
-    _option("Transfer models: feature cache folder (default: ~/.cache/foramflow/features)."),
+    _option(
+        "Transfer models: feature cache folder (default: ~/.cache/foramflow/features).",
+        file_okay=False,
+    ),
 ]
 ConfigFile = Annotated[
     Path | None,
-    _option("YAML file of options; command-line options override it.", "--config", "-c"),
+    _option(
+        "YAML file of options; command-line options override it. Relative paths in it are "
+        "relative to its folder.",
+        "--config",
+        "-c",
+        exists=True,
+        dir_okay=False,
+    ),
 ]
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")]
 
@@ -219,13 +266,16 @@ def train(
 
     Example: foramflow train forams/ --out runs/first   (the model chosen for the set)
 
-    The paper's network: foramflow train forams/ --model base_cyclic --out runs/bc
+    Example: foramflow train forams/ --model base_cyclic --out runs/bc   (the paper's network)
 
-    Transfer learning (minutes on a CPU): foramflow train forams/ --model
-    efficientnet_lite0_tl --out runs/tl
+    Example: foramflow train forams/ --model efficientnet_lite0_tl --out runs/tl   (transfer
+    learning, minutes on a CPU)
 
-    The top of the backbone fine-tuned (more accurate; tens of minutes on a CPU):
-    foramflow train forams/ --model efficientnet_lite0_top --out runs/top
+    Example: foramflow train forams/ --model efficientnet_lite0_top --out runs/top   (the top
+    of the backbone fine-tuned: more accurate, tens of minutes on a CPU)
+
+    Example: foramflow train --config runs/bc/config.yaml --out runs/bc2 --seed 1   (a run
+    again, with another seed; the file's relative paths are taken from its folder)
     """
     options = _config_options(locals())  # first, while the locals are the options alone
     from foramflow.train.loop import train as train_step
@@ -280,43 +330,35 @@ def _config_options(given: dict) -> dict:
 
 def _resolve_config(config_file: Path | None, options: dict):
     """The run's configuration: the YAML file's, overridden by the options given."""
-    from pydantic import ValidationError
-
     from foramflow.train.config import TrainConfig
 
-    try:
-        if config_file:
-            return TrainConfig.from_yaml(config_file, **options)
-        return TrainConfig(**{k: v for k, v in options.items() if v is not None})
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors()
-        )
-        raise fail(f"invalid training options: {problems}") from None
-    except (OSError, ValueError) as err:
-        raise fail(str(err)) from None
+    return TrainConfig.load(config_file, **options)
 
 
 def evaluate(
-    bundle: Path = typer.Argument(..., help="Model bundle folder."),
-    data: Path = typer.Argument(..., help="Labelled images: a folder per class."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the report and tables."),
-    workers: int = typer.Option(0, help="Image-decoding processes (default: one per core)."),
+    bundle: Path = typer.Argument(..., help="Model bundle folder or .zip.", exists=True),
+    data: Path = typer.Argument(
+        ..., help="Labelled images: a folder per class.", exists=True, file_okay=False
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for the report and tables.", file_okay=False
+    ),
+    workers: int = typer.Option(
+        0, help="Image-decoding processes (default: one per core).", **options.WORKERS
+    ),
 ) -> None:
     """Evaluate a bundle on a labelled image set (for example an independent test set).
 
     Classes of the set that the bundle does not know are reported and left out. The
     inference time is that of the engine classify runs, in fp32.
+
+    Example: foramflow evaluate runs/bc/bundle test_set/ --out runs/bc/test
     """
-    from foramflow.errors import ForamflowError
     from foramflow.evaluate.folder import evaluate_folder
 
-    try:
-        result = evaluate_folder(
-            bundle, data, out, workers=workers or None, progress=RichProgress(console)
-        )
-    except ForamflowError as err:
-        raise fail(str(err)) from None
+    result = evaluate_folder(
+        bundle, data, out, workers=workers or None, progress=RichProgress(console)
+    )
     m = result.metrics
     typer.echo(f"accuracy {m['accuracy']:.4f}, mean F1 {m['macro_f1']:.4f}")
     typer.echo(f"inference {result.evaluation.inference_summary}")
@@ -324,50 +366,55 @@ def evaluate(
 
 
 def export(
-    run: Path = typer.Argument(..., help="Run folder written by 'foramflow train'."),
+    run: Path = typer.Argument(
+        ..., help="Run folder written by 'foramflow train'.", exists=True, file_okay=False
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder, or a .zip file to write."),
 ) -> None:
-    """Re-export a run's best network as a model bundle (a folder, or one .zip to share)."""
+    """Re-export a run's best network as a model bundle (a folder, or one .zip to share).
+
+    Example: foramflow export runs/bc --out bc_bundle.zip
+    """
     from foramflow.train.rebuild import rebuild_bundle
 
-    try:
-        written = rebuild_bundle(run, out)
-    except (OSError, ValueError) as err:
-        raise fail(str(err)) from None
-    typer.echo(f"Bundle: {written}")
+    typer.echo(f"Bundle: {rebuild_bundle(run, out)}")
 
 
 def predict(
-    bundle: Path = typer.Argument(..., help="Model bundle folder or .zip."),
+    bundle: Path = typer.Argument(..., help="Model bundle folder or .zip.", exists=True),
     images: list[Path] = typer.Argument(..., help="Image files to classify."),
     threshold: float | None = typer.Option(
-        None, help="Minimum top score, else 'unsure' [the bundle's, usually 0.8]."
+        None,
+        help="Minimum top score, else 'unsure': in (0.5, 1.0], or 0 to switch the rule off "
+        "(default: the bundle's, usually 0.8).",
+        callback=options.Threshold().check,
     ),
 ) -> None:
-    """Print the class and score of each image, using the bundle alone (ONNX Runtime)."""
-    from foramflow.bundle import Bundle, BundleError
+    """Print the class and score of each image, using the bundle alone (ONNX Runtime).
+
+    One tab-separated line per image: path, class (or 'unsure', or 'error'), score (or the
+    reason). Control characters in a path or reason are written as escapes (\\n, \\t, \\x1b),
+    so each image stays one line of three columns.
+
+    Example: foramflow predict runs/bc/bundle particle_0001.png particle_0002.png
+    """
+    from foramflow.bundle import Bundle
     from foramflow.bundle.engine import Engine
     from foramflow.bundle.predict import predict_paths
 
-    try:
-        loaded = Bundle.load(bundle)
-        engine = Engine(loaded, precision="fp32")
-    except BundleError as err:
-        raise fail(str(err)) from None
+    loaded = Bundle.load(bundle)
+    engine = Engine(loaded, precision="fp32")
     _print_notes(loaded)
     cut = loaded.threshold if threshold is None else threshold
     labels, failed = loaded.labels, 0
-    try:
-        for path, probs, error in predict_paths(engine, images):
-            if error is not None:
-                failed += 1
-                typer.echo(f"{path}\terror\t{error}")
-                continue
-            k = int(probs.argmax())
-            sure = probs[k] > loaded.class_thresholds.get(labels[k], cut)
-            typer.echo(f"{path}\t{labels[k] if sure else 'unsure'}\t{probs[k]:.4f}")
-    except BundleError as err:  # a network whose output width shows only when it runs
-        raise fail(str(err)) from None
+    for path, probs, error in predict_paths(engine, images):
+        if error is not None:
+            failed += 1
+            typer.echo(tsv_row(path, "error", error))
+            continue
+        k = int(probs.argmax())
+        sure = probs[k] > loaded.class_thresholds.get(labels[k], cut)
+        typer.echo(tsv_row(path, labels[k] if sure else "unsure", f"{probs[k]:.4f}"))
     if failed:
         console.print(f"[yellow]{failed} image(s) could not be read")
         raise typer.Exit(1)

@@ -40,13 +40,14 @@ from foramflow.bundle.engine import Engine, apply_temperature
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.predict import predict_paths
 from foramflow.bundle.schema import BundleError, Calibration
+from foramflow.errors import ForamflowError
 
 MIN_THRESHOLD = 0.501  # the classify rule needs a threshold above 0.5
 NEVER = 1.0  # a score never exceeds 1.0: the class is always unsure
 _EPS = 1e-12
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ForamflowError, ValueError):
     """The validation images cannot calibrate this bundle."""
 
 

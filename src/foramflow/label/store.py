@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from foramflow.errors import ForamflowError
+from foramflow.errors import ForamflowError, InvalidInput
 from foramflow.io.images import ImageReadError, image_size, is_image_file
 from foramflow.io.limits import MAX_TABLE_BYTES, check_size
 
@@ -201,7 +201,7 @@ class LabelStore:
     def add_root(self, folder: str | Path) -> int:
         folder = Path(folder).resolve()
         if not folder.is_dir():
-            raise ValueError(f"{_shown(folder)}: not a folder")
+            raise InvalidInput(f"{_shown(folder)}: not a folder")
         if not _is_utf8(str(folder)):
             raise InvalidName(f"{_shown(folder)}: folder name is not valid UTF-8, cannot be stored")
         with self.write() as con:
@@ -770,13 +770,13 @@ def _read_metadata(path: str | Path) -> tuple[dict, dict]:
         fields = set(reader.fieldnames or [])
         depth_column, to_cm = _depth_in_cm(fields, path)
         if "sample" not in fields and "path" not in fields:
-            raise ValueError(f"{path}: needs a 'sample' or a 'path' column")
+            raise InvalidInput(f"{path}: needs a 'sample' or a 'path' column")
         for line, row in enumerate(reader, start=2):
             raw_depth = (row.get(depth_column) or "").strip()
             try:
                 depth = float(raw_depth) * to_cm if raw_depth else None
             except ValueError:
-                raise ValueError(
+                raise InvalidInput(
                     f"{path}: line {line}: depth {raw_depth!r} is not a number"
                 ) from None
             depth = None if depth is not None and math.isnan(depth) else depth

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from foramflow.errors import ForamflowError
 from foramflow.io.images import MAX_PIXELS
 
 AUTO = "auto"
+
+#: The fields that name files or folders: relative ones in a file are relative to its folder.
+PATH_FIELDS = ("data", "out", "weights", "feature_cache")
+
+
+class ConfigError(ForamflowError, ValueError):
+    """Training options or a configuration file that cannot be used."""
 
 
 class TrainConfig(BaseModel):
     """Everything that determines a training run. Unknown keys are an error, not ignored."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     data: str = Field(description="folder-per-class training set, or a ParticleTrieur .xml")
     include_predictions: bool = Field(
@@ -72,8 +81,8 @@ class TrainConfig(BaseModel):
         None, ge=0, lt=1, description="decay of a moving average of the weights; 0 = off"
     )
     patience: int | None = Field(None, ge=1, description="stop after this many epochs without")
-    seed: int = 0
-    device: str = "auto"
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile the training step; auto = on a GPU for 5 000+ images"
@@ -120,12 +129,48 @@ class TrainConfig(BaseModel):
             raise ValueError("the cosine schedule needs a number of epochs")
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of option: value")
+    def load(cls, path: str | Path | None = None, **overrides) -> TrainConfig:
+        """The YAML file's options (if any), overridden by those given that are not None.
+
+        Relative paths in the file are taken from the file's folder, so that the file works
+        from any working folder; the overrides' are the caller's. A problem is a
+        :class:`ConfigError` naming the file.
+        """
+        values = {} if path is None else _read_yaml(Path(path))
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors()
+            )
+            where = f"{path}: " if path is not None else ""
+            raise ConfigError(f"{where}invalid training options: {problems}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
+        return cls.load(path, **overrides)
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.model_dump(), sort_keys=False))
+        """Write the options with absolute paths, so the file works from any folder."""
+        values = self.model_dump()
+        for name in PATH_FIELDS:
+            if values[name]:
+                values[name] = os.path.abspath(values[name])
+        Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def _read_yaml(path: Path) -> dict:
+    """A configuration file's mapping, its relative paths made relative to its folder."""
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    for name in PATH_FIELDS:
+        if isinstance(values.get(name), str) and values[name]:
+            values[name] = os.path.join(path.parent, values[name])
+    return values

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import torch
 
+from foramflow.errors import InvalidInput
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else the CPU; otherwise the named device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InvalidInput(f"device {name!r} requested but no CUDA GPU is available")
+        if (device.index or 0) >= count:
+            raise InvalidInput(f"device {name!r} requested but this machine has {count} GPU(s)")
     return device
 
 

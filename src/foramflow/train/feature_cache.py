@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.errors import ForamflowError
+from foramflow.errors import ForamflowError, InputNotFound
 from foramflow.io.files import write_json_atomic
 
 FEATURE_FORMAT = 1
@@ -118,7 +118,7 @@ class FeatureCache:
         self.bad_rows = 0  # rows read back that failed their check, since opening
         info_path = self.folder / EXTRACTOR_FILE
         if not info_path.is_file():
-            raise FileNotFoundError(
+            raise InputNotFound(
                 f"{self.folder}: not a feature cache ({EXTRACTOR_FILE} missing)"
             )
         info = _read_info(info_path)
@@ -195,7 +195,7 @@ class FeatureCache:
         if len(found) == 1:
             return cls(found[0])
         if not found:
-            raise FileNotFoundError(f"{path}: neither a model bundle nor a feature cache")
+            raise InputNotFound(f"{path}: neither a model bundle nor a feature cache")
         listed = "; ".join(f"{p.name} ({_describe(cls(p).spec)})" for p in found)
         raise ValueError(f"{path}: holds {len(found)} extractors, name one of: {listed}")
 

@@ -16,6 +16,7 @@ from foramflow.bundle.folder import (
 )
 from foramflow.bundle.schema import PRECISION_RECORDS, RUN_BUNDLE, BundleError
 from foramflow.bundle.validation import restamp_validation
+from foramflow.errors import InputNotFound, OutputExists
 from foramflow.models.registry import create_model
 from foramflow.train.checkpoint import load_weights
 from foramflow.train.export import onnx_bytes
@@ -29,7 +30,7 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
     source, weights = run / RUN_BUNDLE, run / BEST_CHECKPOINT
     for required in (description_path(source), weights):
         if not required.is_file():
-            raise FileNotFoundError(f"{run}: not a finished run ({required.name} is missing)")
+            raise InputNotFound(f"{run}: not a finished run ({required.name} is missing)")
     meta = read_meta(source)
     if meta.model is None:
         raise BundleError(f"{description_path(source)}: does not name the network it holds")
@@ -48,7 +49,7 @@ def rebuild_bundle(run: str | Path, out: str | Path) -> Path:
     fresh = meta.without(*PRECISION_RECORDS)
     model = onnx_bytes(network, meta.preprocessing)
     if out.suffix.lower() != ".zip" and out.exists():
-        raise FileExistsError(f"{out}: already exists")
+        raise OutputExists(f"{out}: already exists")
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written beside ``out`` and renamed into place: never half a bundle at ``out``, and a
     # full disk is told as a failure to write ``out``.

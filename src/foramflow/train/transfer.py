@@ -29,6 +29,7 @@ from foramflow.bundle.engine import available_cores
 from foramflow.bundle.folder import Bundle, description_path, update_bundle_meta
 from foramflow.bundle.schema import INPUT_NAME, REFERENCE_FILE, RUN_BUNDLE, TransferInfo
 from foramflow.data.augment import augment_batch
+from foramflow.errors import InputNotFound, InvalidInput
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
 from foramflow.io.images import ImageReadError
 from foramflow.models.backbones import file_sha256, get_backbone, resolve_weights
@@ -440,26 +441,26 @@ def open_reference(source: str | Path) -> tuple[ReferenceSet, ExtractorSpec, str
     transfer-learning bundle folder or a feature cache."""
     source = Path(source)
     if source.is_file():
-        raise ValueError(f"{source}: unpack the bundle .zip into a folder first")
+        raise InvalidInput(f"{source}: unpack the bundle .zip into a folder first")
     if description_path(source).is_file():
         meta = Bundle.load(source).meta
         transfer = meta.transfer
         if not transfer:
             model = meta.model.name if meta.model else None
-            raise ValueError(
+            raise InvalidInput(
                 f"{source}: not a transfer-learning bundle (model {model!r}); "
                 "train one with --model efficientnet_lite0_tl"
             )
         reference = source / (transfer.reference_file or REFERENCE_FILE)
         if not reference.is_file():
-            raise FileNotFoundError(f"{reference}: missing; use the feature cache instead")
+            raise InputNotFound(f"{reference}: missing; use the feature cache instead")
         spec = ExtractorSpec(**transfer.extractor)
         return ReferenceSet.load(reference), spec, transfer.weights_path
     if not source.is_dir():
-        raise FileNotFoundError(f"{source}: no such bundle or feature cache")
+        raise InputNotFound(f"{source}: no such bundle or feature cache")
     with FeatureCache.find(source) as cache:
         if cache.spec.output != POOLED:
-            raise ValueError(
+            raise InvalidInput(
                 f"{cache.folder}: holds a network's intermediate maps ({cache.spec.output}), "
                 "not feature vectors; give a transfer-learning bundle or its feature cache"
             )
@@ -475,8 +476,8 @@ def find_weights(spec: ExtractorSpec, recorded: str | None, given: str | Path | 
         if path.is_file() and file_sha256(path) == spec.weights_sha256:
             return path
     if given:
-        raise ValueError(f"{given}: not the weights file these features were computed with")
-    raise FileNotFoundError(
+        raise InvalidInput(f"{given}: not the weights file these features were computed with")
+    raise InputNotFound(
         f"the {spec.backbone} weights these features were computed with are not at "
         f"{recorded}; pass --weights PATH"
     )

@@ -20,6 +20,7 @@ from foramflow.data.synthetic.particles import (
 )
 from foramflow.data.synthetic.shapes import make_particle
 from foramflow.data.synthetic.training import check_classes
+from foramflow.errors import InvalidInput
 
 DIAMETER_UM = {
     "trochospiral": 320.0,
@@ -112,7 +113,7 @@ def _place(
         r = radii[k]
         low, high = r + gap, np.array(shape) - r - gap - 1
         if np.any(high <= low):
-            raise ValueError(f"a particle of radius {r:.0f} px does not fit a {shape} tray")
+            raise InvalidInput(f"a particle of radius {r:.0f} px does not fit a {shape} tray")
         for _ in range(50):
             candidates = rng.uniform(low, high, size=(200, 2))
             distance = np.linalg.norm(candidates[:, None] - centres[placed][None], axis=2)
@@ -122,7 +123,7 @@ def _place(
                 placed.append(k)
                 break
         else:
-            raise ValueError(
+            raise InvalidInput(
                 f"no room for {len(radii)} particles on a {shape[0]}×{shape[1]} tray; "
                 "use a larger tray or fewer particles"
             )
