@@ -6,6 +6,7 @@ import pytest
 from onnx import numpy_helper
 
 from classify.conftest import brightness_model
+from foramflow.bundle.schema import BundleError
 from foramflow.ensemble import EnsembleError, Member, join
 from foramflow.imaging.preprocess import resize_bilinear
 
@@ -221,5 +222,5 @@ def test_a_member_whose_validation_outputs_are_not_finite_is_refused(tmp_path):
             training=TrainingInfo(seed=0, val_fraction=0.2),
         )
         members.append(folder)
-    with pytest.raises(EnsembleError, match=f"{members[1] / 'validation.npz'}: .*NaN"):
+    with pytest.raises(BundleError, match=f"{members[1] / 'validation.npz'}: .*not finite"):
         ensemble_bundles(members, tmp_path / "ens")
