@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from foramflow.bundle.decode import decode_batch
-from foramflow.bundle.engine import Engine
+from foramflow.bundle.engine import Engine, sha256
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.schema import INT8_FILE, BundleError, PrecisionCheck
 
@@ -141,6 +141,8 @@ def quantize_into(
         method=METHOD,
         calibration_images=len(calibration),
         check_images=len(check),
+        model_sha256=sha256(bundle.read_model()),
+        file_sha256=sha256((folder / INT8_FILE).read_bytes()),
     )
     bundle.attach(int8=record.with_file_in(folder))
     int8 = Engine(bundle, precision="int8")
