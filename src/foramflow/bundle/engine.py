@@ -13,11 +13,14 @@ calibrate and the labelling app's pre-labelling.
   close calls come out as in fp32.
 
 Precision "auto" takes bf16 where the CPU has it, else int8, each only when its recorded
-top-1 agreement with fp32 is at least 99.5 % on at least 200 check images, the record names
-the hash of the model.onnx it checked (and of the int8 file), and fp32 otherwise. For bf16 that is the
-agreement of its results as delivered, close calls recomputed, measured on images that did
-not set the margin (see :mod:`foramflow.classify.bf16`), and it must recompute no more
-than a fifth of the images, else it is slower than fp32.
+top-1 agreement with fp32 is at least 99.5 % on at least 200 check images and the record
+names the hash of the model.onnx it checked (and of the int8 file); fp32 otherwise. For
+bf16 that is the agreement of its results as delivered, close calls recomputed, measured
+on images that did not set the margin (see :mod:`foramflow.classify.bf16`), and it must
+recompute no more than a fifth of the images, else it is slower than fp32.
+
+The network's outputs must be probabilities: finite, not negative, each row summing to 1;
+anything else is a :class:`BundleError` naming the model, never a class or "unsure".
 
 A network is checked against the bundle's description when it is opened: it must read what
 the preprocessing gives and have one output per label; otherwise :class:`BundleError` says

@@ -31,8 +31,8 @@ from pydantic import (
 
 from foramflow.classify.decisions import validate_threshold
 from foramflow.errors import ForamflowError
-from foramflow.io.class_names import distinct_class_names
 from foramflow.imaging.preprocess import PreprocessSpec
+from foramflow.io.class_names import distinct_class_names
 
 BUNDLE_FORMAT = "foramflow-bundle/1"
 DEFAULT_THRESHOLD = 0.8

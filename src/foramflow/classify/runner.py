@@ -270,7 +270,7 @@ def _classify_chunks(
         log(f"resuming: {n_resumed} of {len(manifest)} images were classified by an earlier run")
     on_start(len(manifest), n_resumed)
     todo = ((i, _chunk_rows(manifest, i, chunk_size)) for i in range(n_chunks) if i not in done)
-    for index, table in backend.run(todo, on_images):
+    for index, table in backend.run(todo, on_images, log):
         store.write_chunk(index, table, fingerprint)
     return n_resumed
 
@@ -471,7 +471,7 @@ class _Backend:
     batch_size: int
     scheduler: object
 
-    def run(self, todo, on_images) -> Iterator:
+    def run(self, todo, on_images, log=lambda message: None) -> Iterator:
         """(chunk index, predictions) for each chunk in ``todo``."""
         if self.scheduler is None:
             yield from run_local(
@@ -482,6 +482,7 @@ class _Backend:
                 workers=available_cores() if self.workers is None else self.workers,
                 batch_size=self.batch_size,
                 on_images=on_images,
+                log=log,
             )
             return
         from foramflow.classify.dask_backend import connect, run_dask

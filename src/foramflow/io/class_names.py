@@ -61,6 +61,13 @@ def class_key(name: str) -> str:
 
 
 def same_class_error(name: str, other: str) -> ClassNameError:
+    """Two names of one class; names that print alike are shown with their code points."""
+    if unicodedata.normalize("NFC", name) == unicodedata.normalize("NFC", other):
+        name, other = ascii(name), ascii(other)
+        return ClassNameError(
+            f"class names {other} and {name} are the same class (the same text in two "
+            "Unicode forms)"
+        )
     return ClassNameError(
         f"class names {other!r} and {name!r} are the same class (they differ only in case "
         "or Unicode form, and would be one folder on macOS and Windows)"
@@ -71,16 +78,16 @@ def distinct_class_names(names: Iterable[str], *, allowed: Iterable[str] = ()) -
     """``names`` in canonical form; :class:`ClassNameError` for an invalid name or for two
     names of the same class."""
     allowed = tuple(allowed)
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {}  # key: the name as given
     result = []
     for name in names:
         text = canonical_class_name(name, allowed=allowed)
         key = class_key(text)
         if key in seen:
-            if seen[key] == text:
+            if seen[key] == name:
                 raise ClassNameError(f"class name {name!r} is listed twice")
             raise same_class_error(name, seen[key])
-        seen[key] = text
+        seen[key] = name
         result.append(text)
     return result
 
@@ -97,7 +104,9 @@ def _problem(text: str) -> str | None:
             )
     bad = sorted({char for char in text if char in FORBIDDEN_CHARACTERS})
     if bad:
-        return f"holds {' '.join(bad)} (a class name holds none of {' '.join(FORBIDDEN_CHARACTERS)})"
+        return (
+            f"holds {' '.join(bad)} (a class name holds none of {' '.join(FORBIDDEN_CHARACTERS)})"
+        )
     if text.startswith("."):
         return 'starts with "." (a hidden folder)'
     if text[-1] in ". " or text[0] == " ":

@@ -522,7 +522,10 @@ class LabelStore:
         with self.write() as con:
             if con.execute("SELECT 1 FROM classes WHERE name = ?", (old,)).fetchone() is None:
                 raise KeyError(old)
-            if new != old and con.execute("SELECT 1 FROM classes WHERE name = ?", (new,)).fetchone():
+            if (
+                new != old
+                and con.execute("SELECT 1 FROM classes WHERE name = ?", (new,)).fetchone()
+            ):
                 raise ValueError(f"class {new!r} exists already: merge instead")
             _refuse_same_class(con, new, besides=old)
             con.execute("UPDATE classes SET name = ? WHERE name = ?", (new, old))
