@@ -297,6 +297,12 @@ def calibrate_bundle(
     folder)."""
     bundle = Bundle.load(bundle_path)
     probs, labels, errors = _raw_probabilities(bundle, images, on_image)
+    if np.all(probs.argmax(axis=1) == labels):
+        raise CalibrationError(
+            f"{bundle.path}: all {len(labels)} validation images are classified right: the "
+            "NLL falls without end as the temperature falls, so none can be fitted; "
+            "calibrate on more, or other, labelled images"
+        )
     temperature = fit_temperature(probs, labels)
     if at_bound(temperature):
         raise CalibrationError(
