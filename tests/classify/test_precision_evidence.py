@@ -121,3 +121,11 @@ def test_a_corrupt_cached_int8_model_is_rebuilt(kit, bundle, tree, tmp_path, use
         assert cached.read_bytes() == good  # made again, the same way
         pd.testing.assert_frame_equal(again.counts, first.counts)
         cached.write_bytes(b"not onnx at all")
+
+
+def test_int8_on_a_folder_of_one_image_is_refused_in_one_line(kit, bundle, tmp_path):
+    from foramflow.errors import ForamflowError
+
+    one = grey_folder(kit, tmp_path / "one", 1)
+    with pytest.raises(ForamflowError, match=r"one/S1/0000\.png: 1 readable image\(s\)"):
+        run(bundle, one, tmp_path / "out", precision="int8")

@@ -82,8 +82,9 @@ def run_local(
                 future.cancel()
 
 
-# What a pool of processes raises when it cannot start one (no semaphores, no fork/spawn,
-# too many processes) or has lost one.
+# What a pool of processes raises when it cannot start (no semaphores, no way to start a
+# process, too many processes); a pool that has lost a worker fails its futures with
+# BrokenProcessPool. An error raised by decoding itself is not one of these.
 _POOL_FAILURES = (OSError, ImportError, NotImplementedError, BrokenProcessPool)
 
 
@@ -124,7 +125,7 @@ class _Decoder:
         """(batch, errors) for ``paths``: the pool's, or decoded here."""
         try:
             decoded = future.result()
-        except (*_POOL_FAILURES, CancelledError) as err:  # cancelled: by giving the pool up
+        except (BrokenProcessPool, CancelledError) as err:  # cancelled: by giving the pool up
             self._give_up("stopped", err)
             decoded = None
         return decode_batch(paths, self.spec) if decoded is None else decoded
