@@ -110,7 +110,8 @@ def test_members_validated_on_the_same_images_give_the_ensemble_their_mean(tmp_p
 
     def member(name: str, steepness: float, seed: int = 0):
         folder = write_bundle(tmp_path / name, steepness=steepness)
-        probs = rng.dirichlet([1.0, 1.0], len(labels))
+        # informative, so that the temperature fitted on their mean lies inside its range
+        probs = 0.6 * rng.dirichlet([1.0, 1.0], len(labels)) + 0.4 * np.eye(2)[labels]
         write_validation(folder, ValidationSet(labels, probs), Bundle.load(folder).read_model())
         update_bundle_meta(
             folder,
