@@ -118,9 +118,7 @@ class FeatureCache:
         self.bad_rows = 0  # rows read back that failed their check, since opening
         info_path = self.folder / EXTRACTOR_FILE
         if not info_path.is_file():
-            raise InputNotFound(
-                f"{self.folder}: not a feature cache ({EXTRACTOR_FILE} missing)"
-            )
+            raise InputNotFound(f"{self.folder}: not a feature cache ({EXTRACTOR_FILE} missing)")
         info = _read_info(info_path)
         if info is None:
             raise FeatureCacheError(f"{info_path}: not a feature cache description")
