@@ -1,23 +1,21 @@
 """Transfer learning (method §4): cached head features, a small tail, one bundle.
 
-A run: preprocess and split the set as the full networks do (:func:`prepare_data`);
-compute each image's head vector once — and optionally vectors of N augmented copies of
-each training image — through the feature cache; train the tail on the vectors with the
+A run: preprocess and split the set as the full networks do
+(:func:`~foramflow.training.prepared.prepare_data`); compute each image's head vector once —
+and optionally vectors of N augmented copies of each training image — through the feature
+cache (:mod:`~foramflow.training.frozen_features`); train the tail on the vectors with the
 same loss, class weights, batch size, Adam and ALRS schedule as the full networks; join
 head and tail into one network and export, evaluate and report it as any other run
-(:func:`export_and_evaluate`). The run folder is that of :mod:`foramflow.train.loop`, with
-no ``checkpoint_last.pt``: a run that stops is simply run again, and every vector already
-computed comes from the cache. The bundle also holds the vectors of the labelled images
-(its reference features), for ``foramflow similar``.
+(:func:`export_and_evaluate`). The run folder is that of
+:mod:`foramflow.training.run_folder`, with no ``checkpoint_last.pt``: a run that stops is
+simply run again, and every vector already computed comes from the cache. The bundle also
+holds the vectors of the labelled images (its reference features), for ``foramflow
+similar`` (:mod:`foramflow.similar`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
 import time
-from collections.abc import Callable, Sequence
-from copy import deepcopy
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,225 +23,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foramflow.bundle.engine import available_cores
-from foramflow.bundle.folder import Bundle, description_path, update_bundle_meta
-from foramflow.bundle.schema import INPUT_NAME, REFERENCE_FILE, RUN_BUNDLE, TransferInfo
-from foramflow.data.augment import augment_batch
-from foramflow.errors import InputNotFound, InvalidInput
-from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
-from foramflow.io.images import ImageReadError
-from foramflow.models.backbones import file_sha256, get_backbone, resolve_weights
-from foramflow.models.cyclic import N_PATHS
+from foramflow.bundle.folder import update_bundle_meta
+from foramflow.bundle.schema import REFERENCE_FILE, RUN_BUNDLE, TransferInfo
+from foramflow.imaging.preprocess import PreprocessSpec
+from foramflow.models.backbones import file_sha256, resolve_weights
 from foramflow.models.registry import create_model, get_entry
 from foramflow.models.transfer import TAIL_DROPOUT, TransferHead, TransferNetwork
 from foramflow.progress import Progress, Quiet
-from foramflow.train.checkpoint import load_weights, save_checkpoint
-from foramflow.train.config import TrainConfig
-from foramflow.train.export import write_onnx
-from foramflow.train.feature_cache import (
-    POOLED,
+from foramflow.training.checkpoint import load_weights, save_checkpoint
+from foramflow.training.config import TrainConfig
+from foramflow.training.feature_cache import (
     ExtractorSpec,
     FeatureCache,
     ReferenceSet,
     default_cache_root,
     image_sha256,
 )
-from foramflow.train.finish import export_and_evaluate
-from foramflow.train.fit import BEST_CHECKPOINT, LAST_CHECKPOINT, Batches, fit
-from foramflow.train.loop import CannotResume, PreparedData, Trainer
-
-_CHUNK = 256  # images per cache write: an interruption loses at most this many vectors
-_READ_CHUNK = 4096  # vectors read from the cache at a time
-ONNX_BATCH = 64  # images per ONNX Runtime call (16 ran no faster for Lite0's bottom)
-
-
-def trainer_class(model: str) -> type[Trainer]:
-    """The trainer for a registered model: full networks, transfer learning, or a top
-    fine-tuned on cached maps."""
-    from foramflow.train.top import TopTrainer
-
-    return {"transfer": TransferTrainer, "top": TopTrainer}.get(get_entry(model).kind, Trainer)
-
-
-# -- feature extraction --------------------------------------------------------------------
-
-
-def batch_size_for(head: TransferHead, input_size: int, device: torch.device) -> int:
-    """Images per forward pass. On a CPU about 16 backbone rows at 128 px (fewer at larger
-    sizes, 4 images when cyclic), so that the activations stay in the processor's cache:
-    measured 2.5× faster than 64 rows for EfficientNet-Lite0 (benchmarks/bench_transfer.py).
-    """
-    if device.type != "cpu":
-        return 256
-    rows = 16 * (128 / input_size) ** 2
-    return max(1, round(rows / (N_PATHS if head.cyclic else 1)))
-
-
-@torch.inference_mode()
-def extract_features(
-    head: TransferHead,
-    images: np.ndarray,
-    *,
-    device: torch.device,
-    bf16: bool,
-    batch_size: int | None = None,
-) -> np.ndarray:
-    """Head vectors (N, F) float32 of preprocessed images (N, C, S, S): the backbone's work."""
-    batch_size = batch_size or batch_size_for(head, images.shape[-1], device)
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32))
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out.append(head(x).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, head.features), np.float32)
-
-
-class FrozenFeatures:
-    """Vectors (N, F) float32 of preprocessed images (N, C, S, S) through a frozen network.
-
-    On a CPU in fp32, ONNX Runtime computes them, the network exported on first use: on 2
-    AVX2 cores, 2.1 to 3.1 times PyTorch's speed (``benchmarks/bench_transfer.py``), and
-    536 images/s against 157 for EfficientNet-Lite0's bottom in a training run at 160 px.
-    With bf16 autocast, or on a GPU, PyTorch computes them (:func:`extract_features`).
-    """
-
-    def __init__(self, head: torch.nn.Module, *, device: torch.device, bf16: bool):
-        self.head, self.device, self.bf16 = head, device, bf16
-        self.by_onnxruntime = device.type == "cpu" and not bf16
-        self._session = None
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        if not self.by_onnxruntime:
-            return extract_features(self.head, images, device=self.device, bf16=self.bf16)
-        if not len(images):
-            return np.zeros((0, self.head.features), np.float32)
-        if self._session is None:
-            self._session = self._export(np.asarray(images[:1], dtype=np.float32))
-        out = []
-        for start in range(0, len(images), ONNX_BATCH):
-            batch = np.ascontiguousarray(images[start : start + ONNX_BATCH], dtype=np.float32)
-            out.append(self._session.run(None, {INPUT_NAME: batch})[0])
-        return np.concatenate(out)
-
-    def _export(self, image: np.ndarray):
-        import onnxruntime as ort
-
-        head = deepcopy(self.head).float().cpu()
-        example = torch.from_numpy(np.repeat(image, 2, axis=0))  # a dynamic batch needs two
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = available_cores()
-        with tempfile.TemporaryDirectory(prefix="foramflow-features-") as tmp:
-            path = Path(tmp) / "features.onnx"
-            write_onnx(head, path, example, output_name="features")
-            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def augmented_copies(images: np.ndarray, hashes: Sequence[str], copy: int) -> np.ndarray:
-    """Augmented copy number ``copy`` of each image, identical for the same bytes in every run.
-
-    Each image draws its rotation, zoom, gamma and gain from a generator seeded by its own
-    hash and the copy number, so a cached vector always describes the same copy.
-    """
-    out = np.empty(images.shape, dtype=np.float32)
-    for i, (image, sha) in enumerate(zip(images, hashes, strict=True)):
-        seed = int(hashlib.sha256(f"{sha}:{copy}".encode()).hexdigest()[:15], 16)
-        generator = torch.Generator().manual_seed(seed)
-        x = torch.from_numpy(np.asarray(image[None], dtype=np.float32))
-        out[i] = augment_batch(x, generator=generator)[0].numpy()
-    return out
-
-
-def cached_features(
-    cache: FeatureCache,
-    extract: Callable[[np.ndarray], np.ndarray],
-    images: np.ndarray,
-    hashes: Sequence[str],
-    *,
-    copy: int = 0,
-    progress: Progress,
-    make_copy: Callable[[np.ndarray, Sequence[str], int], np.ndarray] = augmented_copies,
-    dtype=np.float32,
-    what: str | None = None,
-    out: np.ndarray | None = None,
-) -> tuple[np.ndarray, int, float]:
-    """Vectors (N, F) of ``images`` (copy 0) or of their copy number ``copy`` (by default
-    augmented), from the cache where present, computed by ``extract`` (a
-    :class:`FrozenFeatures`) and stored otherwise. Returns
-    (vectors, number computed, seconds spent computing). The vectors are written into
-    ``out`` when given (a view of a memory-mapped file, say): no other copy is held."""
-    if out is None:
-        out = np.empty((len(hashes), cache.dim), dtype=dtype)
-    places: dict[str, list[int]] = {}
-    for i, sha in enumerate(hashes):
-        places.setdefault(sha, []).append(i)  # identical files are computed once
-    unique = list(places)
-    missing: list[int] = []
-    for start in range(0, len(unique), _READ_CHUNK):
-        wanted = unique[start : start + _READ_CHUNK]
-        found = cache.get(wanted, copy, dtype)
-        for sha in wanted:
-            if sha in found:
-                out[places[sha]] = found[sha]
-            else:
-                missing.append(places[sha][0])
-    seconds = 0.0
-    if missing:
-        what = what or ("Computing features" if copy == 0 else f"Computing features, copy {copy}")
-        task = progress.task(what, len(missing))
-        try:
-            for start in range(0, len(missing), _CHUNK):
-                index = missing[start : start + _CHUNK]
-                chunk_hashes = [hashes[i] for i in index]
-                batch = images[index]
-                if copy:
-                    batch = make_copy(batch, chunk_hashes, copy)
-                began = time.perf_counter()
-                vectors = extract(batch)
-                seconds += time.perf_counter() - began
-                cache.put(chunk_hashes, vectors, copy)
-                stored = vectors.astype(np.float16)  # as a rerun reads them
-                for sha, vector in zip(chunk_hashes, stored, strict=True):
-                    out[places[sha]] = vector
-                task.advance(len(index))
-        finally:
-            task.done()
-    return out, len(missing), seconds
-
-
-def build_head(spec: ExtractorSpec, weights: str | Path) -> TransferHead:
-    """The head described by ``spec``, with its weights file (see :func:`find_weights`)."""
-    return TransferHead(
-        spec.backbone,
-        input_size=spec.input_size,
-        cyclic=spec.cyclic,
-        pool=spec.pool,
-        stages=spec.stages,
-        mirror=spec.mirror,
-        weights=weights,
-    )
-
-
-def embed_paths(
-    head: TransferHead, paths: Sequence[str | Path], spec: ExtractorSpec
-) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
-    """Head vectors of image files: (vectors of the readable ones, their paths, {bad: reason})."""
-    preprocess = PreprocessSpec.from_dict(spec.preprocessing)
-    arrays, ok, bad = [], [], {}
-    for path in map(Path, paths):
-        try:
-            arrays.append(load_and_preprocess(path, preprocess))
-            ok.append(path)
-        except ImageReadError as err:
-            bad[path] = err.reason
-    if not arrays:
-        return np.zeros((0, head.features), np.float32), ok, bad
-    bf16 = spec.precision == "bf16"
-    vectors = extract_features(head, np.stack(arrays), device=torch.device("cpu"), bf16=bf16)
-    return vectors, ok, bad
-
-
-# -- training ------------------------------------------------------------------------------
+from foramflow.training.finish import export_and_evaluate
+from foramflow.training.fit import Batches, fit
+from foramflow.training.frozen_features import FrozenFeatures, cached_features
+from foramflow.training.prepared import PreparedData
+from foramflow.training.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, CannotResume
+from foramflow.training.trainer import Trainer
 
 
 class TransferTrainer(Trainer):
@@ -266,7 +67,7 @@ class TransferTrainer(Trainer):
 
     def run(self) -> Path:
         c = self.config
-        data = self._start()
+        data = self.start()
         classes = data.image_set.classes
         started = time.perf_counter()
         self.model_params = {
@@ -431,53 +232,3 @@ class TransferTrainer(Trainer):
             f"accuracy {state['best_accuracy']:.3f} (epoch {state['best_epoch']})"
         )
         return state
-
-
-# -- nearest labelled images ---------------------------------------------------------------
-
-
-def open_reference(source: str | Path) -> tuple[ReferenceSet, ExtractorSpec, str | None]:
-    """(labelled images with vectors, their extractor, its recorded weights file) of a
-    transfer-learning bundle folder or a feature cache."""
-    source = Path(source)
-    if source.is_file():
-        raise InvalidInput(f"{source}: unpack the bundle .zip into a folder first")
-    if description_path(source).is_file():
-        meta = Bundle.load(source).meta
-        transfer = meta.transfer
-        if not transfer:
-            model = meta.model.name if meta.model else None
-            raise InvalidInput(
-                f"{source}: not a transfer-learning bundle (model {model!r}); "
-                "train one with --model efficientnet_lite0_tl"
-            )
-        reference = source / (transfer.reference_file or REFERENCE_FILE)
-        if not reference.is_file():
-            raise InputNotFound(f"{reference}: missing; use the feature cache instead")
-        spec = ExtractorSpec(**transfer.extractor)
-        return ReferenceSet.load(reference), spec, transfer.weights_path
-    if not source.is_dir():
-        raise InputNotFound(f"{source}: no such bundle or feature cache")
-    with FeatureCache.find(source) as cache:
-        if cache.spec.output != POOLED:
-            raise InvalidInput(
-                f"{cache.folder}: holds a network's intermediate maps ({cache.spec.output}), "
-                "not feature vectors; give a transfer-learning bundle or its feature cache"
-            )
-        return cache.labelled(), cache.spec, cache.weights_path
-
-
-def find_weights(spec: ExtractorSpec, recorded: str | None, given: str | Path | None) -> Path:
-    """The weights file behind ``spec``: the given one, else the recorded one, else the
-    backbone's installed default, whichever exists and has the recorded hash."""
-    candidates = [given] if given else [recorded, get_backbone(spec.backbone).default_weights()]
-    for candidate in filter(None, candidates):
-        path = Path(candidate)
-        if path.is_file() and file_sha256(path) == spec.weights_sha256:
-            return path
-    if given:
-        raise InvalidInput(f"{given}: not the weights file these features were computed with")
-    raise InputNotFound(
-        f"the {spec.backbone} weights these features were computed with are not at "
-        f"{recorded}; pass --weights PATH"
-    )
