@@ -9,9 +9,10 @@ import foramflow.training.fit as fit_module
 import foramflow.training.full as full
 import foramflow.training.schedule as schedule
 import foramflow.training.transfer as transfer
+from foramflow.models.registry import get_entry
 from foramflow.training.config import TrainConfig
 from foramflow.training.fit import Batches, FitSettings, fit
-from foramflow.training.trainers import trainer_for
+from foramflow.training.trainers import TRAINERS
 from image_sets import write_shape_set
 
 
@@ -106,7 +107,7 @@ def test_full_and_transfer_runs_share_the_batch_rule_and_the_alrs_stop(
         precision="fp32",
         feature_cache=str(root / "cache"),
     )
-    trainer_for(model)(config).run()
+    TRAINERS[get_entry(model).kind](config).run()
 
     n_train = (pd.read_csv(root / "run" / "split.csv")["part"] == "train").sum()
     per_epoch = n_train // 16

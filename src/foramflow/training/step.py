@@ -50,20 +50,22 @@ def train(
     """Train a network on the labelled ``images`` (a folder per class, or a ParticleTrieur
     project), then export, evaluate and report it, in the new run folder ``out``.
 
-    ``model`` is a registered network, or ``"auto"`` (the default): chosen for the set and
-    the machine. The other options are :class:`TrainConfig`'s fields, as keywords, over
+    ``model`` is a registered network, or ``"auto"`` (the default, unless ``config`` names
+    one): chosen for the set and the machine. The other options are :class:`TrainConfig`'s fields, as keywords, over
     ``config`` where one is given (its ``data`` and ``out`` become ``images`` and ``out``);
     an option left at ``None`` keeps the config's value, or the model's default. ``resume``
     continues an interrupted run from its last checkpoint (full networks and tops).
     """
-    from foramflow.training.trainers import trainer_for  # torch: with the first run, not import
+    # torch and the networks load with the first run, not with ``from foramflow import train``
+    from foramflow.models.registry import get_entry
+    from foramflow.training.trainers import TRAINERS
 
     progress = progress or Quiet()
     config = configure(images, out, model=model, config=config, **options)
     check_run_folder(config.out, resume=resume)
     if not resume:  # a resumed run's config.yaml already names its model
         config = resolve_auto(config, progress)
-    trainer = trainer_for(config.model)(config, progress=progress, resume=resume)
+    trainer = TRAINERS[get_entry(config.model).kind](config, progress=progress, resume=resume)
     with naming_the_file(config.out):  # a full disk in a writer that does not name its file
         report = trainer.run()
     return TrainResult(

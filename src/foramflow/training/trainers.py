@@ -1,8 +1,8 @@
-"""The trainer of each kind of registered model (the registry entry's ``kind``)."""
+"""The trainer of each kind of registered model (the registry entry's ``kind``): what the
+train step runs, whatever the model."""
 
 from __future__ import annotations
 
-from foramflow.models.registry import get_entry
 from foramflow.training.full import FullTrainer
 from foramflow.training.top import TopTrainer
 from foramflow.training.trainer import Trainer
@@ -13,8 +13,3 @@ TRAINERS: dict[str, type[Trainer]] = {
     "transfer": TransferTrainer,  # a tail on cached head vectors
     "top": TopTrainer,  # the top of a backbone on cached maps of its frozen bottom; resumable
 }
-
-
-def trainer_for(model: str) -> type[Trainer]:
-    """The trainer of a registered model."""
-    return TRAINERS[get_entry(model).kind]
