@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
-from foramflow.bundle.schema import MODEL_FILE, RUN_BUNDLE, VALIDATION_FILE
+from foramflow.bundle.schema import RUN_BUNDLE
 from foramflow.errors import ForamflowError
 
 if TYPE_CHECKING:
@@ -182,12 +182,6 @@ def joined_validation(bundles) -> ValidationSet | None:
     sets = [read_validation(b) for b in bundles]
     if any(v is None for v in sets):
         return None
-    for bundle, validation in zip(bundles, sets):
-        if not np.isfinite(validation.probabilities).all():
-            raise EnsembleError(
-                f"{bundle.location(VALIDATION_FILE)}: the member's validation outputs hold "
-                "NaN or infinite values; it cannot join an ensemble"
-            )
     splits = {_split_of(b) for b in bundles}
     if len(splits) != 1 or None in splits:
         return None
@@ -252,7 +246,7 @@ def _member(bundle) -> Member:
     probabilities on a few test images."""
     from google.protobuf.message import DecodeError
 
-    where = bundle.location(MODEL_FILE)
+    where = bundle.location()
     try:
         model = onnx.load_from_string(bundle.read_model())
         onnx.checker.check_model(model)

@@ -161,3 +161,23 @@ def test_abundance_reports_a_missing_predictions_table(tmp_path):
     result = runner.invoke(app, ["abundance", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code != 0
     assert "not found (run `foramflow classify` first)" in flat(result.output)
+
+
+def test_calibrate_refuses_to_fit_a_temperature_on_images_all_classified_right(
+    tiny_bundle, tmp_path
+):
+    """Images each exactly at its class's brightness: all right and certain, so the NLL
+    falls without end as the temperature falls; no temperature is stored."""
+    from PIL import Image
+
+    for name, level in {"dark": 0.25, "mid": 0.5, "bright": 0.75}.items():
+        (tmp_path / "exact" / name).mkdir(parents=True)
+        for i in range(5):
+            pixels = np.full((8, 8), round(level * 255), np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "exact" / name / f"{i}.png")
+    result = runner.invoke(app, ["calibrate", str(tiny_bundle), str(tmp_path / "exact")])
+    assert result.exit_code != 0
+    output = flat(result.output)
+    assert output.startswith("error:") and "all 15 validation images are classified right" in output
+    assert str(tiny_bundle) in output
+    assert Bundle.load(tiny_bundle).meta.calibration is None

@@ -161,3 +161,22 @@ def cpu_without_bf16(monkeypatch):
 
     set_bf16(False)
     return set_bf16
+
+
+@pytest.fixture
+def small_checks_suffice(monkeypatch):
+    """Precision checks on the few images of :data:`TREE` count as evidence for "auto", for
+    tests of where records go and what "auto" does with them (not of how many it needs)."""
+    monkeypatch.setattr("foramflow.bundle.engine.MIN_CHECK_IMAGES", 1)
+
+
+def model_sha256(bundle: Path) -> str:
+    """The hash a precision record of this bundle folder names its network by."""
+    import hashlib
+
+    return hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def network_hash():
+    return model_sha256

@@ -15,6 +15,8 @@ from foramflow.bundle.engine import (
 from foramflow.classify.quantize import quantize_bundle
 from foramflow.classify.runner import classify_folder
 
+pytestmark = pytest.mark.usefixtures("small_checks_suffice")
+
 
 def test_engine_applies_the_bundle_temperature(kit, tmp_path):
     plain = Engine(Bundle.load(kit.write_bundle(tmp_path / "a")))
@@ -132,27 +134,49 @@ def test_bf16_agreement_is_measured_once_and_used_by_auto(kit, bundle, tree, tmp
     pd.testing.assert_frame_equal(result.counts, fp32.counts)
 
 
-def test_auto_takes_bf16_only_on_a_bf16_cpu_and_when_faithful(bundle, cpu_without_bf16):
-    update_bundle_meta(bundle, bf16={"check_images": 512, "top1_agreement": 0.999})
+def test_auto_takes_bf16_only_on_a_bf16_cpu_and_when_faithful(
+    bundle, cpu_without_bf16, network_hash
+):
+    update_bundle_meta(
+        bundle,
+        bf16={"model_sha256": network_hash(bundle), "check_images": 512, "top1_agreement": 0.999},
+    )
     assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
     cpu_without_bf16(True)
     assert resolve_precision(Bundle.load(bundle), "auto") == ("bf16", "model.onnx")
-    update_bundle_meta(bundle, bf16={"check_images": 512, "top1_agreement": 0.99})
+    update_bundle_meta(
+        bundle,
+        bf16={"model_sha256": network_hash(bundle), "check_images": 512, "top1_agreement": 0.99},
+    )
     assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
 
 
-def test_auto_judges_bf16_by_its_results_with_close_calls_recomputed(bundle, cpu_without_bf16):
+def test_auto_judges_bf16_by_its_results_with_close_calls_recomputed(
+    bundle, cpu_without_bf16, network_hash
+):
     cpu_without_bf16(True)
-    check = {"check_images": 512, "top1_agreement": 0.98, "max_probability_change": 0.1}
+    check = {
+        "model_sha256": network_hash(bundle),
+        "check_images": 512,
+        "top1_agreement": 0.98,
+        "max_probability_change": 0.1,
+    }
     update_bundle_meta(bundle, bf16={**check, "rechecked_agreement": 1.0})
     assert resolve_precision(Bundle.load(bundle), "auto") == ("bf16", "model.onnx")
     update_bundle_meta(bundle, bf16={**check, "rechecked_agreement": 0.99})
     assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
 
 
-def test_auto_declines_bf16_that_would_recompute_many_images_in_fp32(bundle, cpu_without_bf16):
+def test_auto_declines_bf16_that_would_recompute_many_images_in_fp32(
+    bundle, cpu_without_bf16, network_hash
+):
     cpu_without_bf16(True)
-    check = {"check_images": 512, "top1_agreement": 0.98, "rechecked_agreement": 1.0}
+    check = {
+        "model_sha256": network_hash(bundle),
+        "check_images": 512,
+        "top1_agreement": 0.98,
+        "rechecked_agreement": 1.0,
+    }
     update_bundle_meta(bundle, bf16={**check, "recheck_share": 0.15})
     assert resolve_precision(Bundle.load(bundle), "auto") == ("bf16", "model.onnx")
     update_bundle_meta(bundle, bf16={**check, "recheck_share": 0.31})
@@ -161,10 +185,13 @@ def test_auto_declines_bf16_that_would_recompute_many_images_in_fp32(bundle, cpu
 
 
 def test_a_bf16_record_without_rechecked_agreement_is_measured_again(
-    bundle, tree, tmp_path, cpu_without_bf16
+    bundle, tree, tmp_path, cpu_without_bf16, network_hash
 ):
     cpu_without_bf16(True)
-    update_bundle_meta(bundle, bf16={"check_images": 512, "top1_agreement": 0.98})
+    update_bundle_meta(
+        bundle,
+        bf16={"model_sha256": network_hash(bundle), "check_images": 512, "top1_agreement": 0.98},
+    )
     result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
     record = json.loads((bundle / "model.json").read_text())["bf16"]
     assert record["check_images"] == len(list(tree.rglob("*.png")))

@@ -16,6 +16,8 @@ import pytest
 from foramflow.classify.runner import classify_folder
 from foramflow.classify.store import RunStore
 
+pytestmark = pytest.mark.usefixtures("small_checks_suffice")
+
 COMMAND = [sys.executable, "-c", "from foramflow.cli import app; app()", "classify"]
 
 

@@ -105,3 +105,13 @@ def test_per_class_thresholds_differ_for_easy_and_hard_classes():
     assert per_class["easy"] == 0.501
     assert per_class["hard"] > 0.85
     assert per_class["easy"] < threshold < per_class["hard"]
+
+
+def test_a_fitted_temperature_at_a_bound_of_the_sane_range_is_flagged():
+    from foramflow.evaluate.calibration import at_bound
+
+    assert at_bound(0.05) and at_bound(20.0) and at_bound(19.95)
+    assert not at_bound(1.0) and not at_bound(0.06) and not at_bound(19.0)
+    # every image wrong and certain: the fit runs to the top of the range
+    probs = np.tile([0.999, 0.001], (50, 1))
+    assert at_bound(fit_temperature(probs, np.ones(50, int)))

@@ -133,6 +133,7 @@ def test_every_predicting_command_runs_the_classify_engine(tmp_path, monkeypatch
         LabelStore(tmp_path / "project").add_images(images)
         arguments = [str(tmp_path / "project"), str(bundle)]
     elif command == "calibrate":
+        write_grey_png(images / "dark" / "2.png", BRIGHT)  # one wrong: a temperature to fit
         arguments = [str(bundle), str(images)]
     else:
         arguments = [str(bundle), *map(str, sorted(images.rglob("*.png")))]

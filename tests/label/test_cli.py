@@ -145,5 +145,5 @@ def test_import_xml_with_a_class_name_that_is_a_path_fails_cleanly(tmp_path: Pat
     args = ["label", str(tmp_path / "p"), "--import-xml", str(tmp_path / "pt" / "project.xml")]
     result = runner.invoke(app, [*args, "--no-serve"])
     assert result.exit_code == 2, result.output
-    assert "project.xml:image1:'../../up':aclassname" in "".join(result.output.split())
+    assert "project.xml:image1:classname'../../up':holds/" in "".join(result.output.split())
     assert LabelStore(tmp_path / "p").count() == 0

@@ -54,7 +54,9 @@ def test_class_name_rule_refuses_paths_and_hidden_names(name: str):
 
 def test_class_name_rule_keeps_ordinary_names():
     assert class_name("  G_ruber (white)  ") == "G_ruber (white)"
-    assert class_name("N. pachyderma sin.") == "N. pachyderma sin."
+    assert class_name("N. pachyderma (sin)") == "N. pachyderma (sin)"
+    with pytest.raises(InvalidName, match="ends with a dot"):
+        class_name("N. pachyderma sin.")  # Windows would drop the dot
 
 
 CREATING_ROUTES = [
@@ -110,7 +112,7 @@ def test_prelabel_refuses_a_bundle_whose_labels_are_paths(store, brightness_bund
     meta = json.loads(meta_path.read_text())
     meta["labels"] = ["dark", "../../bright"]
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(InvalidName, match=r"model\.json.*class name"):
+    with pytest.raises(ForamflowError, match=r"model\.json.*class name"):
         prelabel(store, brightness_bundle)
     assert store.status_counts()["predicted"] == 0
 

@@ -13,10 +13,14 @@ calibrate and the labelling app's pre-labelling.
   close calls come out as in fp32.
 
 Precision "auto" takes bf16 where the CPU has it, else int8, each only when its recorded
-top-1 agreement with fp32 is at least 99.5 %, and fp32 otherwise. For bf16 that is the
-agreement of its results as delivered, close calls recomputed, measured on images that did
-not set the margin (see :mod:`foramflow.classify.bf16`), and it must recompute no more
-than a fifth of the images, else it is slower than fp32.
+top-1 agreement with fp32 is at least 99.5 % on at least 200 check images and the record
+names the hash of the model.onnx it checked (and of the int8 file); fp32 otherwise. For
+bf16 that is the agreement of its results as delivered, close calls recomputed, measured
+on images that did not set the margin (see :mod:`foramflow.classify.bf16`), and it must
+recompute no more than a fifth of the images, else it is slower than fp32.
+
+The network's outputs must be probabilities: finite, not negative, each row summing to 1;
+anything else is a :class:`BundleError` naming the model, never a class or "unsure".
 
 A network is checked against the bundle's description when it is opened: it must read what
 the preprocessing gives and have one output per label; otherwise :class:`BundleError` says
@@ -45,11 +49,18 @@ if TYPE_CHECKING:
     from foramflow.bundle.folder import Bundle
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
-# "auto" takes bf16 or int8 only when it agrees this well with fp32 (top-1, recorded).
+# "auto" takes bf16 or int8 only when it agrees this well with fp32 (top-1, recorded) ...
 MIN_AGREEMENT = 0.995
+# ... on at least this many check images: on fewer, 99.5 % is no evidence (one image
+# agrees 100 % or 0 %), and a record made on fewer is never kept for "auto".
+MIN_CHECK_IMAGES = 200
 # ... and bf16 only when it recomputes at most this share of images in fp32: beyond it,
 # bf16 plus the recomputation is no faster than fp32 alone.
 MAX_RECHECK_SHARE = 0.2
+# A network's probabilities must sum to 1 within this (fp32 and int8, whose softmax stays in
+# fp32) or within the bf16 one (OpenVINO may compute the softmax itself in bf16).
+SUM_TOLERANCE = 1e-3
+BF16_SUM_TOLERANCE = 2e-2
 
 
 def available_cores() -> int:
@@ -72,9 +83,10 @@ def cpu_has_bf16() -> bool:
 
 
 def faithful(record: PrecisionCheck | None) -> bool:
-    """Whether a precision record shows a top-1 agreement with fp32 of at least 99.5 %:
-    that of the results as delivered, close calls recomputed, where the record has it."""
-    if record is None:
+    """Whether a precision record shows a top-1 agreement with fp32 of at least 99.5 % on at
+    least :data:`MIN_CHECK_IMAGES` images: that of the results as delivered, close calls
+    recomputed, where the record has it."""
+    if record is None or not enough_evidence(record):
         return False
     agreement = record.rechecked_agreement
     if agreement is None:
@@ -88,9 +100,55 @@ def bf16_pays(record: PrecisionCheck | None) -> bool:
     return faithful(record) and (record.recheck_share or 0.0) <= MAX_RECHECK_SHARE
 
 
+def enough_evidence(record: PrecisionCheck) -> bool:
+    """Whether a check was made on enough images for "auto" to rely on it."""
+    return (record.check_images or 0) >= MIN_CHECK_IMAGES
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def describes_this_network(record: PrecisionCheck, bundle: Bundle) -> bool:
+    """Whether a record was made from the bundle's model.onnx as it is now (a record without
+    the hash of the network it checked proves nothing about this one)."""
+    return record.model_sha256 is not None and record.model_sha256 == sha256(bundle.read_model())
+
+
 def int8_file(bundle: Bundle) -> str | None:
     """The bundle's int8 copy of its network, if it has one."""
     return bundle.meta.int8.file if bundle.meta.int8 else None
+
+
+def int8_problem(bundle: Bundle) -> str | None:
+    """Why the bundle's int8 model cannot be used as recorded (none, unreadable, changed
+    since it was checked, or made from another network), or None."""
+    record = bundle.meta.int8
+    if record is None or not record.file:
+        return "the bundle has no int8 model"
+    try:
+        data = bundle.read_model(record.file)
+    except BundleError as err:
+        return f"its int8 model cannot be read ({err})"
+    if record.file_sha256 is None or record.model_sha256 is None:
+        return "its int8 model was recorded without the hashes that bind it to its check"
+    if sha256(data) != record.file_sha256:
+        return f"its int8 model {bundle.location(record.file)} is not the file that was checked"
+    if not describes_this_network(record, bundle):
+        return f"its int8 model was made from another {MODEL_FILE}"
+    return None
+
+
+def auto_takes_int8(bundle: Bundle) -> bool:
+    """Whether "auto" may run the bundle's int8 model: faithful on enough images, made from
+    this network, and the very file that was checked."""
+    return faithful(bundle.meta.int8) and int8_problem(bundle) is None
+
+
+def auto_takes_bf16(bundle: Bundle) -> bool:
+    """Whether "auto" may run this network in bf16 on this CPU."""
+    record = bundle.meta.bf16
+    return bf16_pays(record) and cpu_has_bf16() and describes_this_network(record, bundle)
 
 
 def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
@@ -100,11 +158,9 @@ def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
     int8 = int8_file(bundle)
     if precision == "int8" and not int8:
         raise BundleError(f"{bundle.path}: the bundle holds no int8 model")
-    if precision == "bf16" or (
-        precision == "auto" and bf16_pays(bundle.meta.bf16) and cpu_has_bf16()
-    ):
+    if precision == "bf16" or (precision == "auto" and auto_takes_bf16(bundle)):
         return "bf16", MODEL_FILE
-    if precision == "int8" or (precision == "auto" and int8 and faithful(bundle.meta.int8)):
+    if precision == "int8" or (precision == "auto" and int8 and auto_takes_int8(bundle)):
         return "int8", int8
     return "fp32", MODEL_FILE
 
@@ -198,13 +254,15 @@ class Engine:
             return np.empty((0, len(self.bundle.labels)), np.float32)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         probs = self._run(batch)
-        check_probabilities(probs, self.bundle, self.where)
+        tolerance = BF16_SUM_TOLERANCE if self.precision == "bf16" else SUM_TOLERANCE
+        check_probabilities(probs, self.bundle, self.where, tolerance=tolerance)
         calibrated = apply_temperature(probs, self.temperature)
         if self.margin > 0:
             close = close_calls(probs, self.margin, self.cuts, calibrated.max(1))
             if len(close):
                 calibrated = calibrated.copy()
                 exact = self._exact(np.ascontiguousarray(batch[close]))
+                check_probabilities(exact, self.bundle, self.bundle.location())
                 calibrated[close] = apply_temperature(exact, self.temperature)
             self.n_rechecked += len(close)
         return calibrated.astype(np.float32, copy=False)
@@ -289,14 +347,40 @@ def check_network(input_shape, output_shape, bundle: Bundle, where: str) -> None
         )
 
 
-def check_probabilities(probs: np.ndarray, bundle: Bundle, where: str) -> None:
-    """The check of :func:`check_network` for a network whose output width is left open."""
+def check_probabilities(
+    probs: np.ndarray, bundle: Bundle, where: str, *, tolerance: float = SUM_TOLERANCE
+) -> None:
+    """Refuse outputs that are not one probability per label: the wrong width (a network
+    whose output width is left open), values that are not finite or are negative, rows
+    that do not sum to 1 within ``tolerance`` (raw scores or logits). Counting such values
+    as classes, or as "unsure", would hide a broken network."""
     n_labels = len(bundle.labels)
     if probs.ndim != 2 or probs.shape[1] != n_labels:
         raise BundleError(
             f"{where}: {META_FILE} lists {n_labels} labels but the network gives "
             f"outputs of shape {probs.shape}"
         )
+    problems = {
+        "values that are not finite (NaN or infinite)": ~np.isfinite(probs).all(axis=1),
+        "negative values": (probs < 0).any(axis=1),
+    }
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums = probs.astype(np.float64).sum(axis=1)
+    problems[f"rows that do not sum to 1 (±{tolerance:g}; raw scores or logits?)"] = ~(
+        np.abs(sums - 1.0) <= tolerance
+    )
+    for problem, rows in problems.items():
+        if rows.any():
+            first = int(np.flatnonzero(rows)[0])
+            raise BundleError(
+                f"{where}: the network's outputs are not probabilities: {problem} for "
+                f"{int(rows.sum())} of {len(probs)} images (e.g. {_row(probs[first])})"
+            )
+
+
+def _row(values: np.ndarray) -> str:
+    shown = ", ".join(f"{v:.4g}" for v in values[:4])
+    return f"[{shown}{', …' if len(values) > 4 else ''}]"
 
 
 def _first_line(err: Exception) -> str:

@@ -32,6 +32,7 @@ from pydantic import (
 from foramflow.classify.decisions import validate_threshold
 from foramflow.errors import ForamflowError
 from foramflow.imaging.preprocess import PreprocessSpec
+from foramflow.io.class_names import distinct_class_names
 
 BUNDLE_FORMAT = "foramflow-bundle/1"
 DEFAULT_THRESHOLD = 0.8
@@ -132,11 +133,28 @@ class OutputInfo(_Open):
         return cls(name=name, shape=["batch", n_labels], kind="softmax")
 
 
+#: The temperatures a calibration may hold: outside them every image becomes "unsure" (a
+#: temperature near 0 sharpens, a large one flattens, the probabilities beyond use).
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def _temperature(value):
+    """A finite temperature within :data:`TEMPERATURE_RANGE`, or None."""
+    if value is None:
+        return None
+    low, high = TEMPERATURE_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"temperature must be a number, not {value!r}")
+    if not low <= value <= high:  # also false for NaN
+        raise ValueError(f"temperature must lie in [{low:g}, {high:g}], not {value!r}")
+    return float(value)
+
+
 class Calibration(_Open):
     """Temperature scaling and what it was fitted on (``foramflow calibrate``)."""
 
     method: str | None = None
-    temperature: float | None = None
+    temperature: Annotated[float | None, BeforeValidator(_temperature)] = None
     n_images: int | None = None
     nll_before: float | None = None
     nll_after: float | None = None
@@ -221,6 +239,9 @@ class PrecisionCheck(_Open):
     # and the share of images recomputed.
     rechecked_agreement: float | None = None
     recheck_share: float | None = None
+    # SHA-256 of the model.onnx checked, and of the int8 file: a record describes those bytes.
+    model_sha256: str | None = None
+    file_sha256: str | None = None
 
 
 def _preprocessing(value) -> PreprocessSpec:
@@ -297,12 +318,7 @@ class BundleMeta(_Open):
             isinstance(labels, list) and labels and all(isinstance(x, str) and x for x in labels)
         ):
             raise ValueError(f"labels must be a list of class names, not {labels!r}")
-        seen = set()
-        for label in labels:
-            if label in seen:
-                raise ValueError(f"label {label!r} is listed twice")
-            seen.add(label)
-        return labels
+        return distinct_class_names(labels)
 
     @model_validator(mode="after")
     def _consistent(self) -> BundleMeta:

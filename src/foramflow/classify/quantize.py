@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from foramflow.bundle.decode import decode_batch
-from foramflow.bundle.engine import Engine
+from foramflow.bundle.engine import MIN_CHECK_IMAGES, Engine, sha256
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.schema import INT8_FILE, BundleError, PrecisionCheck
+from foramflow.errors import ForamflowError
 
 FP32_OPS = ("Gemm", "MatMul", "Softmax")
 METHOD = (
@@ -98,7 +99,11 @@ def quantize_into(
     picked = spread(list(images), n_calibration + n_check)
     batch = preprocess_images(picked, bundle)
     if len(batch) < 2:
-        raise ValueError("need at least 2 readable images to calibrate an int8 model")
+        where = os.path.commonpath([str(p) for p in picked]) if picked else "no images given"
+        raise ForamflowError(
+            f"{where}: {len(batch)} readable image(s); an int8 model needs at least 2 to "
+            f"calibrate on, and {MIN_CHECK_IMAGES} more to check before --precision auto uses it"
+        )
     n_cal = min(n_calibration, len(batch) // 2)
     order = np.random.default_rng(0).permutation(len(batch))
     calibration, check = batch[order[:n_cal]], batch[order[n_cal:][:n_check]]
@@ -141,6 +146,8 @@ def quantize_into(
         method=METHOD,
         calibration_images=len(calibration),
         check_images=len(check),
+        model_sha256=sha256(bundle.read_model()),
+        file_sha256=sha256((folder / INT8_FILE).read_bytes()),
     )
     bundle.attach(int8=record.with_file_in(folder))
     int8 = Engine(bundle, precision="int8")

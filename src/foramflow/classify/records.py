@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from foramflow.bundle.engine import bundle_hash
+from foramflow.bundle.engine import bundle_hash, describes_this_network
 from foramflow.bundle.folder import Bundle, read_precision_records, write_precision_records
 from foramflow.bundle.schema import PrecisionCheck
 
@@ -44,7 +44,8 @@ class PrecisionRecords:
         """Add the records kept outside the bundle to its description (the bundle's first)."""
         for folder in self.folders:
             for name, record in read_precision_records(folder).items():
-                if getattr(self.bundle.meta, name) is None:
+                own = getattr(self.bundle.meta, name)
+                if own is None or not describes_this_network(own, self.bundle):
                     self.bundle.attach(**{name: record})
 
     def keep(self, name: str, record: PrecisionCheck) -> Path | None:

@@ -21,13 +21,17 @@ from foramflow import __version__
 from foramflow.bundle.engine import (
     MAX_RECHECK_SHARE,
     MIN_AGREEMENT,
+    MIN_CHECK_IMAGES,
     Engine,
     available_cores,
     bf16_pays,
     bundle_hash,
     cpu_has_bf16,
+    describes_this_network,
+    enough_evidence,
     faithful,
     int8_file,
+    int8_problem,
     resolve_precision,
 )
 from foramflow.bundle.folder import Bundle
@@ -102,8 +106,10 @@ def classify_folder(
         "fp32"; "bf16" (OpenVINO); "int8" (quantises the bundle's network first if it has
         no int8 copy, calibrated on images from ``images_dir``); or "auto": bf16 on a CPU
         that computes it natively, else int8 when the bundle has a copy, each only when
-        its top-1 agreement with fp32 is at least 99.5 % (bf16's, close calls recomputed
-        in fp32, is measured on images from ``images_dir`` the first time), else fp32.
+        its top-1 agreement with fp32 is at least 99.5 % on at least 200 images, for this
+        very network (bf16's, close calls recomputed in fp32, is measured on images from
+        ``images_dir`` the first time), else fp32. An int8 copy that is not the file that
+        was checked is made again.
     workers
         Decoding processes on this machine (default: one per core; 0 decodes in-process).
     scheduler
@@ -269,7 +275,7 @@ def _classify_chunks(
         log(f"resuming: {n_resumed} of {len(manifest)} images were classified by an earlier run")
     on_start(len(manifest), n_resumed)
     todo = ((i, _chunk_rows(manifest, i, chunk_size)) for i in range(n_chunks) if i not in done)
-    for index, table in backend.run(todo, on_images):
+    for index, table in backend.run(todo, on_images, log):
         store.write_chunk(index, table, fingerprint)
     return n_resumed
 
@@ -331,33 +337,45 @@ def _ensure_precision(
 
     bf16 (asked for, or "auto" on a CPU that has it) is checked against fp32 on images from
     this folder; int8, when asked for and the bundle has none, or one made by another method
-    than today's, is calibrated on them. The records go where ``records`` can keep them.
+    than today's, from another network, or whose file is not the one checked (or when "auto"
+    would take such a one), is calibrated on them. The records go where ``records`` can keep
+    them; a check on fewer than :data:`MIN_CHECK_IMAGES` images is reported, used when asked
+    for, but never kept, so that "auto" never relies on it.
     """
     paths = [images_dir / p for p in manifest.loc[manifest["problem"] == "", "path"]]
     if precision == "bf16" and not cpu_has_bf16():
         log("warning: this CPU has no native bf16; bf16 inference will be slow here")
     wants_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
-    if wants_bf16 and (bundle.meta.bf16 is None or bundle.meta.bf16.rechecked_agreement is None):
+    if wants_bf16 and _bf16_needs_check(bundle.meta.bf16, bundle):
         from foramflow.classify.bf16 import measure_bf16
 
         log("checking bf16 inference against fp32 on images from this folder")
         record = measure_bf16(bundle, paths)
-        _report_kept(log, "bf16 record", bundle, records.keep(BF16_RECORD, record))
+        if enough_evidence(record):
+            _report_kept(log, "bf16 record", bundle, records.keep(BF16_RECORD, record))
+        else:
+            log(_thin_evidence("bf16", record))
         _report_agreement(log, "bf16", record)
-    if precision != "int8":
+    if precision == "auto" and not wants_bf16 and faithful(bundle.meta.int8):
+        problem = int8_problem(bundle)
+        if problem is None:
+            return precision
+        log(f"warning: {bundle.path}: {problem}")
+    elif precision != "int8":
         return precision
     from foramflow.classify.quantize import METHOD, quantize_into
 
-    if int8_file(bundle) and bundle.meta.int8.method == METHOD:
+    problem = int8_problem(bundle)
+    if problem is None and bundle.meta.int8.method == METHOD:
         _report_agreement(log, "int8", bundle.meta.int8)  # asked for again: say it again
         return precision
-    if int8_file(bundle):
+    if problem is None:
         log(
             f"the bundle's int8 model was made another way ({bundle.meta.int8.method}): "
             "calibrating a new one on images from this folder"
         )
     else:
-        log("the bundle has no int8 model: calibrating one on images from this folder")
+        log(f"{problem}: calibrating one on images from this folder")
     folder = records.make(INT8_RECORD, lambda place: quantize_into(bundle, paths, place))
     if folder is None:
         raise OutputError(
@@ -365,8 +383,28 @@ def _ensure_precision(
             "be written: there is nowhere to put an int8 model"
         )
     log(f"int8 model written to {Path(int8_file(bundle))}")
+    if not enough_evidence(bundle.meta.int8):
+        log(_thin_evidence("int8", bundle.meta.int8))
     _report_agreement(log, "int8", bundle.meta.int8)
     return precision
+
+
+def _bf16_needs_check(record: PrecisionCheck | None, bundle: Bundle) -> bool:
+    """A bf16 record is measured (again) unless it holds the agreement of the results as
+    delivered, on enough images, for this very network."""
+    return (
+        record is None
+        or record.rechecked_agreement is None
+        or not enough_evidence(record)
+        or not describes_this_network(record, bundle)
+    )
+
+
+def _thin_evidence(precision: str, record: PrecisionCheck) -> str:
+    return (
+        f"{precision}: checked on {record.check_images} images, fewer than the "
+        f"{MIN_CHECK_IMAGES} that --precision auto needs: it will not rely on this check"
+    )
 
 
 def _report_kept(log, what: str, bundle: Bundle, folder: Path | None) -> None:
@@ -388,6 +426,8 @@ def _report_agreement(log, precision: str, record: PrecisionCheck) -> None:
             f"({record.recheck_share:.1%} of images) recomputed in fp32, on images that "
             "did not set the margin"
         )
+    if not enough_evidence(record):
+        return
     if not faithful(record):
         log(
             f"warning: below {MIN_AGREEMENT:.1%}: {precision} results would differ from fp32 "
@@ -436,7 +476,7 @@ class _Backend:
     batch_size: int
     scheduler: object
 
-    def run(self, todo, on_images) -> Iterator:
+    def run(self, todo, on_images, log=lambda message: None) -> Iterator:
         """(chunk index, predictions) for each chunk in ``todo``."""
         if self.scheduler is None:
             yield from run_local(
@@ -447,6 +487,7 @@ class _Backend:
                 workers=available_cores() if self.workers is None else self.workers,
                 batch_size=self.batch_size,
                 on_images=on_images,
+                log=log,
             )
             return
         from foramflow.classify.dask_backend import connect, run_dask

@@ -16,6 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from foramflow.errors import ForamflowError
+from foramflow.io.class_names import (
+    ClassNameError,
+    canonical_class_name,
+    class_key,
+    distinct_class_names,
+    same_class_error,
+)
 from foramflow.io.images import (
     ImageReadError,
     image_file_problem,
@@ -73,15 +80,26 @@ def scan_folder(root: str | Path) -> list[tuple[Path, str]]:
 def list_folder(root: str | Path) -> tuple[list[tuple[Path, str]], dict[Path, str]]:
     """:func:`scan_folder`'s images, and ``{entry: reason}`` for what it had to leave out:
     entries named like images that are not files to read, class folders whose name is not
-    UTF-8 (a class name must be written to the bundle)."""
+    UTF-8 or cannot name a class (:mod:`foramflow.io.class_names`). Class names are given
+    in canonical form; two folders of the same class (``Globigerina``, ``globigerina``) are
+    an :class:`ImageSetError`."""
     root = Path(root)
     if not root.is_dir():
         raise ImageSetNotFound(f"{root}: training-set folder not found")
     items, skipped = [], {}
+    folders: dict[str, Path] = {}  # class key: the folder of that class
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not is_utf8_path(class_dir.name):
             skipped[class_dir] = "folder name is not valid UTF-8 (its images are left out)"
             continue
+        try:
+            name = canonical_class_name(class_dir.name)
+        except ClassNameError as err:
+            skipped[class_dir] = f"{err} (its images are left out)"
+            continue
+        other = folders.setdefault(class_key(name), class_dir)
+        if other != class_dir:
+            raise ImageSetError(f"{root}: {same_class_error(class_dir.name, other.name)}")
         for path in sorted(class_dir.rglob("*")):
             relative = path.relative_to(class_dir).parts
             if any(part.startswith(".") for part in relative):
@@ -90,7 +108,7 @@ def list_folder(root: str | Path) -> tuple[list[tuple[Path, str]], dict[Path, st
                 continue
             problem = image_file_problem(path)
             if problem is None:
-                items.append((path, class_dir.name))
+                items.append((path, name))
             else:
                 skipped[path] = problem
     return items, skipped
@@ -107,7 +125,12 @@ def scan_particletrieur(
     records, _ = read_project(xml_path)
     labelled = [r for r in records if r.label and r.label.lower() not in RESERVED_LABELS]
     kept = [r for r in labelled if include_predictions or not r.predicted]
-    return [(r.path, r.label) for r in kept], len(labelled) - len(kept)
+    items = [(r.path, r.label) for r in kept]
+    try:
+        distinct_class_names(sorted({label for _, label in items}))
+    except ClassNameError as err:
+        raise ImageSetError(f"{xml_path}: {err}") from None
+    return items, len(labelled) - len(kept)
 
 
 def load_image_set(

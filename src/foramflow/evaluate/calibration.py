@@ -39,7 +39,7 @@ from foramflow.abundance.drift import top_probability_reference
 from foramflow.bundle.engine import Engine, apply_temperature
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.predict import predict_paths
-from foramflow.bundle.schema import BundleError, Calibration
+from foramflow.bundle.schema import TEMPERATURE_RANGE, BundleError, Calibration
 from foramflow.errors import ForamflowError
 
 MIN_THRESHOLD = 0.501  # the classify rule needs a threshold above 0.5
@@ -62,11 +62,18 @@ def fit_temperature(probs, labels) -> float:
     probs, labels = np.asarray(probs, float), np.asarray(labels)
     fit = minimize_scalar(
         lambda log_t: negative_log_likelihood(probs, labels, float(np.exp(log_t))),
-        bounds=(np.log(0.05), np.log(20.0)),
+        bounds=(np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1])),
         method="bounded",
         options={"xatol": 1e-5},
     )
     return float(np.exp(fit.x))
+
+
+def at_bound(temperature: float) -> bool:
+    """Whether a fitted temperature ran to a bound of :data:`TEMPERATURE_RANGE`: the NLL
+    still fell beyond it, so the images say nothing sane about the temperature."""
+    low, high = TEMPERATURE_RANGE
+    return not low * 1.01 < temperature < high / 1.01
 
 
 def fit_class_bias(probs, labels) -> np.ndarray:
@@ -116,6 +123,8 @@ def validation_calibration(probs, labels) -> Calibration | None:
     if len(labels) < MIN_IMAGES_TO_CALIBRATE or np.all(probs.argmax(axis=1) == labels):
         return None
     temperature = fit_temperature(probs, labels)
+    if at_bound(temperature):
+        return None
     calibrated = apply_temperature(probs, temperature)
     return Calibration(
         method="temperature scaling on the training run's validation split",
@@ -291,7 +300,20 @@ def calibrate_bundle(
     folder)."""
     bundle = Bundle.load(bundle_path)
     probs, labels, errors = _raw_probabilities(bundle, images, on_image)
+    if np.all(probs.argmax(axis=1) == labels):
+        raise CalibrationError(
+            f"{bundle.path}: all {len(labels)} validation images are classified right: the "
+            "NLL falls without end as the temperature falls, so none can be fitted; "
+            "calibrate on more, or other, labelled images"
+        )
     temperature = fit_temperature(probs, labels)
+    if at_bound(temperature):
+        raise CalibrationError(
+            f"{bundle.path}: the fitted temperature runs to the bound of "
+            f"[{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}] ({temperature:.3g}): the "
+            f"{len(labels)} validation images are (nearly) all right or all wrong with "
+            "confidence; calibrate on more, or other, labelled images"
+        )
     calibrated = apply_temperature(probs, temperature)
     threshold, class_thresholds = choose_thresholds(
         calibrated, labels, bundle.labels, target=target_precision, per_class=per_class

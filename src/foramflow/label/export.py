@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from foramflow.errors import OutputError
+from foramflow.io.class_names import ClassNameError, distinct_class_names
 from foramflow.io.ecotaxa import EcoTaxaObject, write_ecotaxa
 from foramflow.io.files import atomic_write
 from foramflow.io.particletrieur import (
@@ -248,6 +249,11 @@ def _check_names(xml_path: str | Path, records: list[ParticleRecord], taxa: list
             sample_name(record.sample)
         except InvalidName as err:
             raise InvalidName(f"{xml_path}: image {number}: {err}") from None
+    used = {taxon.code for taxon in taxa if taxon.is_class} | {r.label for r in records if r.label}
+    try:
+        distinct_class_names(sorted(used), allowed=RESERVED_LABELS)
+    except ClassNameError as err:
+        raise InvalidName(f"{xml_path}: {err}") from None
 
 
 def export_ecotaxa(store: LabelStore, out: str | Path) -> Path:

@@ -31,11 +31,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from foramflow.errors import ForamflowError, InvalidInput
+from foramflow.io.class_names import (
+    ClassNameError,
+    canonical_class_name,
+    class_key,
+    same_class_error,
+)
 from foramflow.io.images import ImageReadError, image_size, is_image_file
 from foramflow.io.limits import MAX_TABLE_BYTES, check_size
 
 STORE_FILE = "foramflow-labels.sqlite"
-MAX_CLASS_NAME = 100
+# The labels ParticleTrieur projects use for "no class" and "below the threshold".
+PARTICLETRIEUR_MARKERS = ("unlabeled", "unsure")
 MAX_SAMPLE_NAME = 200
 STATUSES = ("unlabelled", "predicted", "validated")
 TARGET_PER_CLASS = 200  # images per class the method aims for (method §2)
@@ -518,8 +525,12 @@ class LabelStore:
         with self.write() as con:
             if con.execute("SELECT 1 FROM classes WHERE name = ?", (old,)).fetchone() is None:
                 raise KeyError(old)
-            if con.execute("SELECT 1 FROM classes WHERE name = ?", (new,)).fetchone():
+            if (
+                new != old
+                and con.execute("SELECT 1 FROM classes WHERE name = ?", (new,)).fetchone()
+            ):
                 raise ValueError(f"class {new!r} exists already: merge instead")
+            _refuse_same_class(con, new, besides=old)
             con.execute("UPDATE classes SET name = ? WHERE name = ?", (new, old))
             for table, column in (
                 ("images", "label"),
@@ -575,20 +586,14 @@ class LabelStore:
 
 
 def class_name(name: str) -> str:
-    """``name`` without surrounding blanks, if it can name a class; else :class:`InvalidName`.
-
-    A class becomes a folder of an exported training set, so its name is 1-100
-    characters, holds no path separator, no character Windows forbids in file names and
-    no control character, and does not start with a dot (neither ``.``, ``..`` nor a
-    hidden folder).
-    """
-    text = name.strip() if isinstance(name, str) else ""
-    if not 1 <= len(text) <= MAX_CLASS_NAME or text.startswith(".") or _has_any(text, '/\\:*?"<>|'):
-        raise InvalidName(
-            f"{name!r}: a class name is 1-{MAX_CLASS_NAME} characters, none of"
-            ' / \\ : * ? " < > | or control characters, and does not start with "."'
-        )
-    return text
+    """``name`` without surrounding blanks, in canonical form, if it can name a class; else
+    :class:`InvalidName` (the rule: :mod:`foramflow.io.class_names`). ParticleTrieur's own
+    markers ``unlabeled`` and ``unsure`` are kept as spelled there."""
+    text = name.strip() if isinstance(name, str) else name
+    try:
+        return canonical_class_name(text, allowed=PARTICLETRIEUR_MARKERS)
+    except ClassNameError as err:
+        raise InvalidName(str(err)) from None
 
 
 def sample_name(name: str | None) -> str | None:
@@ -694,14 +699,25 @@ def _checked_record(record: dict) -> dict:
 
 
 def _ensure_class(con: sqlite3.Connection, name: str) -> str:
-    """Add the class ``name`` unless it exists; return the name as stored."""
+    """Add the class ``name`` unless it exists; return the name as stored. A name of the
+    same class spelled otherwise (case, Unicode form) is refused."""
     name = class_name(name)
+    _refuse_same_class(con, name)
     con.execute(
         "INSERT OR IGNORE INTO classes(name, position)"
         " SELECT ?, coalesce(max(position) + 1, 0) FROM classes",
         (name,),
     )
     return name
+
+
+def _refuse_same_class(con: sqlite3.Connection, name: str, *, besides: str | None = None) -> None:
+    """:class:`InvalidName` when a class other than ``name`` and ``besides`` is the same
+    class as ``name``."""
+    key = class_key(name)
+    for (stored,) in con.execute("SELECT name FROM classes"):
+        if stored not in (name, besides) and class_key(stored) == key:
+            raise InvalidName(str(same_class_error(name, stored)))
 
 
 def _new_batch(con: sqlite3.Connection, user: str, action: str) -> int:
