@@ -51,9 +51,10 @@ def train(
     project), then export, evaluate and report it, in the new run folder ``out``.
 
     ``model`` is a registered network, or ``"auto"`` (the default, unless ``config`` names
-    one): chosen for the set and the machine. The other options are :class:`TrainConfig`'s fields, as keywords, over
-    ``config`` where one is given (its ``data`` and ``out`` become ``images`` and ``out``);
-    an option left at ``None`` keeps the config's value, or the model's default. ``resume``
+    one): chosen for the set and the machine. The other options are :class:`TrainConfig`'s
+    fields, as keywords, over ``config`` where one is given (its ``data`` and ``out`` become
+    ``images`` and ``out``); an option left at ``None`` keeps the config's value, or the
+    model's default. ``resume``
     continues an interrupted run from its last checkpoint (full networks and tops).
     """
     # torch and the networks load with the first run, not with ``from foramflow import train``
