@@ -12,7 +12,7 @@ from foramflow.bundle.engine import (
     recheck_margin,
     resolve_precision,
 )
-from foramflow.classify.quantize import quantize_bundle
+from foramflow.bundle.quantize import quantize_bundle
 from foramflow.classify.runner import classify_folder
 
 pytestmark = pytest.mark.usefixtures("small_checks_suffice")
@@ -105,7 +105,7 @@ def test_int8_asked_for_again_is_warned_of_again_when_it_agrees_too_little(bundl
 
 
 def test_int8_model_made_by_an_older_method_is_made_again_when_asked_for(kit, tree, tmp_path):
-    from foramflow.classify.quantize import METHOD
+    from foramflow.bundle.quantize import METHOD
 
     bundle = kit.write_bundle(tmp_path / "bundle", conv=True)
     record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))

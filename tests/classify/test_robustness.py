@@ -209,7 +209,7 @@ def read_only_bundle(bundle, monkeypatch):
         path.chmod(0o444)
     bundle.chmod(0o555)
     if os.geteuid() == 0:
-        monkeypatch.setattr("foramflow.classify.records.bundle_is_writable", lambda path: False)
+        monkeypatch.setattr("foramflow.bundle.records.bundle_is_writable", lambda path: False)
 
         def refuse(path, *args, **kwargs):
             raise PermissionError(13, "Permission denied", str(path))

@@ -13,7 +13,7 @@ import foramflow.train.export as export
 import foramflow.train.top as top_module
 import foramflow.train.transfer as transfer
 from foramflow.bundle import Bundle
-from foramflow.classify.quantize import quantize_bundle
+from foramflow.bundle.quantize import quantize_bundle
 from foramflow.imaging.preprocess import load_and_preprocess
 from foramflow.models.registry import create_model
 from foramflow.models.top_tuned import dihedral_views

@@ -22,12 +22,6 @@ import pandas as pd
 from scipy import stats
 
 DEFAULT_MAX_DISTANCE = 0.25
-REFERENCE_QUANTILES = np.linspace(0.0, 1.0, 101)
-
-
-def top_probability_reference(top_probabilities) -> list[float]:
-    """Quantiles (0, 0.01, …, 1) of a set of top probabilities, small enough for model.json."""
-    return [float(q) for q in np.quantile(np.asarray(top_probabilities), REFERENCE_QUANTILES)]
 
 
 def drift_table(

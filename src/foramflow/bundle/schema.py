@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from foramflow.classify.decisions import validate_threshold
+from foramflow.bundle.decisions import validate_threshold
 from foramflow.errors import ForamflowError
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.io.class_names import distinct_class_names

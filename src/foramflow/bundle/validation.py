@@ -20,6 +20,14 @@ from foramflow.bundle.schema import MODEL_FILE, VALIDATION_FILE, BundleError
 from foramflow.io.files import atomic_write
 from foramflow.io.limits import MAX_ARRAY_BYTES, FileRefused, open_zip, read_npz
 
+#: The quantiles of the top probabilities kept in model.json as the drift reference.
+REFERENCE_QUANTILES = np.linspace(0.0, 1.0, 101)
+
+
+def top_probability_reference(top_probabilities) -> list[float]:
+    """Quantiles (0, 0.01, …, 1) of a set of top probabilities, small enough for model.json."""
+    return [float(q) for q in np.quantile(np.asarray(top_probabilities), REFERENCE_QUANTILES)]
+
 
 @dataclass(frozen=True)
 class ValidationSet:

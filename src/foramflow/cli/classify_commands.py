@@ -195,7 +195,7 @@ def _name_faster_sibling(bundle_path: Path) -> None:
 def _print_summary(result) -> None:
     from rich.table import Table
 
-    from foramflow.classify.decisions import ERROR, UNSURE
+    from foramflow.bundle.decisions import ERROR, UNSURE
 
     counts, run = result.counts, result.run
     labels = [c for c in counts.columns if c not in ("depth", UNSURE, ERROR)]

@@ -314,7 +314,7 @@ def evaluate_on_core(
     progress: Progress,
 ) -> dict:
     """Score the predictions for the core's crops against the particles they came from."""
-    from foramflow.classify.decisions import UNSURE
+    from foramflow.bundle.decisions import UNSURE
     from foramflow.classify.store import PREDICTIONS_FILE
 
     task = progress.task("scoring crops", 1)

@@ -8,8 +8,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from foramflow import __version__
 from foramflow.evaluate.report import png_data_uri
+from foramflow.version import __version__
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("foramflow.demo", "templates"),

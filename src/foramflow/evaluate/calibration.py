@@ -35,11 +35,11 @@ import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax
 
-from foramflow.abundance.drift import top_probability_reference
 from foramflow.bundle.engine import Engine, apply_temperature
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.predict import predict_paths
 from foramflow.bundle.schema import TEMPERATURE_RANGE, BundleError, Calibration
+from foramflow.bundle.validation import top_probability_reference
 from foramflow.errors import ForamflowError
 
 MIN_THRESHOLD = 0.501  # the classify rule needs a threshold above 0.5
