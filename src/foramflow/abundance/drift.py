@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from foramflow.io.class_names import UNSURE
+
 DEFAULT_MAX_DISTANCE = 0.25
 
 
@@ -56,7 +58,7 @@ def drift_table(
         rows[sample] = {
             "images": len(scores),
             "mean_top_probability": scores.mean(),
-            "unsure_fraction": float((group["status"] == "unsure").mean()),
+            "unsure_fraction": float((group["status"] == UNSURE).mean()),
             "ks_distance": distance,
             "flagged": bool(distance > max_distance),
         }

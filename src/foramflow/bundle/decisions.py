@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-UNSURE = "unsure"
+from foramflow.io.class_names import UNSURE
+
 OK, ERROR = "ok", "error"
 
 

@@ -73,7 +73,8 @@ def available_cores() -> int:
 
 @functools.cache
 def cpu_has_bf16() -> bool:
-    """True where OpenVINO can compute in bf16 natively on this CPU (asked once)."""
+    """True where this CPU computes bf16 natively (asked of OpenVINO, once): the one test of
+    the capability, for inference and for training's autocast alike; without OpenVINO, False."""
     try:
         import openvino as ov
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from foramflow.errors import ForamflowError
+from foramflow.imaging.scale import DEFAULT_PIXELS_PER_MM
 from foramflow.io.files import prepare_output_dir
 from foramflow.io.images import ImageReadError, printable_path
 from foramflow.progress import Progress, Quiet
@@ -295,7 +296,7 @@ def segment_folder(
     images: str | Path | Sequence[str | Path],
     out: str | Path,
     *,
-    pixels_per_mm: float = 1159.4,
+    pixels_per_mm: float = DEFAULT_PIXELS_PER_MM,
     threshold: float | str = "auto",
     background: str | Path | None = None,
     min_area_um2: float = 3000.0,

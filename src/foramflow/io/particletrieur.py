@@ -45,11 +45,11 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse as _safe_parse
 
 from foramflow.errors import ForamflowError
+from foramflow.io.class_names import UNSURE
 from foramflow.io.files import atomic_write
 from foramflow.io.limits import MAX_TABLE_BYTES, FileRefused, check_size
 
 UNLABELED = "unlabeled"
-UNSURE = "unsure"
 RESERVED_LABELS = (UNLABELED, UNSURE)
 AUTO = "auto"  # ParticleTrieur's tag of an image a network classified
 _INDEX1 = "index1"  # also a parameter: ParticleTrieur takes it as the depth on import

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from foramflow.errors import ForamflowError, InvalidInput
 from foramflow.io.class_names import (
+    UNSURE,
     ClassNameError,
     canonical_class_name,
     class_key,
@@ -42,7 +43,7 @@ from foramflow.io.limits import MAX_TABLE_BYTES, check_size
 
 STORE_FILE = "foramflow-labels.sqlite"
 # The labels ParticleTrieur projects use for "no class" and "below the threshold".
-PARTICLETRIEUR_MARKERS = ("unlabeled", "unsure")
+PARTICLETRIEUR_MARKERS = ("unlabeled", UNSURE)
 MAX_SAMPLE_NAME = 200
 STATUSES = ("unlabelled", "predicted", "validated")
 TARGET_PER_CLASS = 200  # images per class the method aims for (method §2)
