@@ -146,7 +146,7 @@ def segment_image(
     Parameters
     ----------
     image : (H, W) or (H, W, 3) float in [0, 1].
-    pixels_per_mm : optical resolution (DEFAULT_PIXELS_PER_MM, that of the set-up of Marchant et al. 2020).
+    pixels_per_mm : optical resolution (default: that of Marchant et al. 2020).
     threshold : ``"auto"`` (Otsu) or a background-deviation level in [0, 1].
     background : image of the empty tray, for a per-pixel background model.
     min_area_um2 : smaller regions are dropped as ``too_small``; the default, 3000 µm²,
