@@ -14,6 +14,7 @@ from foramflow.bundle.engine import (
 )
 from foramflow.bundle.quantize import quantize_bundle
 from foramflow.classify.runner import classify_folder
+from foramflow.progress import Recorded
 
 pytestmark = pytest.mark.usefixtures("small_checks_suffice")
 
@@ -65,9 +66,10 @@ def test_int8_weights_keep_to_seven_bits_so_cpus_without_vnni_do_not_overflow(ki
 
 
 def test_classify_asks_for_int8_quantises_on_its_own_images(bundle, tree, tmp_path):
-    messages = []
+    progress = Recorded()
+    messages = progress.messages
     result = classify_folder(
-        bundle, tree, tmp_path / "out", precision="int8", workers=0, log=messages.append
+        bundle, tree, tmp_path / "out", precision="int8", workers=0, progress=progress
     )
     assert result.run["model_file"] == "model.int8.onnx"
     assert any("top-1 agreement with fp32 100.00%" in m for m in messages)
@@ -96,10 +98,9 @@ def test_auto_keeps_fp32_when_the_int8_model_agrees_too_little(bundle, tree):
 def test_int8_asked_for_again_is_warned_of_again_when_it_agrees_too_little(bundle, tree, tmp_path):
     record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
     update_bundle_meta(bundle, int8={**record, "top1_agreement": 0.40})
-    messages = []
-    classify_folder(
-        bundle, tree, tmp_path / "out", precision="int8", workers=0, log=messages.append
-    )
+    progress = Recorded()
+    messages = progress.messages
+    classify_folder(bundle, tree, tmp_path / "out", precision="int8", workers=0, progress=progress)
     assert any("int8: top-1 agreement with fp32 40.00%" in m for m in messages)
     assert any(m.startswith("warning: below 99.5%") for m in messages)
 
@@ -110,18 +111,18 @@ def test_int8_model_made_by_an_older_method_is_made_again_when_asked_for(kit, tr
     bundle = kit.write_bundle(tmp_path / "bundle", conv=True)
     record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
     update_bundle_meta(bundle, int8={**record, "method": "full-range int8 weights"})
-    messages = []
-    classify_folder(
-        bundle, tree, tmp_path / "out", precision="int8", workers=0, log=messages.append
-    )
+    progress = Recorded()
+    messages = progress.messages
+    classify_folder(bundle, tree, tmp_path / "out", precision="int8", workers=0, progress=progress)
     assert any("made another way (full-range int8 weights)" in m for m in messages)
     assert json.loads((bundle / "model.json").read_text())["int8"]["method"] == METHOD
 
 
 def test_bf16_agreement_is_measured_once_and_used_by_auto(kit, bundle, tree, tmp_path):
-    messages = []
+    progress = Recorded()
+    messages = progress.messages
     result = classify_folder(
-        bundle, tree, tmp_path / "bf16", precision="bf16", workers=0, log=messages.append
+        bundle, tree, tmp_path / "bf16", precision="bf16", workers=0, progress=progress
     )
     assert result.run["precision"] == "bf16"
     record = json.loads((bundle / "model.json").read_text())["bf16"]

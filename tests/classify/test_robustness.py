@@ -15,6 +15,8 @@ import pytest
 
 from foramflow.classify.runner import classify_folder
 from foramflow.classify.store import RunStore
+from foramflow.progress import Recorded
+from interrupting import InterruptAt
 
 pytestmark = pytest.mark.usefixtures("small_checks_suffice")
 
@@ -32,15 +34,8 @@ def predictions(out) -> pd.DataFrame:
 
 def interrupt_after_first_chunk(bundle, tree, out, chunk_size=3):
     """Leave a results folder as a run stopped after writing one chunk leaves it."""
-    calls = []
-
-    def stop(n):
-        calls.append(n)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run(bundle, tree, out, chunk_size=chunk_size, on_images=stop)
+        run(bundle, tree, out, chunk_size=chunk_size, progress=InterruptAt(2))
     assert len(list((out / "chunks").glob("*.parquet"))) == 1
 
 
@@ -76,8 +71,9 @@ def test_counts_add_up_to_the_images_found(bundle, tree, tmp_path):
 
 def test_folder_link_loop_is_listed_as_skipped_and_the_run_goes_on(bundle, tree, tmp_path):
     (tree / "S2" / "more").symlink_to("more")
-    messages = []
-    result = run(bundle, tree, tmp_path / "out", log=messages.append)
+    progress = Recorded()
+    messages = progress.messages
+    result = run(bundle, tree, tmp_path / "out", progress=progress)
     assert result.run["n_images"] == 13
     assert any("skipped S2/more" in m and "symbolic link loop" in m for m in messages)
     recorded = json.loads((tmp_path / "out" / "run.json").read_text())["skipped"]
@@ -156,8 +152,9 @@ def test_chunks_without_run_json_from_another_bundle_are_not_reused(kit, bundle,
     (out / "manifest.parquet").unlink()
 
     other = kit.write_bundle(tmp_path / "other", steepness=5.0)
-    messages = []
-    result = run(other, tree, out, chunk_size=3, log=messages.append)
+    progress = Recorded()
+    messages = progress.messages
+    result = run(other, tree, out, chunk_size=3, progress=progress)
     assert result.n_resumed == 0
     assert not any("resuming" in m for m in messages)
     run(other, tree, tmp_path / "clean")
@@ -228,8 +225,9 @@ def test_read_only_bundle_on_a_bf16_cpu_keeps_its_check_in_the_user_cache(
 ):
     cpu_without_bf16(True)
     before = bundle_state(read_only_bundle)
-    messages = []
-    result = run(read_only_bundle, tree, tmp_path / "a", log=messages.append)
+    progress = Recorded()
+    messages = progress.messages
+    result = run(read_only_bundle, tree, tmp_path / "a", progress=progress)
     assert result.run["precision"] == "bf16"
     assert any("checking bf16" in m for m in messages)
     assert bundle_state(read_only_bundle) == before
@@ -237,7 +235,7 @@ def test_read_only_bundle_on_a_bf16_cpu_keeps_its_check_in_the_user_cache(
     assert json.loads(record.read_text())["bf16"]["top1_agreement"] == 1.0
 
     messages.clear()
-    again = run(read_only_bundle, tree, tmp_path / "b", log=messages.append)
+    again = run(read_only_bundle, tree, tmp_path / "b", progress=progress)
     assert again.run["precision"] == "bf16"
     assert not any("checking bf16" in m for m in messages)  # measured once per bundle
 
@@ -279,8 +277,9 @@ def test_zipped_bundle_keeps_its_bf16_check_in_the_user_cache(
             zipped.write(path, f"bundle/{path.name}")
     cpu_without_bf16(True)
     run(archive, tree, tmp_path / "a")
-    messages = []
-    result = run(archive, tree, tmp_path / "b", log=messages.append)
+    progress = Recorded()
+    messages = progress.messages
+    result = run(archive, tree, tmp_path / "b", progress=progress)
     assert result.run["precision"] == "bf16"
     assert not any("checking bf16" in m for m in messages)
 

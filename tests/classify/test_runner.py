@@ -9,6 +9,7 @@ import pytest
 
 from foramflow.classify.runner import RunMismatchError, classify_folder
 from foramflow.classify.samples import SampleRule
+from interrupting import InterruptAt
 
 
 def run(bundle, images, out, **options):
@@ -119,15 +120,8 @@ def test_depths_from_a_table_are_in_every_output(bundle, tree, tmp_path):
 
 def test_interrupted_run_resumes_without_loss_or_double_counting(bundle, tree, tmp_path):
     out = tmp_path / "out"
-    seen = []
-
-    def stop_after_two_chunks(n):
-        seen.append(n)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(bundle, tree, out, chunk_size=3, on_images=stop_after_two_chunks)
+    with pytest.raises(KeyboardInterrupt):  # at the second chunk
+        run(bundle, tree, out, chunk_size=3, progress=InterruptAt(2))
     assert len(list((out / "chunks").glob("*.parquet"))) == 1  # the second was never written
     result = run(bundle, tree, out, chunk_size=3)
     assert result.n_resumed == 3

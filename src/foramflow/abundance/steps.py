@@ -56,7 +56,7 @@ class _Inputs:
 
 
 def estimate_abundance(
-    results_dir: str | Path,
+    results: str | Path,
     out: str | Path,
     *,
     groups: str | Path | Grouping | None = None,
@@ -78,7 +78,7 @@ def estimate_abundance(
 
     Parameters
     ----------
-    results_dir
+    results
         Folder of a classification run (``predictions.parquet``, ``run.json``).
     groups
         Groups file (YAML mapping classes to groups, and names left out of the
@@ -107,7 +107,7 @@ def estimate_abundance(
         known abundances (``sample, taxon, fraction``) drawn in the figure.
     """
     progress = progress or Quiet()
-    results_dir, out = Path(results_dir), Path(out)
+    results_dir, out = Path(results), Path(out)
     _check_intervals(level, interval)
     inputs = _read_inputs(results_dir, groups, ratios, human, age_model, bootstrap)
     analysis.stated_depth_unit(

@@ -46,7 +46,7 @@ def ensure_precision(
         log("warning: this CPU has no native bf16; bf16 inference will be slow here")
     wants_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
     if wants_bf16 and _bf16_needs_check(bundle.meta.bf16, bundle):
-        log("checking bf16 inference against fp32 on the images to classify")
+        log("checking bf16 inference against fp32 on images from this folder")
         record = measure_bf16(bundle, paths)
         if enough_evidence(record):
             _report_kept(log, "bf16 record", bundle, records.keep(BF16_RECORD, record))
@@ -67,10 +67,10 @@ def ensure_precision(
     if problem is None:
         log(
             f"the bundle's int8 model was made another way ({bundle.meta.int8.method}): "
-            "calibrating a new one on the images to classify"
+            "calibrating a new one on images from this folder"
         )
     else:
-        log(f"{problem}: calibrating one on the images to classify")
+        log(f"{problem}: calibrating one on images from this folder")
     folder = records.make(INT8_RECORD, lambda place: quantize_into(bundle, paths, place))
     if folder is None:
         raise OutputError(

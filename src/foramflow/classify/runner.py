@@ -41,6 +41,7 @@ from foramflow.classify.store import (
 from foramflow.classify.tables import CountTable, prediction_schema, relative_abundance
 from foramflow.errors import ForamflowError, InputNotFound
 from foramflow.io.files import prepare_output_dir
+from foramflow.progress import Progress, Quiet
 from foramflow.version import __version__
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -66,9 +67,9 @@ class ClassifyResult:
 
 
 def classify_folder(
-    bundle_path: str | Path,
-    images_dir: str | Path,
-    out_dir: str | Path,
+    bundle: str | Path,
+    images: str | Path,
+    out: str | Path,
     *,
     threshold: float | None = None,
     samples: SampleRule = SampleRule(),
@@ -78,11 +79,10 @@ def classify_folder(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     scheduler=None,
     overwrite: bool = False,
-    log: Callable[[str], None] = lambda message: None,
-    on_start: Callable[[int, int], None] = lambda total, done: None,
-    on_images: Callable[[int], None] = lambda n: None,
+    progress: Progress | None = None,
 ) -> ClassifyResult:
-    """Classify all images under ``images_dir`` with a model bundle; write to ``out_dir``.
+    """Classify all images under the folder ``images`` with the bundle ``bundle``; write the
+    results folder ``out``.
 
     Parameters
     ----------
@@ -94,11 +94,11 @@ def classify_folder(
         How the sample (and depth) of an image is decided; default its first folder.
     precision
         "fp32"; "bf16" (OpenVINO); "int8" (quantises the bundle's network first if it has
-        no int8 copy, calibrated on images from ``images_dir``); or "auto": bf16 on a CPU
+        no int8 copy, calibrated on images from ``images``); or "auto": bf16 on a CPU
         that computes it natively, else int8 when the bundle has a copy, each only when
         its top-1 agreement with fp32 is at least 99.5 % on at least 200 images, for this
         very network (bf16's, close calls recomputed in fp32, is measured on images from
-        ``images_dir`` the first time), else fp32. An int8 copy that is not the file that
+        ``images`` the first time), else fp32. An int8 copy that is not the file that
         was checked is made again.
     workers
         Decoding processes on this machine (default: one per core; 0 decodes in-process).
@@ -106,9 +106,10 @@ def classify_folder(
         A Dask scheduler address (``tcp://host:port``), cluster object or Client: run the
         chunks on that cluster instead of this machine.
     overwrite
-        Discard an earlier run in ``out_dir`` instead of refusing when it differs.
-    log, on_start, on_images
-        Callbacks for messages, the number of images in all and already done, and progress.
+        Discard an earlier run in ``out`` instead of refusing when it differs.
+    progress
+        Receives the messages (warnings start ``warning:``) and one task, "classifying", whose
+        total is the number of images and whose count starts at those an earlier run did.
 
     Notes
     -----
@@ -118,13 +119,15 @@ def classify_folder(
     if batch_size < 1 or chunk_size < 1:
         raise ValueError("batch size and chunk size must be at least 1")
     started = time.perf_counter()
-    bundle = _open_bundle(bundle_path, log)
+    progress = progress or Quiet()
+    log = _messages_to(progress)
+    bundle = _open_bundle(bundle, log)
     rule = _decision_rule(bundle, threshold)
-    images_dir = Path(images_dir).resolve()
+    images_dir = Path(images).resolve()
     manifest, skipped = build_manifest(images_dir, samples)
     for path, reason in skipped:
         log(f"skipped {path}: {reason}")
-    store = RunStore(prepare_output_dir(out_dir), depth_unit=samples.depth_unit())
+    store = RunStore(prepare_output_dir(out), depth_unit=samples.depth_unit())
     earlier = None if overwrite else store.read_run()
     precision = _choose_precision(bundle, precision, earlier, images_dir, manifest, store, log)
     job = _describe_job(bundle, precision, rule, images_dir, manifest, samples)
@@ -143,8 +146,13 @@ def classify_folder(
         engine = Engine(bundle, precision=job["precision"], cuts=rule.per_class)
     backend = _Backend(bundle, job, engine, rule, images_dir, workers, batch_size, scheduler)
     run = _start_run(store, job, earlier, chunk_size, manifest, skipped)
-    n_resumed = _classify_chunks(store, run, manifest, backend, log, on_start, on_images)
+    n_resumed = _classify_chunks(store, run, manifest, backend, log, progress)
     return _finish_run(store, run, manifest, bundle.labels, n_resumed, started)
+
+
+def _messages_to(progress: Progress) -> Callable[[str], None]:
+    """The run's messages as the progress object's, those starting ``warning:`` as warnings."""
+    return lambda text: progress.message(text, warning=text.startswith("warning:"))
 
 
 def _open_bundle(bundle_path: str | Path, log) -> Bundle:
@@ -247,8 +255,7 @@ def _classify_chunks(
     manifest: pd.DataFrame,
     backend: _Backend,
     log,
-    on_start,
-    on_images,
+    progress: Progress,
 ) -> int:
     """Classify and write the chunks an earlier run did not finish; return the number of
     images it had classified."""
@@ -264,10 +271,12 @@ def _classify_chunks(
     n_resumed = sum(len(_chunk_rows(manifest, i, chunk_size)) for i in done)
     if done:
         log(f"resuming: {n_resumed} of {len(manifest)} images were classified by an earlier run")
-    on_start(len(manifest), n_resumed)
+    task = progress.task("classifying", len(manifest))
+    task.update(completed=n_resumed)
     todo = ((i, _chunk_rows(manifest, i, chunk_size)) for i in range(n_chunks) if i not in done)
-    for index, table in backend.run(todo, on_images, log):
+    for index, table in backend.run(todo, task.advance, log):
         store.write_chunk(index, table, fingerprint)
+    task.done()
     return n_resumed
 
 

@@ -289,14 +289,12 @@ def classify_crops(
     from foramflow.classify.runner import classify_folder
     from foramflow.classify.samples import SampleRule
 
-    task = progress.task("classifying crops", None)
     result = classify_folder(
         bundle_dir,
         crops_dir,
         classify_dir,
         samples=SampleRule(table=str(crops_dir / SAMPLE_DEPTHS_FILE)),
-        on_start=lambda total, done: task.update(total=total, completed=done),
-        on_images=task.advance,
+        progress=progress,
     )
     return {
         "images": int(result.run["n_images"]),
