@@ -52,9 +52,9 @@ def test_cluster_uses_an_int8_model_kept_outside_a_zipped_bundle(cluster, bundle
         for path in bundle.iterdir():
             zipped.write(path, path.name)
     local = classify_folder(archive, tree, tmp_path / "local", precision="int8", workers=0)
-    assert Path(local.run["model_file"]).is_absolute()  # in the user cache, not in the zip
+    assert Path(local.run.model_file).is_absolute()  # in the user cache, not in the zip
     remote = classify_folder(
         archive, tree, tmp_path / "dask", precision="int8", scheduler=cluster.scheduler_address
     )
-    assert remote.run["model_file"] == local.run["model_file"]
+    assert remote.run.model_file == local.run.model_file
     pd.testing.assert_frame_equal(local.counts, remote.counts)

@@ -41,7 +41,7 @@ def test_int8_copy_is_recorded_and_used_by_auto(kit, bundle, tree, tmp_path):
     assert resolve_precision(Bundle.load(bundle), "auto") == ("int8", "model.int8.onnx")
 
     result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
-    assert result.run["precision"] == "int8"
+    assert result.run.precision == "int8"
     counts = result.counts[[*kit.labels, "unsure"]]
     expected = pd.DataFrame(kit.expected_counts, index=[*kit.labels, "unsure", "error"]).T
     pd.testing.assert_frame_equal(counts, expected[counts.columns], check_names=False)
@@ -71,7 +71,7 @@ def test_classify_asks_for_int8_quantises_on_its_own_images(bundle, tree, tmp_pa
     result = classify_folder(
         bundle, tree, tmp_path / "out", precision="int8", workers=0, progress=progress
     )
-    assert result.run["model_file"] == "model.int8.onnx"
+    assert result.run.model_file == "model.int8.onnx"
     assert any("top-1 agreement with fp32 100.00%" in m for m in messages)
 
 
@@ -83,7 +83,7 @@ def test_zipped_bundle_classifies_like_the_folder(kit, bundle, tree, tmp_path):
     result = classify_folder(archive, tree, tmp_path / "out", workers=0)
     reference = classify_folder(bundle, tree, tmp_path / "ref", workers=0)
     pd.testing.assert_frame_equal(result.counts, reference.counts)
-    assert result.run["bundle_hash"] == reference.run["bundle_hash"]
+    assert result.run.bundle_hash == reference.run.bundle_hash
     with pytest.raises(BundleError, match="bundle folder"):
         quantize_bundle(archive, sorted(tree.rglob("*.png")))
 
@@ -124,7 +124,7 @@ def test_bf16_agreement_is_measured_once_and_used_by_auto(kit, bundle, tree, tmp
     result = classify_folder(
         bundle, tree, tmp_path / "bf16", precision="bf16", workers=0, progress=progress
     )
-    assert result.run["precision"] == "bf16"
+    assert result.run.precision == "bf16"
     record = json.loads((bundle / "model.json").read_text())["bf16"]
     assert record["check_images"] == len(list(tree.rglob("*.png")))
     assert record["top1_agreement"] == 1.0  # dark and bright are never close calls
@@ -197,13 +197,13 @@ def test_a_bf16_record_without_rechecked_agreement_is_measured_again(
     record = json.loads((bundle / "model.json").read_text())["bf16"]
     assert record["check_images"] == len(list(tree.rglob("*.png")))
     assert record["rechecked_agreement"] == 1.0
-    assert result.run["precision"] == "bf16"
+    assert result.run.precision == "bf16"
 
 
 def test_auto_on_a_bf16_cpu_checks_the_bundle_first(bundle, tree, tmp_path, cpu_without_bf16):
     cpu_without_bf16(True)
     result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
-    assert result.run["precision"] == "bf16"
+    assert result.run.precision == "bf16"
     assert json.loads((bundle / "model.json").read_text())["bf16"]["top1_agreement"] == 1.0
 
 

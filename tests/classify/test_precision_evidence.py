@@ -52,14 +52,14 @@ def test_an_int8_check_on_two_images_is_reported_but_never_used_by_auto(
     progress = Recorded()
     messages = progress.messages
     asked = run(archive, tiny, tmp_path / "a", precision="int8", progress=progress)
-    assert asked.run["precision"] == "int8"  # asked for: used, and said to be thin
+    assert asked.run.precision == "int8"  # asked for: used, and said to be thin
     assert any("checked on 1 images, fewer than the 200" in m for m in messages)
     (kept,) = user_cache.glob("foramflow/bundles/*/model.json")
     assert json.loads(kept.read_text())["int8"]["check_images"] == 1
 
     copy = zipped(bundle, tmp_path / "copy.zip")
-    assert run(copy, tiny, tmp_path / "b").run["precision"] == "fp32"
-    assert run(archive, tiny, tmp_path / "c").run["precision"] == "fp32"
+    assert run(copy, tiny, tmp_path / "b").run.precision == "fp32"
+    assert run(archive, tiny, tmp_path / "c").run.precision == "fp32"
 
 
 def test_an_int8_check_on_200_images_is_used_by_auto(kit, bundle, tmp_path):
@@ -71,7 +71,7 @@ def test_an_int8_check_on_200_images_is_used_by_auto(kit, bundle, tmp_path):
     assert record["check_images"] == MIN_CHECK_IMAGES
     assert not any("fewer than" in m for m in messages)
     assert resolve_precision(Bundle.load(bundle), "auto") == ("int8", "model.int8.onnx")
-    assert run(bundle, images, tmp_path / "b").run["precision"] == "int8"
+    assert run(bundle, images, tmp_path / "b").run.precision == "int8"
 
 
 def test_a_bf16_check_on_few_images_is_not_kept(bundle, tree, tmp_path, cpu_without_bf16):
@@ -79,10 +79,10 @@ def test_a_bf16_check_on_few_images_is_not_kept(bundle, tree, tmp_path, cpu_with
     progress = Recorded()
     messages = progress.messages
     result = run(bundle, tree, tmp_path / "a", precision="bf16", progress=progress)
-    assert result.run["precision"] == "bf16"
+    assert result.run.precision == "bf16"
     assert "bf16" not in json.loads((bundle / "model.json").read_text())
     assert any("bf16: checked on 13 images, fewer than the 200" in m for m in messages)
-    assert run(bundle, tree, tmp_path / "b").run["precision"] == "fp32"
+    assert run(bundle, tree, tmp_path / "b").run.precision == "fp32"
 
 
 def test_a_record_made_for_another_network_is_not_used_by_auto(
@@ -121,7 +121,7 @@ def test_a_corrupt_cached_int8_model_is_rebuilt(kit, bundle, tree, tmp_path, use
         progress = Recorded()
         messages = progress.messages
         again = run(archive, tree, tmp_path / out, precision=precision, progress=progress)
-        assert again.run["precision"] == "int8"
+        assert again.run.precision == "int8"
         assert any("calibrating one on images from this folder" in m for m in messages)
         assert cached.read_bytes() == good  # made again, the same way
         pd.testing.assert_frame_equal(again.counts, first.counts)

@@ -101,7 +101,7 @@ def test_bad_images_get_status_error_and_the_run_completes(bundle, tree, tmp_pat
     assert math.isnan(bad["score"]) and math.isnan(bad["prob_dark"])
     assert result.counts.loc["S1", "error"] == 2
     assert result.counts.loc["S1", "dark"] == 3  # the good images are still counted
-    assert result.run["n_errors"] == 3
+    assert result.run.n_errors == 3
 
 
 def test_depths_from_a_table_are_in_every_output(bundle, tree, tmp_path):
@@ -152,5 +152,5 @@ def test_changed_inputs_or_bundle_are_reported_not_mixed(kit, bundle, tree, tmp_
         run(bundle, tree, out, threshold=0.9)
 
     result = run(bundle, tree, out, overwrite=True)
-    assert result.run["n_images"] == 12
+    assert result.run.n_images == 12
     assert result.counts.loc["S3", "bright"] == 3

@@ -24,12 +24,9 @@ from foramflow.abundance.inputs import AbundanceError
 from foramflow.abundance.intervals import INTERVAL_METHODS
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.schema import BundleError, Calibration
+from foramflow.classify.results import PREDICTIONS_FILE, read_run
 from foramflow.io.files import prepare_output_dir
-from foramflow.io.limits import read_json_object
 from foramflow.progress import Progress, Quiet
-
-PREDICTIONS_FILE = "predictions.parquet"
-RUN_FILE = "run.json"
 
 
 @dataclass
@@ -197,9 +194,9 @@ def _load_bundle(
     """The model bundle's path (given, or named in run.json) and the bundle; None, with a
     warning, when it cannot be loaded."""
     path = Path(bundle) if bundle else None
-    if path is None and (results_dir / RUN_FILE).is_file():
-        named = read_json_object(results_dir / RUN_FILE, what=RUN_FILE).get("bundle", "")
-        path = Path(named) if isinstance(named, str) and named else None
+    if path is None:
+        record = read_run(results_dir)
+        path = Path(record.bundle) if record is not None and record.bundle else None
     if path is None:
         return None, None
     try:

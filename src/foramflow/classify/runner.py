@@ -28,11 +28,9 @@ from foramflow.bundle.folder import Bundle
 from foramflow.bundle.precision import ensure_precision
 from foramflow.bundle.records import PrecisionRecords
 from foramflow.classify.local import run_local
+from foramflow.classify.results import ABUNDANCE_FILE, COUNTS_FILE, PREDICTIONS_FILE, RunRecord
 from foramflow.classify.samples import SampleRule, assign_samples, find_images
 from foramflow.classify.store import (
-    ABUNDANCE_FILE,
-    COUNTS_FILE,
-    PREDICTIONS_FILE,
     RunStore,
     describe_changes,
     manifest_hash,
@@ -56,7 +54,7 @@ class ClassifyResult:
     """What a run produced: the results folder, its run record, counts and failed images."""
 
     out_dir: Path
-    run: dict
+    run: RunRecord
     counts: pd.DataFrame
     errors: pd.DataFrame  # path, error
     n_resumed: int
@@ -133,7 +131,7 @@ def classify_folder(
     job = _describe_job(bundle, precision, rule, images_dir, manifest, samples)
     if earlier is not None:
         _check_same_job(earlier, job, store, manifest)
-        chunk_size = int(earlier["chunk_size"])
+        chunk_size = int(earlier.chunk_size)
     elif overwrite:
         store.clear()
     if _is_complete(earlier, store):
@@ -176,7 +174,7 @@ def _decision_rule(bundle: Bundle, threshold: float | None) -> DecisionRule:
 def _choose_precision(
     bundle: Bundle,
     precision: str,
-    earlier: dict | None,
+    earlier: RunRecord | None,
     images_dir: Path,
     manifest: pd.DataFrame,
     store: RunStore,
@@ -186,8 +184,8 @@ def _choose_precision(
     precision is checked first (see :func:`foramflow.bundle.precision.ensure_precision`)."""
     records = PrecisionRecords(bundle, store.root)
     records.attach()
-    if precision == "auto" and earlier is not None:
-        precision = earlier.get("precision", precision)
+    if precision == "auto" and earlier is not None and earlier.precision is not None:
+        precision = earlier.precision
     paths = [images_dir / p for p in manifest.loc[manifest["problem"] == "", "path"]]
     return ensure_precision(bundle, precision, paths, log, records)
 
@@ -216,10 +214,10 @@ def _describe_job(
     }
 
 
-def _is_complete(earlier: dict | None, store: RunStore) -> bool:
+def _is_complete(earlier: RunRecord | None, store: RunStore) -> bool:
     return (
         earlier is not None
-        and earlier.get("state") == "complete"
+        and earlier.state == "complete"
         and store.path(PREDICTIONS_FILE).is_file()
     )
 
@@ -227,31 +225,33 @@ def _is_complete(earlier: dict | None, store: RunStore) -> bool:
 def _start_run(
     store: RunStore,
     job: dict,
-    earlier: dict | None,
+    earlier: RunRecord | None,
     chunk_size: int,
     manifest: pd.DataFrame,
     skipped: list[tuple[str, str]],
-) -> dict:
+) -> RunRecord:
     """Write the run record (and, for a new run, the input list); return the record."""
     store.prepare()
     if earlier is None:
         store.write_manifest(manifest)
-    run = {
-        **job,
-        "chunk_size": chunk_size,
-        "fingerprint": run_fingerprint(job, chunk_size),
-        "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
-        "state": "running",
-        "started": (earlier or {}).get("started", _now()),
-        "foramflow": __version__,
-    }
+    run = RunRecord.model_validate(
+        {
+            **job,
+            "chunk_size": chunk_size,
+            "fingerprint": run_fingerprint(job, chunk_size),
+            "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+            "state": "running",
+            "started": (earlier.started if earlier is not None else None) or _now(),
+            "foramflow": __version__,
+        }
+    )
     store.write_run(run)
     return run
 
 
 def _classify_chunks(
     store: RunStore,
-    run: dict,
+    run: RunRecord,
     manifest: pd.DataFrame,
     backend: _Backend,
     log,
@@ -259,7 +259,7 @@ def _classify_chunks(
 ) -> int:
     """Classify and write the chunks an earlier run did not finish; return the number of
     images it had classified."""
-    chunk_size, fingerprint = run["chunk_size"], run["fingerprint"]
+    chunk_size, fingerprint = run.chunk_size, run.fingerprint
     n_chunks = math.ceil(len(manifest) / chunk_size)
     done, n_foreign = store.finished_chunks(fingerprint)
     done &= set(range(n_chunks))
@@ -282,16 +282,16 @@ def _classify_chunks(
 
 def _finish_run(
     store: RunStore,
-    run: dict,
+    run: RunRecord,
     manifest: pd.DataFrame,
     labels: list[str],
     n_resumed: int,
     started: float,
 ) -> ClassifyResult:
     """Merge the chunks, count, and mark the run complete."""
-    n_chunks = math.ceil(len(manifest) / run["chunk_size"])
-    counts, errors, n_unsure = _merge(store, n_chunks, labels, len(manifest), run["fingerprint"])
-    run.update(
+    n_chunks = math.ceil(len(manifest) / run.chunk_size)
+    counts, errors, n_unsure = _merge(store, n_chunks, labels, len(manifest), run.fingerprint)
+    run = run.with_fields(
         state="complete",
         finished=_now(),
         n_errors=len(errors),
@@ -325,21 +325,21 @@ def _suffixes() -> str:
     return ", ".join(sorted(IMAGE_SUFFIXES))
 
 
-def _check_same_job(earlier: dict, job: dict, store: RunStore, manifest: pd.DataFrame) -> None:
+def _check_same_job(earlier: RunRecord, job: dict, store: RunStore, manifest: pd.DataFrame) -> None:
     reasons = []
-    if earlier.get("bundle_hash") != job["bundle_hash"]:
+    if earlier.bundle_hash != job["bundle_hash"]:
         reasons.append(
-            f"the model differs (bundle {earlier.get('bundle')}, {earlier.get('precision')}, "
-            f"hash {str(earlier.get('bundle_hash'))[:12]} then; {job['bundle']}, "
+            f"the model differs (bundle {earlier.bundle}, {earlier.precision}, "
+            f"hash {str(earlier.bundle_hash)[:12]} then; {job['bundle']}, "
             f"{job['precision']}, hash {job['bundle_hash'][:12]} now)"
         )
-    if earlier.get("input_hash") != job["input_hash"]:
+    if earlier.input_hash != job["input_hash"]:
         old = store.read_manifest()
         changes = describe_changes(old, manifest) if old is not None else "no input list stored"
         reasons.append(f"the input images differ: {changes}")
     for key in ("threshold", "class_thresholds", "depth_unit"):
-        if earlier.get(key) != job[key]:
-            reasons.append(f"{key} was {earlier.get(key)}, now {job[key]}")
+        if getattr(earlier, key) != job[key]:
+            reasons.append(f"{key} was {getattr(earlier, key)}, now {job[key]}")
     if reasons:
         raise RunMismatchError(
             f"{store.root} holds another run: {'; '.join(reasons)}. Choose another --out, "
@@ -422,12 +422,12 @@ def _with_depth(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(depth=float("nan"))[["depth", *table.columns]]
 
 
-def _result_from_predictions(store: RunStore, run: dict, labels: list[str]) -> ClassifyResult:
+def _result_from_predictions(store: RunStore, run: RunRecord, labels: list[str]) -> ClassifyResult:
     table = store.read_predictions(["path", "sample", "depth", "class", "status", "error"])
     counts = CountTable(labels)
     counts.add(table)
     errors = table.filter(pc.equal(table["status"], ERROR)).select(["path", "error"]).to_pandas()
-    return ClassifyResult(store.root, run, counts.counts(), errors, run.get("n_images", 0))
+    return ClassifyResult(store.root, run, counts.counts(), errors, run.n_images or 0)
 
 
 def _now() -> str:

@@ -236,17 +236,15 @@ def _print_summary(result) -> None:
             console.print(f"  {row.path}: {row.error}")
         if len(errors) > 10:
             console.print(f"  … and {len(errors) - 10} more (status 'error' in predictions)")
-    skipped = run.get("skipped") or []
+    skipped = run.skipped or []
     if skipped:
         console.print(f"[yellow]{len(skipped)} folder(s) or link(s) could not be searched[/]:")
         for entry in skipped[:10]:
             console.print(f"  {entry['path']}: {entry['reason']}")
-    rate, new = "", run["n_images"] - result.n_resumed
-    if new > 0 and run.get("seconds"):
-        rate = (
-            f" ({new} classified in {run['seconds']:.1f} s, {new / run['seconds']:,.0f} images/s)"
-        )
+    rate, new = "", run.n_images - result.n_resumed
+    if new > 0 and run.seconds:
+        rate = f" ({new} classified in {run.seconds:.1f} s, {new / run.seconds:,.0f} images/s)"
     console.print(
-        f"{run['n_images']} images, {run.get('n_unsure', 0)} unsure, {len(errors)} errors, "
-        f"{run['precision']} model{rate}. Results in {result.out_dir}/"
+        f"{run.n_images} images, {run.n_unsure or 0} unsure, {len(errors)} errors, "
+        f"{run.precision} model{rate}. Results in {result.out_dir}/"
     )

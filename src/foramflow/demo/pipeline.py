@@ -297,10 +297,10 @@ def classify_crops(
         progress=progress,
     )
     return {
-        "images": int(result.run["n_images"]),
-        "unsure": int(result.run["n_unsure"]),
+        "images": int(result.run.n_images),
+        "unsure": int(result.run.n_unsure),
         "errors": len(result.errors),
-        "threshold": result.run["threshold"],
+        "threshold": result.run.threshold,
     }
 
 
@@ -313,7 +313,7 @@ def evaluate_on_core(
 ) -> dict:
     """Score the predictions for the core's crops against the particles they came from."""
     from foramflow.bundle.decisions import UNSURE
-    from foramflow.classify.store import PREDICTIONS_FILE
+    from foramflow.classify.results import PREDICTIONS_FILE
 
     task = progress.task("scoring crops", 1)
     predictions = pd.read_parquet(classify_dir / PREDICTIONS_FILE, columns=["path", "class"])

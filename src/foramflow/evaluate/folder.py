@@ -67,27 +67,28 @@ def evaluate_folder(
     if unknown:
         progress.message(f"left out, unknown to the bundle: {', '.join(unknown)}", warning=True)
     paths, y_true = _known_images(image_set, labels, images)
-    images, ok, skipped = preprocess_all(paths, loaded.spec, workers=workers)
-    evaluation = evaluate_bundle(engine, images, y_true[ok])
+    name = Path(images).name
+    arrays, ok, skipped = preprocess_all(paths, loaded.spec, workers=workers)
+    evaluation = evaluate_bundle(engine, arrays, y_true[ok])
     m = evaluation.metrics
     report = write_evaluation(
         out,
         evaluation,
-        images,
+        arrays,
         classes=labels,
-        title=f"foramflow evaluation: {Path(bundle).name} on {Path(images).name}",
+        title=f"foramflow evaluation: {Path(bundle).name} on {name}",
         bundle_path=Path(bundle).resolve(),
         created=time.strftime("%Y-%m-%d %H:%M"),
         versions=loaded.meta.software or {},
         summary=[
-            ("images", str(len(images))),
+            ("images", str(len(arrays))),
             ("accuracy", f"{m['accuracy']:.4f}"),
             ("mean F1 over classes", f"{m['macro_f1']:.4f}"),
             (INFERENCE_LABEL, evaluation.inference_summary),
         ],
         skipped=skipped,
     )
-    return EvaluationResult(evaluation, report, len(images), unknown, skipped)
+    return EvaluationResult(evaluation, report, len(arrays), unknown, skipped)
 
 
 def _read_image_set(data: str | Path) -> ImageSet:
