@@ -28,6 +28,7 @@ from foramflow.bundle.engine import Engine, close_calls, sha256
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.quantize import paired_predictions, preprocess_images, spread
 from foramflow.bundle.schema import PrecisionCheck
+from foramflow.errors import InvalidInput
 
 
 def check_bf16(bundle: Bundle, images: Sequence[str | Path], *, n_check: int = 512) -> dict:
@@ -49,7 +50,7 @@ def measure_bf16(
 
     batch = preprocess_images(spread(list(images), n_check), bundle)
     if len(batch) == 0:
-        raise ValueError("no readable images to check bf16 against fp32")
+        raise InvalidInput("no readable images to check bf16 against fp32")
     bundle.attach(bf16=None)  # the bf16 engine measured here must not recheck
     # Small batches: the two engines' working memory stays well under a classify run's.
     exact, approx = paired_predictions(

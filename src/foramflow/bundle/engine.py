@@ -44,6 +44,7 @@ from foramflow.bundle.schema import (
     PrecisionCheck,
     describe_input,
 )
+from foramflow.errors import InvalidInput
 
 if TYPE_CHECKING:
     from foramflow.bundle.folder import Bundle
@@ -155,7 +156,7 @@ def auto_takes_bf16(bundle: Bundle) -> bool:
 def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
     """(precision, model file name) that ``precision`` means for this bundle on this CPU."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        raise InvalidInput(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     int8 = int8_file(bundle)
     if precision == "int8" and not int8:
         raise BundleError(f"{bundle.path}: the bundle holds no int8 model")

@@ -112,6 +112,10 @@ class InputInfo(_Open):
         )
 
 
+# The validators of model.json's fields raise ValueError, as pydantic expects: the reader
+# (parse_meta) turns the ValidationError into a BundleError naming the file and the field.
+
+
 def _input_block(value):
     """An input block must give a whole size and number of channels."""
     if value is None or isinstance(value, InputInfo):

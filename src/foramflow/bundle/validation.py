@@ -38,7 +38,8 @@ class ValidationSet:
 
     def __post_init__(self):
         labels, probs = np.asarray(self.labels), np.asarray(self.probabilities)
-        if probs.ndim != 2 or labels.shape != (len(probs),):
+        if probs.ndim != 2 or labels.shape != (len(probs),):  # a caller's mistake: a file's
+            # arrays are checked where it is read
             raise ValueError(f"labels {labels.shape} do not match probabilities {probs.shape}")
 
     @property
@@ -76,7 +77,10 @@ def restamp_validation(folder: str | Path, model_bytes: bytes) -> None:
             arrays = read_npz(path, path, ("labels", "probabilities"))
         except FileRefused as err:
             raise BundleError(str(err)) from None
-        kept = ValidationSet(labels=arrays["labels"], probabilities=arrays["probabilities"])
+        try:
+            kept = ValidationSet(labels=arrays["labels"], probabilities=arrays["probabilities"])
+        except ValueError as err:
+            raise BundleError(f"{path}: {err}") from None
         write_validation(folder, kept, model_bytes)
 
 

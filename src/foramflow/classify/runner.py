@@ -37,7 +37,7 @@ from foramflow.classify.store import (
     run_fingerprint,
 )
 from foramflow.classify.tables import CountTable, prediction_schema, relative_abundance
-from foramflow.errors import ForamflowError, InputNotFound
+from foramflow.errors import ForamflowError, InputNotFound, InvalidInput
 from foramflow.io.files import prepare_output_dir
 from foramflow.progress import Progress, Quiet
 from foramflow.version import __version__
@@ -115,7 +115,7 @@ def classify_folder(
     same arguments.
     """
     if batch_size < 1 or chunk_size < 1:
-        raise ValueError("batch size and chunk size must be at least 1")
+        raise InvalidInput("batch size and chunk size must be at least 1")
     started = time.perf_counter()
     progress = progress or Quiet()
     log = _messages_to(progress)

@@ -116,7 +116,7 @@ _ROW = (
 )
 
 
-class PathRefused(ValueError):
+class PathRefused(ForamflowError, ValueError):
     """A requested path is outside every registered image root."""
 
 
@@ -530,7 +530,7 @@ class LabelStore:
                 new != old
                 and con.execute("SELECT 1 FROM classes WHERE name = ?", (new,)).fetchone()
             ):
-                raise ValueError(f"class {new!r} exists already: merge instead")
+                raise InvalidInput(f"class {new!r} exists already: merge instead")
             _refuse_same_class(con, new, besides=old)
             con.execute("UPDATE classes SET name = ? WHERE name = ?", (new, old))
             for table, column in (
@@ -774,7 +774,7 @@ def _depth_in_cm(fields: set[str], path) -> tuple[str | None, float]:
     column = find_depth_column(fields, path)
     unit = column.partition("_")[2].lower() or None if column else None
     if unit not in _CM_PER_UNIT:
-        raise ValueError(f"{path}: depth column {column!r}: give depths in cm, m or mm")
+        raise InvalidInput(f"{path}: depth column {column!r}: give depths in cm, m or mm")
     return column, _CM_PER_UNIT[unit]
 
 
