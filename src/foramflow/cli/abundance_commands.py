@@ -8,7 +8,7 @@ from typing import Literal
 import typer
 from rich.markup import escape
 
-from foramflow.cli import options
+import foramflow.cli.options as options
 from foramflow.cli.console import RichProgress, console
 
 

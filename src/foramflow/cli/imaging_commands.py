@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import typer
 from rich.markup import escape
 
-from foramflow.cli import options
+import foramflow.cli.options as options
 from foramflow.cli.console import RichProgress, console
 from foramflow.imaging.scale import DEFAULT_PIXELS_PER_MM
 

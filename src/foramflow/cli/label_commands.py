@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from foramflow.cli import options
+import foramflow.cli.options as options
 from foramflow.cli.console import console, fail, progress_bar
 
 

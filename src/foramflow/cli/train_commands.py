@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from foramflow.cli import options
+import foramflow.cli.options as options
 from foramflow.cli.console import RichProgress, console, tsv_row
 from foramflow.io.files import prepare_output_dir
 

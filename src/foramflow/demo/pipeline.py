@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import foramflow.demo.figures as figures
+import foramflow.demo.scores as scores
 from foramflow.bundle.schema import RUN_BUNDLE
-from foramflow.demo import figures, scores
 from foramflow.demo.profiles import DEFAULT, Profile
 from foramflow.errors import ForamflowError
 from foramflow.progress import Progress, Quiet, Task
