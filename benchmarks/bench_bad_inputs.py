@@ -214,7 +214,7 @@ def save_memory_table(name: str, runs: dict[str, Run], wrong: dict[str, int], en
             "yes" if done.traceback else "no",
             round(done.peak_group_bytes / 2**20),
             "yes" if done.peak_group_bytes < MEMORY_LIMIT_BYTES and not done.stopped else "NO",
-            wrong.get(command, 0),
+            wrong.get(command, "not judged"),
         ]
         for command, done in runs.items()
     ]

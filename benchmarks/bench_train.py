@@ -37,8 +37,8 @@ from foramflow.data.augment import augment_batch
 from foramflow.data.dataset import load_image_set
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.models.registry import create_model
-from foramflow.train.device import CompiledOrEager
-from foramflow.train.export import onnx_bytes
+from foramflow.training.device import CompiledOrEager
+from foramflow.training.export import onnx_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,12 +134,12 @@ def accuracy(
     class_weights: str,
 ) -> None:
     from foramflow.cli.console import RichProgress
-    from foramflow.train.config import TrainConfig
-    from foramflow.train.loop import Trainer
+    from foramflow.training.step import train
 
-    config = TrainConfig(
-        data=str(data_dir()),
-        out=out,
+    start = time.perf_counter()
+    train(
+        data_dir(),
+        out,
         model="base_cyclic",
         input_size=size,
         channels=1,
@@ -149,9 +149,8 @@ def accuracy(
         max_epochs=max_epochs,
         precision=precision,
         class_weights=class_weights,
+        progress=RichProgress(),
     )
-    start = time.perf_counter()
-    Trainer(config, progress=RichProgress()).run()
     wall = time.perf_counter() - start
     metrics = json.loads((Path(out) / "metrics.json").read_text())
     meta = read_meta(Path(out) / "bundle")

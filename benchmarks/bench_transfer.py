@@ -40,8 +40,9 @@ from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.models.backbones import efficientnet_lite0_weights
 from foramflow.models.registry import create_model
 from foramflow.models.transfer import TransferHead
-from foramflow.train.config import TrainConfig
-from foramflow.train.transfer import FrozenFeatures, TransferTrainer, extract_features
+from foramflow.training.config import TrainConfig
+from foramflow.training.frozen_features import FrozenFeatures, extract_features
+from foramflow.training.transfer import TransferTrainer
 
 DATA = Path(os.environ.get("FORAMFLOW_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
 SOURCE = DATA / "ndsb_plankton_dev"

@@ -350,18 +350,16 @@ def verdict(result: Check) -> str:
 def tiny_bundle(work: Path) -> tuple[Path, Path]:
     """A bundle trained for two epochs on generated shapes, and its images."""
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from foramflow.train.config import TrainConfig
-    from foramflow.train.loop import Trainer
+    from foramflow.training.step import train
     from image_sets import write_shape_set
 
     data = write_shape_set(work / "shapes", n_per_class=12, size=24)
     out = work / "tiny_run"
-    config = TrainConfig(
-        model="base_cyclic", data=str(data), out=str(out), input_size=16, epochs=2,
-        batch_size=8, min_per_class=5, seed=0, workers=1,
-    )  # fmt: skip
     print("training a tiny bundle …", file=sys.stderr, flush=True)
-    Trainer(config).run()
+    train(
+        data, out, model="base_cyclic", input_size=16, epochs=2, batch_size=8,
+        min_per_class=5, seed=0, workers=1,
+    )  # fmt: skip
     return out / "bundle", data
 
 

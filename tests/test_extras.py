@@ -31,7 +31,7 @@ def test_a_command_whose_extra_is_missing_says_what_to_install(monkeypatch, tmp_
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return real_import(name, *args, **kwargs)
 
-    for module in [m for m in sys.modules if m.startswith("foramflow.train")]:
+    for module in [m for m in sys.modules if m.startswith("foramflow.training")]:
         monkeypatch.delitem(sys.modules, module)
     monkeypatch.setattr(builtins, "__import__", without_torch)
     (tmp_path / "data" / "a").mkdir(parents=True)

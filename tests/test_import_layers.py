@@ -18,7 +18,7 @@ LAYERS = (
     ("bundle",),
     ("data",),
     ("classify", "evaluate"),
-    ("abundance", "training", "train", "ensemble", "similar", "label"),
+    ("abundance", "training", "ensemble", "similar", "label"),
     ("demo",),
     ("cli",),
     ("(root)", "__main__"),

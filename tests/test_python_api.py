@@ -48,12 +48,13 @@ def test_every_step_is_named_by_the_package():
 
 def test_train_is_the_step_also_after_its_modules_are_imported():
     shown = run_python(
-        "import foramflow, foramflow.train.config, foramflow.train.loop\n"
+        "import foramflow, foramflow.training.config, foramflow.training.step\n"
         "from foramflow import train\n"
-        "from foramflow.train import train as step\n"
-        "print(callable(train), train is foramflow.train, step.__module__)"
+        "from foramflow.training import train as step\n"
+        "import inspect\n"
+        "print(inspect.isfunction(train), train is foramflow.train is step, step.__module__)"
     )
-    assert shown.split() == ["True", "True", "foramflow.train.loop"]
+    assert shown.split() == ["True", "True", "foramflow.training.step"]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -83,7 +84,7 @@ def test_the_demo_composes_the_library_steps_not_the_commands():
     assert not [name for name in imported if name.startswith("foramflow.cli")]
     assert {
         "foramflow.imaging.steps",
-        "foramflow.train.loop",
+        "foramflow.training.step",
         "foramflow.classify.runner",
         "foramflow.abundance.steps",
     } <= imported

@@ -19,7 +19,8 @@ def _cell(value) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}".replace(",", " ")
-    return str(value).replace("|", "\\|")
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_{}\[\]|])", r"\\\1", text)  # as written, not as Markdown
 
 
 def render(name: str) -> str:

@@ -16,8 +16,6 @@ what it wrote, and raises :class:`~foramflow.errors.ForamflowError` for a proble
 inputs.
 """
 
-import importlib
-
 from foramflow._lazy import lazy_names
 from foramflow.version import __version__ as __version__
 
@@ -40,12 +38,4 @@ __all__ = [
     "train",
 ]
 
-_named, __dir__ = lazy_names(__name__, {**_STEPS, "train": "foramflow.train"})
-
-
-def __getattr__(name: str):
-    # ``train`` is the subpackage foramflow.train, which calls the train step: Python sets
-    # the attribute to the subpackage as soon as any of its modules is imported.
-    if name == "train":
-        return importlib.import_module("foramflow.train")
-    return _named(name)
+__getattr__, __dir__ = lazy_names(__name__, {**_STEPS, "train": "foramflow.training.step"})

@@ -30,16 +30,14 @@ from image_sets import write_shape_set
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A bundle trained for two epochs on 16 px shapes, and images of its classes."""
-    from foramflow.train.config import TrainConfig
-    from foramflow.train.loop import Trainer
+    from foramflow.training.step import train
 
     data = write_shape_set(tmp_path_factory.mktemp("shapes"), n_per_class=12, size=24)
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    config = TrainConfig(
-        model="base_cyclic", data=str(data), out=str(out), input_size=16, epochs=2,
-        batch_size=8, min_per_class=5, seed=0, workers=1,
+    train(
+        data, out, model="base_cyclic", input_size=16, epochs=2, batch_size=8,
+        min_per_class=5, seed=0, workers=1,
     )  # fmt: skip
-    Trainer(config).run()
     return out / "bundle", sorted(data.rglob("*.png"))
 
 

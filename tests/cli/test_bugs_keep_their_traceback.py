@@ -61,10 +61,10 @@ def test_a_bug_in_the_abundance_analysis_keeps_its_traceback(tmp_path, monkeypat
 
 
 def test_a_bug_in_training_keeps_its_traceback(tmp_path, monkeypatch):
-    from foramflow.train.loop import Trainer
+    from foramflow.training.full import FullTrainer
     from image_sets import write_shape_set
 
-    monkeypatch.setattr(Trainer, "run", a_bug)
+    monkeypatch.setattr(FullTrainer, "run", a_bug)
     data = write_shape_set(tmp_path / "data", n_per_class=4)
     args = ["--model", "base_cyclic", "--epochs", "1"]
     assert_traceback_kept(invoke("train", data, "--out", tmp_path / "run", *args))
@@ -90,8 +90,8 @@ def test_a_run_folder_that_cannot_take_the_run_is_one_error_line(tmp_path, prepa
 
 
 def test_the_library_raises_foramflow_errors_for_the_run_folder(tmp_path):
-    from foramflow.train.config import TrainConfig
-    from foramflow.train.loop import Trainer
+    from foramflow.training.config import TrainConfig
+    from foramflow.training.full import FullTrainer
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
@@ -99,9 +99,9 @@ def test_the_library_raises_foramflow_errors_for_the_run_folder(tmp_path):
         model="base_cyclic", data=str(tmp_path / "data"), out=str(tmp_path / "run")
     )
     with pytest.raises(ForamflowError, match="already exists"):
-        Trainer(config)
+        FullTrainer(config)
     with pytest.raises(ForamflowError, match="nothing to resume"):
-        Trainer(config.model_copy(update={"out": str(tmp_path / "empty")}), resume=True)
+        FullTrainer(config.model_copy(update={"out": str(tmp_path / "empty")}), resume=True)
     with pytest.raises(ForamflowError, match="training-set folder not found"):
         from foramflow.data.dataset import load_image_set
 

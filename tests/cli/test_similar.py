@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from foramflow.cli import app
-from foramflow.train.device import use_bf16
+from foramflow.training.device import use_bf16
 from image_sets import write_shape_set
 
 

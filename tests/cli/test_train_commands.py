@@ -216,24 +216,23 @@ def test_dangling_links_loops_odd_names_and_oversize_images_are_listed_not_fatal
 
 
 def test_the_train_step_from_python_returns_the_run(tmp_path):
+    from foramflow import train
     from foramflow.progress import Recorded
-    from foramflow.train.config import TrainConfig
-    from foramflow.train.loop import train
     from image_sets import write_shape_set
 
     data = write_shape_set(tmp_path / "data", n_per_class=8)
     (data / "disc" / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    config = TrainConfig(
+    result = train(
+        data,
+        tmp_path / "run",
         model="base_cyclic",
-        data=str(data),
-        out=str(tmp_path / "run"),
         input_size=32,
         epochs=1,
         batch_size=16,
         min_per_class=5,
         workers=1,
+        progress=Recorded(),
     )
-    result = train(config, progress=Recorded())
     assert result.out == tmp_path / "run"
     assert (result.bundle / "model.onnx").is_file()
     assert result.report == tmp_path / "run" / "evaluation" / "report.html"

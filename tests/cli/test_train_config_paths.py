@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from foramflow.cli import app
-from foramflow.train.config import TrainConfig
+from foramflow.training.config import TrainConfig
 
 runner = CliRunner()
 TINY = ["--input-size", "32", "--epochs", "1", "--batch-size", "32", "--min-per-class", "10"]

@@ -28,7 +28,7 @@ the sample's estimate π̂ (image i by π̂(yᵢ)/π₀(yᵢ)) it is a sample of
 EM's answer on it, minus π̂, is EM's bias there, which is subtracted (a bootstrap bias
 correction, Efron & Tibshirani 1993, §10.6). π₀ is the validation split's class mix (a
 stratified share of the training set): the prior that a network with the class weights
-divided out (:mod:`foramflow.train.prior`) predicts under, so the prior is corrected once.
+divided out (:mod:`foramflow.training.prior`) predicts under, so the prior is corrected once.
 The interval is a double bootstrap: each replicate resamples the sample's images and, class
 by class, the validation set, and corrects the replicate's estimate with its own validation
 resample, so that a small validation set widens it. Without the validation probabilities EM

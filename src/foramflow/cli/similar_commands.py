@@ -34,7 +34,7 @@ def similar(
 
     Example: foramflow similar runs/tl/bundle new/particle_0042.jpg -k 5
     """
-    from foramflow.train.transfer import build_head, embed_paths, find_weights, open_reference
+    from foramflow.similar import build_head, embed_paths, find_weights, open_reference
 
     reference, spec, recorded = open_reference(source)
     weights_path = find_weights(spec, recorded, weights)

@@ -278,12 +278,18 @@ def train(
     again, with another seed; the file's relative paths are taken from its folder)
     """
     options = _config_options(locals())  # first, while the locals are the options alone
-    from foramflow.train.loop import train as train_step
+    from foramflow.training.step import train as train_step
 
     resolved = _resolve_config(config, options)
     prepare_output_dir(resolved.out)
     try:
-        result = train_step(resolved, progress=RichProgress(console), resume=resume)
+        result = train_step(
+            resolved.data,
+            resolved.out,
+            config=resolved,
+            resume=resume,
+            progress=RichProgress(console),
+        )
     except KeyboardInterrupt:
         if (Path(resolved.out) / "checkpoint_last.pt").is_file():
             console.print(
@@ -330,7 +336,7 @@ def _config_options(given: dict) -> dict:
 
 def _resolve_config(config_file: Path | None, options: dict):
     """The run's configuration: the YAML file's, overridden by the options given."""
-    from foramflow.train.config import TrainConfig
+    from foramflow.training.config import TrainConfig
 
     return TrainConfig.load(config_file, **options)
 
@@ -375,7 +381,7 @@ def export(
 
     Example: foramflow export runs/bc --out bc_bundle.zip
     """
-    from foramflow.train.rebuild import rebuild_bundle
+    from foramflow.training.rebuild import rebuild_bundle
 
     typer.echo(f"Bundle: {rebuild_bundle(run, out)}")
 

@@ -6,7 +6,7 @@ the trays into particle crops, label a training set, train a Base-Cyclic network
 evaluate it, classify every crop of the core, score the classifier on the core, estimate
 down-core abundances (raw and corrected), and gather every figure in one report. The stages
 run the library's steps, as the commands do (:func:`~foramflow.imaging.steps.fuse_planes`,
-:func:`~foramflow.imaging.steps.segment_folder`, :func:`~foramflow.train.loop.train`,
+:func:`~foramflow.imaging.steps.segment_folder`, :func:`~foramflow.training.step.train`,
 :func:`~foramflow.classify.runner.classify_folder`,
 :func:`~foramflow.abundance.steps.estimate_abundance`), and score what they wrote.
 
@@ -259,20 +259,19 @@ def label_training_set(training_dir: Path, profile: Profile, progress: Progress)
 
 def train_network(training_dir: Path, run_dir: Path, profile: Profile, progress: Progress) -> dict:
     """Train a Base-Cyclic network for a fixed number of epochs; evaluate it on validation."""
-    from foramflow.train.config import TrainConfig
-    from foramflow.train.loop import train
+    from foramflow.training.step import train
 
-    config = TrainConfig(
-        data=str(training_dir),
-        out=str(run_dir),
+    result = train(
+        training_dir,
+        run_dir,
         model="base_cyclic",
         input_size=profile.input_size,
         epochs=profile.epochs,
         batch_size=profile.batch_size,
         min_per_class=profile.min_per_class,
         seed=profile.seed,
+        progress=progress,
     )
-    result = train(config, progress=progress)
     log = pd.read_csv(run_dir / "log.csv")
     return {
         "epochs": len(log),

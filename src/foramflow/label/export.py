@@ -1,7 +1,7 @@
 """Exports of a labelling project, and import of ParticleTrieur projects.
 
 * a training set: one folder per class holding copies or hard links of the validated
-  images (the layout :mod:`foramflow.train` reads), plus ``labels.csv``;
+  images (the layout :mod:`foramflow.training` reads), plus ``labels.csv``;
 * a CSV of every image's label, status, prediction, sample, depth and class group;
 * a ParticleTrieur project file; an EcoTaxa import folder or zip.
 

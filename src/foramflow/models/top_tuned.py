@@ -247,7 +247,7 @@ class TopTuned(nn.Module):
 
     @property
     def tail(self) -> TransferTail:
-        """The layer whose bias logit adjustment moves (see :mod:`foramflow.train.prior`)."""
+        """The layer whose bias logit adjustment moves (see :mod:`foramflow.training.prior`)."""
         return self.top.tail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

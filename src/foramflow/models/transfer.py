@@ -10,7 +10,7 @@
   0.15 "keep probabilities"; its Keras code passes them as drop rates, as here.
 
 The head never trains: its vectors are computed once and cached
-(:mod:`foramflow.train.feature_cache`), the tail trains on them, and the joined network is
+(:mod:`foramflow.training.feature_cache`), the tail trains on them, and the joined network is
 what the bundle exports.
 """
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from foramflow.data.augment import AugmentConfig, augment_batch, mix_batch
-from foramflow.train.config import TrainConfig
-from foramflow.train.fit import Batches, FitSettings, fit
-from foramflow.train.schedule import WarmupCosine
+from foramflow.training.config import TrainConfig
+from foramflow.training.fit import Batches, FitSettings, fit
+from foramflow.training.schedule import WarmupCosine
 
 
 def test_warmup_then_cosine_reaches_zero_at_the_last_step():

@@ -5,12 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-import foramflow.train.fit as fit_module
-import foramflow.train.loop as loop
-import foramflow.train.schedule as schedule
-import foramflow.train.transfer as transfer
-from foramflow.train.config import TrainConfig
-from foramflow.train.fit import Batches, FitSettings, fit
+import foramflow.training.fit as fit_module
+import foramflow.training.full as full
+import foramflow.training.schedule as schedule
+import foramflow.training.transfer as transfer
+from foramflow.models.registry import get_entry
+from foramflow.training.config import TrainConfig
+from foramflow.training.fit import Batches, FitSettings, fit
+from foramflow.training.trainers import TRAINERS
 from image_sets import write_shape_set
 
 
@@ -83,7 +85,7 @@ def no_export(*args, out, **kwargs):
 def test_full_and_transfer_runs_share_the_batch_rule_and_the_alrs_stop(
     tmp_path_factory, model, batch_sizes, loss_never_falls, monkeypatch
 ):
-    monkeypatch.setattr(loop, "export_and_evaluate", no_export)
+    monkeypatch.setattr(full, "export_and_evaluate", no_export)
     monkeypatch.setattr(transfer, "export_and_evaluate", no_export)
     monkeypatch.setattr(transfer, "ReferenceSet", lambda **kwargs: type("R", (), {
         "save": lambda self, path: None})())  # fmt: skip
@@ -105,7 +107,7 @@ def test_full_and_transfer_runs_share_the_batch_rule_and_the_alrs_stop(
         precision="fp32",
         feature_cache=str(root / "cache"),
     )
-    transfer.trainer_class(model)(config).run()
+    TRAINERS[get_entry(model).kind](config).run()
 
     n_train = (pd.read_csv(root / "run" / "split.csv")["part"] == "train").sum()
     per_epoch = n_train // 16

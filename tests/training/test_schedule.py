@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from foramflow.train.schedule import ALRS, Decision, default_window_epochs, probability_decreasing
+from foramflow.training.schedule import (
+    ALRS,
+    Decision,
+    default_window_epochs,
+    probability_decreasing,
+)
 
 rng = np.random.default_rng(0)
 

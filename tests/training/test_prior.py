@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from foramflow.train.prior import as_trained, divide_out_class_weights, final_layer
+from foramflow.training.prior import as_trained, divide_out_class_weights, final_layer
 
 
 class Tiny(nn.Module):
@@ -63,20 +63,18 @@ def test_the_transfer_tail_and_fine_tuned_networks_have_a_final_layer():
 
 def test_a_run_on_an_imbalanced_set_exports_the_corrected_network(tmp_path):
     from foramflow.bundle import Bundle
-    from foramflow.train.config import TrainConfig
-    from foramflow.train.loop import train
-    from foramflow.train.rebuild import rebuild_bundle
+    from foramflow.training.rebuild import rebuild_bundle
+    from foramflow.training.step import train
     from image_sets import write_shape_set
 
     data = write_shape_set(tmp_path / "data", n_per_class=30, size=24)
     classes = sorted(p.name for p in data.iterdir() if p.is_dir())
     for extra in sorted((data / classes[0]).iterdir())[12:]:
         extra.unlink()  # 12 images against 30: the first class weighs more
-    config = TrainConfig(
-        model="base_cyclic", data=str(data), out=str(tmp_path / "run"), input_size=16,
-        epochs=2, batch_size=16, min_per_class=5, workers=1, precision="fp32",
+    result = train(
+        data, tmp_path / "run", model="base_cyclic", input_size=16, epochs=2, batch_size=16,
+        min_per_class=5, workers=1, precision="fp32",
     )  # fmt: skip
-    result = train(config)
     bundle = Bundle.load(result.bundle)
     weights = bundle.meta.prior_correction.class_weights
     assert weights[classes[0]] > 1 > weights[classes[1]]

@@ -13,8 +13,9 @@ import torch
 from foramflow.bundle import Bundle
 from foramflow.imaging.preprocess import load_and_preprocess
 from foramflow.models.registry import create_model
-from foramflow.train.config import TrainConfig
-from foramflow.train.loop import RunFolderExists, Trainer
+from foramflow.training.config import TrainConfig
+from foramflow.training.full import FullTrainer
+from foramflow.training.run_folder import RunFolderExists
 from image_sets import write_shape_set
 
 
@@ -33,7 +34,7 @@ def trained_run(tmp_path_factory):
         seed=0,
         workers=1,
     )
-    report = Trainer(config).run()
+    report = FullTrainer(config).run()
     keep = os.environ.get("FORAMFLOW_KEEP_TEST_BUNDLE")  # CI classifies with it, torch-free
     if keep:
         shutil.copytree(out / "bundle", keep, dirs_exist_ok=True)
@@ -124,7 +125,7 @@ def test_training_report_times_inference_with_the_classify_engine(trained_run):
 def test_existing_run_folder_is_not_overwritten(trained_run):
     config, _, _ = trained_run
     with pytest.raises(RunFolderExists):
-        Trainer(config)
+        FullTrainer(config)
 
 
 def test_resume_continues_from_the_last_checkpoint(trained_run, tmp_path):
@@ -134,7 +135,7 @@ def test_resume_continues_from_the_last_checkpoint(trained_run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     more = config.model_copy(update={"out": str(copy), "epochs": 11})
-    Trainer(more, resume=True).run()
+    FullTrainer(more, resume=True).run()
     log = pd.read_csv(copy / "log.csv")
     assert list(log["epoch"]) == list(range(1, 12))
 
@@ -169,7 +170,7 @@ def test_a_run_with_enough_validation_images_calibrates_its_bundle_on_them(tmp_p
         model="base_cyclic", data=str(data), out=str(tmp_path / "run"), input_size=32,
         epochs=1, batch_size=32, min_per_class=10, workers=1,
     )  # fmt: skip
-    Trainer(config).run()
+    FullTrainer(config).run()
     bundle = Bundle.load(tmp_path / "run" / "bundle")
     validation = read_validation(bundle)
     assert len(validation.labels) == 120

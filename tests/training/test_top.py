@@ -9,20 +9,20 @@ import pandas as pd
 import pytest
 import torch
 
-import foramflow.train.export as export
-import foramflow.train.top as top_module
-import foramflow.train.transfer as transfer
+import foramflow.training.export as export
+import foramflow.training.frozen_features as frozen_features
+import foramflow.training.top as top_module
 from foramflow.bundle import Bundle
 from foramflow.bundle.quantize import quantize_bundle
 from foramflow.imaging.preprocess import load_and_preprocess
 from foramflow.models.registry import create_model
 from foramflow.models.top_tuned import dihedral_views
 from foramflow.progress import Recorded
-from foramflow.train.config import TrainConfig
-from foramflow.train.feature_cache import ExtractorSpec, FeatureCache
-from foramflow.train.loop import train
-from foramflow.train.top import TopTrainer, turned, view, view_numbers
-from foramflow.train.transfer import open_reference
+from foramflow.similar import open_reference
+from foramflow.training.config import TrainConfig
+from foramflow.training.feature_cache import ExtractorSpec, FeatureCache
+from foramflow.training.step import train
+from foramflow.training.top import TopTrainer, turned, view, view_numbers
 from image_sets import write_shape_set
 
 N_IMAGES, EPOCHS, TURNS, COPIES = 60, 6, 4, 1
@@ -77,7 +77,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("top")
     config = tiny_config(root, augmented_copies=COPIES)
     seen: dict[str, list[int]] = {}
-    real = transfer.FrozenFeatures.__call__
+    real = frozen_features.FrozenFeatures.__call__
 
     def counting(self, images):
         seen[name].append(len(images))
@@ -91,11 +91,11 @@ def runs(tmp_path_factory):
 
     rows_files: dict[str, tuple] = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(transfer.FrozenFeatures, "__call__", counting)
+        patch.setattr(frozen_features.FrozenFeatures, "__call__", counting)
         patch.setattr(TopTrainer, "train_epochs", noting_the_rows_file)
         name = "straight"
         seen[name] = []
-        straight = train(config)
+        straight = train(config.data, config.out, config=config)
         export_a_copy_of(straight, patch)
         name = "interrupted"
         seen[name] = []
@@ -162,14 +162,14 @@ def test_cached_vectors_are_written_into_the_array_given(tmp_path):
     head.cyclic = False  # one vector per image, as batch sizing asks
     images = np.random.default_rng(1).random((5, 1, 4, 4), dtype=np.float32)
     hashes = ["a", "b", "a", "c", "d"]  # the first and third images: the same file
-    extract = transfer.FrozenFeatures(head, device=torch.device("cpu"), bf16=False)
+    extract = frozen_features.FrozenFeatures(head, device=torch.device("cpu"), bf16=False)
     with FeatureCache.open(tmp_path / "cache", spec, dim=4, weights_path="w") as cache:
         cache.put(["d"], np.ones((1, 4), np.float32))
-        fresh, computed, _ = transfer.cached_features(
+        fresh, computed, _ = frozen_features.cached_features(
             cache, extract, images, hashes, progress=Recorded()
         )
         mapped = np.lib.format.open_memmap(tmp_path / "m.npy", "w+", np.float16, (5, 2, 4))
-        out, again, _ = transfer.cached_features(
+        out, again, _ = frozen_features.cached_features(
             cache, extract, images, hashes, dtype=np.float16, out=mapped[:, 1], progress=Recorded()
         )
     assert computed == 3 and again == 0
@@ -314,7 +314,8 @@ def test_mirrored_views_are_numbered_below_zero_after_the_turns_and_before_the_c
 
 
 def test_with_flips_the_bundle_answers_alike_for_an_image_and_its_mirror_image(tmp_path):
-    result = train(tiny_config(tmp_path, epochs=2, flips=True))
+    config = tiny_config(tmp_path, epochs=2, flips=True)
+    result = train(config.data, config.out, config=config)
     bundle = Bundle.load(result.bundle)
     assert bundle.meta.model.params["mirror"] is True
     split = pd.read_csv(result.out / "split.csv")

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from foramflow.train.auto import (
+from foramflow.training.auto import (
     PAPER_MODEL,
     TOP_MODEL,
     TRANSFER_MODEL,

@@ -10,13 +10,14 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-import foramflow.train.checkpoint as checkpoint_module
+import foramflow.training.checkpoint as checkpoint_module
 from foramflow.cli import app
 from foramflow.progress import Quiet
-from foramflow.train.checkpoint import CheckpointError, read_checkpoint
-from foramflow.train.config import TrainConfig
-from foramflow.train.export import export_onnx
-from foramflow.train.fit import LAST_CHECKPOINT, Batches, FitSettings, fit
+from foramflow.training.checkpoint import CheckpointError, read_checkpoint
+from foramflow.training.config import TrainConfig
+from foramflow.training.export import export_onnx
+from foramflow.training.fit import Batches, FitSettings, fit
+from foramflow.training.run_folder import LAST_CHECKPOINT
 from image_sets import write_shape_set
 
 

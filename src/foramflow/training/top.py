@@ -14,8 +14,8 @@ A run (see :mod:`foramflow.models.top_tuned` for the network):
    images as they lie;
 4. export the joined network and evaluate it as any other run.
 
-The run folder is that of :mod:`foramflow.train.loop`; an interrupted run resumes from
-its last epoch (``--resume``), its rows from the cache.
+The run folder is that of :mod:`foramflow.training.run_folder`; an interrupted run resumes
+from its last epoch (``--resume``), its rows from the cache.
 """
 
 from __future__ import annotations
@@ -35,18 +35,20 @@ from foramflow.models.registry import create_model, get_entry
 from foramflow.models.top_tuned import Top, TopTuned
 from foramflow.models.transfer import TAIL_DROPOUT
 from foramflow.progress import Progress
-from foramflow.train.checkpoint import check_weights, read_checkpoint, save_checkpoint
-from foramflow.train.config import TrainConfig
-from foramflow.train.feature_cache import (
+from foramflow.training.checkpoint import check_weights, read_checkpoint, save_checkpoint
+from foramflow.training.config import TrainConfig
+from foramflow.training.feature_cache import (
     ExtractorSpec,
     FeatureCache,
     default_cache_root,
     image_sha256,
 )
-from foramflow.train.finish import export_and_evaluate
-from foramflow.train.fit import BEST_CHECKPOINT, Batches
-from foramflow.train.loop import PreparedData, Trainer
-from foramflow.train.transfer import FrozenFeatures, augmented_copies, cached_features
+from foramflow.training.finish import export_and_evaluate
+from foramflow.training.fit import Batches
+from foramflow.training.frozen_features import FrozenFeatures, augmented_copies, cached_features
+from foramflow.training.prepared import PreparedData
+from foramflow.training.run_folder import BEST_CHECKPOINT
+from foramflow.training.trainer import Trainer
 
 STANDARDISE_IMAGES = 4096  # training images whose features set the standardisation
 #: The training rows, memory-mapped while the top trains (128 kB an image for the four
@@ -118,7 +120,7 @@ class TopTrainer(Trainer):
 
     def run(self) -> Path:
         c = self.config
-        data = self._start()
+        data = self.start()
         classes = data.image_set.classes
         self.model_params = {
             "cyclic": c.cyclic,

@@ -1,6 +1,6 @@
 """The model's registered defaults are the run's defaults."""
 
-from foramflow.train.config import TrainConfig
+from foramflow.training.config import TrainConfig
 
 
 def test_input_size_defaults_to_the_models_registered_size():

@@ -8,9 +8,9 @@ import sqlite3
 import numpy as np
 import pytest
 
-import foramflow.train.transfer as transfer
+import foramflow.training.frozen_features as frozen_features
 from foramflow.progress import Recorded
-from foramflow.train.feature_cache import (
+from foramflow.training.feature_cache import (
     DATABASE_FILE,
     EXTRACTOR_FILE,
     ExtractorSpec,
@@ -50,7 +50,7 @@ def open_cache(root, notes: list[str]) -> FeatureCache:
 
 
 def features(cache):
-    vectors, computed, _ = transfer.cached_features(
+    vectors, computed, _ = frozen_features.cached_features(
         cache, extract, images(), HASHES, progress=Recorded()
     )
     return vectors, computed

@@ -33,7 +33,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from foramflow.progress import Progress
-    from foramflow.train.config import TrainConfig
+    from foramflow.training.config import TrainConfig
 
 PAPER_MODEL = "base_cyclic"
 TRANSFER_MODEL = "efficientnet_lite0_tl"
@@ -137,8 +137,8 @@ def resolve_auto(config: TrainConfig, progress: Progress) -> TrainConfig:
     are reported; the run's config.yaml records the resolved configuration.
     """
     from foramflow.data.dataset import load_image_set
-    from foramflow.train.config import AUTO, TrainConfig
-    from foramflow.train.device import resolve_device
+    from foramflow.training.config import AUTO, TrainConfig
+    from foramflow.training.device import resolve_device
 
     if config.model != AUTO:
         return config

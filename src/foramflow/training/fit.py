@@ -34,7 +34,7 @@ from torch.optim.swa_utils import AveragedModel
 from foramflow.data.augment import mix_batch
 from foramflow.io.files import naming_the_file
 from foramflow.progress import Progress, Quiet
-from foramflow.train.checkpoint import (
+from foramflow.training.checkpoint import (
     CheckpointError,
     check_finite,
     check_weights,
@@ -42,7 +42,8 @@ from foramflow.train.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from foramflow.train.schedule import ALRS, Decision, WarmupCosine
+from foramflow.training.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, LOG_FILE
+from foramflow.training.schedule import ALRS, Decision, WarmupCosine
 
 LOG_COLUMNS = [
     "epoch",
@@ -56,9 +57,6 @@ LOG_COLUMNS = [
     "alrs_p_decreasing",
     "alrs_drops",
 ]
-BEST_CHECKPOINT = "checkpoint_best.pt"
-LAST_CHECKPOINT = "checkpoint_last.pt"
-LOG_FILE = "log.csv"
 
 
 def _identity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -317,7 +315,7 @@ def _save_last(out: Path, module, optimizer, schedule, generator, state, ema=Non
 
 def _load_last(out: Path, module, optimizer, schedule, generator, ema=None) -> dict:
     """Restore the run from ``checkpoint_last.pt``, read without running code and checked
-    (see :mod:`foramflow.train.checkpoint`) before any of it is used."""
+    (see :mod:`foramflow.training.checkpoint`) before any of it is used."""
     path = out / LAST_CHECKPOINT
     try:
         checkpoint = read_checkpoint(path)

@@ -33,9 +33,10 @@ from foramflow.evaluate.metrics import classification_metrics
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.io.files import write_json_atomic
 from foramflow.progress import Progress
-from foramflow.train.config import TrainConfig
-from foramflow.train.export import onnx_bytes, training_meta
-from foramflow.train.prior import as_trained, divide_out_class_weights
+from foramflow.training.config import TrainConfig
+from foramflow.training.export import onnx_bytes, training_meta
+from foramflow.training.prior import as_trained, divide_out_class_weights
+from foramflow.training.run_folder import CONFIG_FILE, LOG_FILE, METRICS_FILE
 
 
 def export_and_evaluate(
@@ -131,9 +132,9 @@ def export_and_evaluate(
         dropped=image_set.dropped,
         min_per_class=config.min_per_class,
         skipped=data.skipped,
-        config_text=(out / "config.yaml").read_text(),
+        config_text=(out / CONFIG_FILE).read_text(),
     )
-    write_json_atomic(out / "metrics.json", dict(evaluation.metrics))
+    write_json_atomic(out / METRICS_FILE, dict(evaluation.metrics))
     return report
 
 
@@ -248,5 +249,5 @@ def _calibration_rows(bundle: Bundle) -> list[tuple[str, str]]:
 
 
 def _training_log(out: Path) -> pd.DataFrame | None:
-    log_path = out / "log.csv"
+    log_path = out / LOG_FILE
     return pd.read_csv(log_path) if log_path.exists() else None

@@ -1,7 +1,7 @@
 import torch
 
-from foramflow.train import device
-from foramflow.train.device import CompiledOrEager, resolve_device, use_bf16
+from foramflow.training import device
+from foramflow.training.device import CompiledOrEager, resolve_device, use_bf16
 
 
 def test_compiled_network_falls_back_to_eager_when_compilation_fails(monkeypatch):

@@ -9,21 +9,23 @@ import pandas as pd
 import pytest
 import torch
 
-import foramflow.train.export as export
-import foramflow.train.transfer as transfer
+import foramflow.similar as similar
+import foramflow.training.export as export
+import foramflow.training.frozen_features as frozen_features
 from foramflow.bundle import Bundle
 from foramflow.imaging.preprocess import PreprocessSpec, load_and_preprocess
 from foramflow.models.backbones import WeightsError
 from foramflow.models.registry import create_model
 from foramflow.progress import Recorded
-from foramflow.train.config import TrainConfig
-from foramflow.train.feature_cache import (
+from foramflow.training.config import TrainConfig
+from foramflow.training.feature_cache import (
     ExtractorSpec,
     FeatureCache,
     ReferenceSet,
     image_sha256,
 )
-from foramflow.train.transfer import REFERENCE_FILE, TransferTrainer, augmented_copies
+from foramflow.training.frozen_features import augmented_copies
+from foramflow.training.transfer import REFERENCE_FILE, TransferTrainer
 from image_sets import write_shape_set
 
 N_IMAGES, N_TRAIN, COPIES = 60, 48, 1
@@ -57,7 +59,7 @@ def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("transfer")
     data = write_shape_set(root / "data", n_per_class=N_IMAGES // 3, size=48)
     seen: list[list[int]] = []
-    real = transfer.FrozenFeatures.__call__
+    real = frozen_features.FrozenFeatures.__call__
 
     def counting(self, images):
         seen[-1].append(len(images))
@@ -65,7 +67,7 @@ def two_runs(tmp_path_factory):
 
     runs = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(transfer.FrozenFeatures, "__call__", counting)
+        patch.setattr(frozen_features.FrozenFeatures, "__call__", counting)
         for name in ("first", "second"):
             seen.append([])
             config = config_for(data, root / name, root / "cache")
@@ -140,7 +142,7 @@ def test_cache_holds_the_head_vectors_keyed_by_image_bytes(two_runs):
     assert len(cache) == N_IMAGES + COPIES * N_TRAIN
     path = sorted((data / "ring").iterdir())[0]
     stored = cache.get([image_sha256(path)])[image_sha256(path)]
-    head = transfer.build_head(cache.spec, meta["weights_path"])
+    head = similar.build_head(cache.spec, meta["weights_path"])
     image = load_and_preprocess(path, PreprocessSpec(size=32, channels=1))
     with torch.no_grad():
         computed = head(torch.from_numpy(image[None]))[0].numpy()
@@ -221,13 +223,13 @@ def test_frozen_features_from_onnxruntime_equal_pytorchs():
     head.cyclic, head.features = False, 8
     images = np.random.default_rng(0).random((70, 1, 16, 16), dtype=np.float32)
     cpu = torch.device("cpu")
-    extract = transfer.FrozenFeatures(head, device=cpu, bf16=False)
+    extract = frozen_features.FrozenFeatures(head, device=cpu, bf16=False)
     assert extract.by_onnxruntime
-    expected = transfer.extract_features(head, images, device=cpu, bf16=False)
+    expected = frozen_features.extract_features(head, images, device=cpu, bf16=False)
     np.testing.assert_allclose(extract(images), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(extract(images[3:4]), expected[3:4], rtol=1e-5, atol=1e-6)
     assert extract(images[:0]).shape == (0, 8)
-    assert not transfer.FrozenFeatures(head, device=cpu, bf16=True).by_onnxruntime
+    assert not frozen_features.FrozenFeatures(head, device=cpu, bf16=True).by_onnxruntime
 
 
 def test_a_damaged_cache_is_rebuilt_and_trains_as_a_clean_one(two_runs, tmp_path, monkeypatch):

@@ -18,10 +18,10 @@ from foramflow.bundle.schema import PRECISION_RECORDS, RUN_BUNDLE, BundleError
 from foramflow.bundle.validation import restamp_validation
 from foramflow.errors import InputNotFound, OutputExists
 from foramflow.models.registry import create_model
-from foramflow.train.checkpoint import load_weights
-from foramflow.train.export import onnx_bytes
-from foramflow.train.fit import BEST_CHECKPOINT
-from foramflow.train.prior import divide_out_class_weights
+from foramflow.training.checkpoint import load_weights
+from foramflow.training.export import onnx_bytes
+from foramflow.training.prior import divide_out_class_weights
+from foramflow.training.run_folder import BEST_CHECKPOINT
 
 
 def rebuild_bundle(run: str | Path, out: str | Path) -> Path:

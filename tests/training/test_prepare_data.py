@@ -8,8 +8,8 @@ import pytest
 
 from foramflow.data.dataset import image_set_hash, load_image_set
 from foramflow.progress import Recorded
-from foramflow.train.config import TrainConfig
-from foramflow.train.loop import prepare_data
+from foramflow.training.config import TrainConfig
+from foramflow.training.prepared import prepare_data
 from image_sets import write_shape_set
 
 

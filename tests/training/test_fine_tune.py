@@ -8,8 +8,8 @@ import torch
 
 from foramflow.models.finetune import BACKBONE_RATE
 from foramflow.models.registry import create_model
-from foramflow.train.config import TrainConfig
-from foramflow.train.loop import Trainer
+from foramflow.training.config import TrainConfig
+from foramflow.training.full import FullTrainer
 from image_sets import write_shape_set
 
 
@@ -29,7 +29,7 @@ def test_fine_tuning_learns_a_tiny_set(tmp_path):
         precision="fp32",
     )
     assert (config.optimizer, config.schedule, config.label_smoothing) == ("adamw", "cosine", 0.1)
-    Trainer(config).run()
+    FullTrainer(config).run()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.8  # three shapes; chance is a third
 

@@ -14,7 +14,7 @@ from foramflow.bundle.folder import write_bundle
 from foramflow.cli import app
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.models.registry import create_model
-from foramflow.train.export import training_meta
+from foramflow.training.export import training_meta
 
 PARAMS = {"filters": 4, "dense": 8}
 

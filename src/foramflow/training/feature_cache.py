@@ -15,7 +15,7 @@ pooled, precision and, for augmented copies, the augmentation. Layout::
 and 1…N for its augmented copies. The same store holds the rows of a frozen bottom of a
 network whose top is fine-tuned (:mod:`foramflow.models.top_tuned`; extractor output
 ``maps@N``), where copy k < 4 is the image turned by k·90°, −1 − k its mirror image so
-turned, and k ≥ 4 an augmented copy (:func:`foramflow.train.top.view`). Vectors are
+turned, and k ≥ 4 an augmented copy (:func:`foramflow.training.top.view`). Vectors are
 stored as float16 (half the disk; far more precision than the tail needs). SQLite makes
 writes atomic, so an interrupted extraction keeps every batch it finished, and the next
 run continues from there.
@@ -90,7 +90,7 @@ class ExtractorSpec:
     augmentation: str = AUGMENTATION
     format: int = FEATURE_FORMAT
     # "pooled": the head's vector; "maps@N": the frozen bottom's rows before block N
-    # (models.top_tuned), where copy k is a view of the image (foramflow.train.top.view)
+    # (models.top_tuned), where copy k is a view of the image (foramflow.training.top.view)
     output: str = POOLED
 
     def key(self) -> str:

@@ -1,0 +1,143 @@
+"""What every trainer shares: the run's set-up, the fit loop's settings and optimizer, the
+call of the one fit loop, and validation on the validation split.
+
+A trainer (:mod:`~foramflow.training.full`, :mod:`~foramflow.training.transfer`,
+:mod:`~foramflow.training.top`) subclasses :class:`Trainer` and implements ``run()``: from
+the prepared image set (:meth:`Trainer.start`) to the report of the exported bundle.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from foramflow.data.split import loss_weights
+from foramflow.io.files import naming_the_file
+from foramflow.progress import Progress, Quiet
+from foramflow.training.config import AUTO, TrainConfig
+from foramflow.training.device import resolve_device, use_bf16
+from foramflow.training.fit import Batches, FitSettings, fit
+from foramflow.training.prepared import PreparedData, prepare_data
+from foramflow.training.run_folder import CONFIG_FILE, check_run_folder, write_split
+from foramflow.training.schedule import default_window_epochs
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch as float32 on ``device``, channels-last when it is a batch of images."""
+    x = x.to(device, non_blocking=True).float()
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+@torch.no_grad()
+def predict_logits(
+    network: torch.nn.Module,
+    images: np.ndarray,
+    *,
+    device: torch.device,
+    bf16: bool,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Logits (N, K) in eval mode, batch by batch."""
+    network.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_device(torch.from_numpy(images[start : start + batch_size]), device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(network(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+class Trainer:
+    """One training run of a resolved configuration. ``run()`` trains (or resumes), then
+    exports and evaluates, and returns the report's path."""
+
+    def __init__(
+        self, config: TrainConfig, *, progress: Progress | None = None, resume: bool = False
+    ):
+        self.progress = progress or Quiet()
+        if config.model == AUTO:
+            raise ValueError("resolve model 'auto' first (foramflow.training.auto.resolve_auto)")
+        self.config = config
+        self.out = Path(config.out)
+        self.resume = resume
+        check_run_folder(self.out, resume=resume)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(config.device)
+        self.bf16 = use_bf16(config.precision, self.device)
+
+    def run(self) -> Path:
+        raise NotImplementedError
+
+    def start(self) -> PreparedData:
+        """Seed, write config.yaml, and load, preprocess and split the image set."""
+        torch.manual_seed(self.config.seed)
+        if self.device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        with naming_the_file(self.out / CONFIG_FILE):
+            self.config.to_yaml(self.out / CONFIG_FILE)
+        self.data = prepare_data(self.config, self.progress)
+        write_split(self.out, self.data)
+        return self.data
+
+    def fit_settings(self, data: PreparedData, train_counts: np.ndarray) -> FitSettings:
+        """The fit loop's settings from the configuration and the training split."""
+        c = self.config
+        weights = loss_weights(np.maximum(train_counts, 1), c.class_weights)
+        return FitSettings(
+            batch_size=c.batch_size,
+            seed=c.seed,
+            epochs=c.epochs,
+            max_epochs=c.max_epochs,
+            schedule=c.schedule,
+            alrs_window_epochs=c.alrs_window_epochs or default_window_epochs(len(data.train_index)),
+            alrs_drops=c.alrs_drops,
+            warmup_epochs=c.warmup_epochs,
+            class_weights=torch.tensor(weights, dtype=torch.float32),
+            label_smoothing=c.label_smoothing,
+            mixup=c.mixup,
+            cutmix=c.cutmix,
+            ema_decay=c.ema or None,
+            patience=c.patience,
+        )
+
+    def optimizer(self, parameters) -> torch.optim.Optimizer:
+        """Adam as in the paper, or AdamW with decoupled weight decay."""
+        c = self.config
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(parameters, lr=c.learning_rate, weight_decay=c.weight_decay)
+        return torch.optim.Adam(parameters, lr=c.learning_rate)
+
+    def train_epochs(
+        self, batches: Batches, optimizer, data: PreparedData, train_counts, *, kept: str = ""
+    ) -> dict:
+        """The one fit loop with this run's settings; on Ctrl-C, say what is kept (``kept``
+        adds what else is)."""
+        try:
+            return fit(
+                batches,
+                optimizer,
+                self.fit_settings(data, train_counts),
+                out=self.out,
+                progress=self.progress,
+                resume=self.resume,
+            )
+        except KeyboardInterrupt:
+            self.progress.message(
+                f"Interrupted; the checkpoint of the last finished epoch is kept in {self.out} "
+                f"(--resume continues from it){kept}",
+                warning=True,
+            )
+            raise
+
+    def validate(self, network, val_x: np.ndarray, val_y: np.ndarray) -> tuple[float, float]:
+        """(unweighted cross-entropy, accuracy) on the validation split, in eval mode."""
+        if not len(val_y):
+            return float("nan"), float("nan")
+        logits = predict_logits(network, val_x, device=self.device, bf16=self.bf16)
+        target = torch.from_numpy(val_y)
+        accuracy = float((logits.argmax(1) == target).float().mean())
+        return float(F.cross_entropy(logits, target)), accuracy
