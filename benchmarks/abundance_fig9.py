@@ -33,13 +33,13 @@ import pandas as pd
 from scipy.special import softmax
 
 from foramflow.abundance.analysis import METHOD_NAMES, Confusion, analyse_core, write_tables
-from foramflow.abundance.drift import top_probability_reference
 from foramflow.abundance.groups import Grouping, Ratio
 from foramflow.abundance.plots import plot_downcore, save_figure
 from foramflow.abundance.report import write_report
 from foramflow.abundance.simulate import SimulatedClassifier, draw_sample
+from foramflow.bundle.decisions import DecisionRule
 from foramflow.bundle.engine import apply_temperature
-from foramflow.classify.decisions import DecisionRule
+from foramflow.bundle.validation import top_probability_reference
 from foramflow.evaluate.calibration import (
     fit_class_bias,
     fit_temperature,

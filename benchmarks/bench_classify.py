@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 
 from foramflow.bundle import Bundle
+from foramflow.bundle.bf16 import check_bf16
 from foramflow.bundle.engine import Engine, available_cores
-from foramflow.classify.bf16 import check_bf16
-from foramflow.classify.quantize import quantize_bundle
+from foramflow.bundle.quantize import quantize_bundle
 from foramflow.imaging.preprocess import load_and_preprocess
 
 DATA = Path(os.environ.get("FORAMFLOW_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from foramflow.bundle.engine import cpu_has_bf16
 from foramflow.cli.console import RichProgress
 from foramflow.data.arrays import preprocess_all
 from foramflow.imaging.preprocess import PreprocessSpec
@@ -40,7 +41,6 @@ from foramflow.models.backbones import efficientnet_lite0_weights
 from foramflow.models.registry import create_model
 from foramflow.models.transfer import TransferHead
 from foramflow.training.config import TrainConfig
-from foramflow.training.device import cpu_has_bf16
 from foramflow.training.frozen_features import FrozenFeatures, extract_features
 from foramflow.training.transfer import TransferTrainer
 

@@ -17,8 +17,7 @@ inputs.
 """
 
 from foramflow._lazy import lazy_names
-
-__version__ = "0.1.0"
+from foramflow.version import __version__ as __version__
 
 _STEPS = {
     "stack_folder": "foramflow.imaging.steps",

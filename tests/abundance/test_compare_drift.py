@@ -9,7 +9,8 @@ from foramflow.abundance.compare import (
     agreement_by_taxon,
     read_human_counts,
 )
-from foramflow.abundance.drift import drift_table, top_probability_reference
+from foramflow.abundance.drift import drift_table
+from foramflow.bundle.validation import top_probability_reference
 
 
 def long_table(fractions: dict) -> pd.DataFrame:

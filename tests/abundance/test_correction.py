@@ -186,7 +186,7 @@ def test_the_prior_is_corrected_once(classifier):
 def test_a_taxon_more_often_unsure_is_not_under_counted(classifier):
     """Look-alikes 1 and 2 are more often unsure than the rest: leaving the unsure images
     out under-counts them; the corrected estimates, which use every image, do not."""
-    from foramflow.classify.decisions import DecisionRule
+    from foramflow.bundle.decisions import DecisionRule
 
     rng = np.random.default_rng(8)
     truth = np.array([0.3, 0.3, 0.2, 0.1, 0.1])
@@ -216,7 +216,7 @@ def test_the_abundance_step_corrects_with_the_unsure_images_too(classifier):
     import pandas as pd
 
     from foramflow.abundance.analysis import Confusion, analyse_core
-    from foramflow.classify.decisions import DecisionRule
+    from foramflow.bundle.decisions import DecisionRule
 
     rng = np.random.default_rng(9)
     labels = [f"c{k}" for k in range(K)]

@@ -156,7 +156,7 @@ def cpu_without_bf16(monkeypatch):
     a test of bf16 itself says otherwise."""
 
     def set_bf16(present: bool) -> None:
-        for module in ("foramflow.bundle.engine", "foramflow.classify.runner"):
+        for module in ("foramflow.bundle.engine", "foramflow.bundle.precision"):
             monkeypatch.setattr(f"{module}.cpu_has_bf16", lambda: present)
 
     set_bf16(False)

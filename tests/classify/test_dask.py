@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from foramflow.classify.runner import classify_folder
+from interrupting import InterruptAt
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +38,8 @@ def test_local_cluster_gives_the_same_table_as_a_local_run(cluster, bundle, kit,
 def test_scheduler_address_string_resumes_a_local_run(cluster, bundle, tree, tmp_path):
     out = tmp_path / "out"
 
-    calls = []
-
-    def stop(n):  # after the first chunk is written
-        calls.append(n)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        classify_folder(bundle, tree, out, workers=0, chunk_size=5, on_images=stop)
+    with pytest.raises(KeyboardInterrupt):  # after the first chunk is written
+        classify_folder(bundle, tree, out, workers=0, chunk_size=5, progress=InterruptAt(2))
     result = classify_folder(bundle, tree, out, chunk_size=5, scheduler=cluster.scheduler_address)
     assert result.n_resumed == 5
     assert result.counts["bright"].tolist() == [1, 2, 4]
@@ -58,9 +52,9 @@ def test_cluster_uses_an_int8_model_kept_outside_a_zipped_bundle(cluster, bundle
         for path in bundle.iterdir():
             zipped.write(path, path.name)
     local = classify_folder(archive, tree, tmp_path / "local", precision="int8", workers=0)
-    assert Path(local.run["model_file"]).is_absolute()  # in the user cache, not in the zip
+    assert Path(local.run.model_file).is_absolute()  # in the user cache, not in the zip
     remote = classify_folder(
         archive, tree, tmp_path / "dask", precision="int8", scheduler=cluster.scheduler_address
     )
-    assert remote.run["model_file"] == local.run["model_file"]
+    assert remote.run.model_file == local.run.model_file
     pd.testing.assert_frame_equal(local.counts, remote.counts)

@@ -12,8 +12,9 @@ from foramflow.bundle.engine import (
     recheck_margin,
     resolve_precision,
 )
-from foramflow.classify.quantize import quantize_bundle
+from foramflow.bundle.quantize import quantize_bundle
 from foramflow.classify.runner import classify_folder
+from foramflow.progress import Recorded
 
 pytestmark = pytest.mark.usefixtures("small_checks_suffice")
 
@@ -40,7 +41,7 @@ def test_int8_copy_is_recorded_and_used_by_auto(kit, bundle, tree, tmp_path):
     assert resolve_precision(Bundle.load(bundle), "auto") == ("int8", "model.int8.onnx")
 
     result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
-    assert result.run["precision"] == "int8"
+    assert result.run.precision == "int8"
     counts = result.counts[[*kit.labels, "unsure"]]
     expected = pd.DataFrame(kit.expected_counts, index=[*kit.labels, "unsure", "error"]).T
     pd.testing.assert_frame_equal(counts, expected[counts.columns], check_names=False)
@@ -65,11 +66,12 @@ def test_int8_weights_keep_to_seven_bits_so_cpus_without_vnni_do_not_overflow(ki
 
 
 def test_classify_asks_for_int8_quantises_on_its_own_images(bundle, tree, tmp_path):
-    messages = []
+    progress = Recorded()
+    messages = progress.messages
     result = classify_folder(
-        bundle, tree, tmp_path / "out", precision="int8", workers=0, log=messages.append
+        bundle, tree, tmp_path / "out", precision="int8", workers=0, progress=progress
     )
-    assert result.run["model_file"] == "model.int8.onnx"
+    assert result.run.model_file == "model.int8.onnx"
     assert any("top-1 agreement with fp32 100.00%" in m for m in messages)
 
 
@@ -81,7 +83,7 @@ def test_zipped_bundle_classifies_like_the_folder(kit, bundle, tree, tmp_path):
     result = classify_folder(archive, tree, tmp_path / "out", workers=0)
     reference = classify_folder(bundle, tree, tmp_path / "ref", workers=0)
     pd.testing.assert_frame_equal(result.counts, reference.counts)
-    assert result.run["bundle_hash"] == reference.run["bundle_hash"]
+    assert result.run.bundle_hash == reference.run.bundle_hash
     with pytest.raises(BundleError, match="bundle folder"):
         quantize_bundle(archive, sorted(tree.rglob("*.png")))
 
@@ -96,34 +98,33 @@ def test_auto_keeps_fp32_when_the_int8_model_agrees_too_little(bundle, tree):
 def test_int8_asked_for_again_is_warned_of_again_when_it_agrees_too_little(bundle, tree, tmp_path):
     record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
     update_bundle_meta(bundle, int8={**record, "top1_agreement": 0.40})
-    messages = []
-    classify_folder(
-        bundle, tree, tmp_path / "out", precision="int8", workers=0, log=messages.append
-    )
+    progress = Recorded()
+    messages = progress.messages
+    classify_folder(bundle, tree, tmp_path / "out", precision="int8", workers=0, progress=progress)
     assert any("int8: top-1 agreement with fp32 40.00%" in m for m in messages)
     assert any(m.startswith("warning: below 99.5%") for m in messages)
 
 
 def test_int8_model_made_by_an_older_method_is_made_again_when_asked_for(kit, tree, tmp_path):
-    from foramflow.classify.quantize import METHOD
+    from foramflow.bundle.quantize import METHOD
 
     bundle = kit.write_bundle(tmp_path / "bundle", conv=True)
     record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
     update_bundle_meta(bundle, int8={**record, "method": "full-range int8 weights"})
-    messages = []
-    classify_folder(
-        bundle, tree, tmp_path / "out", precision="int8", workers=0, log=messages.append
-    )
+    progress = Recorded()
+    messages = progress.messages
+    classify_folder(bundle, tree, tmp_path / "out", precision="int8", workers=0, progress=progress)
     assert any("made another way (full-range int8 weights)" in m for m in messages)
     assert json.loads((bundle / "model.json").read_text())["int8"]["method"] == METHOD
 
 
 def test_bf16_agreement_is_measured_once_and_used_by_auto(kit, bundle, tree, tmp_path):
-    messages = []
+    progress = Recorded()
+    messages = progress.messages
     result = classify_folder(
-        bundle, tree, tmp_path / "bf16", precision="bf16", workers=0, log=messages.append
+        bundle, tree, tmp_path / "bf16", precision="bf16", workers=0, progress=progress
     )
-    assert result.run["precision"] == "bf16"
+    assert result.run.precision == "bf16"
     record = json.loads((bundle / "model.json").read_text())["bf16"]
     assert record["check_images"] == len(list(tree.rglob("*.png")))
     assert record["top1_agreement"] == 1.0  # dark and bright are never close calls
@@ -196,13 +197,13 @@ def test_a_bf16_record_without_rechecked_agreement_is_measured_again(
     record = json.loads((bundle / "model.json").read_text())["bf16"]
     assert record["check_images"] == len(list(tree.rglob("*.png")))
     assert record["rechecked_agreement"] == 1.0
-    assert result.run["precision"] == "bf16"
+    assert result.run.precision == "bf16"
 
 
 def test_auto_on_a_bf16_cpu_checks_the_bundle_first(bundle, tree, tmp_path, cpu_without_bf16):
     cpu_without_bf16(True)
     result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
-    assert result.run["precision"] == "bf16"
+    assert result.run.precision == "bf16"
     assert json.loads((bundle / "model.json").read_text())["bf16"]["top1_agreement"] == 1.0
 
 

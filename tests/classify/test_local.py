@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from foramflow.classify.runner import classify_folder
+from foramflow.progress import Recorded
 
 
 class CannotStart:
@@ -55,9 +56,10 @@ def test_a_pool_that_cannot_run_leaves_decoding_to_this_process(
 ):
     reference = classify_folder(bundle, tree, tmp_path / "ref", workers=0)
     monkeypatch.setattr("foramflow.classify.local.ProcessPoolExecutor", pool)
-    messages = []
+    progress = Recorded()
+    messages = progress.messages
     result = classify_folder(
-        bundle, tree, tmp_path / "out", workers=2, batch_size=2, log=messages.append
+        bundle, tree, tmp_path / "out", workers=2, batch_size=2, progress=progress
     )
     pd.testing.assert_frame_equal(result.counts, reference.counts)
     warnings = [m for m in messages if "decoding processes" in m]

@@ -11,6 +11,7 @@ from foramflow.bundle import Bundle, update_bundle_meta
 from foramflow.bundle.engine import MIN_CHECK_IMAGES, faithful, resolve_precision
 from foramflow.bundle.schema import PrecisionCheck
 from foramflow.classify.runner import classify_folder
+from foramflow.progress import Recorded
 
 
 def run(bundle, images, out, **options):
@@ -48,37 +49,40 @@ def test_an_int8_check_on_two_images_is_reported_but_never_used_by_auto(
     "auto" because someone once classified a tiny folder with --precision int8."""
     archive = zipped(bundle, tmp_path / "bundle.zip")
     tiny = grey_folder(kit, tmp_path / "tiny", 2)
-    messages = []
-    asked = run(archive, tiny, tmp_path / "a", precision="int8", log=messages.append)
-    assert asked.run["precision"] == "int8"  # asked for: used, and said to be thin
+    progress = Recorded()
+    messages = progress.messages
+    asked = run(archive, tiny, tmp_path / "a", precision="int8", progress=progress)
+    assert asked.run.precision == "int8"  # asked for: used, and said to be thin
     assert any("checked on 1 images, fewer than the 200" in m for m in messages)
     (kept,) = user_cache.glob("foramflow/bundles/*/model.json")
     assert json.loads(kept.read_text())["int8"]["check_images"] == 1
 
     copy = zipped(bundle, tmp_path / "copy.zip")
-    assert run(copy, tiny, tmp_path / "b").run["precision"] == "fp32"
-    assert run(archive, tiny, tmp_path / "c").run["precision"] == "fp32"
+    assert run(copy, tiny, tmp_path / "b").run.precision == "fp32"
+    assert run(archive, tiny, tmp_path / "c").run.precision == "fp32"
 
 
 def test_an_int8_check_on_200_images_is_used_by_auto(kit, bundle, tmp_path):
     images = grey_folder(kit, tmp_path / "many", 2 * MIN_CHECK_IMAGES)
-    messages = []
-    run(bundle, images, tmp_path / "a", precision="int8", log=messages.append)
+    progress = Recorded()
+    messages = progress.messages
+    run(bundle, images, tmp_path / "a", precision="int8", progress=progress)
     record = json.loads((bundle / "model.json").read_text())["int8"]
     assert record["check_images"] == MIN_CHECK_IMAGES
     assert not any("fewer than" in m for m in messages)
     assert resolve_precision(Bundle.load(bundle), "auto") == ("int8", "model.int8.onnx")
-    assert run(bundle, images, tmp_path / "b").run["precision"] == "int8"
+    assert run(bundle, images, tmp_path / "b").run.precision == "int8"
 
 
 def test_a_bf16_check_on_few_images_is_not_kept(bundle, tree, tmp_path, cpu_without_bf16):
     cpu_without_bf16(True)
-    messages = []
-    result = run(bundle, tree, tmp_path / "a", precision="bf16", log=messages.append)
-    assert result.run["precision"] == "bf16"
+    progress = Recorded()
+    messages = progress.messages
+    result = run(bundle, tree, tmp_path / "a", precision="bf16", progress=progress)
+    assert result.run.precision == "bf16"
     assert "bf16" not in json.loads((bundle / "model.json").read_text())
     assert any("bf16: checked on 13 images, fewer than the 200" in m for m in messages)
-    assert run(bundle, tree, tmp_path / "b").run["precision"] == "fp32"
+    assert run(bundle, tree, tmp_path / "b").run.precision == "fp32"
 
 
 def test_a_record_made_for_another_network_is_not_used_by_auto(
@@ -114,9 +118,10 @@ def test_a_corrupt_cached_int8_model_is_rebuilt(kit, bundle, tree, tmp_path, use
     else:
         cached.write_bytes(damage(good))
     for precision, out in (("auto", "b"), ("int8", "c")):
-        messages = []
-        again = run(archive, tree, tmp_path / out, precision=precision, log=messages.append)
-        assert again.run["precision"] == "int8"
+        progress = Recorded()
+        messages = progress.messages
+        again = run(archive, tree, tmp_path / out, precision=precision, progress=progress)
+        assert again.run.precision == "int8"
         assert any("calibrating one on images from this folder" in m for m in messages)
         assert cached.read_bytes() == good  # made again, the same way
         pd.testing.assert_frame_equal(again.counts, first.counts)

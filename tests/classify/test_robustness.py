@@ -15,6 +15,8 @@ import pytest
 
 from foramflow.classify.runner import classify_folder
 from foramflow.classify.store import RunStore
+from foramflow.progress import Recorded
+from interrupting import InterruptAt
 
 pytestmark = pytest.mark.usefixtures("small_checks_suffice")
 
@@ -32,15 +34,8 @@ def predictions(out) -> pd.DataFrame:
 
 def interrupt_after_first_chunk(bundle, tree, out, chunk_size=3):
     """Leave a results folder as a run stopped after writing one chunk leaves it."""
-    calls = []
-
-    def stop(n):
-        calls.append(n)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run(bundle, tree, out, chunk_size=chunk_size, on_images=stop)
+        run(bundle, tree, out, chunk_size=chunk_size, progress=InterruptAt(2))
     assert len(list((out / "chunks").glob("*.parquet"))) == 1
 
 
@@ -53,7 +48,7 @@ def test_symlink_loop_and_dangling_link_are_error_rows_and_the_run_goes_on(bundl
     result = run(bundle, tree, tmp_path / "out")
 
     frame = predictions(tmp_path / "out")
-    assert len(frame) == result.run["n_images"] == 15
+    assert len(frame) == result.run.n_images == 15
     loop, dangling = frame.loc["S1/loop.png"], frame.loc["S3/dangling.jpg"]
     assert (loop["status"], loop["class"]) == ("error", "")
     assert "symbolic link loop" in loop["error"]
@@ -61,7 +56,7 @@ def test_symlink_loop_and_dangling_link_are_error_rows_and_the_run_goes_on(bundl
     assert "broken symbolic link" in dangling["error"]
     assert result.counts.loc["S1", "error"] == 1 and result.counts.loc["S3", "error"] == 1
     assert result.counts.loc["S1", "dark"] == 3  # the readable images are still classified
-    assert result.run["n_errors"] == 2
+    assert result.run.n_errors == 2
 
 
 def test_counts_add_up_to_the_images_found(bundle, tree, tmp_path):
@@ -70,15 +65,16 @@ def test_counts_add_up_to_the_images_found(bundle, tree, tmp_path):
     result = run(bundle, tree, tmp_path / "out")
     counts = result.counts
     frame = predictions(tmp_path / "out")
-    assert counts.to_numpy().sum() == result.run["n_images"] == len(frame)
+    assert counts.to_numpy().sum() == result.run.n_images == len(frame)
     assert frame["status"].value_counts().to_dict() == {"ok": 12, "unsure": 1, "error": 2}
 
 
 def test_folder_link_loop_is_listed_as_skipped_and_the_run_goes_on(bundle, tree, tmp_path):
     (tree / "S2" / "more").symlink_to("more")
-    messages = []
-    result = run(bundle, tree, tmp_path / "out", log=messages.append)
-    assert result.run["n_images"] == 13
+    progress = Recorded()
+    messages = progress.messages
+    result = run(bundle, tree, tmp_path / "out", progress=progress)
+    assert result.run.n_images == 13
     assert any("skipped S2/more" in m and "symbolic link loop" in m for m in messages)
     recorded = json.loads((tmp_path / "out" / "run.json").read_text())["skipped"]
     assert recorded == [{"path": "S2/more", "reason": "symbolic link loop"}]
@@ -90,7 +86,7 @@ def test_folder_named_like_an_image_is_searched_not_read(kit, bundle, tree, tmp_
     frame = predictions(tmp_path / "out")
     assert "S3/x.jpg" not in frame.index
     assert frame.loc["S3/x.jpg/inside.png", "class"] == "dark"
-    assert result.run["n_errors"] == 0 and result.run["n_images"] == 14
+    assert result.run.n_errors == 0 and result.run.n_images == 14
 
 
 @pytest.fixture
@@ -110,7 +106,7 @@ def test_non_utf8_file_name_is_an_error_row_with_a_printable_name(
 ):
     result = run(bundle, tree, tmp_path / "out")
     frame = predictions(tmp_path / "out")
-    assert len(frame) == result.run["n_images"] == 14
+    assert len(frame) == result.run.n_images == 14
     row = frame.loc[latin1_name]
     assert (row["status"], row["sample"]) == ("error", "S1")
     assert "not valid UTF-8" in row["error"]
@@ -156,8 +152,9 @@ def test_chunks_without_run_json_from_another_bundle_are_not_reused(kit, bundle,
     (out / "manifest.parquet").unlink()
 
     other = kit.write_bundle(tmp_path / "other", steepness=5.0)
-    messages = []
-    result = run(other, tree, out, chunk_size=3, log=messages.append)
+    progress = Recorded()
+    messages = progress.messages
+    result = run(other, tree, out, chunk_size=3, progress=progress)
     assert result.n_resumed == 0
     assert not any("resuming" in m for m in messages)
     run(other, tree, tmp_path / "clean")
@@ -209,7 +206,7 @@ def read_only_bundle(bundle, monkeypatch):
         path.chmod(0o444)
     bundle.chmod(0o555)
     if os.geteuid() == 0:
-        monkeypatch.setattr("foramflow.classify.records.bundle_is_writable", lambda path: False)
+        monkeypatch.setattr("foramflow.bundle.records.bundle_is_writable", lambda path: False)
 
         def refuse(path, *args, **kwargs):
             raise PermissionError(13, "Permission denied", str(path))
@@ -228,17 +225,18 @@ def test_read_only_bundle_on_a_bf16_cpu_keeps_its_check_in_the_user_cache(
 ):
     cpu_without_bf16(True)
     before = bundle_state(read_only_bundle)
-    messages = []
-    result = run(read_only_bundle, tree, tmp_path / "a", log=messages.append)
-    assert result.run["precision"] == "bf16"
+    progress = Recorded()
+    messages = progress.messages
+    result = run(read_only_bundle, tree, tmp_path / "a", progress=progress)
+    assert result.run.precision == "bf16"
     assert any("checking bf16" in m for m in messages)
     assert bundle_state(read_only_bundle) == before
     (record,) = user_cache.glob("foramflow/bundles/*/model.json")
     assert json.loads(record.read_text())["bf16"]["top1_agreement"] == 1.0
 
     messages.clear()
-    again = run(read_only_bundle, tree, tmp_path / "b", log=messages.append)
-    assert again.run["precision"] == "bf16"
+    again = run(read_only_bundle, tree, tmp_path / "b", progress=progress)
+    assert again.run.precision == "bf16"
     assert not any("checking bf16" in m for m in messages)  # measured once per bundle
 
 
@@ -251,7 +249,7 @@ def test_bundle_write_refused_midway_falls_back_to_the_user_cache(
     monkeypatch.setattr("foramflow.bundle.folder.write_meta", refuse)
     cpu_without_bf16(True)
     result = run(bundle, tree, tmp_path / "out")
-    assert result.run["precision"] == "bf16"
+    assert result.run.precision == "bf16"
     assert "bf16" not in json.loads((bundle / "model.json").read_text())
     assert len(list(user_cache.glob("foramflow/bundles/*/model.json"))) == 1
 
@@ -261,12 +259,12 @@ def test_read_only_bundle_gets_its_int8_model_in_the_user_cache(
 ):
     before = bundle_state(read_only_bundle)
     result = run(read_only_bundle, tree, tmp_path / "a", precision="int8")
-    assert result.run["precision"] == "int8"
+    assert result.run.precision == "int8"
     assert bundle_state(read_only_bundle) == before
     (int8,) = user_cache.glob("foramflow/bundles/*/model.int8.onnx")
-    assert result.run["model_file"] == str(int8)
+    assert result.run.model_file == str(int8)
     again = run(read_only_bundle, tree, tmp_path / "b")  # auto takes the faithful int8 copy
-    assert again.run["precision"] == "int8"
+    assert again.run.precision == "int8"
     pd.testing.assert_frame_equal(result.counts, again.counts)
 
 
@@ -279,9 +277,10 @@ def test_zipped_bundle_keeps_its_bf16_check_in_the_user_cache(
             zipped.write(path, f"bundle/{path.name}")
     cpu_without_bf16(True)
     run(archive, tree, tmp_path / "a")
-    messages = []
-    result = run(archive, tree, tmp_path / "b", log=messages.append)
-    assert result.run["precision"] == "bf16"
+    progress = Recorded()
+    messages = progress.messages
+    result = run(archive, tree, tmp_path / "b", progress=progress)
+    assert result.run.precision == "bf16"
     assert not any("checking bf16" in m for m in messages)
 
 
@@ -293,7 +292,7 @@ def test_records_go_beside_the_results_when_the_user_cache_cannot_be_written(
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
     cpu_without_bf16(True)
     result = run(read_only_bundle, tree, tmp_path / "out")
-    assert result.run["precision"] == "bf16"
+    assert result.run.precision == "bf16"
     (record,) = (tmp_path / "out").glob("bundle_records/*/model.json")
     assert "bf16" in json.loads(record.read_text())
 

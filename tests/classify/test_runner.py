@@ -9,6 +9,7 @@ import pytest
 
 from foramflow.classify.runner import RunMismatchError, classify_folder
 from foramflow.classify.samples import SampleRule
+from interrupting import InterruptAt
 
 
 def run(bundle, images, out, **options):
@@ -100,7 +101,7 @@ def test_bad_images_get_status_error_and_the_run_completes(bundle, tree, tmp_pat
     assert math.isnan(bad["score"]) and math.isnan(bad["prob_dark"])
     assert result.counts.loc["S1", "error"] == 2
     assert result.counts.loc["S1", "dark"] == 3  # the good images are still counted
-    assert result.run["n_errors"] == 3
+    assert result.run.n_errors == 3
 
 
 def test_depths_from_a_table_are_in_every_output(bundle, tree, tmp_path):
@@ -119,15 +120,8 @@ def test_depths_from_a_table_are_in_every_output(bundle, tree, tmp_path):
 
 def test_interrupted_run_resumes_without_loss_or_double_counting(bundle, tree, tmp_path):
     out = tmp_path / "out"
-    seen = []
-
-    def stop_after_two_chunks(n):
-        seen.append(n)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(bundle, tree, out, chunk_size=3, on_images=stop_after_two_chunks)
+    with pytest.raises(KeyboardInterrupt):  # at the second chunk
+        run(bundle, tree, out, chunk_size=3, progress=InterruptAt(2))
     assert len(list((out / "chunks").glob("*.parquet"))) == 1  # the second was never written
     result = run(bundle, tree, out, chunk_size=3)
     assert result.n_resumed == 3
@@ -158,5 +152,5 @@ def test_changed_inputs_or_bundle_are_reported_not_mixed(kit, bundle, tree, tmp_
         run(bundle, tree, out, threshold=0.9)
 
     result = run(bundle, tree, out, overwrite=True)
-    assert result.run["n_images"] == 12
+    assert result.run.n_images == 12
     assert result.counts.loc["S3", "bright"] == 3

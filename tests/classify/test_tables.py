@@ -90,5 +90,5 @@ def test_a_results_folder_written_before_units_is_still_complete(bundle, tree, t
     pq.write_table(table.set_column(table.schema.get_field_index("depth"), "depth", nan), path)
     assert duckdb_nulls(path, "depth") == 0
     again = run(bundle, tree, out)
-    assert again.n_resumed == first.run["n_images"]
+    assert again.n_resumed == first.run.n_images
     pd.testing.assert_frame_equal(again.counts, first.counts)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from foramflow.imaging.scale import DEFAULT_PIXELS_PER_MM as PIXELS_PER_MM
 from foramflow.imaging.segment import (
     CROP_SCALE,
     background_deviation,
@@ -15,7 +16,6 @@ from foramflow.imaging.segment import (
     segment_image,
 )
 
-PIXELS_PER_MM = 1159.4
 UM_PER_PX = 1000.0 / PIXELS_PER_MM
 
 

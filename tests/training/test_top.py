@@ -13,7 +13,7 @@ import foramflow.training.export as export
 import foramflow.training.frozen_features as frozen_features
 import foramflow.training.top as top_module
 from foramflow.bundle import Bundle
-from foramflow.classify.quantize import quantize_bundle
+from foramflow.bundle.quantize import quantize_bundle
 from foramflow.imaging.preprocess import load_and_preprocess
 from foramflow.models.registry import create_model
 from foramflow.models.top_tuned import dihedral_views

@@ -21,13 +21,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from foramflow.io.class_names import UNSURE
+
 DEFAULT_MAX_DISTANCE = 0.25
-REFERENCE_QUANTILES = np.linspace(0.0, 1.0, 101)
-
-
-def top_probability_reference(top_probabilities) -> list[float]:
-    """Quantiles (0, 0.01, …, 1) of a set of top probabilities, small enough for model.json."""
-    return [float(q) for q in np.quantile(np.asarray(top_probabilities), REFERENCE_QUANTILES)]
 
 
 def drift_table(
@@ -62,7 +58,7 @@ def drift_table(
         rows[sample] = {
             "images": len(scores),
             "mean_top_probability": scores.mean(),
-            "unsure_fraction": float((group["status"] == "unsure").mean()),
+            "unsure_fraction": float((group["status"] == UNSURE).mean()),
             "ks_distance": distance,
             "flagged": bool(distance > max_distance),
         }

@@ -26,8 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from foramflow.errors import ForamflowError
-
-UNSURE = "unsure"
+from foramflow.io.class_names import UNSURE
 
 
 class GroupingError(ForamflowError, ValueError):

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from foramflow.errors import InvalidInput
+
 INTERVAL_METHODS = ("wilson", "clopper-pearson")
 
 
@@ -47,7 +49,7 @@ def proportion_interval(
     """
     k, n = np.broadcast_arrays(np.asarray(successes, float), np.asarray(totals, float))
     if np.any(k < 0) or np.any(k > n):
-        raise ValueError("counts must satisfy 0 <= successes <= totals")
+        raise ValueError("counts must satisfy 0 <= successes <= totals")  # callers count them
     alpha = 1.0 - level
     with np.errstate(invalid="ignore", divide="ignore"):
         if method == "wilson":
@@ -60,7 +62,7 @@ def proportion_interval(
             low = np.where(k > 0, stats.beta.ppf(alpha / 2, k, n - k + 1), 0.0)
             high = np.where(k < n, stats.beta.ppf(1 - alpha / 2, k + 1, n - k), 1.0)
         else:
-            raise ValueError(f"unknown interval method {method!r}; use one of {INTERVAL_METHODS}")
+            raise InvalidInput(f"unknown interval method {method!r}; use one of {INTERVAL_METHODS}")
     empty = n == 0
     low = np.where(empty, np.nan, np.clip(low, 0.0, 1.0))
     high = np.where(empty, np.nan, np.clip(high, 0.0, 1.0))

@@ -24,12 +24,9 @@ from foramflow.abundance.inputs import AbundanceError
 from foramflow.abundance.intervals import INTERVAL_METHODS
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.schema import BundleError, Calibration
+from foramflow.classify.results import PREDICTIONS_FILE, read_run
 from foramflow.io.files import prepare_output_dir
-from foramflow.io.limits import read_json_object
 from foramflow.progress import Progress, Quiet
-
-PREDICTIONS_FILE = "predictions.parquet"
-RUN_FILE = "run.json"
 
 
 @dataclass
@@ -56,7 +53,7 @@ class _Inputs:
 
 
 def estimate_abundance(
-    results_dir: str | Path,
+    results: str | Path,
     out: str | Path,
     *,
     groups: str | Path | Grouping | None = None,
@@ -78,7 +75,7 @@ def estimate_abundance(
 
     Parameters
     ----------
-    results_dir
+    results
         Folder of a classification run (``predictions.parquet``, ``run.json``).
     groups
         Groups file (YAML mapping classes to groups, and names left out of the
@@ -107,7 +104,7 @@ def estimate_abundance(
         known abundances (``sample, taxon, fraction``) drawn in the figure.
     """
     progress = progress or Quiet()
-    results_dir, out = Path(results_dir), Path(out)
+    results_dir, out = Path(results), Path(out)
     _check_intervals(level, interval)
     inputs = _read_inputs(results_dir, groups, ratios, human, age_model, bootstrap)
     analysis.stated_depth_unit(
@@ -197,9 +194,9 @@ def _load_bundle(
     """The model bundle's path (given, or named in run.json) and the bundle; None, with a
     warning, when it cannot be loaded."""
     path = Path(bundle) if bundle else None
-    if path is None and (results_dir / RUN_FILE).is_file():
-        named = read_json_object(results_dir / RUN_FILE, what=RUN_FILE).get("bundle", "")
-        path = Path(named) if isinstance(named, str) and named else None
+    if path is None:
+        record = read_run(results_dir)
+        path = Path(record.bundle) if record is not None and record.bundle else None
     if path is None:
         return None, None
     try:

@@ -4,7 +4,7 @@ Every command that runs a bundle's network runs it here: classify, predict, eval
 calibrate and the labelling app's pre-labelling.
 
 * fp32 and int8 run in ONNX Runtime. The bundle may carry an int8 copy of its network,
-  recorded in its description (see :mod:`foramflow.classify.quantize`).
+  recorded in its description (see :mod:`foramflow.bundle.quantize`).
 * bf16 runs model.onnx itself in OpenVINO with bfloat16 arithmetic, on CPUs that compute
   bf16 natively (AVX-512 BF16 or AMX); elsewhere it would be slower than fp32. Its top-1
   agreement with fp32 is measured once per bundle and recorded, with the largest change of
@@ -16,7 +16,7 @@ Precision "auto" takes bf16 where the CPU has it, else int8, each only when its 
 top-1 agreement with fp32 is at least 99.5 % on at least 200 check images and the record
 names the hash of the model.onnx it checked (and of the int8 file); fp32 otherwise. For
 bf16 that is the agreement of its results as delivered, close calls recomputed, measured
-on images that did not set the margin (see :mod:`foramflow.classify.bf16`), and it must
+on images that did not set the margin (see :mod:`foramflow.bundle.bf16`), and it must
 recompute no more than a fifth of the images, else it is slower than fp32.
 
 The network's outputs must be probabilities: finite, not negative, each row summing to 1;
@@ -44,6 +44,7 @@ from foramflow.bundle.schema import (
     PrecisionCheck,
     describe_input,
 )
+from foramflow.errors import InvalidInput
 
 if TYPE_CHECKING:
     from foramflow.bundle.folder import Bundle
@@ -73,7 +74,8 @@ def available_cores() -> int:
 
 @functools.cache
 def cpu_has_bf16() -> bool:
-    """True where OpenVINO can compute in bf16 natively on this CPU (asked once)."""
+    """True where this CPU computes bf16 natively (asked of OpenVINO, once): the one test of
+    the capability, for inference and for training's autocast alike; without OpenVINO, False."""
     try:
         import openvino as ov
 
@@ -154,7 +156,7 @@ def auto_takes_bf16(bundle: Bundle) -> bool:
 def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
     """(precision, model file name) that ``precision`` means for this bundle on this CPU."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        raise InvalidInput(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     int8 = int8_file(bundle)
     if precision == "int8" and not int8:
         raise BundleError(f"{bundle.path}: the bundle holds no int8 model")

@@ -167,7 +167,7 @@ class Bundle:
 
     def read_model(self, name: str = MODEL_FILE) -> bytes:
         """The bytes of one model file of the bundle folder or zip; an absolute ``name`` is a
-        file kept outside the bundle (see :mod:`foramflow.classify.records`)."""
+        file kept outside the bundle (see :mod:`foramflow.bundle.records`)."""
         if name == MODEL_FILE and self._model_bytes is not None:
             return self._model_bytes
         try:
@@ -295,7 +295,7 @@ def other_files(folder: str | Path) -> list[Path]:
 
 def read_precision_records(folder: str | Path) -> dict[str, PrecisionCheck]:
     """The precision records kept for a bundle in a folder outside it (see
-    :mod:`foramflow.classify.records`), with their files as absolute paths in that folder;
+    :mod:`foramflow.bundle.records`), with their files as absolute paths in that folder;
     none when the folder holds no readable ones."""
     try:
         stored = read_json_object(Path(folder) / META_FILE)

@@ -59,7 +59,7 @@ def opset_of(model: onnx.ModelProto) -> int:
 def _lowered(model: onnx.ModelProto) -> onnx.ModelProto:
     others = sorted({o.domain for o in model.opset_import} - set(_DEFAULT_DOMAINS))
     if others:
-        raise ValueError(f"operators of the {', '.join(others)} domain")
+        raise ValueError(f"operators of the {', '.join(others)} domain")  # → NhwcError above
     if opset_of(model) > MAX_OPSET:
         model = _converted(model)
     opset = opset_of(model)

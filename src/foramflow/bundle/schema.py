@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from foramflow.classify.decisions import validate_threshold
+from foramflow.bundle.decisions import validate_threshold
 from foramflow.errors import ForamflowError
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.io.class_names import distinct_class_names
@@ -110,6 +110,10 @@ class InputInfo(_Open):
             dtype="float32",
             range=[0.0, 1.0],
         )
+
+
+# The validators of model.json's fields raise ValueError, as pydantic expects: the reader
+# (parse_meta) turns the ValidationError into a BundleError naming the file and the field.
 
 
 def _input_block(value):

@@ -20,6 +20,14 @@ from foramflow.bundle.schema import MODEL_FILE, VALIDATION_FILE, BundleError
 from foramflow.io.files import atomic_write
 from foramflow.io.limits import MAX_ARRAY_BYTES, FileRefused, open_zip, read_npz
 
+#: The quantiles of the top probabilities kept in model.json as the drift reference.
+REFERENCE_QUANTILES = np.linspace(0.0, 1.0, 101)
+
+
+def top_probability_reference(top_probabilities) -> list[float]:
+    """Quantiles (0, 0.01, …, 1) of a set of top probabilities, small enough for model.json."""
+    return [float(q) for q in np.quantile(np.asarray(top_probabilities), REFERENCE_QUANTILES)]
+
 
 @dataclass(frozen=True)
 class ValidationSet:
@@ -30,7 +38,8 @@ class ValidationSet:
 
     def __post_init__(self):
         labels, probs = np.asarray(self.labels), np.asarray(self.probabilities)
-        if probs.ndim != 2 or labels.shape != (len(probs),):
+        if probs.ndim != 2 or labels.shape != (len(probs),):  # a caller's mistake: a file's
+            # arrays are checked where it is read
             raise ValueError(f"labels {labels.shape} do not match probabilities {probs.shape}")
 
     @property
@@ -68,7 +77,10 @@ def restamp_validation(folder: str | Path, model_bytes: bytes) -> None:
             arrays = read_npz(path, path, ("labels", "probabilities"))
         except FileRefused as err:
             raise BundleError(str(err)) from None
-        kept = ValidationSet(labels=arrays["labels"], probabilities=arrays["probabilities"])
+        try:
+            kept = ValidationSet(labels=arrays["labels"], probabilities=arrays["probabilities"])
+        except ValueError as err:
+            raise BundleError(f"{path}: {err}") from None
         write_validation(folder, kept, model_bytes)
 
 

@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 
 from foramflow.bundle import Bundle
+from foramflow.bundle.decisions import DecisionRule
 from foramflow.bundle.engine import Engine
-from foramflow.classify.decisions import DecisionRule
 from foramflow.classify.inference import classify_records
 
 TASKS_PER_THREAD = 2
@@ -57,7 +57,7 @@ def run_dask(
     """Yield (chunk index, predictions) as chunks finish on the cluster (in any order).
 
     ``precision_records`` are the bundle's precision records (bf16, int8) as this process sees them,
-    also those kept outside the bundle (see :mod:`foramflow.classify.records`).
+    also those kept outside the bundle (see :mod:`foramflow.bundle.records`).
     At most a couple of tasks per worker thread are in flight, so that neither this process
     nor the scheduler holds more than a few chunks at a time.
     """

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from foramflow.bundle.decisions import DecisionRule
 from foramflow.bundle.decode import decode_batch
 from foramflow.bundle.engine import Engine
-from foramflow.classify.decisions import DecisionRule
 from foramflow.classify.tables import predictions_table
 
 

@@ -17,41 +17,30 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.compute as pc
 
-from foramflow import __version__
+from foramflow.bundle.decisions import ERROR, UNSURE, DecisionRule
 from foramflow.bundle.engine import (
-    MAX_RECHECK_SHARE,
-    MIN_AGREEMENT,
-    MIN_CHECK_IMAGES,
     Engine,
     available_cores,
-    bf16_pays,
     bundle_hash,
-    cpu_has_bf16,
-    describes_this_network,
-    enough_evidence,
-    faithful,
-    int8_file,
-    int8_problem,
     resolve_precision,
 )
 from foramflow.bundle.folder import Bundle
-from foramflow.bundle.schema import BF16_RECORD, INT8_RECORD, PrecisionCheck
-from foramflow.classify.decisions import ERROR, UNSURE, DecisionRule
+from foramflow.bundle.precision import ensure_precision
+from foramflow.bundle.records import PrecisionRecords
 from foramflow.classify.local import run_local
-from foramflow.classify.records import PrecisionRecords
+from foramflow.classify.results import ABUNDANCE_FILE, COUNTS_FILE, PREDICTIONS_FILE, RunRecord
 from foramflow.classify.samples import SampleRule, assign_samples, find_images
 from foramflow.classify.store import (
-    ABUNDANCE_FILE,
-    COUNTS_FILE,
-    PREDICTIONS_FILE,
     RunStore,
     describe_changes,
     manifest_hash,
     run_fingerprint,
 )
 from foramflow.classify.tables import CountTable, prediction_schema, relative_abundance
-from foramflow.errors import ForamflowError, InputNotFound, OutputError
+from foramflow.errors import ForamflowError, InputNotFound, InvalidInput
 from foramflow.io.files import prepare_output_dir
+from foramflow.progress import Progress, Quiet
+from foramflow.version import __version__
 
 DEFAULT_CHUNK_SIZE = 1024
 
@@ -65,7 +54,7 @@ class ClassifyResult:
     """What a run produced: the results folder, its run record, counts and failed images."""
 
     out_dir: Path
-    run: dict
+    run: RunRecord
     counts: pd.DataFrame
     errors: pd.DataFrame  # path, error
     n_resumed: int
@@ -76,9 +65,9 @@ class ClassifyResult:
 
 
 def classify_folder(
-    bundle_path: str | Path,
-    images_dir: str | Path,
-    out_dir: str | Path,
+    bundle: str | Path,
+    images: str | Path,
+    out: str | Path,
     *,
     threshold: float | None = None,
     samples: SampleRule = SampleRule(),
@@ -88,11 +77,10 @@ def classify_folder(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     scheduler=None,
     overwrite: bool = False,
-    log: Callable[[str], None] = lambda message: None,
-    on_start: Callable[[int, int], None] = lambda total, done: None,
-    on_images: Callable[[int], None] = lambda n: None,
+    progress: Progress | None = None,
 ) -> ClassifyResult:
-    """Classify all images under ``images_dir`` with a model bundle; write to ``out_dir``.
+    """Classify all images under the folder ``images`` with the bundle ``bundle``; write the
+    results folder ``out``.
 
     Parameters
     ----------
@@ -104,11 +92,11 @@ def classify_folder(
         How the sample (and depth) of an image is decided; default its first folder.
     precision
         "fp32"; "bf16" (OpenVINO); "int8" (quantises the bundle's network first if it has
-        no int8 copy, calibrated on images from ``images_dir``); or "auto": bf16 on a CPU
+        no int8 copy, calibrated on images from ``images``); or "auto": bf16 on a CPU
         that computes it natively, else int8 when the bundle has a copy, each only when
         its top-1 agreement with fp32 is at least 99.5 % on at least 200 images, for this
         very network (bf16's, close calls recomputed in fp32, is measured on images from
-        ``images_dir`` the first time), else fp32. An int8 copy that is not the file that
+        ``images`` the first time), else fp32. An int8 copy that is not the file that
         was checked is made again.
     workers
         Decoding processes on this machine (default: one per core; 0 decodes in-process).
@@ -116,9 +104,10 @@ def classify_folder(
         A Dask scheduler address (``tcp://host:port``), cluster object or Client: run the
         chunks on that cluster instead of this machine.
     overwrite
-        Discard an earlier run in ``out_dir`` instead of refusing when it differs.
-    log, on_start, on_images
-        Callbacks for messages, the number of images in all and already done, and progress.
+        Discard an earlier run in ``out`` instead of refusing when it differs.
+    progress
+        Receives the messages (warnings start ``warning:``) and one task, "classifying", whose
+        total is the number of images and whose count starts at those an earlier run did.
 
     Notes
     -----
@@ -126,21 +115,23 @@ def classify_folder(
     same arguments.
     """
     if batch_size < 1 or chunk_size < 1:
-        raise ValueError("batch size and chunk size must be at least 1")
+        raise InvalidInput("batch size and chunk size must be at least 1")
     started = time.perf_counter()
-    bundle = _open_bundle(bundle_path, log)
+    progress = progress or Quiet()
+    log = _messages_to(progress)
+    bundle = _open_bundle(bundle, log)
     rule = _decision_rule(bundle, threshold)
-    images_dir = Path(images_dir).resolve()
+    images_dir = Path(images).resolve()
     manifest, skipped = build_manifest(images_dir, samples)
     for path, reason in skipped:
         log(f"skipped {path}: {reason}")
-    store = RunStore(prepare_output_dir(out_dir), depth_unit=samples.depth_unit())
+    store = RunStore(prepare_output_dir(out), depth_unit=samples.depth_unit())
     earlier = None if overwrite else store.read_run()
     precision = _choose_precision(bundle, precision, earlier, images_dir, manifest, store, log)
     job = _describe_job(bundle, precision, rule, images_dir, manifest, samples)
     if earlier is not None:
         _check_same_job(earlier, job, store, manifest)
-        chunk_size = int(earlier["chunk_size"])
+        chunk_size = int(earlier.chunk_size)
     elif overwrite:
         store.clear()
     if _is_complete(earlier, store):
@@ -153,8 +144,13 @@ def classify_folder(
         engine = Engine(bundle, precision=job["precision"], cuts=rule.per_class)
     backend = _Backend(bundle, job, engine, rule, images_dir, workers, batch_size, scheduler)
     run = _start_run(store, job, earlier, chunk_size, manifest, skipped)
-    n_resumed = _classify_chunks(store, run, manifest, backend, log, on_start, on_images)
+    n_resumed = _classify_chunks(store, run, manifest, backend, log, progress)
     return _finish_run(store, run, manifest, bundle.labels, n_resumed, started)
+
+
+def _messages_to(progress: Progress) -> Callable[[str], None]:
+    """The run's messages as the progress object's, those starting ``warning:`` as warnings."""
+    return lambda text: progress.message(text, warning=text.startswith("warning:"))
 
 
 def _open_bundle(bundle_path: str | Path, log) -> Bundle:
@@ -178,19 +174,20 @@ def _decision_rule(bundle: Bundle, threshold: float | None) -> DecisionRule:
 def _choose_precision(
     bundle: Bundle,
     precision: str,
-    earlier: dict | None,
+    earlier: RunRecord | None,
     images_dir: Path,
     manifest: pd.DataFrame,
     store: RunStore,
     log,
 ) -> str:
     """The precision asked for: "auto" resumes with an earlier run's choice; a reduced
-    precision is checked first (see :func:`_ensure_precision`)."""
+    precision is checked first (see :func:`foramflow.bundle.precision.ensure_precision`)."""
     records = PrecisionRecords(bundle, store.root)
     records.attach()
-    if precision == "auto" and earlier is not None:
-        precision = earlier.get("precision", precision)
-    return _ensure_precision(bundle, precision, images_dir, manifest, log, records)
+    if precision == "auto" and earlier is not None and earlier.precision is not None:
+        precision = earlier.precision
+    paths = [images_dir / p for p in manifest.loc[manifest["problem"] == "", "path"]]
+    return ensure_precision(bundle, precision, paths, log, records)
 
 
 def _describe_job(
@@ -217,10 +214,10 @@ def _describe_job(
     }
 
 
-def _is_complete(earlier: dict | None, store: RunStore) -> bool:
+def _is_complete(earlier: RunRecord | None, store: RunStore) -> bool:
     return (
         earlier is not None
-        and earlier.get("state") == "complete"
+        and earlier.state == "complete"
         and store.path(PREDICTIONS_FILE).is_file()
     )
 
@@ -228,40 +225,41 @@ def _is_complete(earlier: dict | None, store: RunStore) -> bool:
 def _start_run(
     store: RunStore,
     job: dict,
-    earlier: dict | None,
+    earlier: RunRecord | None,
     chunk_size: int,
     manifest: pd.DataFrame,
     skipped: list[tuple[str, str]],
-) -> dict:
+) -> RunRecord:
     """Write the run record (and, for a new run, the input list); return the record."""
     store.prepare()
     if earlier is None:
         store.write_manifest(manifest)
-    run = {
-        **job,
-        "chunk_size": chunk_size,
-        "fingerprint": run_fingerprint(job, chunk_size),
-        "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
-        "state": "running",
-        "started": (earlier or {}).get("started", _now()),
-        "foramflow": __version__,
-    }
+    run = RunRecord.model_validate(
+        {
+            **job,
+            "chunk_size": chunk_size,
+            "fingerprint": run_fingerprint(job, chunk_size),
+            "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+            "state": "running",
+            "started": (earlier.started if earlier is not None else None) or _now(),
+            "foramflow": __version__,
+        }
+    )
     store.write_run(run)
     return run
 
 
 def _classify_chunks(
     store: RunStore,
-    run: dict,
+    run: RunRecord,
     manifest: pd.DataFrame,
     backend: _Backend,
     log,
-    on_start,
-    on_images,
+    progress: Progress,
 ) -> int:
     """Classify and write the chunks an earlier run did not finish; return the number of
     images it had classified."""
-    chunk_size, fingerprint = run["chunk_size"], run["fingerprint"]
+    chunk_size, fingerprint = run.chunk_size, run.fingerprint
     n_chunks = math.ceil(len(manifest) / chunk_size)
     done, n_foreign = store.finished_chunks(fingerprint)
     done &= set(range(n_chunks))
@@ -273,25 +271,27 @@ def _classify_chunks(
     n_resumed = sum(len(_chunk_rows(manifest, i, chunk_size)) for i in done)
     if done:
         log(f"resuming: {n_resumed} of {len(manifest)} images were classified by an earlier run")
-    on_start(len(manifest), n_resumed)
+    task = progress.task("classifying", len(manifest))
+    task.update(completed=n_resumed)
     todo = ((i, _chunk_rows(manifest, i, chunk_size)) for i in range(n_chunks) if i not in done)
-    for index, table in backend.run(todo, on_images, log):
+    for index, table in backend.run(todo, task.advance, log):
         store.write_chunk(index, table, fingerprint)
+    task.done()
     return n_resumed
 
 
 def _finish_run(
     store: RunStore,
-    run: dict,
+    run: RunRecord,
     manifest: pd.DataFrame,
     labels: list[str],
     n_resumed: int,
     started: float,
 ) -> ClassifyResult:
     """Merge the chunks, count, and mark the run complete."""
-    n_chunks = math.ceil(len(manifest) / run["chunk_size"])
-    counts, errors, n_unsure = _merge(store, n_chunks, labels, len(manifest), run["fingerprint"])
-    run.update(
+    n_chunks = math.ceil(len(manifest) / run.chunk_size)
+    counts, errors, n_unsure = _merge(store, n_chunks, labels, len(manifest), run.fingerprint)
+    run = run.with_fields(
         state="complete",
         finished=_now(),
         n_errors=len(errors),
@@ -325,137 +325,21 @@ def _suffixes() -> str:
     return ", ".join(sorted(IMAGE_SUFFIXES))
 
 
-def _ensure_precision(
-    bundle: Bundle,
-    precision: str,
-    images_dir: Path,
-    manifest: pd.DataFrame,
-    log,
-    records: PrecisionRecords,
-) -> str:
-    """Measure what a reduced precision costs before it is used, once per bundle.
-
-    bf16 (asked for, or "auto" on a CPU that has it) is checked against fp32 on images from
-    this folder; int8, when asked for and the bundle has none, or one made by another method
-    than today's, from another network, or whose file is not the one checked (or when "auto"
-    would take such a one), is calibrated on them. The records go where ``records`` can keep
-    them; a check on fewer than :data:`MIN_CHECK_IMAGES` images is reported, used when asked
-    for, but never kept, so that "auto" never relies on it.
-    """
-    paths = [images_dir / p for p in manifest.loc[manifest["problem"] == "", "path"]]
-    if precision == "bf16" and not cpu_has_bf16():
-        log("warning: this CPU has no native bf16; bf16 inference will be slow here")
-    wants_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
-    if wants_bf16 and _bf16_needs_check(bundle.meta.bf16, bundle):
-        from foramflow.classify.bf16 import measure_bf16
-
-        log("checking bf16 inference against fp32 on images from this folder")
-        record = measure_bf16(bundle, paths)
-        if enough_evidence(record):
-            _report_kept(log, "bf16 record", bundle, records.keep(BF16_RECORD, record))
-        else:
-            log(_thin_evidence("bf16", record))
-        _report_agreement(log, "bf16", record)
-    if precision == "auto" and not wants_bf16 and faithful(bundle.meta.int8):
-        problem = int8_problem(bundle)
-        if problem is None:
-            return precision
-        log(f"warning: {bundle.path}: {problem}")
-    elif precision != "int8":
-        return precision
-    from foramflow.classify.quantize import METHOD, quantize_into
-
-    problem = int8_problem(bundle)
-    if problem is None and bundle.meta.int8.method == METHOD:
-        _report_agreement(log, "int8", bundle.meta.int8)  # asked for again: say it again
-        return precision
-    if problem is None:
-        log(
-            f"the bundle's int8 model was made another way ({bundle.meta.int8.method}): "
-            "calibrating a new one on images from this folder"
-        )
-    else:
-        log(f"{problem}: calibrating one on images from this folder")
-    folder = records.make(INT8_RECORD, lambda place: quantize_into(bundle, paths, place))
-    if folder is None:
-        raise OutputError(
-            f"{records.folders[-1]}: cannot be created, nor can the bundle or the user cache "
-            "be written: there is nowhere to put an int8 model"
-        )
-    log(f"int8 model written to {Path(int8_file(bundle))}")
-    if not enough_evidence(bundle.meta.int8):
-        log(_thin_evidence("int8", bundle.meta.int8))
-    _report_agreement(log, "int8", bundle.meta.int8)
-    return precision
-
-
-def _bf16_needs_check(record: PrecisionCheck | None, bundle: Bundle) -> bool:
-    """A bf16 record is measured (again) unless it holds the agreement of the results as
-    delivered, on enough images, for this very network."""
-    return (
-        record is None
-        or record.rechecked_agreement is None
-        or not enough_evidence(record)
-        or not describes_this_network(record, bundle)
-    )
-
-
-def _thin_evidence(precision: str, record: PrecisionCheck) -> str:
-    return (
-        f"{precision}: checked on {record.check_images} images, fewer than the "
-        f"{MIN_CHECK_IMAGES} that --precision auto needs: it will not rely on this check"
-    )
-
-
-def _report_kept(log, what: str, bundle: Bundle, folder: Path | None) -> None:
-    """Say where a record went when it could not go into the bundle."""
-    if folder is None:
-        log(f"warning: {what} kept for this run only: no folder to keep it in can be written")
-    elif folder != bundle.path:
-        log(f"{bundle.path} cannot be written: {what} kept in {folder}")
-
-
-def _report_agreement(log, precision: str, record: PrecisionCheck) -> None:
-    log(
-        f"{precision}: top-1 agreement with fp32 {record.top1_agreement:.2%} "
-        f"on {record.check_images} images"
-    )
-    if record.rechecked_agreement is not None:
-        log(
-            f"{precision}: {record.rechecked_agreement:.2%} with its close calls "
-            f"({record.recheck_share:.1%} of images) recomputed in fp32, on images that "
-            "did not set the margin"
-        )
-    if not enough_evidence(record):
-        return
-    if not faithful(record):
-        log(
-            f"warning: below {MIN_AGREEMENT:.1%}: {precision} results would differ from fp32 "
-            f"for some images; --precision auto uses fp32 with this bundle"
-        )
-    elif precision == "bf16" and not bf16_pays(record):
-        log(
-            f"bf16 would recompute {record.recheck_share:.0%} of images in fp32 (its close calls "
-            f"and scores near the unsure threshold), more than {MAX_RECHECK_SHARE:.0%}: no "
-            "faster than fp32, which --precision auto uses with this bundle"
-        )
-
-
-def _check_same_job(earlier: dict, job: dict, store: RunStore, manifest: pd.DataFrame) -> None:
+def _check_same_job(earlier: RunRecord, job: dict, store: RunStore, manifest: pd.DataFrame) -> None:
     reasons = []
-    if earlier.get("bundle_hash") != job["bundle_hash"]:
+    if earlier.bundle_hash != job["bundle_hash"]:
         reasons.append(
-            f"the model differs (bundle {earlier.get('bundle')}, {earlier.get('precision')}, "
-            f"hash {str(earlier.get('bundle_hash'))[:12]} then; {job['bundle']}, "
+            f"the model differs (bundle {earlier.bundle}, {earlier.precision}, "
+            f"hash {str(earlier.bundle_hash)[:12]} then; {job['bundle']}, "
             f"{job['precision']}, hash {job['bundle_hash'][:12]} now)"
         )
-    if earlier.get("input_hash") != job["input_hash"]:
+    if earlier.input_hash != job["input_hash"]:
         old = store.read_manifest()
         changes = describe_changes(old, manifest) if old is not None else "no input list stored"
         reasons.append(f"the input images differ: {changes}")
     for key in ("threshold", "class_thresholds", "depth_unit"):
-        if earlier.get(key) != job[key]:
-            reasons.append(f"{key} was {earlier.get(key)}, now {job[key]}")
+        if getattr(earlier, key) != job[key]:
+            reasons.append(f"{key} was {getattr(earlier, key)}, now {job[key]}")
     if reasons:
         raise RunMismatchError(
             f"{store.root} holds another run: {'; '.join(reasons)}. Choose another --out, "
@@ -538,12 +422,12 @@ def _with_depth(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(depth=float("nan"))[["depth", *table.columns]]
 
 
-def _result_from_predictions(store: RunStore, run: dict, labels: list[str]) -> ClassifyResult:
+def _result_from_predictions(store: RunStore, run: RunRecord, labels: list[str]) -> ClassifyResult:
     table = store.read_predictions(["path", "sample", "depth", "class", "status", "error"])
     counts = CountTable(labels)
     counts.add(table)
     errors = table.filter(pc.equal(table["status"], ERROR)).select(["path", "error"]).to_pandas()
-    return ClassifyResult(store.root, run, counts.counts(), errors, run.get("n_images", 0))
+    return ClassifyResult(store.root, run, counts.counts(), errors, run.n_images or 0)
 
 
 def _now() -> str:

@@ -1,19 +1,11 @@
 """The results folder of a classification run, written so that a run can always resume.
 
-Layout::
-
-    RESULTS_DIR/
-      run.json             bundle, its hash, images folder, threshold, input hash, state
-      manifest.parquet     the input list: path, sample, depth, size, mtime_ns (chunk order)
-      chunks/000123.parquet  predictions for manifest rows [123·C, 124·C), C = chunk size
-      predictions.parquet  all chunks merged, once every chunk is done
-      counts.csv, relative_abundance.csv
-
-Every file is written to a temporary name, flushed to disk and renamed, so that a crash, a
-kill -9 or a power cut leaves either the whole file or none of it. A chunk that exists is
-complete. Each chunk carries the fingerprint of its run (model, inputs, decision rule, chunk
-size) in its Parquet metadata; on restart only chunks with this run's fingerprint are kept,
-so that chunks of another run are never mixed in, even when run.json is gone.
+Its layout and run record are :mod:`foramflow.classify.results`. Every file is written to a
+temporary name, flushed to disk and renamed, so that a crash, a kill -9 or a power cut
+leaves either the whole file or none of it. A chunk that exists is complete. Each chunk
+carries the fingerprint of its run (model, inputs, decision rule, chunk size) in its Parquet
+metadata; on restart only chunks with this run's fingerprint are kept, so that chunks of
+another run are never mixed in, even when run.json is gone.
 
 Every table follows :mod:`foramflow.io.tables`: the depth column is ``depth_<unit>`` when the
 sample rule states a unit, unknown values are nulls. In memory it is ``depth``, whatever
@@ -31,8 +23,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from foramflow.io.files import atomic_path, atomic_write, write_json_atomic
-from foramflow.io.limits import read_json_object
+from foramflow.classify.results import (
+    ABUNDANCE_FILE,
+    CHUNKS_DIR,
+    COUNTS_FILE,
+    MANIFEST_FILE,
+    PREDICTIONS_FILE,
+    RunRecord,
+    read_run,
+    run_path,
+    write_run,
+)
+from foramflow.io.files import atomic_path, atomic_write
 from foramflow.io.tables import (
     DEPTH,
     depth_column,
@@ -42,12 +44,6 @@ from foramflow.io.tables import (
     unknown_as_null,
 )
 
-RUN_FILE = "run.json"
-MANIFEST_FILE = "manifest.parquet"
-CHUNKS_DIR = "chunks"
-PREDICTIONS_FILE = "predictions.parquet"
-COUNTS_FILE = "counts.csv"
-ABUNDANCE_FILE = "relative_abundance.csv"
 _TEMP_GLOB = ".*.tmp"  # what io.files.atomic_path leaves if killed
 FINGERPRINT_KEY = b"foramflow.run_fingerprint"
 # What decides the rows of a chunk, besides the chunk size.
@@ -120,12 +116,11 @@ class RunStore:
             for stale in folder.glob(_TEMP_GLOB):
                 stale.unlink(missing_ok=True)
 
-    def read_run(self) -> dict | None:
-        path = self.path(RUN_FILE)
-        return read_json_object(path, what=RUN_FILE) if path.is_file() else None
+    def read_run(self) -> RunRecord | None:
+        return read_run(self.root)
 
-    def write_run(self, info: dict) -> None:
-        write_json_atomic(self.path(RUN_FILE), info)
+    def write_run(self, record: RunRecord) -> None:
+        write_run(self.root, record)
 
     def read_manifest(self) -> pd.DataFrame | None:
         path = self.path(MANIFEST_FILE)
@@ -199,7 +194,7 @@ class RunStore:
         if self.chunks_dir.is_dir():
             self.remove_chunks()
         self.path(MANIFEST_FILE).unlink(missing_ok=True)
-        self.path(RUN_FILE).unlink(missing_ok=True)
+        run_path(self.root).unlink(missing_ok=True)
 
     def write_csv(self, name: str, frame: pd.DataFrame) -> None:
         named = frame.rename(columns={DEPTH: self.depth_column})

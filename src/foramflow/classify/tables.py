@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from foramflow.classify.decisions import ERROR, UNSURE, DecisionRule
+from foramflow.bundle.decisions import ERROR, UNSURE, DecisionRule
 from foramflow.classify.samples import printable_name
 
 

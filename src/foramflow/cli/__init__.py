@@ -7,8 +7,8 @@ Command modules import heavy libraries (torch, dask, …) inside the command bod
 
 import typer
 
-from foramflow import __version__
 from foramflow.cli.console import ErrorReportingGroup
+from foramflow.version import __version__
 
 app = typer.Typer(
     name="foramflow",

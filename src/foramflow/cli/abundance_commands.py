@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 import foramflow.cli.options as options
-from foramflow.cli.console import RichProgress, console, progress_bar
+from foramflow.cli.console import RichProgress, console
 
 
 def abundance(
@@ -161,23 +161,16 @@ def calibrate(
 
     Example: foramflow calibrate runs/bc8/bundle labelled_validation/ --target-precision 0.95
     """
-    from foramflow.evaluate.calibration import calibrate_bundle, validation_images
+    from foramflow.evaluate.calibration import calibrate_bundle
 
-    images = validation_images(bundle, validation_dir)
-    for folder in images.unknown_folders:
-        console.print(f"[yellow]warning:[/] {validation_dir / folder}: not a bundle label, skipped")
-
-    progress = progress_bar()
-    with progress:
-        task = progress.add_task("predicting", total=len(images.paths))
-        result = calibrate_bundle(
-            bundle,
-            images,
-            target_precision=target_precision,
-            per_class=per_class,
-            out_dir=out,
-            on_image=lambda: progress.advance(task),
-        )
+    result = calibrate_bundle(
+        bundle,
+        validation_dir,
+        out,
+        target_precision=target_precision,
+        per_class=per_class,
+        progress=RichProgress(console),
+    )
 
     for path, reason in result.errors:
         console.print(f"[yellow]skipped[/] {path}: {reason}")

@@ -129,9 +129,7 @@ def classify(
             chunk_size=chunk_size,
             scheduler=scheduler,
             overwrite=overwrite,
-            log=bar.progress.console.print,
-            on_start=bar.start,
-            on_images=bar.advance,
+            progress=bar,
         )
     except KeyboardInterrupt:
         console.print(
@@ -146,7 +144,8 @@ def classify(
 
 
 class _ClassifyBar:
-    """A progress bar with images per second, shown once the inputs are checked."""
+    """The run's progress (:mod:`foramflow.progress`) as one bar with images per second, shown
+    once the inputs are checked."""
 
     def __init__(self):
         from rich.progress import ProgressColumn
@@ -158,15 +157,25 @@ class _ClassifyBar:
                 return Text(f"{speed:,.0f} images/s" if speed else "… images/s", style="cyan")
 
         self.progress = progress_bar(ImagesPerSecond())
-        self.task = self.progress.add_task("classifying", total=None, start=False)
+        self.task_id = self.progress.add_task("classifying", total=None, start=False)
 
-    def start(self, total: int, done: int) -> None:
-        self.progress.update(self.task, total=total, completed=done)
-        self.progress.start_task(self.task)
+    def message(self, text: str, *, warning: bool = False) -> None:
+        self.progress.console.print(text, soft_wrap=True, markup=False)
+
+    def task(self, description: str, total: int | None, **fields: str) -> _ClassifyBar:
+        self.progress.update(self.task_id, total=total)
+        self.progress.start_task(self.task_id)
         self.progress.start()
+        return self
 
-    def advance(self, n: int) -> None:
-        self.progress.advance(self.task, n)
+    def update(self, *, total: int | None = None, completed: int | None = None, **fields) -> None:
+        self.progress.update(self.task_id, total=total, completed=completed)
+
+    def advance(self, n: int = 1, **fields: str) -> None:
+        self.progress.advance(self.task_id, n)
+
+    def done(self) -> None:
+        pass  # the bar stays until the summary: stop() takes it down
 
     def stop(self) -> None:
         if self.progress.live.is_started:
@@ -195,7 +204,7 @@ def _name_faster_sibling(bundle_path: Path) -> None:
 def _print_summary(result) -> None:
     from rich.table import Table
 
-    from foramflow.classify.decisions import ERROR, UNSURE
+    from foramflow.bundle.decisions import ERROR, UNSURE
 
     counts, run = result.counts, result.run
     labels = [c for c in counts.columns if c not in ("depth", UNSURE, ERROR)]
@@ -227,17 +236,15 @@ def _print_summary(result) -> None:
             console.print(f"  {row.path}: {row.error}")
         if len(errors) > 10:
             console.print(f"  … and {len(errors) - 10} more (status 'error' in predictions)")
-    skipped = run.get("skipped") or []
+    skipped = run.skipped or []
     if skipped:
         console.print(f"[yellow]{len(skipped)} folder(s) or link(s) could not be searched[/]:")
         for entry in skipped[:10]:
             console.print(f"  {entry['path']}: {entry['reason']}")
-    rate, new = "", run["n_images"] - result.n_resumed
-    if new > 0 and run.get("seconds"):
-        rate = (
-            f" ({new} classified in {run['seconds']:.1f} s, {new / run['seconds']:,.0f} images/s)"
-        )
+    rate, new = "", run.n_images - result.n_resumed
+    if new > 0 and run.seconds:
+        rate = f" ({new} classified in {run.seconds:.1f} s, {new / run.seconds:,.0f} images/s)"
     console.print(
-        f"{run['n_images']} images, {run.get('n_unsure', 0)} unsure, {len(errors)} errors, "
-        f"{run['precision']} model{rate}. Results in {result.out_dir}/"
+        f"{run.n_images} images, {run.n_unsure or 0} unsure, {len(errors)} errors, "
+        f"{run.precision} model{rate}. Results in {result.out_dir}/"
     )

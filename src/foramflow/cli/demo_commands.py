@@ -35,7 +35,7 @@ def demo(
 
     Example: foramflow demo --out foramflow-demo --quick
     """
-    from foramflow import demo as demos
+    import foramflow.demo as demos
 
     profile = demos.QUICK if quick else demos.DEFAULT
     report = demos.run_demo(out, profile=profile, progress=RichProgress(console))

@@ -17,6 +17,7 @@ from rich.markup import escape
 
 import foramflow.cli.options as options
 from foramflow.cli.console import RichProgress, console
+from foramflow.imaging.scale import DEFAULT_PIXELS_PER_MM
 
 
 def _parse_threshold(text: str) -> float | str:
@@ -109,7 +110,7 @@ def segment(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Crops folder (CROPS_DIR)."),
     pixels_per_mm: float = options.finite(
-        default=1159.4,
+        default=DEFAULT_PIXELS_PER_MM,
         help="Optical resolution, pixels per mm (the default is one microscope's).",
         gt=0,
     ),

@@ -407,6 +407,7 @@ def predict(
     from foramflow.bundle import Bundle
     from foramflow.bundle.engine import Engine
     from foramflow.bundle.predict import predict_paths
+    from foramflow.io.class_names import UNSURE
 
     loaded = Bundle.load(bundle)
     engine = Engine(loaded, precision="fp32")
@@ -420,7 +421,7 @@ def predict(
             continue
         k = int(probs.argmax())
         sure = probs[k] > loaded.class_thresholds.get(labels[k], cut)
-        typer.echo(tsv_row(path, labels[k] if sure else "unsure", f"{probs[k]:.4f}"))
+        typer.echo(tsv_row(path, labels[k] if sure else UNSURE, f"{probs[k]:.4f}"))
     if failed:
         console.print(f"[yellow]{failed} image(s) could not be read")
         raise typer.Exit(1)

@@ -17,6 +17,7 @@ import numpy as np
 
 from foramflow.errors import ForamflowError
 from foramflow.io.class_names import (
+    UNSURE,
     ClassNameError,
     canonical_class_name,
     class_key,
@@ -32,7 +33,7 @@ from foramflow.io.images import (
 )
 
 MIN_PER_CLASS = 40
-RESERVED_LABELS = frozenset({"unlabeled", "unlabelled", "unsure"})
+RESERVED_LABELS = frozenset({"unlabeled", "unlabelled", UNSURE})
 
 
 class ImageSetError(ForamflowError, ValueError):

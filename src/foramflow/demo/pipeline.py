@@ -289,20 +289,18 @@ def classify_crops(
     from foramflow.classify.runner import classify_folder
     from foramflow.classify.samples import SampleRule
 
-    task = progress.task("classifying crops", None)
     result = classify_folder(
         bundle_dir,
         crops_dir,
         classify_dir,
         samples=SampleRule(table=str(crops_dir / SAMPLE_DEPTHS_FILE)),
-        on_start=lambda total, done: task.update(total=total, completed=done),
-        on_images=task.advance,
+        progress=progress,
     )
     return {
-        "images": int(result.run["n_images"]),
-        "unsure": int(result.run["n_unsure"]),
+        "images": int(result.run.n_images),
+        "unsure": int(result.run.n_unsure),
         "errors": len(result.errors),
-        "threshold": result.run["threshold"],
+        "threshold": result.run.threshold,
     }
 
 
@@ -314,8 +312,8 @@ def evaluate_on_core(
     progress: Progress,
 ) -> dict:
     """Score the predictions for the core's crops against the particles they came from."""
-    from foramflow.classify.decisions import UNSURE
-    from foramflow.classify.store import PREDICTIONS_FILE
+    from foramflow.bundle.decisions import UNSURE
+    from foramflow.classify.results import PREDICTIONS_FILE
 
     task = progress.task("scoring crops", 1)
     predictions = pd.read_parquet(classify_dir / PREDICTIONS_FILE, columns=["path", "class"])

@@ -8,8 +8,9 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from foramflow import __version__
+from foramflow.classify.results import COUNTS_FILE
 from foramflow.evaluate.report import png_data_uri
+from foramflow.version import __version__
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("foramflow.demo", "templates"),
@@ -41,7 +42,7 @@ def write_demo_report(out: Path, state: dict) -> Path:
     stages = state["stages"]
     summary = {name: entry["summary"] for name, entry in stages.items()}
     errors = pd.read_csv(out / "abundance" / "errors_vs_truth.csv", index_col="estimate")
-    counts = pd.read_csv(out / "classify" / "counts.csv")
+    counts = pd.read_csv(out / "classify" / COUNTS_FILE)
     page = _ENV.get_template("report.html").render(
         title="foramflow demo: a synthetic core from trays to abundances",
         created=time.strftime("%Y-%m-%d %H:%M"),

@@ -35,12 +35,13 @@ import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax
 
-from foramflow.abundance.drift import top_probability_reference
 from foramflow.bundle.engine import Engine, apply_temperature
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.predict import predict_paths
 from foramflow.bundle.schema import TEMPERATURE_RANGE, BundleError, Calibration
+from foramflow.bundle.validation import top_probability_reference
 from foramflow.errors import ForamflowError
+from foramflow.progress import Progress, Quiet
 
 MIN_THRESHOLD = 0.501  # the classify rule needs a threshold above 0.5
 NEVER = 1.0  # a score never exceeds 1.0: the class is always unsure
@@ -286,20 +287,29 @@ class CalibrationResult:
 
 
 def calibrate_bundle(
-    bundle_path,
-    images: ValidationImages,
+    bundle: str | Path,
+    images: str | Path,
+    out: str | Path | None = None,
     *,
     target_precision: float = 0.95,
     per_class: bool = False,
-    out_dir: Path | None = None,
-    on_image: Callable[[], None] | None = None,
+    progress: Progress | None = None,
 ) -> CalibrationResult:
-    """Fit temperature scaling on ``images``, choose thresholds, and store both in the bundle.
+    """Fit temperature scaling on the labelled images under ``images/<label>/``, choose
+    thresholds, and store both in the bundle.
 
-    The coverage-accuracy curve goes to ``out_dir`` (default: the bundle's calibration
-    folder)."""
-    bundle = Bundle.load(bundle_path)
-    probs, labels, errors = _raw_probabilities(bundle, images, on_image)
+    Folders not named as a label of the bundle are skipped, with a warning. The
+    coverage-accuracy curve goes to ``out`` (default: the bundle's calibration folder)."""
+    progress = progress or Quiet()
+    listed = validation_images(bundle, images)
+    for folder in listed.unknown_folders:
+        where = Path(images) / folder
+        progress.message(f"warning: {where}: not a bundle label, skipped", warning=True)
+    task = progress.task("predicting", len(listed.paths))
+    loaded = Bundle.load(bundle)
+    probs, labels, errors = _raw_probabilities(loaded, listed, task.advance)
+    task.done()
+    bundle = loaded
     if np.all(probs.argmax(axis=1) == labels):
         raise CalibrationError(
             f"{bundle.path}: all {len(labels)} validation images are classified right: the "
@@ -322,7 +332,7 @@ def calibrate_bundle(
         probs,
         calibrated,
         labels,
-        out_dir=Path(out_dir) if out_dir is not None else bundle.calibration_dir,
+        out_dir=Path(out) if out is not None else bundle.calibration_dir,
         threshold=threshold,
         target=target_precision,
     )

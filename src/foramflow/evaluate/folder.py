@@ -43,7 +43,7 @@ class EvaluationResult:
 
 def evaluate_folder(
     bundle: str | Path,
-    data: str | Path,
+    images: str | Path,
     out: str | Path,
     *,
     workers: int | None = None,
@@ -59,35 +59,36 @@ def evaluate_folder(
     progress = progress or Quiet()
     loaded = Bundle.load(bundle)
     engine = evaluation_engine(loaded)  # a network that cannot be loaded is refused first
-    image_set = _read_image_set(data)
+    image_set = _read_image_set(images)
     for note in loaded.notes:
         progress.message(f"note: {loaded.path}: {note}", warning=True)
     labels = loaded.labels
     unknown = sorted(set(image_set.classes) - set(labels))
     if unknown:
         progress.message(f"left out, unknown to the bundle: {', '.join(unknown)}", warning=True)
-    paths, y_true = _known_images(image_set, labels, data)
-    images, ok, skipped = preprocess_all(paths, loaded.spec, workers=workers)
-    evaluation = evaluate_bundle(engine, images, y_true[ok])
+    paths, y_true = _known_images(image_set, labels, images)
+    name = Path(images).name
+    arrays, ok, skipped = preprocess_all(paths, loaded.spec, workers=workers)
+    evaluation = evaluate_bundle(engine, arrays, y_true[ok])
     m = evaluation.metrics
     report = write_evaluation(
         out,
         evaluation,
-        images,
+        arrays,
         classes=labels,
-        title=f"foramflow evaluation: {Path(bundle).name} on {Path(data).name}",
+        title=f"foramflow evaluation: {Path(bundle).name} on {name}",
         bundle_path=Path(bundle).resolve(),
         created=time.strftime("%Y-%m-%d %H:%M"),
         versions=loaded.meta.software or {},
         summary=[
-            ("images", str(len(images))),
+            ("images", str(len(arrays))),
             ("accuracy", f"{m['accuracy']:.4f}"),
             ("mean F1 over classes", f"{m['macro_f1']:.4f}"),
             (INFERENCE_LABEL, evaluation.inference_summary),
         ],
         skipped=skipped,
     )
-    return EvaluationResult(evaluation, report, len(images), unknown, skipped)
+    return EvaluationResult(evaluation, report, len(arrays), unknown, skipped)
 
 
 def _read_image_set(data: str | Path) -> ImageSet:

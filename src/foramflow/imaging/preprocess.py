@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from foramflow.errors import InvalidInput
 from foramflow.io.images import MAX_PIXELS, read_image
 
 PREPROCESS_NAME = "foramflow.pad_square_edge_median_bilinear"
@@ -35,9 +36,9 @@ class PreprocessSpec:
 
     def __post_init__(self):
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (colour), not {self.channels}")
+            raise InvalidInput(f"channels must be 1 (grey) or 3 (colour), not {self.channels}")
         if self.size < 8:
-            raise ValueError(f"input size must be at least 8 pixels, not {self.size}")
+            raise InvalidInput(f"input size must be at least 8 pixels, not {self.size}")
 
     def to_dict(self) -> dict:
         return {"name": PREPROCESS_NAME, "params": asdict(self)}
@@ -45,7 +46,7 @@ class PreprocessSpec:
     @classmethod
     def from_dict(cls, spec: dict) -> PreprocessSpec:
         if spec.get("name") != PREPROCESS_NAME:
-            raise ValueError(f"unknown preprocessing {spec.get('name')!r}")
+            raise InvalidInput(f"unknown preprocessing {spec.get('name')!r}")
         return cls(**spec["params"])
 
 

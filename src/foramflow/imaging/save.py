@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from foramflow.errors import InvalidInput
+
 #: Suffixes :func:`save_image` writes.
 WRITE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
@@ -20,7 +22,7 @@ def save_image(path: str | Path, image: np.ndarray) -> None:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in WRITE_SUFFIXES:
-        raise ValueError(f"{path}: cannot write images of type {suffix or '(none)'}")
+        raise InvalidInput(f"{path}: cannot write images of type {suffix or '(none)'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     clipped = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
     if suffix in (".tif", ".tiff"):

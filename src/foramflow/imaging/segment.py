@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 
 from foramflow.errors import ForamflowError
 from foramflow.imaging.measure import concavity, measure_particles
+from foramflow.imaging.scale import DEFAULT_PIXELS_PER_MM
 
 #: Why a region was dropped, in the order the checks are made.
 DROP_REASONS = ("border", "too_small", "too_concave")
@@ -129,7 +130,7 @@ def split_touching(mask: np.ndarray, *, depth_fraction: float = 0.15) -> np.ndar
 def segment_image(
     image: np.ndarray,
     *,
-    pixels_per_mm: float = 1159.4,
+    pixels_per_mm: float = DEFAULT_PIXELS_PER_MM,
     threshold: float | str = "auto",
     background: np.ndarray | None = None,
     min_area_um2: float = 3000.0,
@@ -145,7 +146,7 @@ def segment_image(
     Parameters
     ----------
     image : (H, W) or (H, W, 3) float in [0, 1].
-    pixels_per_mm : optical resolution (1159.4 for the set-up of Marchant et al. 2020).
+    pixels_per_mm : optical resolution (default: that of Marchant et al. 2020).
     threshold : ``"auto"`` (Otsu) or a background-deviation level in [0, 1].
     background : image of the empty tray, for a per-pixel background model.
     min_area_um2 : smaller regions are dropped as ``too_small``; the default, 3000 µm²,

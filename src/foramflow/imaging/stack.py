@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from foramflow.errors import InvalidInput
 from foramflow.imaging.preprocess import to_channels
 
 
@@ -172,7 +173,7 @@ def fuse_stack(
     """
     planes = np.asarray(planes, dtype=np.float32)
     if planes.ndim not in (3, 4) or planes.shape[0] < 2:
-        raise ValueError(f"expected a stack of at least 2 planes, got shape {planes.shape}")
+        raise InvalidInput(f"expected a stack of at least 2 planes, got shape {planes.shape}")
     shifts = plane_shifts(planes) if align else np.zeros((planes.shape[0], 2))
     if np.any(shifts):
         planes = shift_planes(planes, shifts)

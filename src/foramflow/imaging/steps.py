@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from foramflow.errors import ForamflowError
+from foramflow.imaging.scale import DEFAULT_PIXELS_PER_MM
 from foramflow.io.files import prepare_output_dir
 from foramflow.io.images import ImageReadError, printable_path
 from foramflow.progress import Progress, Quiet
@@ -140,7 +141,7 @@ def stack_planes(
 
 
 def stack_folder(
-    folder: str | Path,
+    stacks: str | Path,
     out: str | Path,
     *,
     pattern: str = "*",
@@ -151,15 +152,15 @@ def stack_folder(
     max_pixels: int | None = None,
     progress: Progress | None = None,
 ) -> StackResult:
-    """Fuse every stack under ``folder`` into ``out``: each folder (``folder`` itself
+    """Fuse every stack under ``stacks`` into ``out``: each folder (``stacks`` itself
     included) that holds two or more images matching ``pattern`` is a stack, written as
-    ``out/<its path under folder>.<image_format>``; also writes ``out/stacks.csv``.
+    ``out/<its path under stacks>.<image_format>``; also writes ``out/stacks.csv``.
 
     A stack that cannot be read is listed in :attr:`StackResult.failed`; the others go on.
     """
     from foramflow.imaging.save import WRITE_SUFFIXES
 
-    folder, out = Path(folder), Path(out)
+    folder, out = Path(stacks), Path(out)
     if f".{image_format}".lower() not in WRITE_SUFFIXES:
         raise ImagingInputError(f"cannot write fused images as {image_format!r}: use png or tif")
     jobs = []
@@ -295,7 +296,7 @@ def segment_folder(
     images: str | Path | Sequence[str | Path],
     out: str | Path,
     *,
-    pixels_per_mm: float = 1159.4,
+    pixels_per_mm: float = DEFAULT_PIXELS_PER_MM,
     threshold: float | str = "auto",
     background: str | Path | None = None,
     min_area_um2: float = 3000.0,

@@ -26,8 +26,10 @@ from collections.abc import Iterable
 from foramflow.errors import ForamflowError
 
 MAX_CLASS_NAME = 100
+#: What an image is called when no class is sure enough: an outcome, never a class.
+UNSURE = "unsure"
 #: Outcomes and markers that are not classes (compared case-folded).
-RESERVED_CLASS_NAMES = frozenset({"unsure", "unlabeled", "unlabelled", "error"})
+RESERVED_CLASS_NAMES = frozenset({UNSURE, "unlabeled", "unlabelled", "error"})
 FORBIDDEN_CHARACTERS = '/\\:*?"<>|'
 # Cc controls (C0, DEL, C1), Cf format characters (bidi overrides, zero-width), line and
 # paragraph separators, and surrogates (names that were not valid UTF-8).

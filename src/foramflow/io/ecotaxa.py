@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.errors import OutputError
+from foramflow.errors import InvalidInput, OutputError
 from foramflow.io.files import atomic_path
 from foramflow.io.images import read_image
 
@@ -142,9 +142,9 @@ def _rows(objects: Sequence[EcoTaxaObject]) -> tuple[list[dict], list[tuple[Path
 def _check_status(item: EcoTaxaObject) -> None:
     """EcoTaxa refuses a status without a category, and a category without a status."""
     if item.status is not None and item.status not in STATUSES:
-        raise ValueError(f"{item.path}: annotation status {item.status!r} not in {STATUSES}")
+        raise InvalidInput(f"{item.path}: annotation status {item.status!r} not in {STATUSES}")
     if (item.status is None) != (item.category is None):
-        raise ValueError(f"{item.path}: a category and a status go together")
+        raise InvalidInput(f"{item.path}: a category and a status go together")
 
 
 def _write_zip(out: Path, tsv_name: str, text: str, images: list[tuple[Path, str]]) -> None:
@@ -184,7 +184,7 @@ def _inside(root: Path, path: Path) -> Path:
 def _tsv_text(rows: list[dict]) -> str:
     for column in _COLUMNS:
         if column != column.lower() or not column.startswith(TABLE_PREFIXES):
-            raise ValueError(f"{column}: not a valid EcoTaxa column name")
+            raise InvalidInput(f"{column}: not a valid EcoTaxa column name")
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(_COLUMNS)

@@ -298,6 +298,7 @@ def _check_tiff_page(path: Path, page, max_pixels: int, max_samples: int | None)
             path, f"{samples} samples per pixel; foramflow reads grey, RGB or RGBA images"
         )
     if page.dtype is None:  # a pixel type tifffile does not decode: Pillow may
+        # Caught by _read_tiff, which tries Pillow and then names the file.
         raise ValueError(f"TIFF pixel type not supported (sample format {page.sampleformat})")
     itemsize = np.dtype(page.dtype).itemsize
     page_bytes = math.prod(page.shape) * itemsize

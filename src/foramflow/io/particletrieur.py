@@ -45,11 +45,11 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse as _safe_parse
 
 from foramflow.errors import ForamflowError
+from foramflow.io.class_names import UNSURE
 from foramflow.io.files import atomic_write
 from foramflow.io.limits import MAX_TABLE_BYTES, FileRefused, check_size
 
 UNLABELED = "unlabeled"
-UNSURE = "unsure"
 RESERVED_LABELS = (UNLABELED, UNSURE)
 AUTO = "auto"  # ParticleTrieur's tag of an image a network classified
 _INDEX1 = "index1"  # also a parameter: ParticleTrieur takes it as the depth on import
@@ -191,7 +191,7 @@ def _number(node: ET.Element, path: str, kind=float):
     try:
         return kind(float(value)) if kind is int else kind(value)
     except ValueError:
-        raise ValueError(f"<{path}> is not a number: {value!r}") from None
+        raise ValueError(f"<{path}> is not a number: {value!r}") from None  # → ProjectError
 
 
 def _read_taxon(node: ET.Element) -> Taxon:
@@ -208,7 +208,7 @@ def _read_taxon(node: ET.Element) -> Taxon:
 def _read_image(node: ET.Element, base: Path) -> ParticleRecord:
     source = node.find("source")
     if source is None or _text(source, "filename") is None:
-        raise ValueError("<source><filename> is missing")
+        raise ValueError("<source><filename> is missing")  # → ProjectError naming the file
     filename = _text(source, "filename")
     path = Path(filename) if _is_absolute(filename) else base / filename.replace("\\", "/")
     classifications_node = node.find("classifications")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from foramflow.errors import ForamflowError, InvalidInput
 from foramflow.io.class_names import (
+    UNSURE,
     ClassNameError,
     canonical_class_name,
     class_key,
@@ -42,7 +43,7 @@ from foramflow.io.limits import MAX_TABLE_BYTES, check_size
 
 STORE_FILE = "foramflow-labels.sqlite"
 # The labels ParticleTrieur projects use for "no class" and "below the threshold".
-PARTICLETRIEUR_MARKERS = ("unlabeled", "unsure")
+PARTICLETRIEUR_MARKERS = ("unlabeled", UNSURE)
 MAX_SAMPLE_NAME = 200
 STATUSES = ("unlabelled", "predicted", "validated")
 TARGET_PER_CLASS = 200  # images per class the method aims for (method §2)
@@ -115,7 +116,7 @@ _ROW = (
 )
 
 
-class PathRefused(ValueError):
+class PathRefused(ForamflowError, ValueError):
     """A requested path is outside every registered image root."""
 
 
@@ -529,7 +530,7 @@ class LabelStore:
                 new != old
                 and con.execute("SELECT 1 FROM classes WHERE name = ?", (new,)).fetchone()
             ):
-                raise ValueError(f"class {new!r} exists already: merge instead")
+                raise InvalidInput(f"class {new!r} exists already: merge instead")
             _refuse_same_class(con, new, besides=old)
             con.execute("UPDATE classes SET name = ? WHERE name = ?", (new, old))
             for table, column in (
@@ -773,7 +774,7 @@ def _depth_in_cm(fields: set[str], path) -> tuple[str | None, float]:
     column = find_depth_column(fields, path)
     unit = column.partition("_")[2].lower() or None if column else None
     if unit not in _CM_PER_UNIT:
-        raise ValueError(f"{path}: depth column {column!r}: give depths in cm, m or mm")
+        raise InvalidInput(f"{path}: depth column {column!r}: give depths in cm, m or mm")
     return column, _CM_PER_UNIT[unit]
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from foramflow.errors import ForamflowError
+from foramflow.errors import ForamflowError, InvalidInput
 
 RESNET50_WEIGHTS_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
 
@@ -276,7 +276,7 @@ def get_backbone(name: str) -> BackboneInfo:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(
+        raise InvalidInput(
             f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}"
         ) from None
 

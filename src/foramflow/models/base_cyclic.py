@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from foramflow.errors import InvalidInput
 from foramflow.models.cyclic import N_PATHS, CyclicPool, CyclicRoll, CyclicSlice
 
 
@@ -44,7 +45,7 @@ class BaseCyclic(nn.Module):
         super().__init__()
         blocks = block_count(input_size)
         if input_size % 2**blocks:
-            raise ValueError(f"input size {input_size} must be divisible by 2**{blocks}")
+            raise InvalidInput(f"input size {input_size} must be divisible by 2**{blocks}")
         layers: list[nn.Module] = [CyclicSlice()]
         in_channels = channels
         for i in range(blocks):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from foramflow.errors import InvalidInput
+
 N_PATHS = 4
 _SPATIAL = (-2, -1)
 
@@ -112,7 +114,7 @@ def pool_views(x: torch.Tensor, views: int, mode: str = "max") -> torch.Tensor:
         return stacked.amax(dim=0)
     if mode == "mean":
         return stacked.mean(dim=0)
-    raise ValueError(f"cyclic pool must be 'max' or 'mean', not {mode!r}")
+    raise InvalidInput(f"cyclic pool must be 'max' or 'mean', not {mode!r}")
 
 
 class CyclicSlice(nn.Module):
@@ -129,7 +131,7 @@ class CyclicPool(nn.Module):
     def __init__(self, mode: str = "max"):
         super().__init__()
         if mode not in ("max", "mean"):
-            raise ValueError(f"cyclic pool must be 'max' or 'mean', not {mode!r}")
+            raise InvalidInput(f"cyclic pool must be 'max' or 'mean', not {mode!r}")
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

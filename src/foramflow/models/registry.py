@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from foramflow.errors import InvalidInput
+
 #: How the paper trains its networks: Adam, ALRS, cross-entropy weighted by class, no
 #: weight average.
 PAPER_RECIPE = {
@@ -91,7 +93,7 @@ def get_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
+        raise InvalidInput(
             f"unknown model {name!r}; choose one of {', '.join(model_names())}"
         ) from None
 

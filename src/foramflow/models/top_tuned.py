@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from foramflow.errors import InvalidInput
 from foramflow.models.backbones import EfficientNetLiteFeatures, get_backbone
 from foramflow.models.cyclic import N_PATHS, cyclic_slice
 from foramflow.models.transfer import TAIL_DROPOUT, TransferTail
@@ -272,7 +273,9 @@ def split_backbone(
     info = get_backbone(backbone)
     features = info.build(input_size=input_size, weights=weights)
     if not isinstance(features, EfficientNetLiteFeatures):
-        raise ValueError(f"{backbone}: only EfficientNet-Lite backbones split into bottom and top")
+        raise InvalidInput(
+            f"{backbone}: only EfficientNet-Lite backbones split into bottom and top"
+        )
     ends = sorted(features._stage_ends)  # the last four stages' final blocks
     split = features.all_stage_ends[-TRAINED_STAGES - 1] + 1
     below = [i for i in ends if i < split - 1]  # pooled in the bottom; the split's own maps

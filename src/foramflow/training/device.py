@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from foramflow.bundle.engine import cpu_has_bf16
 from foramflow.errors import InvalidInput
 
 
@@ -19,16 +20,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         if (device.index or 0) >= count:
             raise InvalidInput(f"device {name!r} requested but this machine has {count} GPU(s)")
     return device
-
-
-def cpu_has_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere it is slower."""
-    try:
-        return bool(
-            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

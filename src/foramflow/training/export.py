@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from foramflow import __version__
 from foramflow.bundle.schema import (
     DEFAULT_THRESHOLD,
     INPUT_NAME,
@@ -29,6 +28,7 @@ from foramflow.bundle.schema import (
 )
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.models.fused_paths import can_fuse_paths, fuse_paths
+from foramflow.version import __version__
 
 
 class _WithSoftmax(nn.Module):

@@ -22,6 +22,7 @@ from foramflow.data.synthetic.particles import CROP_MARGIN, add_sensor_noise, re
 from foramflow.data.synthetic.shapes import MORPHOTYPES
 from foramflow.data.synthetic.slides import PIXEL_SIZE_UM, draw_scene
 from foramflow.data.synthetic.training import check_classes
+from foramflow.errors import InvalidInput
 
 SAMPLES_DIR = "samples"
 TRUTH_ABUNDANCE_FILE = "truth_abundance.csv"
@@ -108,7 +109,7 @@ def make_core(
     """
     classes = check_classes(classes)
     if particles_per_sample < 1:
-        raise ValueError(f"particles_per_sample must be at least 1, got {particles_per_sample}")
+        raise InvalidInput(f"particles_per_sample must be at least 1, got {particles_per_sample}")
     if depths_m is None:
         depths_m = np.linspace(0.1, 9.9, n_samples)
     depths_m = np.asarray(depths_m, float)

@@ -16,6 +16,7 @@ from PIL import Image
 from scipy import ndimage
 
 from foramflow.data.synthetic.shapes import MORPHOTYPES, Particle, make_particle
+from foramflow.errors import InvalidInput
 
 CROP_MARGIN = 2.2
 """Crop side as a multiple of the particle radius, as the segmenter crops (METHOD.md §1)."""
@@ -280,7 +281,7 @@ def render_particle(
     mask : bool array (H, W), the particle's true silhouette
     """
     if morphotype not in MORPHOTYPES:
-        raise ValueError(f"unknown morphotype {morphotype!r}; expected one of {MORPHOTYPES}")
+        raise InvalidInput(f"unknown morphotype {morphotype!r}; expected one of {MORPHOTYPES}")
     side = round(CROP_MARGIN / 2 * size_px)
     particle = make_particle(morphotype, rng)
     rendered = draw_particle(

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from foramflow.errors import InvalidInput
+
 WHOLE_MORPHOTYPES = ("trochospiral", "planispiral", "biserial", "uniserial", "spherical")
 MORPHOTYPES = (*WHOLE_MORPHOTYPES, "fragment", "double")
 
@@ -377,5 +379,5 @@ def make_particle(morphotype: str, rng: np.random.Generator) -> Particle:
     if morphotype == "double":
         return _double(rng)
     if morphotype not in _BUILDERS:
-        raise ValueError(f"unknown morphotype {morphotype!r}; expected one of {MORPHOTYPES}")
+        raise InvalidInput(f"unknown morphotype {morphotype!r}; expected one of {MORPHOTYPES}")
     return Particle(whole_particle(morphotype, rng))

@@ -11,6 +11,7 @@ import pandas as pd
 from foramflow.data.synthetic.files import save_png
 from foramflow.data.synthetic.particles import CROP_MARGIN, render_particle
 from foramflow.data.synthetic.shapes import MORPHOTYPES
+from foramflow.errors import InvalidInput
 
 TRUTH_FILE = "truth.csv"
 
@@ -20,9 +21,9 @@ def check_classes(classes: Sequence[str] | None) -> list[str]:
     classes = list(MORPHOTYPES if classes is None else classes)
     unknown = sorted(set(classes) - set(MORPHOTYPES))
     if unknown:
-        raise ValueError(f"unknown classes {unknown}; expected some of {list(MORPHOTYPES)}")
+        raise InvalidInput(f"unknown classes {unknown}; expected some of {list(MORPHOTYPES)}")
     if not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be distinct and not empty, got {classes}")
+        raise InvalidInput(f"classes must be distinct and not empty, got {classes}")
     return classes
 
 
@@ -50,7 +51,7 @@ def write_training_set(
     """
     classes = check_classes(classes)
     if n_per_class < 1:
-        raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
+        raise InvalidInput(f"n_per_class must be at least 1, got {n_per_class}")
     out_dir = Path(out_dir)
     size_px = image_size / (CROP_MARGIN / 2)
     rows = []

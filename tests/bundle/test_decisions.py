@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from foramflow.classify.decisions import DecisionRule, validate_threshold
+from foramflow.bundle.decisions import DecisionRule, validate_threshold
 
 LABELS = ("a", "b")
 

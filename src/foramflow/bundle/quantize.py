@@ -19,7 +19,7 @@ compute, and quantising them moves the class probabilities enough to flip close 
 
 The copy is written beside model.onnx and recorded in the bundle's description
 (:attr:`BundleMeta.int8 <foramflow.bundle.schema.BundleMeta.int8>`; for a bundle that cannot
-be written, elsewhere: :mod:`foramflow.classify.records`). The record holds its file, the
+be written, elsewhere: :mod:`foramflow.bundle.records`). The record holds its file, the
 method, the numbers of calibration and check images, and the top-1 agreement: the share of
 check images (not used for calibration) whose top class is the same as with the fp32 model.
 model.onnx itself is never changed.

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-UNSURE = "unsure"
+from foramflow.errors import InvalidInput
+from foramflow.io.class_names import UNSURE
+
 OK, ERROR = "ok", "error"
 
 
@@ -29,7 +31,7 @@ def validate_threshold(value: float, *, what: str = "threshold") -> float:
     value = float(value)
     problem = threshold_problem(value, what=what)
     if problem:
-        raise ValueError(problem)
+        raise InvalidInput(problem)
     return value
 
 
@@ -45,11 +47,11 @@ class DecisionRule:
         validate_threshold(self.threshold)
         for label, value in self.class_thresholds.items():
             if label not in self.labels:
-                raise ValueError(f"class threshold for unknown label {label!r}")
+                raise InvalidInput(f"class threshold for unknown label {label!r}")
             validate_threshold(value, what=f"class threshold of {label!r}")
         for reserved in (UNSURE, ERROR):
             if reserved in self.labels:
-                raise ValueError(f"{reserved!r} is reserved and cannot be a class label")
+                raise InvalidInput(f"{reserved!r} is reserved and cannot be a class label")
 
     @property
     def per_class(self) -> np.ndarray:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from foramflow.classify.bf16 import held_out_rechecked_agreement
+from foramflow.bundle.bf16 import held_out_rechecked_agreement
 
 
 def _probs(*rows):

@@ -14,7 +14,7 @@ the images that set the margin it would be 100 % by construction, so it is cross
 each half of the check images is scored with the margin the other half gives.
 
 A bundle that cannot be written (read-only or zipped) keeps its record elsewhere: see
-:mod:`foramflow.classify.records`.
+:mod:`foramflow.bundle.records`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import numpy as np
 
 from foramflow.bundle.engine import Engine, close_calls, sha256
 from foramflow.bundle.folder import Bundle
+from foramflow.bundle.quantize import paired_predictions, preprocess_images, spread
 from foramflow.bundle.schema import PrecisionCheck
-from foramflow.classify.quantize import paired_predictions, preprocess_images, spread
+from foramflow.errors import InvalidInput
 
 
 def check_bf16(bundle: Bundle, images: Sequence[str | Path], *, n_check: int = 512) -> dict:
@@ -49,7 +50,7 @@ def measure_bf16(
 
     batch = preprocess_images(spread(list(images), n_check), bundle)
     if len(batch) == 0:
-        raise ValueError("no readable images to check bf16 against fp32")
+        raise InvalidInput("no readable images to check bf16 against fp32")
     bundle.attach(bf16=None)  # the bf16 engine measured here must not recheck
     # Small batches: the two engines' working memory stays well under a classify run's.
     exact, approx = paired_predictions(
@@ -71,7 +72,7 @@ def measure_bf16(
 
 def _cuts(bundle: Bundle) -> np.ndarray:
     """The bundle's own unsure thresholds per class, near which bf16 scores are recomputed."""
-    from foramflow.classify.decisions import DecisionRule
+    from foramflow.bundle.decisions import DecisionRule
 
     return DecisionRule(tuple(bundle.labels), bundle.threshold, bundle.class_thresholds).per_class
 
