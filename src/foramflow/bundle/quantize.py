@@ -5,14 +5,9 @@ activations with ranges calibrated (min/max) on a few hundred preprocessed image
 
 Weights keep to 7 bits (onnxruntime's ``reduce_range``). x86 CPUs without VNNI (most
 laptops and many servers) add uint8 × int8 products in pairs into 16 bits, and full-range
-weights overflow that. Measured on such a CPU (2 cores, AVX2):
-
-* a Base-Cyclic bundle's (64 px, 4 epochs) int8 copy agreed with fp32 on 18 % of check
-  images with 8-bit weights and on 97 % with 7-bit ones, at about fp32's speed;
-* an EfficientNet-Lite0 bundle's agreed on 35 % and 79 %, at 1.6 times fp32's speed.
-
-The copy may run on another machine than the one that made it, so it is always made this
-way.
+weights overflow that: with 8-bit weights the int8 copy's top class left fp32's for most
+images on such a CPU. The copy may run on another machine than the one that made it, so it
+is always made this way.
 
 The dense head (Gemm/MatMul) and the softmax stay in fp32: they cost about 2 % of the
 compute, and quantising them moves the class probabilities enough to flip close calls.

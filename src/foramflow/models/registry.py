@@ -27,11 +27,10 @@ PAPER_RECIPE = {
     "min_per_class": 40,
 }
 #: Transfer learning: a tail on frozen features learns from a handful of images per class,
-#: so smaller classes are kept. Measured on 84 plankton classes (frozen Lite0 features
-#: with the stages): the paper's ALRS watches the training loss while a tail on fixed
-#: vectors overfits (its validation loss rose from epoch 10 on); AdamW with warm-up and
-#: cosine over 30 epochs and label smoothing gave top-1 74.4 % (mean recall 68.0 %) with
-#: the clamped class weights and 75.8 % (mean recall 71.1 %) without them.
+#: so smaller classes are kept. The paper's ALRS watches the training loss, which a tail on
+#: fixed vectors drives down while it overfits; a fixed cosine schedule stops in time, and
+#: without class weights the tail's accuracy and mean recall are both higher
+#: (docs/decisions.md).
 TRANSFER_RECIPE = {
     "optimizer": "adamw",
     "schedule": "cosine",
@@ -42,12 +41,9 @@ TRANSFER_RECIPE = {
     "min_per_class": 10,
 }
 
-#: The top of a backbone fine-tuned on cached maps of its frozen bottom. Measured on 84
-#: plankton classes (Lite0, 128 px, 2 CPU cores): 8 epochs of AdamW, warm-up and cosine,
-#: label smoothing, no class weights gave 78.2 % top-1 (mean of the four turns), against
-#: 75.8 % for the frozen features' tail; 16 epochs gave no more (77.9 %), nor did a moving
-#: average of the weights (three stages, ``--ema 0.999``: 78.2 % against 78.4 %).
-#: Four stages trained: 78.8 %.
+#: The top of a backbone fine-tuned on cached maps of its frozen bottom: a short cosine
+#: schedule, since longer training and a moving average of the weights added nothing
+#: (docs/decisions.md).
 TOP_RECIPE = {
     "optimizer": "adamw",
     "schedule": "cosine",
@@ -57,10 +53,8 @@ TOP_RECIPE = {
     "class_weights": "none",
     "min_per_class": 10,
 }
-#: The top reads 160 px, not Lite0's 128: on the same 84 classes, in three sittings, 160 px
-#: gained 0.6 to 1.1 points of top-1 (80.0 % against 78.9 % in the last, macro F1 0.764
-#: against 0.762) for 1.5 to 1.8 times the training time and a fifth to a third less
-#: classify speed.
+#: The top reads 160 px, not Lite0's 128: the finer detail is worth about a point of top-1,
+#: for more training time and less classify speed (docs/decisions.md).
 TOP_INPUT_SIZE = 160
 
 

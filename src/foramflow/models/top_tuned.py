@@ -12,9 +12,8 @@ split in two:
   those maps, so no epoch repeats the bottom's work. Its depthwise filters keep their
   ImageNet weights (see :func:`_freeze_depthwise`).
 
-On 84 plankton classes (same recipe, 8 epochs, 128 px), training two stages scored 77.8 %,
-three 78.4 % (macro F1 0.747) and four 78.8 % (macro F1 0.761); at 160 px four take 128 kB
-an image for the four turns' maps, which the training run memory-maps.
+Four trained stages learn more than two or three (docs/decisions.md); at 160 px their input
+takes 128 kB an image for the four turns' maps, which the training run memory-maps.
 
 The top's features are the last layer pooled beside the pooled outputs of the last four
 stages (as the transfer head's ``stages``) and of the maps it starts from, standardised
@@ -49,17 +48,10 @@ from foramflow.models.transfer import TAIL_DROPOUT, TransferTail
 
 TRAINED_STAGES = 4  # the last stages that train, with the head convolution
 #: The top stages' learning rate relative to the tail's, from :data:`LARGE_SET` training
-#: images on. On 84 plankton classes (16 400 training images, 160 px, three splits), half
-#: against a fifth gave the four turns' mean 0.2 points more on average (79.7, 78.5 and
-#: 79.1 % against 80.0, 78.3 and 78.5 %) and the one-view network 0.6 (79.2, 77.9 and
-#: 78.4 % against 78.5, 77.2 and 78.0 %); the whole rate scored 79.2 % on the first. On
-#: 30 classes × 100 images (2 400 training) half scored 81.7 % against 80.3 %. Five stages
-#: rather than four (79.6 %) and stochastic depth in them (drop rate up to 0.2, 79.6 %)
-#: gained nothing.
+#: images on: large sets can move the pretrained filters further (docs/decisions.md).
 TOP_RATE = 0.5
 #: On fewer training images the pretrained filters are worth more than what the images can
-#: teach them: half the rate scored 69.2 % against 75.8 % on 30 classes × 20 images (480
-#: training) and 57.1 % against 81.0 % on 6 classes of 105 phytoplankton images.
+#: teach them, so they move more slowly.
 SMALL_SET_TOP_RATE = 0.2
 LARGE_SET = 1000
 
@@ -77,9 +69,8 @@ def _frozen_norms(module: nn.Module) -> None:
 
 def _freeze_depthwise(blocks: nn.ModuleList) -> None:
     """The trained stages' depthwise filters keep their ImageNet weights: on a CPU their
-    weight gradients cost more than the rest of the backward pass. On 84 plankton classes
-    an epoch took 56 s against 136 s with them trained (same sitting, cached rows), for
-    the same result (78.4 %, macro F1 0.747)."""
+    weight gradients cost more than the rest of the backward pass, and training them gave
+    the same accuracy (docs/decisions.md)."""
     for block in blocks:
         block._depthwise_conv.weight.requires_grad_(False)
 

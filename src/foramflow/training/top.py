@@ -55,7 +55,7 @@ STANDARDISE_IMAGES = 4096  # training images whose features set the standardisat
 #: turns at 160 px: 13 GB for 100 000 images), so that the system can page them out when
 #: memory is short; deleted once the top has trained (the feature cache keeps them).
 ROWS_FILE = "bottom_rows.tmp.npy"
-VALIDATION_BATCH = 64  # rows: the top ran 480 rows/s at 64, 260 at 256, 190 at 1024 here
+VALIDATION_BATCH = 64  # rows: small batches keep the top's activations in the CPU's cache
 
 
 def turned(images: np.ndarray, hashes: Sequence[str], quarter_turns: int) -> np.ndarray:
