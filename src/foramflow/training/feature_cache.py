@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.errors import ForamflowError, InputNotFound
+from foramflow.errors import ForamflowError, InputNotFound, InvalidInput
 from foramflow.io.files import write_json_atomic
 
 FEATURE_FORMAT = 1
@@ -195,7 +195,7 @@ class FeatureCache:
         if not found:
             raise InputNotFound(f"{path}: neither a model bundle nor a feature cache")
         listed = "; ".join(f"{p.name} ({_describe(cls(p).spec)})" for p in found)
-        raise ValueError(f"{path}: holds {len(found)} extractors, name one of: {listed}")
+        raise InvalidInput(f"{path}: holds {len(found)} extractors, name one of: {listed}")
 
     def close(self) -> None:
         self._db.close()

@@ -16,6 +16,8 @@ from enum import Enum
 
 import numpy as np
 
+from foramflow.errors import InvalidInput
+
 
 class Decision(str, Enum):
     CONTINUE = "continue"
@@ -61,7 +63,10 @@ class ALRS:
 
     def __post_init__(self):
         if self.window < 3:
-            raise ValueError(f"ALRS window must hold at least 3 batches, not {self.window}")
+            raise InvalidInput(
+                f"the ALRS window must hold at least 3 training batches, not {self.window}: "
+                "give --alrs-window more epochs, or train a fixed number of --epochs"
+            )
         self._losses: deque[float] = deque(maxlen=self.window)
         self._since_test = 0
         self.drops = 0
