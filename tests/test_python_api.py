@@ -4,6 +4,7 @@ outside the command line imports the terminal libraries."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,14 @@ def test_the_demo_composes_the_library_steps_not_the_commands():
         "foramflow.classify.runner",
         "foramflow.abundance.steps",
     } <= imported
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    """Spinning OpenMP threads hold cores another program needs (benchmarks/bench_busy.py)."""
+    show = "import foramflow, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    default = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True)
+    assert default.stdout.strip() == "PASSIVE", default.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    kept = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True)
+    assert kept.stdout.strip() == "ACTIVE", kept.stderr

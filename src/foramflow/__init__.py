@@ -16,8 +16,16 @@ what it wrote, and raises :class:`~foramflow.errors.ForamflowError` for a proble
 inputs.
 """
 
+import os
+
 from foramflow._lazy import lazy_names
 from foramflow.version import __version__ as __version__
+
+# OpenMP threads that spin while they wait for each other hold a core that another program
+# needs: on a computer doing other work, training then ran at a third of its speed. Waiting
+# passively costs nothing measurable on a quiet one (benchmarks/bench_busy.py). OpenMP reads
+# this once, when PyTorch loads it; a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _STEPS = {
     "stack_folder": "foramflow.imaging.steps",

@@ -97,6 +97,7 @@ class FrozenFeatures:
         example = torch.from_numpy(np.repeat(image, 2, axis=0))  # a dynamic batch needs two
         options = ort.SessionOptions()
         options.intra_op_num_threads = available_cores()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as classify
         with tempfile.TemporaryDirectory(prefix="foramflow-features-") as tmp:
             path = Path(tmp) / "features.onnx"
             write_onnx(head, path, example, output_name="features")
