@@ -28,7 +28,6 @@ ALLOWED = {
     "data/synthetic/files.py": "label images the generator itself draws",
     "training/config.py": "pydantic validators; TrainConfig.load reports the file",
     "training/fit.py": "settings that TrainConfig has already checked",
-    "training/full.py": "a trainer given a model of another kind, by code",
     "training/trainer.py": "a trainer given 'auto' before resolve_auto, by code",
     "training/feature_cache.py": "vectors of the wrong shape handed over by code",
 }

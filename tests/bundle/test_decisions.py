@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from foramflow.bundle.decisions import DecisionRule, validate_threshold
+from foramflow.bundle.decisions import DecisionRule
+from foramflow.bundle.schema import validate_threshold
 
 LABELS = ("a", "b")
 

@@ -13,26 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from foramflow.bundle.schema import validate_threshold
 from foramflow.errors import InvalidInput
 from foramflow.io.class_names import UNSURE
 
 OK, ERROR = "ok", "error"
-
-
-def threshold_problem(value: float, *, what: str = "threshold") -> str | None:
-    """Why ``value`` cannot be a threshold, or None: it must lie in (0.5, 1.0] or be 0."""
-    if value == 0.0 or 0.5 < value <= 1.0:
-        return None
-    return f"{what} must lie in (0.5, 1.0], or be 0 to switch it off; got {value:g}"
-
-
-def validate_threshold(value: float, *, what: str = "threshold") -> float:
-    """Return ``value`` as float if it lies in (0.5, 1.0] or is 0; raise ValueError otherwise."""
-    value = float(value)
-    problem = threshold_problem(value, what=what)
-    if problem:
-        raise InvalidInput(problem)
-    return value
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 from typing import TYPE_CHECKING
 
@@ -167,19 +166,6 @@ def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
     return "fp32", MODEL_FILE
 
 
-def bundle_hash(bundle: Bundle, model: bytes) -> str:
-    """SHA-256 over what decides the predictions: the model, labels, preprocessing and
-    calibration temperature (not the metrics or notes that model.json also holds)."""
-    decisive = {
-        "labels": bundle.labels,
-        "preprocessing": bundle.spec.to_dict(),
-        "temperature": bundle.temperature,
-    }
-    digest = hashlib.sha256(model)
-    digest.update(json.dumps(decisive, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
 def recheck_margin(bundle: Bundle) -> float:
     """bf16 results whose top two probabilities differ by less than this are recomputed in
     fp32: a flip of the top class needs the two to move towards each other by the margin,
@@ -226,11 +212,10 @@ class Engine:
         self.bundle = bundle
         self.cuts = None if cuts is None else np.asarray(cuts, dtype=np.float32)
         self.precision, self.model_file = resolve_precision(bundle, precision)
-        model = bundle.read_model(self.model_file)
-        self.hash = bundle_hash(bundle, model)
-        self.where = bundle.location(self.model_file)
+        network = bundle.network(self.model_file)
+        model, self.hash, self.where = network.model, network.hash, network.where
         self.threads = threads or available_cores()
-        self.temperature = bundle.temperature if calibrated else 1.0
+        self.temperature = network.temperature if calibrated else 1.0
         self.margin = 0.0
         self.n_rechecked = 0
         self.input_name: str | None = None  # the network input's name in ONNX Runtime

@@ -28,6 +28,8 @@ This module needs only numpy, pydantic, Pillow and ONNX Runtime.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import zipfile
@@ -72,6 +74,18 @@ from foramflow.io.limits import (
 OWN_FILES = (META_FILE, MODEL_FILE, NHWC_FILE, NETWORK_INFO_FILE, INT8_FILE)
 
 logger = logging.getLogger("foramflow")
+
+
+@dataclass(frozen=True)
+class Network:
+    """A model file of a bundle: its bytes, where it lies (as messages name it), the hash of
+    what decides its predictions (:meth:`Bundle.decisive_hash`), and the bundle's
+    calibration temperature."""
+
+    model: bytes
+    where: str
+    hash: str
+    temperature: float
 
 
 @dataclass
@@ -165,6 +179,24 @@ class Bundle:
             return str(self.path / name)
         return f"{self.path} ({name})"
 
+    def network(self, name: str = MODEL_FILE) -> Network:
+        """One model file of the bundle (``name``), read once, as an engine runs it."""
+        model = self.read_model(name)
+        return Network(model, self.location(name), self.decisive_hash(model), self.temperature)
+
+    def decisive_hash(self, model: bytes) -> str:
+        """SHA-256 over what decides the predictions: the ``model`` bytes, labels,
+        preprocessing and calibration temperature (not the metrics or notes that model.json
+        also holds)."""
+        decisive = {
+            "labels": self.labels,
+            "preprocessing": self.spec.to_dict(),
+            "temperature": self.temperature,
+        }
+        digest = hashlib.sha256(model)
+        digest.update(json.dumps(decisive, sort_keys=True).encode())
+        return digest.hexdigest()
+
     def read_model(self, name: str = MODEL_FILE) -> bytes:
         """The bytes of one model file of the bundle folder or zip; an absolute ``name`` is a
         file kept outside the bundle (see :mod:`foramflow.bundle.records`)."""
@@ -186,13 +218,6 @@ class Bundle:
 
             self._engine = Engine(self, precision="fp32")
         return self._engine
-
-    def verify(self) -> None:
-        """Open the network once and check it against model.json, so that a broken one is
-        refused before any work (the engine is not kept)."""
-        from foramflow.bundle.engine import Engine
-
-        Engine(self, precision="fp32", threads=1)
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) for a preprocessed batch (N, C, S, S), calibrated."""

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from foramflow.bundle.engine import bundle_hash, describes_this_network
+from foramflow.bundle.engine import describes_this_network
 from foramflow.bundle.folder import Bundle, read_precision_records, write_precision_records
 from foramflow.bundle.schema import PrecisionCheck
 
@@ -37,7 +37,7 @@ class PrecisionRecords:
 
     def __init__(self, bundle: Bundle, results_dir: str | Path):
         self.bundle = bundle
-        key = bundle_hash(bundle, bundle.read_model())
+        key = bundle.network().hash
         self.folders = [user_cache_root() / key, Path(results_dir) / RESULTS_RECORDS_DIR / key]
 
     def attach(self) -> None:

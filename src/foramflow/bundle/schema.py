@@ -29,8 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from foramflow.bundle.decisions import validate_threshold
-from foramflow.errors import ForamflowError
+from foramflow.errors import ForamflowError, InvalidInput
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.io.class_names import distinct_class_names
 
@@ -65,6 +64,22 @@ OUTPUT_NAME = "probabilities"
 class BundleError(ForamflowError, ValueError):
     """A bundle is missing a file, holds an invalid description, or a network that cannot be
     loaded or does not match its description; the message names the file."""
+
+
+def threshold_problem(value: float, *, what: str = "threshold") -> str | None:
+    """Why ``value`` cannot be a threshold, or None: it must lie in (0.5, 1.0] or be 0."""
+    if value == 0.0 or 0.5 < value <= 1.0:
+        return None
+    return f"{what} must lie in (0.5, 1.0], or be 0 to switch it off; got {value:g}"
+
+
+def validate_threshold(value: float, *, what: str = "threshold") -> float:
+    """Return ``value`` as float if it lies in (0.5, 1.0] or is 0; raise ValueError otherwise."""
+    value = float(value)
+    problem = threshold_problem(value, what=what)
+    if problem:
+        raise InvalidInput(problem)
+    return value
 
 
 def describe_input(channels: int, size: int) -> str:

@@ -21,7 +21,6 @@ from foramflow.bundle.decisions import ERROR, UNSURE, DecisionRule
 from foramflow.bundle.engine import (
     Engine,
     available_cores,
-    bundle_hash,
     resolve_precision,
 )
 from foramflow.bundle.folder import Bundle
@@ -154,11 +153,12 @@ def _messages_to(progress: Progress) -> Callable[[str], None]:
 
 
 def _open_bundle(bundle_path: str | Path, log) -> Bundle:
-    """The bundle, its notes said and its network checked before any work."""
+    """The bundle, its notes said and its network opened once and checked against model.json
+    before any work (that engine is not kept)."""
     bundle = Bundle.load(bundle_path)
     for note in bundle.notes:
         log(f"note: {bundle.path}: {note}")
-    bundle.verify()
+    Engine(bundle, precision="fp32", threads=1)
     return bundle
 
 
@@ -202,7 +202,7 @@ def _describe_job(
     used_precision, model_file = resolve_precision(bundle, precision)
     return {
         "bundle": str(bundle.path.resolve()),
-        "bundle_hash": bundle_hash(bundle, bundle.read_model(model_file)),
+        "bundle_hash": bundle.network(model_file).hash,
         "model_file": model_file,
         "precision": used_precision,
         "images_dir": str(images_dir),

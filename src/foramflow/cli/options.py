@@ -88,7 +88,7 @@ class Threshold:
     """The unsure rule's threshold: in (0.5, 1.0], or 0 to switch the rule off."""
 
     def check(self, value: float | None) -> float | None:
-        from foramflow.bundle.decisions import threshold_problem
+        from foramflow.bundle.schema import threshold_problem
 
         value = Finite().check(value)
         problem = None if value is None else threshold_problem(value)

@@ -101,6 +101,27 @@ def create_model(
     return entry.build(n_classes=n_classes, input_size=input_size, channels=channels, **kwargs)
 
 
+def build_full_network(
+    name: str, *, n_classes: int, input_size: int, channels: int, offered: dict
+) -> tuple[nn.Module, dict]:
+    """The network ``name``, trained end to end, built with those of the ``offered`` options
+    it takes (its defaults for the rest), and those options as the bundle records them. A
+    pretrained backbone gets its ImageNet weights, never a random start."""
+    from foramflow.models.backbones import resolve_weights
+
+    entry = get_entry(name)
+    if entry.kind != "full":
+        raise InvalidInput(f"model {name!r} is trained on cached features, not end to end")
+    taken = {key: value for key, value in offered.items() if key in entry.defaults}
+    backbone = getattr(entry.build, "backbone", None)
+    if backbone:
+        taken["weights"] = str(resolve_weights(backbone, offered.get("weights")))
+    network = create_model(
+        name, n_classes=n_classes, input_size=input_size, channels=channels, **taken
+    )
+    return network, taken
+
+
 def _register_papers_networks() -> None:
     """The paper's networks and a plain baseline, trained from scratch."""
     from foramflow.models.base_cyclic import BaseCyclic

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from foramflow.data.augment import AugmentConfig, augment_batch
-from foramflow.models.backbones import resolve_weights
-from foramflow.models.registry import create_model, get_entry
+from foramflow.models.registry import build_full_network
 from foramflow.training.checkpoint import load_weights
 from foramflow.training.device import CompiledOrEager
 from foramflow.training.finish import export_and_evaluate
@@ -46,7 +45,7 @@ class FullTrainer(Trainer):
 
     def _build(self, n_classes: int) -> torch.nn.Module:
         c = self.config
-        params = {
+        offered = {
             "filters": c.filters,
             "pool": c.pool,
             "dropout": c.dropout,
@@ -54,17 +53,13 @@ class FullTrainer(Trainer):
             "cyclic": c.cyclic,
             "weights": c.weights,
         }
-        entry = get_entry(c.model)
-        if entry.kind != "full":
-            raise ValueError(f"model {c.model!r} is trained on cached features, not with this loop")
-        accepted = {k: v for k, v in params.items() if k in entry.defaults}
-        backbone = getattr(entry.build, "backbone", None)
-        if backbone:  # a pretrained backbone: its ImageNet weights, never a random start
-            accepted["weights"] = str(resolve_weights(backbone, c.weights))
-        network = create_model(
-            c.model, n_classes=n_classes, input_size=c.input_size, channels=c.channels, **accepted
+        network, self.model_params = build_full_network(
+            c.model,
+            n_classes=n_classes,
+            input_size=c.input_size,
+            channels=c.channels,
+            offered=offered,
         )
-        self.model_params = accepted
         return network.to(self.device).to(memory_format=torch.channels_last)
 
     def _batches(self, network: torch.nn.Module, data: PreparedData) -> Batches:

@@ -15,7 +15,7 @@ from foramflow.bundle.schema import ONE_VIEW_BUNDLE, RUN_BUNDLE
 from foramflow.io.files import naming_the_file
 from foramflow.progress import Progress, Quiet
 from foramflow.training.auto import resolve_auto
-from foramflow.training.config import TrainConfig
+from foramflow.training.config import AUTO, TrainConfig
 from foramflow.training.run_folder import METRICS_FILE, check_run_folder
 
 
@@ -64,7 +64,7 @@ def train(
     progress = progress or Quiet()
     config = configure(images, out, model=model, config=config, **options)
     check_run_folder(config.out, resume=resume)
-    if not resume:  # a resumed run's config.yaml already names its model
+    if config.model == AUTO and not resume:  # a resumed run's config.yaml names its model
         config = resolve_auto(config, progress)
     trainer = TRAINERS[get_entry(config.model).kind](config, progress=progress, resume=resume)
     with naming_the_file(config.out):  # a full disk in a writer that does not name its file
