@@ -6,8 +6,8 @@
 Each walk runs the real command under a profiler and lists the calls from one foramflow
 module into another made on the way (calls inside a module are a reader's single stop). For
 the model walk only the calls that carry the model's name (an argument equal to it, or an
-argument whose ``model`` or ``name`` attribute is) count, since the path also loads the images. A call
-into a module of a higher layer (``tests/test_import_layers.py``) is a climb back up.
+argument whose ``model`` or ``name`` attribute is) count, since the path also loads the
+images. A call into a module of a higher layer (``tests/test_import_layers.py``) is a climb back up.
 
     python benchmarks/walks.py [-v]
 """
@@ -126,7 +126,8 @@ def model_walk(work: Path, verbose: bool) -> dict:
             if isinstance(value, str) and value == name:
                 return True
             for attribute in ("model", "name"):  # a configuration, a registry entry
-                if isinstance(getattr(value, attribute, None), str) and getattr(value, attribute) == name:
+                held = getattr(value, attribute, None)
+                if isinstance(held, str) and held == name:
                     return True
         return False
 

@@ -56,6 +56,7 @@ class RunRecord(BaseModel):
     fingerprint: str | None = None
     skipped: list[dict[str, str]] | None = None
     state: Literal["running", "complete"] | None = None
+    setup: dict[str, Any] | None = None  # precision, threads, batch size and their timings
     started: str | None = None
     foramflow: str | None = None
     finished: str | None = None

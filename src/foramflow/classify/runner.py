@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from foramflow.bundle.decisions import ERROR, UNSURE, DecisionRule
+from foramflow.bundle.decode import decode_batch
 from foramflow.bundle.engine import (
     Engine,
     available_cores,
@@ -26,6 +27,7 @@ from foramflow.bundle.engine import (
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.precision import ensure_precision
 from foramflow.bundle.records import PrecisionRecords
+from foramflow.bundle.tuning import Setup, choose_setup
 from foramflow.classify.local import run_local
 from foramflow.classify.results import ABUNDANCE_FILE, COUNTS_FILE, PREDICTIONS_FILE, RunRecord
 from foramflow.classify.samples import SampleRule, assign_samples, find_images
@@ -42,6 +44,9 @@ from foramflow.progress import Progress, Quiet
 from foramflow.version import __version__
 
 DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_BATCH_SIZE = 64
+#: Images decoded to time the candidate settings on.
+TIMING_IMAGES = 64
 
 
 class RunMismatchError(ForamflowError, RuntimeError):
@@ -72,7 +77,8 @@ def classify_folder(
     samples: SampleRule = SampleRule(),
     precision: str = "auto",
     workers: int | None = None,
-    batch_size: int = 64,
+    threads: int | None = None,
+    batch_size: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     scheduler=None,
     overwrite: bool = False,
@@ -99,6 +105,11 @@ def classify_folder(
         was checked is made again.
     workers
         Decoding processes on this machine (default: one per core; 0 decodes in-process).
+    threads, batch_size
+        The network's threads and images per batch. Left out, they are measured on this
+        machine (with the precision, when "auto" leaves a choice) the first time this
+        network runs here, and the fastest kept for later runs
+        (:mod:`foramflow.bundle.tuning`); run.json records the choice and its timings.
     scheduler
         A Dask scheduler address (``tcp://host:port``), cluster object or Client: run the
         chunks on that cluster instead of this machine.
@@ -113,8 +124,10 @@ def classify_folder(
     A run that stops for any reason continues where it stopped when started again with the
     same arguments.
     """
-    if batch_size < 1 or chunk_size < 1:
+    if (batch_size is not None and batch_size < 1) or chunk_size < 1:
         raise InvalidInput("batch size and chunk size must be at least 1")
+    if threads is not None and threads < 1:
+        raise InvalidInput("threads must be at least 1")
     started = time.perf_counter()
     progress = progress or Quiet()
     log = _messages_to(progress)
@@ -127,7 +140,10 @@ def classify_folder(
     store = RunStore(prepare_output_dir(out), depth_unit=samples.depth_unit())
     earlier = None if overwrite else store.read_run()
     precision = _choose_precision(bundle, precision, earlier, images_dir, manifest, store, log)
-    job = _describe_job(bundle, precision, rule, images_dir, manifest, samples)
+    setup = _choose_setup(
+        bundle, precision, threads, batch_size, scheduler, images_dir, manifest, log
+    )
+    job = _describe_job(bundle, setup.precision, rule, images_dir, manifest, samples)
     if earlier is not None:
         _check_same_job(earlier, job, store, manifest)
         chunk_size = int(earlier.chunk_size)
@@ -140,9 +156,11 @@ def classify_folder(
     # Opened before anything is written, so that a network that cannot run is refused first.
     engine = None
     if scheduler is None:
-        engine = Engine(bundle, precision=job["precision"], cuts=rule.per_class)
-    backend = _Backend(bundle, job, engine, rule, images_dir, workers, batch_size, scheduler)
-    run = _start_run(store, job, earlier, chunk_size, manifest, skipped)
+        engine = Engine(
+            bundle, precision=job["precision"], threads=setup.threads, cuts=rule.per_class
+        )
+    backend = _Backend(bundle, job, engine, rule, images_dir, workers, setup.batch_size, scheduler)
+    run = _start_run(store, job, earlier, chunk_size, manifest, skipped, setup)
     n_resumed = _classify_chunks(store, run, manifest, backend, log, progress)
     return _finish_run(store, run, manifest, bundle.labels, n_resumed, started)
 
@@ -190,6 +208,34 @@ def _choose_precision(
     return ensure_precision(bundle, precision, paths, log, records)
 
 
+def _choose_setup(
+    bundle: Bundle,
+    precision: str,
+    threads: int | None,
+    batch_size: int | None,
+    scheduler,
+    images_dir: Path,
+    manifest: pd.DataFrame,
+    log,
+) -> Setup:
+    """Precision, threads and batch size: as given, else measured on a batch of the run's
+    own images (or kept from an earlier measurement on this machine). "auto" may take a
+    reduced precision its checks allow only where it is also faster here than fp32."""
+    resolved = resolve_precision(bundle, precision)[0]
+    candidates = [resolved, "fp32"] if precision == "auto" else [resolved]
+    if scheduler is not None:  # the cluster's workers run one thread each
+        return Setup(resolved, 1, batch_size or DEFAULT_BATCH_SIZE, source="given")
+    paths = [
+        images_dir / p for p in manifest.loc[manifest["problem"] == "", "path"][:TIMING_IMAGES]
+    ]
+    batch, _ = decode_batch(paths, bundle.spec)
+    if len(batch) == 0:  # nothing readable: the run reports every image as an error
+        return Setup(
+            resolved, threads or available_cores(), batch_size or DEFAULT_BATCH_SIZE, "given"
+        )
+    return choose_setup(bundle, candidates, batch, threads=threads, batch_size=batch_size, log=log)
+
+
 def _describe_job(
     bundle: Bundle,
     precision: str,
@@ -229,6 +275,7 @@ def _start_run(
     chunk_size: int,
     manifest: pd.DataFrame,
     skipped: list[tuple[str, str]],
+    setup: Setup,
 ) -> RunRecord:
     """Write the run record (and, for a new run, the input list); return the record."""
     store.prepare()
@@ -241,6 +288,7 @@ def _start_run(
             "fingerprint": run_fingerprint(job, chunk_size),
             "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
             "state": "running",
+            "setup": setup.to_dict(),
             "started": (earlier.started if earlier is not None else None) or _now(),
             "foramflow": __version__,
         }

@@ -69,7 +69,22 @@ WorkersOption = Annotated[
         help="Processes decoding images (default: one per core; 0 = none).", **options.WORKERS
     ),
 ]
-BatchSizeOption = Annotated[int, typer.Option(help="Images per network batch.", **options.COUNT)]
+BatchSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Images per network batch (default: measured on this machine, see --threads).",
+        **options.COUNT,
+    ),
+]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Threads running the network (default: the fastest of 1 and all cores, timed "
+        "with the batch size and, for --precision auto, the precision on this machine's "
+        "first run of the bundle and kept in the user cache).",
+        **options.COUNT,
+    ),
+]
 SchedulerOption = Annotated[
     str | None,
     typer.Option(help="Run on a Dask cluster: its scheduler address, e.g. tcp://host:8786."),
@@ -95,7 +110,8 @@ def classify(
     samples_csv: SamplesOption = None,
     precision: PrecisionOption = "auto",
     workers: WorkersOption = None,
-    batch_size: BatchSizeOption = 64,
+    threads: ThreadsOption = None,
+    batch_size: BatchSizeOption = None,
     scheduler: SchedulerOption = None,
     chunk_size: ChunkSizeOption = 1024,
     overwrite: OverwriteOption = False,
@@ -125,6 +141,7 @@ def classify(
             ),
             precision=precision,
             workers=workers,
+            threads=threads,
             batch_size=batch_size,
             chunk_size=chunk_size,
             scheduler=scheduler,
@@ -244,7 +261,13 @@ def _print_summary(result) -> None:
     rate, new = "", run.n_images - result.n_resumed
     if new > 0 and run.seconds:
         rate = f" ({new} classified in {run.seconds:.1f} s, {new / run.seconds:,.0f} images/s)"
+    setup = run.setup or {}
+    how = (
+        f", {setup['threads']} thread(s), batches of {setup['batch_size']} ({setup['source']})"
+        if setup
+        else ""
+    )
     console.print(
         f"{run.n_images} images, {run.n_unsure or 0} unsure, {len(errors)} errors, "
-        f"{run.precision} model{rate}. Results in {result.out_dir}/"
+        f"{run.precision} model{how}{rate}. Results in {result.out_dir}/"
     )
