@@ -94,15 +94,15 @@ def measure_missing(
                 "particles"
             ]
         except (ImageReadError, SegmentationError):
+            particles = None
+        if particles is None or particles.empty:  # kept as unmeasurable, not tried again
             failed.append(image_id)
-            continue
-        if particles.empty:
-            failed.append(image_id)
+            rows.append((image_id, *(None for _ in MEASURES), pixels_per_mm))
             continue
         largest = particles.loc[particles["area_um2"].idxmax()]
         rows.append((image_id, *(_number(largest[n]) for n in MEASURES), pixels_per_mm))
     _insert(store, rows)
-    return {"measured": len(rows), "failed": len(failed), "left": _left(store)}
+    return {"measured": len(rows) - len(failed), "failed": len(failed), "left": _left(store)}
 
 
 def measured_page(
