@@ -153,11 +153,12 @@ async function loadParticles() {
   $("particles-total").textContent = `${data.total} images`;
 }
 
-let similarIds = [];
+const picked = new Set();  // the image asked about and the neighbours clicked
 
 async function showSimilar(item) {
   const data = await api(`/api/images/${item.id}/similar?n=12`);
-  similarIds = [item.id, ...data.items.map((i) => i.id)];
+  picked.clear();
+  picked.add(item.id);
   $("similar-of").textContent = `#${item.id} ${item.name}`;
   $("suggestions").replaceChildren(...(data.suggestions.length ? data.suggestions.map((s) => {
     const chip = document.createElement("span");
@@ -168,7 +169,12 @@ async function showSimilar(item) {
   }) : [document.createTextNode("no validated neighbours yet")]));
   $("similar-tiles").replaceChildren(...data.items.map((i) => {
     const img = document.createElement("img");
-    img.src = i.thumb; img.title = `#${i.id} ${i.label ?? ""}`; img.dataset.id = i.id;
+    img.src = i.thumb; img.title = `#${i.id} ${i.label ?? ""} (click to label it too)`;
+    img.dataset.id = i.id;
+    img.addEventListener("click", () => {
+      if (picked.has(i.id)) picked.delete(i.id); else picked.add(i.id);
+      img.classList.toggle("picked", picked.has(i.id));
+    });
     return img;
   }));
   $("similar").hidden = false;
@@ -176,7 +182,7 @@ async function showSimilar(item) {
 
 async function labelSimilar() {
   const label = $("similar-label").value.trim();
-  const data = await api("/api/labels", { ids: similarIds, label: label || null });
+  const data = await api("/api/labels", { ids: [...picked], label: label || null });
   toast(`${data.changed} images labelled ${label}`);
   await loadParticles();
 }
