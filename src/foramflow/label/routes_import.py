@@ -212,10 +212,11 @@ def import_router(store: LabelStore, with_urls) -> APIRouter:
     @router.post("/api/import/segment/preview")
     def preview_segment(request: SegmentRequest) -> dict:
         """Segment the first tray under ``folder`` alone: its crop count and boxes."""
-        from foramflow.imaging.steps import segment_folder
+        from foramflow.imaging.steps import DEPTH_INDEX_SUFFIX, DEPTH_UM_SUFFIX, segment_folder
 
         folder = _existing_folder(request.folder)
-        trays = _image_paths(folder)
+        maps = (DEPTH_INDEX_SUFFIX, DEPTH_UM_SUFFIX)  # written beside fused images by stacking
+        trays = [p for p in _image_paths(folder) if not p.endswith(maps)]
         if not trays:
             raise InvalidInput(f"{folder}: no tray images")
         tray = folder / trays[0]
