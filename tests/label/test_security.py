@@ -448,3 +448,105 @@ def test_token_required_off_loopback(monkeypatch, store: LabelStore):
 
 def test_invalid_name_is_a_foramflow_error():
     assert issubclass(InvalidName, ForamflowError) and issubclass(InvalidName, ValueError)
+
+
+# -- the import page and labelling aids ------------------------------------------------------
+
+IMPORT_POSTS = [
+    "/api/import/samples",
+    "/api/import/crops",
+    "/api/import/flowcam",
+    "/api/import/particletrieur",
+    "/api/import/segment/preview",
+    "/api/import/segment",
+    "/api/morphology/measure",
+]
+IMPORT_GETS = ["/import", "/api/import/segment", "/api/morphology", "/api/images/1/similar"]
+
+
+def import_body(route: str, folder: Path) -> dict:
+    return {"project": str(folder)} if route.endswith("particletrieur") else {"folder": str(folder)}
+
+
+@pytest.mark.parametrize("route", IMPORT_POSTS)
+def test_import_routes_refuse_cross_site_posts(client, store: LabelStore, image_root, route):
+    before = store.all_rows("id, sample")
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        response = client.post(route, json=import_body(route, image_root), headers=headers)
+        assert response.status_code == 403, route
+    assert store.all_rows("id, sample") == before
+    assert not (store.project_dir / "imports").exists()
+
+
+@pytest.mark.parametrize("route", IMPORT_POSTS)
+def test_import_routes_refuse_bodies_over_the_cap(client, store: LabelStore, route):
+    body = b'{"folder": "' + b"x" * (MAX_BODY_BYTES + 10) + b'"}'
+    response = client.post(route, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert store.count() == 12
+
+
+@pytest.mark.parametrize("route", IMPORT_POSTS + IMPORT_GETS)
+def test_import_routes_need_the_token_off_loopback(store: LabelStore, image_root, route):
+    remote = TestClient(create_app(store.project_dir, token="s3cret"), base_url="http://10.0.0.5")
+    if route in IMPORT_POSTS:
+        response = remote.post(route, json=import_body(route, image_root))
+    else:
+        response = remote.get(route)
+    assert response.status_code == 401
+    bearer = {"Authorization": "Bearer s3cret"}
+    assert remote.get("/api/morphology", headers=bearer).status_code == 200
+    assert store.count() == 12
+
+
+@pytest.mark.parametrize("route", IMPORT_GETS)
+def test_import_routes_refuse_other_hosts_without_token(store: LabelStore, route):
+    app = create_app(store.project_dir)
+    assert TestClient(app, base_url="http://127.0.0.1.evil.example").get(route).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "body, found",
+    [
+        ({"regex": r"(?P<sample>\.\.)"}, "sample name"),  # the sample would be '..'
+        ({"regex": r"(?P<sample>S1_10cm/p)"}, "sample name"),  # matches only S1: refused
+        ({"table": "/nonexistent/samples.csv"}, "samples.csv"),
+    ],
+)
+def test_sample_rules_that_lead_out_are_refused(client, store, image_root, body, found):
+    response = client.post("/api/import/crops", json={"folder": str(image_root), **body})
+    assert response.status_code == 400
+    assert store.samples() == ["S1_10cm", "S2_20cm"]
+
+
+def test_flowcam_collage_named_as_a_path_is_refused(client, store: LabelStore, tmp_path: Path):
+    from flowcam_exports import known_export
+
+    export_dir, _, _ = known_export(tmp_path / "S9")
+    (tmp_path / "outside.tif").write_bytes((export_dir / "run_000001.tif").read_bytes())
+    lst = export_dir / "run.lst"
+    lst.write_text(lst.read_text().replace("|run_000001.tif|", "|../outside.tif|", 1))
+    response = client.post("/api/import/flowcam", json={"folder": str(export_dir)})
+    assert response.status_code == 400
+    assert "is not a file name" in response.json()["detail"]
+    assert store.count() == 12
+    assert list((store.project_dir / "imports").iterdir()) == []
+
+
+def test_imported_crops_are_served_only_from_their_folder(client, store, tmp_path, make_image):
+    make_image(tmp_path / "new" / "S5" / "a.png", np.ones((8, 8)))
+    secret = make_image(tmp_path / "secret.png", np.ones((4, 4)))
+    assert (
+        client.post("/api/import/crops", json={"folder": str(tmp_path / "new")}).status_code == 200
+    )
+    root_id = max(client.app.state.store.roots)
+    assert client.get(f"/files/{root_id}/S5/a.png").status_code == 200
+    for bad in (f"/files/{root_id}/..%2Fsecret.png", f"/files/{root_id}/S5/..%2F..%2Fsecret.png"):
+        response = client.get(bad)
+        assert response.status_code in (400, 403, 404), bad
+        assert response.content != secret.read_bytes()
+
+
+@pytest.mark.parametrize("image_id", ["0", "-1", str(2**63), "1%2F..%2F2"])
+def test_similar_refuses_ids_that_are_not_image_ids(client, image_id: str):
+    assert client.get(f"/api/images/{image_id}/similar").status_code in (404, 422)

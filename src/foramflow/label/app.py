@@ -55,6 +55,7 @@ from foramflow.label.guard import (
     is_loopback_name,
 )
 from foramflow.label.prelabel import prelabel
+from foramflow.label.routes_import import import_router
 from foramflow.label.store import TARGET_PER_CLASS, ImageFilter, LabelStore, PathRefused
 
 HERE = Path(__file__).parent
@@ -204,6 +205,8 @@ def create_app(project_dir: str | Path, *, token: str | None = None) -> FastAPI:
             row["full"] = f"/files/{row['root_id']}/{quote(row['relpath'])}"
             row["name"] = row["relpath"].rsplit("/", 1)[-1]
         return rows
+
+    app.include_router(import_router(store, with_urls))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
