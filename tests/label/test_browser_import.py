@@ -128,7 +128,8 @@ def test_import_trays_preview_segment_label(page, served, trays: Path, project: 
     page.fill("#similar-label", "big")
     page.click("#label-similar")
     page.wait_for_selector("#toast:has-text('3 images labelled big')")
-    assert page.locator("#particles tbody tr[data-label='big']").count() == 3
+    expect = pytest.importorskip("playwright.sync_api").expect  # waits for the refresh
+    expect(page.locator("#particles tbody tr[data-label='big']")).to_have_count(3)
     unlabelled = page.locator("#particles tbody tr[data-label='']").first
     unlabelled.locator("button.similar").click()
     page.wait_for_selector("#suggestions span:has-text('big 100 %')")
