@@ -8,7 +8,9 @@ with ``--train``, the default training quiet and beside the busy process.
 RUN is a finished ``foramflow train`` folder: its validation images (split.csv) are
 classified, as a folder per class, so that each result's top-1 is known. MISO runs its
 own Base-Cyclic at its default 128 px in its own environment (docs/contributing.md), with
-untrained weights: the weights do not change its speed. The busy process is a Python
+untrained weights (they do not change its speed) and three channels: its classify_folder
+reads every image as RGB unless model.json's parameters say otherwise, which its
+network_info.xml does not carry. The busy process is a Python
 ``while True: pass`` at the same priority, started and stopped by the script.
 """
 
@@ -33,7 +35,7 @@ import pandas as pd
 from saved_results import machine, save_result
 
 FORAMFLOW = (sys.executable, "-c", "from foramflow.cli import app; app()")
-MISO = "MISO 3.1.25 Base-Cyclic 128 px"
+MISO = "MISO 3.1.25 Base-Cyclic 128 px RGB"
 MISO_PYTHON = Path.home() / ".cache" / "foramflow-interop" / "miso-3.1.25" / "bin" / "python"
 
 MISO_SAVE = textwrap.dedent(
@@ -49,14 +51,15 @@ MISO_SAVE = textwrap.dedent(
     out, labels = sys.argv[1], sys.argv[2].split(",")
     tp = MisoParameters()
     tp.dataset.num_classes = len(labels)
+    tp.cnn.img_shape, tp.cnn.img_type = [128, 128, 3], "rgb"
     model = generate(tp)
     frozen = save_frozen_model_tf2(
         convert_to_inference_mode_tf2(model, lambda: generate(tp)), out, "frozen_model.pb"
     )
     info = ModelInfo("base_cyclic", "speed only", tp.cnn.id, datetime.now(), "frozen_model.pb",
                      tp, OrderedDict(image=frozen.inputs[0]), OrderedDict(pred=frozen.outputs[0]),
-                     "", labels, [1] * len(labels), "rescale", [255, 0, 1],
-                     [0.0], [0.0], [0.0], [0.0], [0], 0, 0.0, 0.2, 0.0)
+                     "", labels, [1] * len(labels), "rescale", [255, 0, 1], 0.0,
+                     *[[0.0] * len(labels)] * 3, [0] * len(labels), 1, 0.0, 0.2, 0.0)
     info.save(out + "/network_info.xml")
     """
 )
@@ -103,7 +106,7 @@ def timed(command: list[str], env: dict | None = None) -> float:
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
-        raise SystemExit(f"{' '.join(command[:4])} … failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"{' '.join(command[:4])} … failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
 
 
