@@ -126,6 +126,7 @@ def kit() -> SimpleNamespace:
         expected_counts=EXPECTED_COUNTS,
         p_bright=p_bright,
         write_bundle=write_bundle,
+        brightness_model=brightness_model,
         write_grey_png=write_grey_png,
         write_tree=write_tree,
     )

@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from foramflow.bundle.cascade import top_two_margin
 from foramflow.bundle.schema import (
     META_FILE,
     MODEL_FILE,
+    ONE_VIEW_FILE,
     BundleError,
     PrecisionCheck,
     describe_input,
@@ -48,7 +50,7 @@ from foramflow.errors import InvalidInput
 if TYPE_CHECKING:
     from foramflow.bundle.folder import Bundle
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "cascade")
 # "auto" takes bf16 or int8 only when it agrees this well with fp32 (top-1, recorded) ...
 MIN_AGREEMENT = 0.995
 # ... on at least this many check images: on fewer, 99.5 % is no evidence (one image
@@ -140,6 +142,22 @@ def int8_problem(bundle: Bundle) -> str | None:
     return None
 
 
+def cascade_problem(bundle: Bundle) -> str | None:
+    """Why the bundle cannot run its cascade (:mod:`foramflow.bundle.cascade`), or None."""
+    record = bundle.meta.cascade
+    if record is None:
+        return "the bundle holds no cascade (a run that wrote no bundle_fast, or one older)"
+    if record.model_sha256 != sha256(bundle.read_model()):
+        return f"its cascade was chosen for another {MODEL_FILE}"
+    try:
+        one_view = bundle.read_model(ONE_VIEW_FILE)
+    except BundleError as err:
+        return f"its cascade's one-view network cannot be read: {err}"
+    if record.file_sha256 != sha256(one_view):
+        return f"its {ONE_VIEW_FILE} is not the file its cascade was chosen for"
+    return None
+
+
 def auto_takes_int8(bundle: Bundle) -> bool:
     """Whether "auto" may run the bundle's int8 model: faithful on enough images, made from
     this network, and the very file that was checked."""
@@ -159,6 +177,11 @@ def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
     int8 = int8_file(bundle)
     if precision == "int8" and not int8:
         raise BundleError(f"{bundle.path}: the bundle holds no int8 model")
+    if precision == "cascade":
+        problem = cascade_problem(bundle)
+        if problem:
+            raise BundleError(f"{bundle.path}: {problem}")
+        return "cascade", MODEL_FILE
     if precision == "bf16" or (precision == "auto" and auto_takes_bf16(bundle)):
         return "bf16", MODEL_FILE
     if precision == "int8" or (precision == "auto" and int8 and auto_takes_int8(bundle)):
@@ -228,10 +251,22 @@ class Engine:
             session = _onnxruntime(model, self.threads, bundle, self.where)
             self.input_name = session.get_inputs()[0].name
             self._run = _runner(session)
+        self._first = None  # the cascade's one-view network
+        if self.precision == "cascade":
+            record, one_view = bundle.meta.cascade, bundle.network(ONE_VIEW_FILE)
+            first = _onnxruntime(one_view.model, self.threads, bundle, one_view.where)
+            self._first = _runner(first)
+            self.first_where, self.cascade_margin = one_view.where, record.margin
+            self.first_temperature = record.one_view_temperature if calibrated else 1.0
 
     def describe(self) -> str:
         """What runs the network, as reports say it."""
         runtime = "OpenVINO" if self.precision == "bf16" else "ONNX Runtime"
+        if self.precision == "cascade":
+            return (
+                f"{runtime}, fp32, one view first and every turn where it is unsure, "
+                f"{self.threads} CPU thread(s)"
+            )
         return f"{runtime}, {self.precision}, {self.threads} CPU thread(s)"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -240,6 +275,8 @@ class Engine:
         if len(batch) == 0:
             return np.empty((0, len(self.bundle.labels)), np.float32)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self._first is not None:
+            return self._cascade(batch)
         probs = self._run(batch)
         tolerance = BF16_SUM_TOLERANCE if self.precision == "bf16" else SUM_TOLERANCE
         check_probabilities(probs, self.bundle, self.where, tolerance=tolerance)
@@ -253,6 +290,21 @@ class Engine:
                 calibrated[close] = apply_temperature(exact, self.temperature)
             self.n_rechecked += len(close)
         return calibrated.astype(np.float32, copy=False)
+
+    def _cascade(self, batch: np.ndarray) -> np.ndarray:
+        """The one-view network's answers, the full network's where the one view's two best
+        classes lie closer than the cascade's margin; each with its own temperature."""
+        first = self._first(batch)
+        check_probabilities(first, self.bundle, self.first_where)
+        calibrated = apply_temperature(first, self.first_temperature)
+        unsure = np.flatnonzero(top_two_margin(first) < self.cascade_margin)
+        if len(unsure):
+            full = self._run(np.ascontiguousarray(batch[unsure]))
+            check_probabilities(full, self.bundle, self.where)
+            calibrated = calibrated.copy()
+            calibrated[unsure] = apply_temperature(full, self.temperature)
+            self.n_rechecked += len(unsure)
+        return calibrated
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:

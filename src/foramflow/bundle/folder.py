@@ -50,6 +50,7 @@ from foramflow.bundle.schema import (
     NETWORK_INFO_FILE,
     NHWC_FILE,
     ONE_VIEW_BUNDLE,
+    ONE_VIEW_FILE,
     PRECISION_RECORDS,
     RUN_BUNDLE,
     BundleError,
@@ -71,7 +72,7 @@ from foramflow.io.limits import (
 )
 
 #: The files every bundle writer writes itself; other files of a bundle are copied as they are.
-OWN_FILES = (META_FILE, MODEL_FILE, NHWC_FILE, NETWORK_INFO_FILE, INT8_FILE)
+OWN_FILES = (META_FILE, MODEL_FILE, NHWC_FILE, NETWORK_INFO_FILE, INT8_FILE, ONE_VIEW_FILE)
 
 logger = logging.getLogger("foramflow")
 

@@ -43,6 +43,9 @@ NETWORK_INFO_FILE = "network_info.xml"
 INT8_FILE = "model.int8.onnx"
 # The network as ParticleTrieur and MISO run it (see :mod:`foramflow.bundle.nhwc`).
 NHWC_FILE = "model.nhwc.onnx"
+# The same weights reading each image once, run first by the cascade
+# (see :mod:`foramflow.bundle.cascade`).
+ONE_VIEW_FILE = "model.one_view.onnx"
 REFERENCE_FILE = "reference_features.npz"
 VALIDATION_FILE = "validation.npz"
 CALIBRATION_DIR = "calibration"
@@ -263,6 +266,23 @@ class PrecisionCheck(_Open):
     file_sha256: str | None = None
 
 
+class CascadeCheck(_Open):
+    """The cascade of :mod:`foramflow.bundle.cascade`, chosen on the validation split: the
+    one-view network answers where its two best classes lie at least ``margin`` apart, the
+    network reading every turn elsewhere."""
+
+    margin: float
+    one_view_temperature: float = 1.0
+    validation_images: int
+    rechecked_share: float  # of the validation images, sent to the full network
+    top1: float  # the cascade's validation top-1
+    full_top1: float  # the full network's
+    one_view_top1: float
+    # SHA-256 of the model.onnx and the one-view file it was chosen for.
+    model_sha256: str
+    file_sha256: str
+
+
 def _preprocessing(value) -> PreprocessSpec:
     if isinstance(value, PreprocessSpec):
         return value
@@ -322,6 +342,7 @@ class BundleMeta(_Open):
     software: dict[str, str] | None = None
     bf16: PrecisionCheck | None = None
     int8: PrecisionCheck | None = None
+    cascade: CascadeCheck | None = None
 
     @field_validator("format")
     @classmethod

@@ -22,6 +22,7 @@ from foramflow.bundle.decode import decode_batch
 from foramflow.bundle.engine import (
     Engine,
     available_cores,
+    cascade_problem,
     resolve_precision,
 )
 from foramflow.bundle.folder import Bundle
@@ -97,12 +98,15 @@ def classify_folder(
         How the sample (and depth) of an image is decided; default its first folder.
     precision
         "fp32"; "bf16" (OpenVINO); "int8" (quantises the bundle's network first if it has
-        no int8 copy, calibrated on images from ``images``); or "auto": bf16 on a CPU
-        that computes it natively, else int8 when the bundle has a copy, each only when
-        its top-1 agreement with fp32 is at least 99.5 % on at least 200 images, for this
-        very network (bf16's, close calls recomputed in fp32, is measured on images from
-        ``images`` the first time), else fp32. An int8 copy that is not the file that
-        was checked is made again.
+        no int8 copy, calibrated on images from ``images``); "cascade" (each image read
+        once, and in every turn only where that view is unsure: the bundle's
+        :class:`~foramflow.bundle.schema.CascadeCheck`, chosen at training to keep the
+        validation top-1); or "auto": the fastest here of fp32 and of what the checks
+        allow: the cascade, and bf16 (on a CPU that computes it natively) or else int8, each
+        only when its top-1 agreement with fp32 is at least 99.5 % on at least 200 images,
+        for this very network (bf16's, close calls recomputed in fp32, is measured on images
+        from ``images`` the first time). An int8 copy that is not the file that was checked
+        is made again.
     workers
         Decoding processes on this machine (default: one per core; 0 decodes in-process).
     threads, batch_size
@@ -220,9 +224,12 @@ def _choose_setup(
 ) -> Setup:
     """Precision, threads and batch size: as given, else measured on a batch of the run's
     own images (or kept from an earlier measurement on this machine). "auto" may take a
-    reduced precision its checks allow only where it is also faster here than fp32."""
+    reduced precision its checks allow, or the bundle's cascade, only where it is also faster
+    here than fp32."""
     resolved = resolve_precision(bundle, precision)[0]
-    candidates = [resolved, "fp32"] if precision == "auto" else [resolved]
+    candidates = [resolved]
+    if precision == "auto":
+        candidates += [*(["cascade"] if cascade_problem(bundle) is None else []), "fp32"]
     if scheduler is not None:  # the cluster's workers run one thread each
         return Setup(resolved, 1, batch_size or DEFAULT_BATCH_SIZE, source="given")
     paths = [

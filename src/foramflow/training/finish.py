@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -9,10 +10,13 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from foramflow.bundle.cascade import choose_cascade
 from foramflow.bundle.folder import Bundle, write_bundle
 from foramflow.bundle.schema import (
     ONE_VIEW_BUNDLE,
+    ONE_VIEW_FILE,
     RUN_BUNDLE,
+    CascadeCheck,
     PriorCorrection,
     TrainingInfo,
     TrainingSet,
@@ -31,7 +35,7 @@ from foramflow.evaluate.evaluation import (
 )
 from foramflow.evaluate.metrics import classification_metrics
 from foramflow.imaging.preprocess import PreprocessSpec
-from foramflow.io.files import write_json_atomic
+from foramflow.io.files import atomic_write, write_json_atomic
 from foramflow.progress import Progress
 from foramflow.training.config import TrainConfig
 from foramflow.training.export import onnx_bytes, training_meta
@@ -113,9 +117,12 @@ def export_and_evaluate(
                *_calibration_rows(bundle)]  # fmt: skip
     if one_view is not None:
         progress.message("Exporting the network reading each image once …")
-        _, fast = export(one_view, ONE_VIEW_BUNDLE, {**model_params, "cyclic": False})
+        fast_bundle, fast = export(one_view, ONE_VIEW_BUNDLE, {**model_params, "cyclic": False})
         evaluation.metrics["one_view"] = _headline(fast)
         summary.append(_one_view_row(fast))
+        cascade = _add_cascade(bundle, fast_bundle, evaluation, fast, progress)
+        if cascade is not None:
+            evaluation.metrics["cascade"] = cascade.to_json()
     val_images = data.images[data.val_index]
     report = write_evaluation(
         out / "evaluation",
@@ -136,6 +143,35 @@ def export_and_evaluate(
     )
     write_json_atomic(out / METRICS_FILE, dict(evaluation.metrics))
     return report
+
+
+def _add_cascade(
+    bundle: Bundle, fast_bundle: Bundle, full: Evaluation, fast: Evaluation, progress: Progress
+) -> CascadeCheck | None:
+    """Give ``bundle`` the one-view network and the cascade chosen on the validation split,
+    where one keeps the full network's top-1 (:mod:`foramflow.bundle.cascade`)."""
+    one_view = fast_bundle.read_model()
+    record = choose_cascade(
+        ValidationSet(labels=full.y_true, probabilities=full.probabilities),
+        ValidationSet(labels=fast.y_true, probabilities=fast.probabilities),
+        one_view_temperature=fast_bundle.temperature,
+        model_sha256=hashlib.sha256(bundle.read_model()).hexdigest(),
+        file_sha256=hashlib.sha256(one_view).hexdigest(),
+    )
+    if record is None:
+        progress.message(
+            f"No cascade for {RUN_BUNDLE}/: on this validation split the one view could not "
+            "answer for enough images without losing top-1"
+        )
+        return None
+    atomic_write(bundle.path / ONE_VIEW_FILE, lambda tmp: tmp.write_bytes(one_view))
+    bundle.update(cascade=record)
+    progress.message(
+        f"Cascade for {RUN_BUNDLE}/: one view first, every turn for the "
+        f"{record.rechecked_share:.0%} of validation images it is unsure of: top-1 "
+        f"{record.top1:.1%} against {record.full_top1:.1%}"
+    )
+    return record
 
 
 def _headline(evaluation: Evaluation) -> dict:

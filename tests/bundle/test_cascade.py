@@ -1,0 +1,63 @@
+"""The cascade's margin is chosen on validation outputs: the fewest images sent on to the
+full network that keep its top-1 within the bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from foramflow.bundle.cascade import MAX_TOP1_LOSS, choose_cascade, top_two_margin
+from foramflow.bundle.validation import ValidationSet
+
+SURE, UNSURE = [0.9, 0.05, 0.05], [0.45, 0.40, 0.15]
+
+
+def sets(n_sure: int, n_unsure: int, *, full_wrong: int = 0):
+    """One view sure and right on ``n_sure`` images, unsure and wrong (it says class 0, the
+    truth is 1) on ``n_unsure``; the full network right on all but ``full_wrong``."""
+    labels = np.array([0] * n_sure + [1] * n_unsure)
+    one_view = np.array([SURE] * n_sure + [UNSURE] * n_unsure)
+    full = np.eye(3)[labels] * 0.8 + 0.2 / 3
+    full[:full_wrong] = np.roll(full[:full_wrong], 1, axis=1)
+    return ValidationSet(labels, full), ValidationSet(labels, one_view)
+
+
+def choose(full, one_view):
+    return choose_cascade(
+        full, one_view, one_view_temperature=1.5, model_sha256="a", file_sha256="b"
+    )
+
+
+def test_the_unsure_images_and_only_they_go_to_the_full_network():
+    record = choose(*sets(240, 60))
+    unsure_gap, sure_gap = top_two_margin(np.array([UNSURE, SURE]))
+    assert unsure_gap < record.margin <= sure_gap
+    assert record.rechecked_share == pytest.approx(0.2)
+    assert record.top1 == record.full_top1 == 1.0
+    assert record.one_view_top1 == pytest.approx(0.8)
+    assert record.validation_images == 300 and record.one_view_temperature == 1.5
+
+
+def test_a_loss_within_the_bound_sends_nothing_on():
+    record = choose(*sets(999, 1))  # the one view loses 0.1 points: within the bound
+    assert record.rechecked_share == 0.0 and record.margin == 0.0
+    assert record.full_top1 - record.top1 <= MAX_TOP1_LOSS
+
+
+def test_no_cascade_when_it_would_send_most_images_on():
+    assert choose(*sets(100, 200)) is None
+
+
+def test_no_cascade_on_a_split_too_small_to_tell():
+    assert choose(*sets(150, 30)) is None
+
+
+def test_no_cascade_when_the_two_sets_are_of_other_images():
+    full, one_view = sets(240, 60)
+    shuffled = ValidationSet(one_view.labels[::-1].copy(), one_view.probabilities)
+    assert choose(full, shuffled) is None
+
+
+def test_the_margin_is_between_the_two_best_classes():
+    probs = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(top_two_margin(probs), [0.5, 0.05, 1.0])
