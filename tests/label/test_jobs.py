@@ -286,3 +286,13 @@ def test_pages_are_served(client):
         response = client.get(f"/{name}")
         assert response.status_code == 200
         assert f'data-page="{name}"' in response.text
+
+
+def test_classify_refuses_a_sample_pattern_that_is_not_a_regex(
+    client, image_root: Path, brightness_bundle: Path
+):
+    body = {"images": str(image_root), "bundle": str(brightness_bundle), "sample_regex": "(x"}
+    response = client.post("/api/jobs/classify", json=body)
+    assert response.status_code == 400
+    assert "invalid sample regex '(x'" in response.json()["detail"]
+    assert client.get("/api/jobs").json() == []

@@ -140,6 +140,7 @@ def run_classify(store: LabelStore, folder: Path, args: dict, progress) -> dict:
     import pandas as pd
 
     from foramflow.classify.runner import classify_folder
+    from foramflow.classify.samples import SampleRule
 
     images = Path(args["images"])
     added, problems = store.add_images(images)
@@ -148,7 +149,7 @@ def run_classify(store: LabelStore, folder: Path, args: dict, progress) -> dict:
         progress.message(problem, warning=True)
     result = classify_folder(
         args["bundle"], images, folder / "results", threshold=args.get("threshold"),
-        progress=progress,
+        samples=SampleRule(regex=args.get("sample_regex")), progress=progress,
     )  # fmt: skip
     table = pd.read_parquet(result.predictions_path)
     ids = image_ids(store, images)

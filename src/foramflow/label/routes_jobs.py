@@ -53,6 +53,7 @@ class ClassifyRequest(BaseModel):
     images: PathText
     bundle: PathText | None = None
     threshold: float | None = Field(None, ge=0.0, le=1.0)
+    sample_regex: Annotated[str, Field(min_length=1, max_length=500)] | None = None
 
 
 class AbundanceRequest(BaseModel):
@@ -168,11 +169,12 @@ def jobs_router(store: LabelStore) -> APIRouter:
         if bundle is None:
             raise UploadError("no model bundle: train one first, or give its folder")
         from foramflow.bundle import Bundle
+        from foramflow.classify.samples import SampleRule
 
         Bundle.load(bundle)  # a BundleError names the file and the problem
+        SampleRule(regex=request.sample_regex)  # a SampleError says what is wrong with it
         args = {"images": str(images.resolve()), "bundle": str(bundle)}
-        if request.threshold is not None:
-            args["threshold"] = request.threshold
+        args.update(request.model_dump(include={"threshold", "sample_regex"}, exclude_none=True))
         return jobs.start("classify", args)
 
     def finished(job_id: str, kind: str) -> dict:
@@ -254,7 +256,8 @@ def jobs_router(store: LabelStore) -> APIRouter:
     def start_abundance(request: AbundanceRequest) -> dict:
         """Abundances of a finished classification, beside uploaded human counts."""
         job = finished(request.classify_job, "classify")
-        args = {"results": job["result"]["results"], "title": request.title or job["id"]}
+        title = request.title or Path(job["args"]["images"]).name
+        args = {"results": job["result"]["results"], "title": title}
         if request.human:
             human = uploads / f"{request.human}.csv"
             if not human.is_file():

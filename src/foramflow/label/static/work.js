@@ -150,6 +150,7 @@ const PAGES = {
         const body = { images: form.get("images") };
         if (form.get("bundle")) body.bundle = form.get("bundle");
         if (form.get("threshold")) body.threshold = Number(form.get("threshold"));
+        if (form.get("sample_regex")) body.sample_regex = form.get("sample_regex");
         attempt(async () => { await api("/api/jobs/classify", body); toast("classification started"); await pollJobs(); });
       });
     },
