@@ -132,6 +132,8 @@ def test_train_classify_count_from_the_browser(
         r["id"] for r in store.all_rows("id, relpath") if r["relpath"] == "S3_30cm/c0.png"
     ]
     assert store.rows([image_id])[0]["label"] == "bright"  # the correction is a label
+    page.click("#curve-box summary")
+    page.wait_for_selector("#curve svg circle.point")
     page.screenshot(path=str(SCREENSHOTS / "app-classify.png"))
 
     open_page(page, served, "count")

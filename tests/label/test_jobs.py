@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from foramflow.abundance.steps import estimate_abundance
 from foramflow.bundle import Bundle
+from foramflow.bundle.validation import read_validation
 from foramflow.label.app import create_app
 from foramflow.label.job_worker import JobProgress
 from foramflow.label.jobs import Jobs, write_json
@@ -129,6 +130,12 @@ def test_a_training_job_ends_in_the_projects_classifier(client, store: LabelStor
     assert sum(map(sum, counts)) == job["result"]["metrics"]["n_images"]
     assert set(stats["per_class"]) == {"bright", "dark"}
     assert "report.html" in client.get(f"/api/jobs/{job['id']}/files").json()
+    curve = client.get("/api/calibration-curve").json()
+    validation = read_validation(Bundle.load(bundle))
+    correct = validation.probabilities.argmax(axis=1) == validation.labels
+    assert curve["points"][-1]["coverage"] == 1.0
+    assert curve["points"][-1]["accuracy"] == pytest.approx(correct.mean())
+    assert curve["threshold"] == Bundle.load(bundle).meta.threshold
     report = client.get(f"/api/jobs/{job['id']}/files/report.html")
     assert report.status_code == 200 and b"<html" in report.content.lower()
 
@@ -159,6 +166,8 @@ def test_cancelling_a_training_stops_it_and_leaves_no_bundle(client, store: Labe
     job = start_training(client, epochs=1000)
     run = store.project_dir / "jobs" / job["id"] / "run"
     wait_for_file(run / "checkpoint_last.pt")
+    second = client.post("/api/jobs/train", json={"classes": ["dark", "bright"]})
+    assert second.status_code == 409 and "a training is running" in second.json()["detail"]
     cancelled = client.post(f"/api/jobs/{job['id']}/cancel").json()
     assert cancelled["state"] == "cancelled"
     assert not (run / "bundle").exists() and not (run / "bundle_fast").exists()
@@ -296,3 +305,27 @@ def test_classify_refuses_a_sample_pattern_that_is_not_a_regex(
     assert response.status_code == 400
     assert "invalid sample regex '(x'" in response.json()["detail"]
     assert client.get("/api/jobs").json() == []
+
+
+def test_classify_refuses_a_threshold_the_bundle_rule_cannot_take(
+    client, image_root: Path, brightness_bundle: Path
+):
+    body = {"images": str(image_root), "bundle": str(brightness_bundle), "threshold": 0.3}
+    response = client.post("/api/jobs/classify", json=body)
+    assert response.status_code == 400
+    assert "0.3" in response.json()["detail"]
+
+
+def test_a_count_is_not_resumed_but_started_again(store, client):
+    folder = Jobs(store.project_dir).root / "20260101000000abundance"
+    folder.mkdir()
+    job = {"id": folder.name, "kind": "abundance", "args": {}, "state": "failed"}
+    write_json(folder / "job.json", {**job, "created": "2026-01-01T00:00:00+00:00"})
+    response = client.post(f"/api/jobs/{folder.name}/resume")
+    assert response.status_code == 409 and "start a new one" in response.json()["detail"]
+
+
+def test_the_calibration_curve_needs_a_classifier(client, brightness_bundle: Path):
+    assert client.get("/api/calibration-curve").status_code == 404
+    curve = client.get("/api/calibration-curve", params={"bundle": str(brightness_bundle)})
+    assert curve.json() == {"bundle": str(brightness_bundle), "threshold": 0.8, "points": []}

@@ -30,6 +30,7 @@ from foramflow.errors import ForamflowError
 KINDS = ("train", "classify", "abundance")
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 LIVE = ("queued", "running")
+RESUMABLE = ("train", "classify")
 JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.json"
 LOG_FILE = "log.txt"
@@ -186,6 +187,8 @@ class Jobs:
         job = self.get(job_id)
         if job["state"] in (*LIVE, "done"):
             raise JobError(f"job {job_id} is {job['state']}, nothing to resume")
+        if job["kind"] not in RESUMABLE:
+            raise JobError(f"a {job['kind']} job is not resumed: start a new one")
         job = read_json(self.folder(job_id) / JOB_FILE)
         job.update(resume=True, error="", finished=None)
         return self._launch(job)

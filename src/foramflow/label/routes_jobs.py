@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from foramflow.errors import ForamflowError
-from foramflow.label.jobs import JobError, Jobs, read_json
+from foramflow.label.jobs import LIVE, JobError, Jobs, read_json
 from foramflow.label.store import LabelStore, class_name
 
 HERE = Path(__file__).parent
@@ -31,6 +31,7 @@ PathText = Annotated[str, Field(min_length=1, max_length=4096)]
 MODELS = Literal[
     "auto", "base_cyclic", "resnet_cyclic", "efficientnet_lite0_tl", "efficientnet_lite0_top"
 ]
+CURVE_POINTS = 200
 #: Tables of an abundance folder that may also be downloaded as Parquet.
 TABLE_SUFFIX = ".csv"
 
@@ -150,12 +151,36 @@ def jobs_router(store: LabelStore) -> APIRouter:
     def start_training(request: TrainRequest) -> dict:
         """Train on the project's validated images of the chosen classes."""
         counts = chosen(request.classes)
+        if any(job["kind"] == "train" and job["state"] in LIVE for job in jobs.list()):
+            raise HTTPException(409, "a training is running: wait for it or cancel it")
         options = request.options.model_dump(exclude_none=True)
         return jobs.start("train", {"classes": sorted(counts), "options": options})
 
     @router.get("/api/classifier")
     def classifier() -> dict:
         return {"bundle": jobs.classifier()}
+
+    @router.get("/api/calibration-curve")
+    def calibration_curve(bundle: Annotated[str | None, Query(max_length=4096)] = None) -> dict:
+        """Coverage and accuracy on the bundle's validation images for each unsure threshold."""
+        from foramflow.bundle import Bundle
+        from foramflow.bundle.engine import apply_temperature
+        from foramflow.bundle.validation import read_validation
+        from foramflow.evaluate.calibration import coverage_accuracy_curve
+
+        bundle = bundle or jobs.classifier()
+        if bundle is None:
+            raise KeyError("no classifier in this project yet")
+        loaded = Bundle.load(bundle)
+        answer = {"bundle": str(bundle), "threshold": loaded.meta.threshold, "points": []}
+        validation = read_validation(loaded)
+        if validation is not None:
+            probs = apply_temperature(validation.probabilities, loaded.temperature)
+            curve = coverage_accuracy_curve(probs, validation.labels)
+            step = max(1, -(-len(curve) // CURVE_POINTS))
+            curve = pd.concat([curve.iloc[::step], curve.iloc[-1:]]).drop_duplicates()
+            answer["points"] = curve.to_dict("records")
+        return answer
 
     # -- classify ----------------------------------------------------------------------------
 
@@ -169,8 +194,11 @@ def jobs_router(store: LabelStore) -> APIRouter:
         if bundle is None:
             raise UploadError("no model bundle: train one first, or give its folder")
         from foramflow.bundle import Bundle
+        from foramflow.bundle.schema import threshold_problem
         from foramflow.classify.samples import SampleRule
 
+        if request.threshold is not None and (problem := threshold_problem(request.threshold)):
+            raise UploadError(problem)
         Bundle.load(bundle)  # a BundleError names the file and the problem
         SampleRule(regex=request.sample_regex)  # a SampleError says what is wrong with it
         args = {"images": str(images.resolve()), "bundle": str(bundle)}

@@ -144,6 +144,9 @@ const PAGES = {
     async init() {
       const classes = await api("/api/classes");
       state.classes = classes.map((c) => c.name);
+      const bundleField = $("#classify-form input[name=bundle]");
+      bundleField.addEventListener("change", () => showCurve(bundleField.value));
+      await showCurve("");
       $("#classify-form").addEventListener("submit", (event) => {
         event.preventDefault();
         const form = new FormData(event.target);
@@ -245,6 +248,42 @@ async function showSample(job, sample, row) {
     }));
     return tile;
   }));
+}
+
+async function showCurve(bundle) {
+  const box = $("#curve");
+  let curve;
+  try {
+    curve = await api(`/api/calibration-curve${bundle ? `?bundle=${encodeURIComponent(bundle)}` : ""}`);
+  } catch (err) {
+    box.textContent = err.message;
+    return;
+  }
+  if (!curve.points.length) { box.textContent = "This bundle keeps no validation probabilities."; return; }
+  const [w, h, pad] = [420, 220, 34];
+  const x = (c) => pad + c * (w - 2 * pad);
+  const y = (a) => h - pad - a * (h - 2 * pad);
+  const svg = (tag, attributes, ...children) => {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+    node.append(...children);
+    return node;
+  };
+  const path = curve.points.map((p, i) => `${i ? "L" : "M"}${x(p.coverage).toFixed(1)},${y(p.accuracy).toFixed(1)}`).join("");
+  const dots = curve.points.map((p) => {
+    const dot = svg("circle", { cx: x(p.coverage), cy: y(p.accuracy), r: 3, class: "point" },
+      svg("title", {}, `threshold ${p.threshold.toFixed(3)}: coverage ${(100 * p.coverage).toFixed(1)} %, accuracy ${(100 * p.accuracy).toFixed(1)} %`));
+    dot.addEventListener("click", () => { $("#classify-form input[name=threshold]").value = p.threshold.toFixed(3); });
+    return dot;
+  });
+  const text = (tx, ty, content, anchor = "middle") => svg("text", { x: tx, y: ty, "text-anchor": anchor }, content);
+  box.replaceChildren(svg("svg", { width: w, height: h, class: "curve" },
+    svg("line", { x1: pad, y1: h - pad, x2: w - pad, y2: h - pad, class: "axis" }),
+    svg("line", { x1: pad, y1: pad, x2: pad, y2: h - pad, class: "axis" }),
+    text(w / 2, h - 6, "coverage (share of images given a class)"),
+    text(pad - 4, pad, "100 %", "end"), text(pad - 4, h - pad, "0", "end"),
+    svg("path", { d: path, class: "line" }), ...dots),
+    element("p", { class: "hint", text: `The bundle's own threshold: ${curve.threshold ?? "none"}` }));
 }
 
 function fillSources() {
