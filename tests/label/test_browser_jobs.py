@@ -112,6 +112,11 @@ def test_train_classify_count_from_the_browser(
     for name, value in (("epochs", 2), ("input_size", 16), ("batch_size", 8), ("min_per_class", 2)):
         page.fill(f"#train-form input[name={name}]", str(value))
     page.click("#train-start")
+    page.wait_for_selector("#jobs tr[data-kind=train]")
+    reopened = page.context.new_page()
+    page.close()  # the training goes on without its tab
+    page = reopened
+    open_page(page, served, "train")
     wait_for_job(page, "train")
     page.wait_for_selector("#classifier:has-text('Project classifier')")
     page.screenshot(path=str(SCREENSHOTS / "app-train.png"))

@@ -24,7 +24,7 @@ from foramflow.bundle import Bundle
 from foramflow.bundle.validation import read_validation
 from foramflow.label.app import create_app
 from foramflow.label.job_worker import JobProgress
-from foramflow.label.jobs import Jobs, write_json
+from foramflow.label.jobs import Jobs, now_iso, write_json
 from foramflow.label.routes_jobs import has_gpu
 from foramflow.label.store import LabelStore
 from foramflow.training.auto import choose_recipe
@@ -329,3 +329,13 @@ def test_the_calibration_curve_needs_a_classifier(client, brightness_bundle: Pat
     assert client.get("/api/calibration-curve").status_code == 404
     curve = client.get("/api/calibration-curve", params={"bundle": str(brightness_bundle)})
     assert curve.json() == {"bundle": str(brightness_bundle), "threshold": 0.8, "points": []}
+
+
+def test_a_job_whose_process_never_started_is_queued_then_interrupted(store, client):
+    folder = Jobs(store.project_dir).root / "20260101000000classify"
+    folder.mkdir()
+    job = {"id": folder.name, "kind": "classify", "args": {}, "state": "queued"}
+    write_json(folder / "job.json", {**job, "created": now_iso()})
+    assert client.get(f"/api/jobs/{folder.name}").json()["state"] == "queued"
+    write_json(folder / "job.json", {**job, "created": "2026-01-01T00:00:00+00:00"})
+    assert client.get(f"/api/jobs/{folder.name}").json()["state"] == "interrupted"

@@ -35,6 +35,8 @@ JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.json"
 LOG_FILE = "log.txt"
 CLASSIFIER_FILE = "classifier.json"
+#: Seconds a new job may take to start its process before it counts as interrupted.
+STARTING_S = 60.0
 #: Seconds a cancelled job has to stop by itself before it is killed.
 CANCEL_GRACE_S = 10.0
 
@@ -59,6 +61,14 @@ def read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _recent(stamp: str | None, seconds: float = STARTING_S) -> bool:
+    """Whether ``stamp`` (ISO 8601) is less than ``seconds`` old: a job still starting."""
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds() < seconds
+    except (TypeError, ValueError):
+        return False
 
 
 def remove_bundles(run_dir: Path) -> None:
@@ -91,7 +101,9 @@ class Jobs:
             raise KeyError(f"job {job_id!r}")
         if job.get("state") in LIVE and not self._alive(job_id, job.get("pid")):
             job = read_json(folder / JOB_FILE)  # it may have ended between the two reads
-            if job.get("state") in LIVE:
+            if job.get("state") == "running" or (
+                job.get("state") == "queued" and not _recent(job.get("created"))
+            ):
                 job["state"] = "interrupted"
         job["progress"] = read_json(folder / PROGRESS_FILE)
         return job
