@@ -63,8 +63,8 @@ class AbundanceRequest(BaseModel):
     title: Annotated[str, Field(max_length=200)] | None = None
 
 
-class UploadError(ForamflowError):
-    """An uploaded file that cannot be used."""
+class JobRequestError(ForamflowError):
+    """A job that cannot be started with the folder, bundle, threshold or upload given."""
 
 
 def jobs_router(store: LabelStore) -> APIRouter:
@@ -189,16 +189,16 @@ def jobs_router(store: LabelStore) -> APIRouter:
         """Classify a folder tree on the server, one sample per first-level folder."""
         images = Path(request.images).expanduser()
         if not images.is_absolute() or not images.is_dir():
-            raise UploadError(f"{request.images}: not a folder (give its full path)")
+            raise JobRequestError(f"{request.images}: not a folder (give its full path)")
         bundle = request.bundle or jobs.classifier()
         if bundle is None:
-            raise UploadError("no model bundle: train one first, or give its folder")
+            raise JobRequestError("no model bundle: train one first, or give its folder")
         from foramflow.bundle import Bundle
         from foramflow.bundle.schema import threshold_problem
         from foramflow.classify.samples import SampleRule
 
         if request.threshold is not None and (problem := threshold_problem(request.threshold)):
-            raise UploadError(problem)
+            raise JobRequestError(problem)
         Bundle.load(bundle)  # a BundleError names the file and the problem
         SampleRule(regex=request.sample_regex)  # a SampleError says what is wrong with it
         args = {"images": str(images.resolve()), "bundle": str(bundle)}
@@ -277,7 +277,7 @@ def jobs_router(store: LabelStore) -> APIRouter:
         except (ForamflowError, UnicodeDecodeError) as err:
             path.unlink()
             message = str(err).replace(str(path), "the uploaded human counts CSV")
-            raise UploadError(message) from None
+            raise JobRequestError(message) from None
         return {"id": upload_id, "samples": counts.index.tolist(), "taxa": list(counts.columns)}
 
     @router.post("/api/jobs/abundance", status_code=202)
