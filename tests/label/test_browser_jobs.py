@@ -156,6 +156,7 @@ def test_train_classify_count_from_the_browser(
     figure = download(page, "#downloads a[data-file='downcore.png']", got)
     svg = download(page, "#downloads a[data-file='downcore.svg']", got)
     page.wait_for_function("document.querySelector('#figure').naturalWidth > 0")
+    page.wait_for_selector("#drift:has-text('Drift:')")
     page.screenshot(path=str(SCREENSHOTS / "app-count.png"))
 
     classify_job = page.input_value("#count-source")

@@ -273,6 +273,8 @@ def test_counts_with_human_counts_equal_the_library_steps(
     assert svg.content.lstrip().startswith(b"<?xml") and b"<svg" in svg.content
     png = client.get(f"/api/jobs/{job['id']}/files/downcore.png")
     assert png.content.startswith(b"\x89PNG")
+    drift = pd.DataFrame(client.get(f"/api/jobs/{job['id']}/drift").json())
+    pd.testing.assert_frame_equal(drift, pd.read_csv(expected.out / "drift.csv"))
 
 
 def test_a_human_counts_file_that_cannot_be_read_is_refused_by_name(client, store):

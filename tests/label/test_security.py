@@ -567,6 +567,7 @@ JOB_GETS = [
     *("/train", "/classify", "/count", "/stats", "/api/jobs", "/api/train/plan"),
     *("/api/classifier", "/api/stats", f"/api/jobs/{JOB_ID}", f"/api/jobs/{JOB_ID}/files"),
     f"/api/jobs/{JOB_ID}/files/abundance.csv",
+    f"/api/jobs/{JOB_ID}/drift",
 ]
 
 

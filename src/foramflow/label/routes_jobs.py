@@ -293,6 +293,12 @@ def jobs_router(store: LabelStore) -> APIRouter:
             args["human"] = str(human)
         return jobs.start("abundance", args)
 
+    @router.get("/api/jobs/{job_id}/drift")
+    def drift(job_id: JobId) -> list[dict]:
+        """Per sample of a count: how far its top probabilities drift from the bundle's."""
+        path = Path(finished(job_id, "abundance")["result"]["out"]) / "drift.csv"
+        return pd.read_csv(path).to_dict("records") if path.is_file() else []
+
     def output_folder(job: dict) -> Path:
         if job["state"] != "done":
             raise HTTPException(409, f"job {job['id']} is {job['state']}")

@@ -199,6 +199,12 @@ const PAGES = {
       }
       $("#downloads").replaceChildren(...links);
       $("#figure").src = `/api/jobs/${job.id}/files/downcore.png`;
+      const flagged = (await api(`/api/jobs/${job.id}/drift`)).filter((row) => row.flagged);
+      $("#drift").className = flagged.length ? "warning" : "hint";
+      $("#drift").textContent = flagged.length
+        ? `Drift: ${flagged.map((r) => `${r.sample} (KS distance ${r.ks_distance.toFixed(2)})`).join(", ")} ` +
+          "look unlike the classifier's validation images; check their images before trusting their counts."
+        : "Drift: no sample looks unlike the classifier's validation images.";
     },
   },
   stats: {
