@@ -550,3 +550,117 @@ def test_imported_crops_are_served_only_from_their_folder(client, store, tmp_pat
 @pytest.mark.parametrize("image_id", ["0", "-1", str(2**63), "1%2F..%2F2"])
 def test_similar_refuses_ids_that_are_not_image_ids(client, image_id: str):
     assert client.get(f"/api/images/{image_id}/similar").status_code in (404, 422)
+
+
+# -- job routes: train, classify, count, statistics ------------------------------------------
+
+JOB_ID = "20260101000000abundance"
+JOB_POSTS = [
+    ("/api/jobs/train", {"classes": ["dark", "bright"]}),
+    ("/api/jobs/classify", {"images": "/tmp"}),
+    ("/api/jobs/abundance", {"classify_job": JOB_ID}),
+    ("/api/uploads/human-counts", "sample,dark\nS1,3\n"),
+    (f"/api/jobs/{JOB_ID}/cancel", {}),
+    (f"/api/jobs/{JOB_ID}/resume", {}),
+]
+JOB_GETS = [
+    *("/train", "/classify", "/count", "/stats", "/api/jobs", "/api/train/plan"),
+    *("/api/classifier", "/api/stats", f"/api/jobs/{JOB_ID}", f"/api/jobs/{JOB_ID}/files"),
+    f"/api/jobs/{JOB_ID}/files/abundance.csv",
+    f"/api/jobs/{JOB_ID}/drift",
+]
+
+
+def post(client: TestClient, route: str, body, headers=None):
+    if isinstance(body, str):
+        return client.post(
+            route, content=body, headers={"Content-Type": "text/csv", **(headers or {})}
+        )
+    return client.post(route, json=body, headers=headers)
+
+
+def done_abundance_job(store: LabelStore) -> Path:
+    """A finished abundance job's folder, its output beside its job.json."""
+    folder = store.project_dir / "jobs" / JOB_ID
+    (folder / "abundance").mkdir(parents=True)
+    (folder / "abundance" / "abundance.csv").write_text("sample,fraction\nS1,0.5\n")
+    job = {"id": JOB_ID, "kind": "abundance", "state": "done", "created": "2026"}
+    job["result"] = {"out": str(folder / "abundance")}
+    (folder / "job.json").write_text(json.dumps(job))
+    return folder
+
+
+@pytest.mark.parametrize("route, body", JOB_POSTS, ids=[r for r, _ in JOB_POSTS])
+def test_cross_site_job_posts_are_refused(client, store: LabelStore, route, body):
+    store.set_labels([1], "dark", user="anna")
+    store.set_labels([2], "bright", user="anna")
+    before = files_under(store.project_dir)
+    response = post(client, route, body, headers={"Origin": "http://evil.example"})
+    assert response.status_code == 403
+    assert files_under(store.project_dir) == before  # no job, no upload
+
+
+@pytest.mark.parametrize("route, body", JOB_POSTS, ids=[r for r, _ in JOB_POSTS])
+def test_job_posts_need_the_token(store: LabelStore, route, body):
+    remote = TestClient(create_app(store.project_dir, token="s3cret"), base_url="http://10.0.0.1")
+    before = files_under(store.project_dir)
+    assert post(remote, route, body).status_code == 401
+    assert files_under(store.project_dir) == before
+
+
+@pytest.mark.parametrize("route", JOB_GETS)
+def test_job_pages_and_reads_need_the_token(store: LabelStore, route):
+    done_abundance_job(store)
+    remote = TestClient(create_app(store.project_dir, token="s3cret"), base_url="http://10.0.0.1")
+    assert remote.get(route).status_code == 401
+    assert remote.get(route, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+@pytest.mark.parametrize("base", ["http://10.0.0.1:8765", "http://127.0.0.1.evil.example"])
+def test_local_app_refuses_job_routes_on_other_hosts(store: LabelStore, base: str):
+    client = TestClient(create_app(store.project_dir), base_url=base)
+    assert client.get("/api/jobs").status_code == 400
+    assert post(client, "/api/jobs/train", {"classes": ["a", "b"]}).status_code == 400
+
+
+def test_human_counts_over_the_cap_are_refused_with_413(client, store: LabelStore):
+    body = "sample,dark\n" + "S1,1\n" * (MAX_BODY_BYTES // 5)
+    response = post(client, "/api/uploads/human-counts", body)
+    assert response.status_code == 413
+    assert not (store.project_dir / "jobs" / "uploads").exists()
+
+
+def test_job_file_routes_refuse_traversal(client, store: LabelStore):
+    folder = done_abundance_job(store)
+    secret = (folder / "job.json").read_bytes()
+    assert client.get(f"/api/jobs/{JOB_ID}/files/abundance.csv").status_code == 200
+    for bad in (
+        f"/api/jobs/{JOB_ID}/files/..%2Fjob.json",
+        f"/api/jobs/{JOB_ID}/files/%2E%2E%2Fjob.json",
+        f"/api/jobs/{JOB_ID}/files/..%5Cjob.json",
+        f"/api/jobs/{JOB_ID}/files/%2Fetc%2Fpasswd",
+        f"/api/jobs/{JOB_ID}/files/job.json",
+        "/api/jobs/..%2F..%2Fproject/files",
+        "/api/jobs/../job.json",
+        f"/api/jobs/{JOB_ID}%2F..%2F..",
+        "/api/jobs/uploads/files",
+    ):
+        response = client.get(bad)
+        assert response.status_code in (400, 403, 404, 409, 422), bad
+        assert secret not in response.content
+
+
+def test_counting_refuses_an_upload_name_that_is_a_path(client, store: LabelStore):
+    done_abundance_job(store)
+    for bad in ("../../etc/passwd", "..", "a/b"):
+        body = {"classify_job": JOB_ID, "human": bad}
+        assert client.post("/api/jobs/abundance", json=body).status_code == 422
+
+
+@pytest.mark.parametrize("bad", ["/tmp/x", "../../..", ".hidden"])
+def test_training_refuses_a_class_name_that_is_a_path(client, store: LabelStore, bad):
+    store.set_labels([1], "dark", user="anna")
+    response = client.post("/api/jobs/train", json={"classes": ["dark", bad]})
+    assert response.status_code == 400
+    assert "class name" in response.json()["detail"]
+    assert not any((store.project_dir / "jobs").iterdir())

@@ -56,6 +56,7 @@ from foramflow.label.guard import (
 )
 from foramflow.label.prelabel import prelabel
 from foramflow.label.routes_import import import_router
+from foramflow.label.routes_jobs import jobs_router
 from foramflow.label.store import TARGET_PER_CLASS, ImageFilter, LabelStore, PathRefused
 
 HERE = Path(__file__).parent
@@ -207,6 +208,7 @@ def create_app(project_dir: str | Path, *, token: str | None = None) -> FastAPI:
         return rows
 
     app.include_router(import_router(store, with_urls))
+    app.include_router(jobs_router(store))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:

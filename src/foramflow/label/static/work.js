@@ -1,0 +1,312 @@
+"use strict";
+// The train, classify, count and statistics pages: forms that start jobs, and a jobs table
+// polled every second. No framework, nothing fetched from outside the app.
+
+const PAGE = document.body.dataset.page;
+const $ = (selector) => document.querySelector(selector);
+const state = { jobs: [], human: null, shownDone: {} };
+
+async function api(path, body, contentType) {
+  const options = body === undefined ? {} : {
+    method: "POST",
+    headers: { "Content-Type": contentType || "application/json" },
+    body: contentType ? body : JSON.stringify(body),
+  };
+  const response = await fetch(path, options);
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.detail ? JSON.stringify(data.detail).replace(/^"|"$/g, "") : response.statusText);
+  return data;
+}
+
+function toast(text) {
+  const box = $("#toast");
+  box.textContent = text;
+  box.classList.add("show");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => box.classList.remove("show"), 4000);
+}
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+async function attempt(action) {
+  try { await action(); } catch (err) { toast(err.message); }
+}
+
+// -- jobs ------------------------------------------------------------------------------
+
+function describeProgress(job) {
+  const p = job.progress || {};
+  const parts = [];
+  if (p.epoch) parts.push(`epoch ${p.epoch}/${p.epochs}`);
+  if (p.accuracy && p.accuracy !== "-") parts.push(`accuracy ${p.accuracy}`);
+  const task = p.task;
+  if (task && task.total) parts.push(`${task.description}: ${task.completed}/${task.total}`);
+  if (job.state === "running" && p.seconds_left != null) parts.push(`${Math.ceil(p.seconds_left)} s left`);
+  return parts.join(", ");
+}
+
+function jobRow(job) {
+  const actions = element("td");
+  const act = (label, path) => actions.append(element("button", {
+    text: label, "data-action": label.toLowerCase(),
+    onclick: () => attempt(async () => { await api(path, {}); await pollJobs(); }),
+  }));
+  if (["queued", "running", "interrupted"].includes(job.state)) act("Cancel", `/api/jobs/${job.id}/cancel`);
+  if (["interrupted", "failed", "cancelled"].includes(job.state) && job.kind !== "abundance") {
+    act("Resume", `/api/jobs/${job.id}/resume`);
+  }
+  if (job.state === "done" && job.kind !== "classify") {
+    actions.append(element("a", { href: `/api/jobs/${job.id}/files/report.html`, target: "_blank", text: "report" }));
+  }
+  const messages = (job.progress && job.progress.messages) || [];
+  const last = job.error || messages[messages.length - 1] || "";
+  return element("tr", { "data-job": job.id, "data-kind": job.kind, "data-state": job.state },
+    element("td", { text: `${job.kind} ${job.created.replace("T", " ").slice(0, 19)}` }),
+    element("td", { class: `state-${job.state}`, text: job.state }),
+    element("td", { text: describeProgress(job) }),
+    element("td", { text: last.slice(0, 160) }),
+    actions);
+}
+
+async function pollJobs() {
+  state.jobs = await api("/api/jobs");
+  $("#jobs tbody").replaceChildren(...state.jobs.map(jobRow));
+  const latest = (kind) => state.jobs.find((job) => job.kind === kind && job.state === "done");
+  for (const kind of ["train", "classify", "abundance"]) {
+    const job = latest(kind);
+    if (job && state.shownDone[kind] !== job.id) {
+      state.shownDone[kind] = job.id;
+      (PAGES[PAGE].onDone || (() => {}))(kind, job);
+    }
+  }
+  if (PAGE === "count") fillSources();
+}
+
+// -- train -----------------------------------------------------------------------------
+
+function chosenClasses() {
+  return [...document.querySelectorAll("#train-classes input:checked")].map((box) => box.value);
+}
+
+async function showPlan() {
+  const query = chosenClasses().map((name) => `classes=${encodeURIComponent(name)}`).join("&");
+  const plan = await api(`/api/train/plan?${query}`);
+  $("#auto-plan").replaceChildren(
+    element("strong", { text: `model auto would train ${plan.auto.model}` }),
+    element("span", { text: ` (classes under ${plan.auto.min_per_class} images are left out)` }),
+    element("ul", {}, ...plan.auto.reasons.map((reason) => element("li", { text: reason }))));
+  showClassifier(plan.classifier);
+}
+
+function showClassifier(bundle) {
+  const line = $("#classifier");
+  if (!bundle) { line.textContent = "No classifier trained in this project yet."; return; }
+  line.replaceChildren(`Project classifier: ${bundle} `, element("button", {
+    text: "Pre-label the project with it", id: "prelabel",
+    onclick: () => attempt(async () => { await api("/api/prelabel", { bundle }); toast("pre-labelling started"); }),
+  }));
+}
+
+const PAGES = {
+  train: {
+    async init() {
+      const plan = await api("/api/train/plan");
+      $("#train-classes").replaceChildren(...Object.entries(plan.classes).map(([name, n]) =>
+        element("label", {}, element("input", { type: "checkbox", value: name, checked: "" }), ` ${name} (${n})`)));
+      $("#train-classes").addEventListener("change", () => attempt(showPlan));
+      await showPlan();
+      $("#train-form").addEventListener("submit", (event) => {
+        event.preventDefault();
+        const form = new FormData(event.target);
+        const options = { model: form.get("model") };
+        for (const name of ["epochs", "input_size", "batch_size", "min_per_class"]) {
+          if (form.get(name)) options[name] = Number(form.get(name));
+        }
+        attempt(async () => {
+          await api("/api/jobs/train", { classes: chosenClasses(), options });
+          toast("training started");
+          await pollJobs();
+        });
+      });
+    },
+    onDone(kind, job) { if (kind === "train") showClassifier(job.result.bundle); },
+  },
+  classify: {
+    async init() {
+      const classes = await api("/api/classes");
+      state.classes = classes.map((c) => c.name);
+      const bundleField = $("#classify-form input[name=bundle]");
+      bundleField.addEventListener("change", () => showCurve(bundleField.value));
+      await showCurve("");
+      $("#classify-form").addEventListener("submit", (event) => {
+        event.preventDefault();
+        const form = new FormData(event.target);
+        const body = { images: form.get("images") };
+        if (form.get("bundle")) body.bundle = form.get("bundle");
+        if (form.get("threshold")) body.threshold = Number(form.get("threshold"));
+        if (form.get("sample_regex")) body.sample_regex = form.get("sample_regex");
+        attempt(async () => { await api("/api/jobs/classify", body); toast("classification started"); await pollJobs(); });
+      });
+    },
+    async onDone(kind, job) {
+      if (kind !== "classify") return;
+      const samples = await api(`/api/jobs/${job.id}/samples`);
+      const labels = [...new Set(samples.flatMap((s) => Object.keys(s.counts)))].sort();
+      const rows = samples.map((s) => element("tr", {
+        "data-sample": s.sample, onclick: (event) => attempt(() => showSample(job, s.sample, event.currentTarget)),
+      }, element("td", { text: s.sample }), element("td", { text: s.images }),
+      ...labels.map((label) => element("td", { text: s.counts[label] || 0 }))));
+      $("#samples").replaceChildren(element("table", {},
+        element("thead", {}, element("tr", {}, ...["sample", "images", ...labels].map((h) => element("th", { text: h })))),
+        element("tbody", {}, ...rows)));
+    },
+  },
+  count: {
+    async init() {
+      $("#human-file").addEventListener("change", (event) => attempt(async () => {
+        const file = event.target.files[0];
+        state.human = null;
+        const upload = await api("/api/uploads/human-counts", await file.text(), "text/csv");
+        state.human = upload.id;
+        $("#human-state").textContent = `${upload.samples.length} samples, ${upload.taxa.length} taxa`;
+      }));
+      $("#count-form").addEventListener("submit", (event) => {
+        event.preventDefault();
+        const body = { classify_job: $("#count-source").value };
+        if (state.human) body.human = state.human;
+        attempt(async () => { await api("/api/jobs/abundance", body); toast("counting started"); await pollJobs(); });
+      });
+    },
+    async onDone(kind, job) {
+      if (kind !== "abundance") return;
+      const files = await api(`/api/jobs/${job.id}/files`);
+      const links = [];
+      for (const name of files) {
+        const url = `/api/jobs/${job.id}/files/${encodeURIComponent(name)}`;
+        links.push(element("a", { href: url, "data-file": name, text: name }));
+        if (name.endsWith(".csv")) {
+          links.push(element("a", { href: `${url}?format=parquet`, "data-file": name.replace(/\.csv$/, ".parquet"), text: "(Parquet)" }));
+        }
+      }
+      $("#downloads").replaceChildren(...links);
+      $("#figure").src = `/api/jobs/${job.id}/files/downcore.png`;
+      const flagged = (await api(`/api/jobs/${job.id}/drift`)).filter((row) => row.flagged);
+      $("#drift").className = flagged.length ? "warning" : "hint";
+      $("#drift").textContent = flagged.length
+        ? `Drift: ${flagged.map((r) => `${r.sample} (KS distance ${r.ks_distance.toFixed(2)})`).join(", ")} ` +
+          "look unlike the classifier's validation images; check their images before trusting their counts."
+        : "Drift: no sample looks unlike the classifier's validation images.";
+    },
+  },
+  stats: {
+    async init() {
+      const stats = await api("/api/stats");
+      const most = Math.max(1, ...stats.classes.map((c) => c.validated));
+      $("#chart-classes").replaceChildren(bars(stats.classes.map((c) => [c.name, c.validated, most])));
+      const total = Object.values(stats.statuses).reduce((a, b) => a + b, 0) || 1;
+      $("#chart-progress").replaceChildren(bars(Object.entries(stats.statuses).map(([k, n]) => [k, n, total])));
+      if (!stats.confusion) {
+        $("#confusion").textContent = "Train a classifier to see its evaluation.";
+        return;
+      }
+      const c = stats.confusion;
+      const peak = Math.max(1, ...c.counts.flat());
+      $("#confusion").replaceChildren(element("table", { class: "confusion" },
+        element("tr", {}, element("th", { text: "true \\ predicted" }), ...c.labels.map((l) => element("th", { text: l }))),
+        ...c.rows.map((row, i) => element("tr", {}, element("th", { text: row }), ...c.counts[i].map((n) =>
+          element("td", { text: n, style: `background: rgba(74,127,181,${n / peak})` }))))));
+      $("#chart-pr").replaceChildren(bars(Object.entries(stats.per_class).flatMap(([name, m]) => [
+        [`${name} precision`, Number(m.precision.toFixed(3)), 1], [`${name} recall`, Number(m.recall.toFixed(3)), 1]])));
+    },
+  },
+};
+
+function bars(items) {
+  return element("div", { class: "bars" }, ...items.map(([name, value, most]) => element("div", {},
+    element("span", { text: name }),
+    element("span", {}, element("span", { class: "bar", style: `width: ${(100 * value / most).toFixed(1)}%` })),
+    element("span", { text: value }))));
+}
+
+async function showSample(job, sample, row) {
+  document.querySelectorAll("#samples tr").forEach((r) => r.classList.toggle("selected", r === row));
+  const page = await api(`/api/jobs/${job.id}/samples/${encodeURIComponent(sample)}?limit=200`);
+  const names = [...new Set([...state.classes, ...page.items.map((i) => i.predicted)])].filter((n) => n !== "unsure");
+  $("#sample-images").replaceChildren(...page.items.map((item) => {
+    const select = element("select", { "data-id": item.id },
+      element("option", { value: "", text: `${item.predicted} (${item.score.toFixed(2)})` }),
+      ...names.map((name) => element("option", { value: name, text: `→ ${name}` })));
+    if (item.label) select.value = item.label;
+    const tile = element("div", { class: "tile", "data-path": item.path, "data-corrected": item.label ? "1" : "0" },
+      element("img", { src: item.thumb || "", alt: item.path, loading: "lazy" }), select);
+    select.addEventListener("change", () => attempt(async () => {
+      await api("/api/labels", { ids: [item.id], label: select.value || null });
+      tile.dataset.corrected = select.value ? "1" : "0";
+    }));
+    return tile;
+  }));
+}
+
+async function showCurve(bundle) {
+  const box = $("#curve");
+  let curve;
+  try {
+    curve = await api(`/api/calibration-curve${bundle ? `?bundle=${encodeURIComponent(bundle)}` : ""}`);
+  } catch (err) {
+    box.textContent = err.message;
+    return;
+  }
+  if (!curve.points.length) { box.textContent = "This bundle keeps no validation probabilities."; return; }
+  const [w, h, pad] = [420, 220, 34];
+  const x = (c) => pad + c * (w - 2 * pad);
+  const y = (a) => h - pad - a * (h - 2 * pad);
+  const svg = (tag, attributes, ...children) => {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+    node.append(...children);
+    return node;
+  };
+  const path = curve.points.map((p, i) => `${i ? "L" : "M"}${x(p.coverage).toFixed(1)},${y(p.accuracy).toFixed(1)}`).join("");
+  const dots = curve.points.map((p) => {
+    const dot = svg("circle", { cx: x(p.coverage), cy: y(p.accuracy), r: 3, class: "point" },
+      svg("title", {}, `threshold ${p.threshold.toFixed(3)}: coverage ${(100 * p.coverage).toFixed(1)} %, accuracy ${(100 * p.accuracy).toFixed(1)} %`));
+    dot.addEventListener("click", () => { $("#classify-form input[name=threshold]").value = p.threshold.toFixed(3); });
+    return dot;
+  });
+  const text = (tx, ty, content, anchor = "middle") => svg("text", { x: tx, y: ty, "text-anchor": anchor }, content);
+  box.replaceChildren(svg("svg", { width: w, height: h, class: "curve" },
+    svg("line", { x1: pad, y1: h - pad, x2: w - pad, y2: h - pad, class: "axis" }),
+    svg("line", { x1: pad, y1: pad, x2: pad, y2: h - pad, class: "axis" }),
+    text(w / 2, h - 6, "coverage (share of images given a class)"),
+    text(pad - 4, pad, "100 %", "end"), text(pad - 4, h - pad, "0", "end"),
+    svg("path", { d: path, class: "line" }), ...dots),
+    element("p", { class: "hint", text: `The bundle's own threshold: ${curve.threshold ?? "none"}` }));
+}
+
+function fillSources() {
+  const select = $("#count-source");
+  const done = state.jobs.filter((job) => job.kind === "classify" && job.state === "done");
+  const ids = done.map((job) => job.id).join();
+  if (select.dataset.ids === ids) return;
+  select.dataset.ids = ids;
+  select.replaceChildren(...done.map((job) => element("option", { value: job.id, text: `${job.args.images} (${job.id})` })));
+}
+
+async function start() {
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === PAGE));
+  await attempt(() => PAGES[PAGE].init());
+  await attempt(pollJobs);
+  setInterval(() => attempt(pollJobs), 1000);
+  document.body.dataset.ready = "1";
+}
+
+start();
