@@ -54,7 +54,9 @@ from foramflow.label.guard import (
     host_name,
     is_loopback_name,
 )
+from foramflow.label.pages import render
 from foramflow.label.prelabel import prelabel
+from foramflow.label.presence import presence_router
 from foramflow.label.routes_import import import_router
 from foramflow.label.routes_jobs import jobs_router
 from foramflow.label.store import TARGET_PER_CLASS, ImageFilter, LabelStore, PathRefused
@@ -209,10 +211,11 @@ def create_app(project_dir: str | Path, *, token: str | None = None) -> FastAPI:
 
     app.include_router(import_router(store, with_urls))
     app.include_router(jobs_router(store))
+    app.include_router(presence_router(store.project_dir))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
-        return (HERE / "templates" / "index.html").read_text()
+        return render("index.html", "label")
 
     @app.get("/api/project")
     def project() -> dict:

@@ -37,9 +37,9 @@ from foramflow.errors import InvalidInput
 from foramflow.imaging.scale import DEFAULT_PIXELS_PER_MM
 from foramflow.io.images import is_image_file
 from foramflow.label import morphology
+from foramflow.label.pages import render
 from foramflow.label.store import LabelStore, sample_name
 
-HERE = Path(__file__).parent
 PREVIEW_PIXELS = 900
 PREVIEW_ROWS = 200
 _CM_PER_UNIT = {None: 1.0, "cm": 1.0, "m": 100.0, "mm": 0.1}
@@ -150,7 +150,7 @@ def import_router(store: LabelStore, with_urls) -> APIRouter:
 
     @router.get("/import", response_class=HTMLResponse, include_in_schema=False)
     def import_page() -> str:
-        return (HERE / "templates" / "import.html").read_text()
+        return render("import.html", "import")
 
     @router.post("/api/import/samples")
     def preview_samples(request: SampleRequest) -> dict:

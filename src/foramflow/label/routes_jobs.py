@@ -21,9 +21,9 @@ from pydantic import BaseModel, Field
 
 from foramflow.errors import ForamflowError
 from foramflow.label.jobs import LIVE, JobError, Jobs, read_json
+from foramflow.label.pages import render
 from foramflow.label.store import LabelStore, class_name
 
-HERE = Path(__file__).parent
 PAGES = ("train", "classify", "count", "stats")
 JobName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
 JobId = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
@@ -74,8 +74,7 @@ def jobs_router(store: LabelStore) -> APIRouter:
     router = APIRouter()
 
     def page(name: str) -> str:
-        html = (HERE / "templates" / "work.html").read_text()
-        return html.replace("{{page}}", name)
+        return render("work.html", name)
 
     for name in PAGES:
         router.add_api_route(

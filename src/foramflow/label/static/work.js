@@ -302,7 +302,6 @@ function fillSources() {
 }
 
 async function start() {
-  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === PAGE));
   await attempt(() => PAGES[PAGE].init());
   await attempt(pollJobs);
   setInterval(() => attempt(pollJobs), 1000);
