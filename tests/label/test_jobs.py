@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -23,7 +24,7 @@ from foramflow.abundance.steps import estimate_abundance
 from foramflow.bundle import Bundle
 from foramflow.bundle.validation import read_validation
 from foramflow.label.app import create_app
-from foramflow.label.job_worker import JobProgress
+from foramflow.label.job_worker import JobProgress, per_sample
 from foramflow.label.jobs import Jobs, now_iso, write_json
 from foramflow.label.routes_jobs import has_gpu
 from foramflow.label.store import LabelStore
@@ -341,3 +342,65 @@ def test_a_job_whose_process_never_started_is_queued_then_interrupted(store, cli
     assert client.get(f"/api/jobs/{folder.name}").json()["state"] == "queued"
     write_json(folder / "job.json", {**job, "created": "2026-01-01T00:00:00+00:00"})
     assert client.get(f"/api/jobs/{folder.name}").json()["state"] == "interrupted"
+
+
+def test_classify_progress_is_told_per_sample(
+    client, store: LabelStore, image_root: Path, brightness_bundle: Path
+):
+    job = classify(client, image_root, brightness_bundle)
+    assert job["progress"]["samples"] == [
+        {"sample": s, "done": 6, "total": 6} for s in ("S1_10cm", "S2_20cm")
+    ]
+
+
+def test_per_sample_counts_follow_the_input_order():
+    order = ["A", "A", "B", "B", "B", "C"]
+    assert per_sample(order, 3) == [
+        {"sample": "A", "done": 2, "total": 2},
+        {"sample": "B", "done": 1, "total": 3},
+        {"sample": "C", "done": 0, "total": 1},
+    ]
+
+
+def wait_for_message(client: TestClient, job_id: str, text: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if text in job["progress"].get("messages", []):
+            return job
+        assert job["state"] == "running", job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never said {text!r}: {job['progress']}")
+
+
+def test_a_watched_folder_is_classified_again_as_images_arrive(
+    client, store: LabelStore, tmp_path: Path, make_image, brightness_bundle: Path
+):
+    core = tmp_path / "core"
+    make_image(core / "S1_10cm" / "a.png", np.full((16, 16), 0.2))
+    make_image(core / "S2_20cm" / "a.png", np.full((16, 16), 0.8))
+    body = {"images": str(core), "bundle": str(brightness_bundle), "watch": True}
+    job_id = client.post("/api/jobs/classify", json=body).json()["id"]
+    wait_for_message(client, job_id, f"watching {core}: 2 images classified")
+    make_image(core / "S1_10cm" / "b.png", np.full((16, 16), 0.8))
+    make_image(core / "S2_20cm" / "b.png", np.full((16, 16), 0.2))
+    job = wait_for_message(client, job_id, f"watching {core}: 4 images classified")
+    assert job["progress"]["samples"] == [
+        {"sample": s, "done": 2, "total": 2} for s in ("S1_10cm", "S2_20cm")
+    ]
+    assert client.post(f"/api/jobs/{job_id}/stop").status_code == 200
+    job = wait_for(client, job_id)
+    assert job["state"] == "done" and job["result"]["images"] == 4, job
+    table = pd.read_parquet(Path(job["result"]["results"]) / "predictions.parquet")
+    assert sorted(zip(table["path"], table["class"])) == [
+        ("S1_10cm/a.png", "dark"), ("S1_10cm/b.png", "bright"),
+        ("S2_20cm/a.png", "bright"), ("S2_20cm/b.png", "dark"),
+    ]  # fmt: skip
+    predicted = {r["relpath"]: r["pred_label"] for r in store.all_rows("relpath, pred_label")}
+    assert predicted["S1_10cm/b.png"] == "bright"  # the new images joined the project
+
+
+def test_only_a_running_watch_can_be_stopped(client, image_root: Path, brightness_bundle: Path):
+    job = classify(client, image_root, brightness_bundle)
+    response = client.post(f"/api/jobs/{job['id']}/stop")
+    assert response.status_code == 409 and "does not watch a folder" in response.json()["detail"]

@@ -3,7 +3,8 @@
 It reads the job's ``job.json``, runs the library step its kind names (the same step as
 the command line), reports progress into ``progress.json`` through :class:`JobProgress`,
 and writes the outcome back. SIGTERM (cancel) stops the step; a cancelled training keeps
-its checkpoint, for a resume, and loses its unfinished bundles.
+its checkpoint, for a resume, and loses its unfinished bundles. A classification that
+watches its folder classifies it again whenever its images change, until asked to stop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from foramflow.label.jobs import (
     JOB_FILE,
     PROGRESS_FILE,
+    STOP_FILE,
     Jobs,
     now_iso,
     read_json,
@@ -29,6 +31,10 @@ from foramflow.label.store import LabelStore
 
 MESSAGES_KEPT = 30
 WRITE_EVERY_S = 0.5
+#: Seconds between two looks at a watched folder; a change must hold for one look.
+WATCH_EVERY_S = 2.0
+#: The classification step's task, whose count is told per sample.
+CLASSIFYING = "classifying"
 EPOCH = re.compile(r"(\d+)/≤?(\d+)$")
 
 
@@ -47,7 +53,13 @@ class JobProgress:
         self.last_write = 0.0
         self.first_epoch_started: float | None = None
         self.first_epoch: int | None = None
+        self.sample_order: list[str] | None = None
         self.flush()
+
+    def count_per_sample(self, samples: list[str]) -> None:
+        """Tell the classification's progress per sample: ``samples`` is the sample of each
+        image in the order the step classifies them (the input list's)."""
+        self.sample_order = samples
 
     def message(self, text: str, *, warning: bool = False) -> None:
         self.state["messages"] = [*self.state["messages"], text][-MESSAGES_KEPT:]
@@ -59,6 +71,9 @@ class JobProgress:
     def flush(self, *, force: bool = True) -> None:
         if force or time.monotonic() - self.last_write >= WRITE_EVERY_S:
             self.state["updated"] = now_iso()
+            task = self.state["task"]
+            if self.sample_order is not None and task and task["description"] == CLASSIFYING:
+                self.state["samples"] = per_sample(self.sample_order, task["completed"])
             write_json(self.path, self.state)
             self.last_write = time.monotonic()
 
@@ -102,6 +117,16 @@ class _JobTask:
         self.progress.flush()
 
 
+def per_sample(order: list[str], done: int) -> list[dict]:
+    """Images done and in all per sample, when the first ``done`` of ``order`` are done."""
+    counts: dict[str, list[int]] = {}
+    for index, sample in enumerate(order):
+        count = counts.setdefault(sample, [0, 0])
+        count[0] += index < done
+        count[1] += 1
+    return [{"sample": s, "done": d, "total": t} for s, (d, t) in counts.items()]
+
+
 def run_train(store: LabelStore, folder: Path, args: dict, resume: bool, progress) -> dict:
     """Train on the project's validated images of the chosen classes."""
     from foramflow.label.export import export_training_set
@@ -135,11 +160,47 @@ def run_train(store: LabelStore, folder: Path, args: dict, resume: bool, progres
 
 
 def run_classify(store: LabelStore, folder: Path, args: dict, progress) -> dict:
-    """Classify a folder tree (sample: first folder) and keep the predictions in the store."""
+    """Classify a folder tree (sample: first folder) and keep the predictions in the store;
+    a watched folder again each time its images change, until the job is asked to stop."""
+    if not args.get("watch"):
+        return classify_once(store, folder, args, progress)
+    images, stop = Path(args["images"]), folder / STOP_FILE
+    classified = images_listing(images)
+    result = classify_once(store, folder, args, progress, overwrite=True)
+    seen = classified
+    while True:
+        if seen is classified:  # just classified: say so once
+            progress.message(f"watching {images}: {result['images']} images classified")
+        stopping = stop.is_file()
+        if not stopping:
+            time.sleep(WATCH_EVERY_S)
+        now = images_listing(images)
+        if now != classified and (now == seen or stopping):  # no file still being written
+            result = classify_once(store, folder, args, progress, overwrite=True)
+            classified = now
+        seen = now
+        if stopping:
+            return result
+
+
+def images_listing(images: Path) -> list[tuple[str, int, int]]:
+    """Path, size and modification time of every file under ``images``: what a change is."""
+    listing = []
+    for path in sorted(images.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            listing.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return listing
+
+
+def classify_once(
+    store: LabelStore, folder: Path, args: dict, progress, *, overwrite: bool = False
+) -> dict:
+    """One run of the classify step over the folder, into the job's results folder."""
     import numpy as np
     import pandas as pd
 
-    from foramflow.classify.runner import classify_folder
+    from foramflow.classify.runner import build_manifest, classify_folder
     from foramflow.classify.samples import SampleRule
 
     images = Path(args["images"])
@@ -147,9 +208,11 @@ def run_classify(store: LabelStore, folder: Path, args: dict, progress) -> dict:
     progress.message(f"{added} new images registered in the project")
     for problem in problems[:10]:
         progress.message(problem, warning=True)
+    rule = SampleRule(regex=args.get("sample_regex"))
+    progress.count_per_sample(build_manifest(images, rule)[0]["sample"].astype(str).tolist())
     result = classify_folder(
         args["bundle"], images, folder / "results", threshold=args.get("threshold"),
-        samples=SampleRule(regex=args.get("sample_regex")), progress=progress,
+        samples=rule, progress=progress, overwrite=overwrite,
     )  # fmt: skip
     table = pd.read_parquet(result.predictions_path)
     ids = image_ids(store, images)

@@ -34,6 +34,8 @@ RESUMABLE = ("train", "classify")
 JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.json"
 LOG_FILE = "log.txt"
+#: Written into a watching classification's folder to have it finish its last pass and end.
+STOP_FILE = "stop"
 CLASSIFIER_FILE = "classifier.json"
 #: Seconds a new job may take to start its process before it counts as interrupted.
 STARTING_S = 60.0
@@ -194,6 +196,16 @@ class Jobs:
         if child is not None:
             child.wait()
 
+    def stop_watching(self, job_id: str) -> dict:
+        """Ask a classification that watches its folder to end after its last pass."""
+        job = self.get(job_id)
+        if not (job["kind"] == "classify" and job["args"].get("watch")):
+            raise JobError(f"job {job_id} does not watch a folder")
+        if job["state"] not in LIVE:
+            raise JobError(f"job {job_id} is {job['state']}, it watches nothing")
+        (self.folder(job_id) / STOP_FILE).touch()
+        return job
+
     def resume(self, job_id: str) -> dict:
         """Run an interrupted, failed or cancelled job again where it stopped."""
         job = self.get(job_id)
@@ -203,4 +215,5 @@ class Jobs:
             raise JobError(f"a {job['kind']} job is not resumed: start a new one")
         job = read_json(self.folder(job_id) / JOB_FILE)
         job.update(resume=True, error="", finished=None)
+        (self.folder(job_id) / STOP_FILE).unlink(missing_ok=True)
         return self._launch(job)

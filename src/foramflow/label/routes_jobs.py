@@ -55,6 +55,7 @@ class ClassifyRequest(BaseModel):
     bundle: PathText | None = None
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     sample_regex: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    watch: bool = False
 
 
 class AbundanceRequest(BaseModel):
@@ -102,6 +103,11 @@ def jobs_router(store: LabelStore) -> APIRouter:
     @router.post("/api/jobs/{job_id}/resume", status_code=202)
     def resume_job(job_id: JobId) -> dict:
         return checked(jobs.resume, job_id)
+
+    @router.post("/api/jobs/{job_id}/stop")
+    def stop_watching(job_id: JobId) -> dict:
+        """End a classification that watches its folder, after a last pass."""
+        return checked(jobs.stop_watching, job_id)
 
     def checked(action, *args):
         try:
@@ -202,6 +208,8 @@ def jobs_router(store: LabelStore) -> APIRouter:
         SampleRule(regex=request.sample_regex)  # a SampleError says what is wrong with it
         args = {"images": str(images.resolve()), "bundle": str(bundle)}
         args.update(request.model_dump(include={"threshold", "sample_regex"}, exclude_none=True))
+        if request.watch:
+            args["watch"] = True
         return jobs.start("classify", args)
 
     def finished(job_id: str, kind: str) -> dict:

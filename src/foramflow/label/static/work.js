@@ -61,6 +61,12 @@ function jobRow(job) {
     onclick: () => attempt(async () => { await api(path, {}); await pollJobs(); }),
   }));
   if (["queued", "running", "interrupted"].includes(job.state)) act("Cancel", `/api/jobs/${job.id}/cancel`);
+  if (job.args.watch && ["queued", "running"].includes(job.state)) {
+    actions.append(element("button", {
+      text: "Stop watching", "data-action": "stop",
+      onclick: () => attempt(async () => { await api(`/api/jobs/${job.id}/stop`, {}); await pollJobs(); }),
+    }));
+  }
   if (["interrupted", "failed", "cancelled"].includes(job.state) && job.kind !== "abundance") {
     act("Resume", `/api/jobs/${job.id}/resume`);
   }
@@ -89,6 +95,19 @@ async function pollJobs() {
     }
   }
   if (PAGE === "count") fillSources();
+  if (PAGE === "classify") showSampleProgress(state.jobs.find((job) => job.kind === "classify"));
+}
+
+function showSampleProgress(job) {
+  const box = $("#sample-progress");
+  const samples = (job && job.progress && job.progress.samples) || [];
+  if (!samples.length) { box.replaceChildren(); return; }
+  const watching = job.args.watch && job.state === "running" ? ", watching the folder for new images" : "";
+  box.replaceChildren(element("h2", { text: `Images classified per sample (${job.state}${watching})` }),
+    element("div", { class: "bars" }, ...samples.map((s) => element("div", { "data-sample": s.sample },
+      element("span", { text: s.sample }),
+      element("span", {}, element("span", { class: "bar", style: `width: ${(100 * s.done / Math.max(1, s.total)).toFixed(1)}%` })),
+      element("span", { text: `${s.done}/${s.total}` })))));
 }
 
 // -- train -----------------------------------------------------------------------------
@@ -154,6 +173,7 @@ const PAGES = {
         if (form.get("bundle")) body.bundle = form.get("bundle");
         if (form.get("threshold")) body.threshold = Number(form.get("threshold"));
         if (form.get("sample_regex")) body.sample_regex = form.get("sample_regex");
+        if (form.get("watch")) body.watch = true;
         attempt(async () => { await api("/api/jobs/classify", body); toast("classification started"); await pollJobs(); });
       });
     },
