@@ -277,6 +277,20 @@ def test_counts_with_human_counts_equal_the_library_steps(
     drift = pd.DataFrame(client.get(f"/api/jobs/{job['id']}/drift").json())
     pd.testing.assert_frame_equal(drift, pd.read_csv(expected.out / "drift.csv"))
 
+    figure = client.get(f"/api/jobs/{job['id']}/downcore").json()
+    assert (figure["classify_job"], figure["axis"]) == (classified["id"], "sample")
+    table = pd.read_csv(expected.out / "abundance.csv")
+    rank = table["sample"].map({"S1_10cm": 1, "S2_20cm": 2})  # no depths: samples in order
+    model = [p for p in figure["points"] if p["method"] != "human"]
+    assert [(p["method"], p["sample"], p["taxon"], p["position"]) for p in model] == list(
+        zip(table["method"], table["sample"], table["taxon"], rank, strict=True)
+    )
+    assert [p["fraction"] for p in model] == pytest.approx(table["fraction"].tolist())
+    human = {(p["sample"], p["taxon"]): p for p in figure["points"] if p["method"] == "human"}
+    assert len(human) == 4
+    assert human["S2_20cm", "dark"]["fraction"] == pytest.approx(2 / 6)
+    assert human["S2_20cm", "dark"]["position"] == 2
+
 
 def test_a_human_counts_file_that_cannot_be_read_is_refused_by_name(client, store):
     csv = {"Content-Type": "text/csv"}

@@ -68,6 +68,11 @@ class JobRequestError(ForamflowError):
     """A job that cannot be started with the folder, bundle, threshold or upload given."""
 
 
+def records(table: pd.DataFrame) -> list[dict]:
+    """The rows of ``table`` as JSON can carry them: a missing value as null."""
+    return table.astype(object).where(table.notna(), None).to_dict("records")
+
+
 def jobs_router(store: LabelStore) -> APIRouter:
     """The routes, over the jobs of ``store``'s project."""
     jobs = Jobs(store.project_dir)
@@ -305,6 +310,35 @@ def jobs_router(store: LabelStore) -> APIRouter:
         """Per sample of a count: how far its top probabilities drift from the bundle's."""
         path = Path(finished(job_id, "abundance")["result"]["out"]) / "drift.csv"
         return pd.read_csv(path).to_dict("records") if path.is_file() else []
+
+    @router.get("/api/jobs/{job_id}/downcore")
+    def downcore(job_id: JobId) -> dict:
+        """The points of the down-core figure: each method's relative abundance per sample
+        and taxon with its interval, the human counts' beside them, and each sample's depth
+        (its rank where the samples have none)."""
+        job = finished(job_id, "abundance")
+        out = Path(job["result"]["out"])
+        table = pd.read_csv(out / "abundance.csv", dtype={"sample": str})
+        depth = next((c for c in table.columns if c.startswith("depth")), None)
+        order = list(dict.fromkeys(table["sample"]))
+        if depth is None or table[depth].isna().any():
+            depth = None
+            table["position"] = table["sample"].map({s: i + 1 for i, s in enumerate(order)})
+        else:
+            table["position"] = table[depth]
+        at = dict(zip(table["sample"], table["position"], strict=False))
+        columns = ["method", "sample", "taxon", "fraction", "low", "high", "position"]
+        human = []
+        if (out / "human_abundance.csv").is_file():
+            counts = pd.read_csv(out / "human_abundance.csv", dtype={"sample": str})
+            counts = counts[counts["sample"].isin(at)].assign(method="human")
+            counts["position"] = counts["sample"].map(at)
+            human = records(counts[columns])
+        return {
+            "classify_job": Path(job["args"]["results"]).parent.name,
+            "axis": depth or "sample",
+            "points": records(table[columns]) + human,
+        }
 
     def output_folder(job: dict) -> Path:
         if job["state"] != "done":

@@ -192,6 +192,7 @@ const PAGES = {
   },
   count: {
     async init() {
+      state.classes = (await api("/api/classes")).map((c) => c.name);
       $("#human-file").addEventListener("change", (event) => attempt(async () => {
         const file = event.target.files[0];
         state.human = null;
@@ -219,6 +220,7 @@ const PAGES = {
       }
       $("#downloads").replaceChildren(...links);
       $("#figure").src = `/api/jobs/${job.id}/files/downcore.png`;
+      showDowncore(await api(`/api/jobs/${job.id}/downcore`));
       const flagged = (await api(`/api/jobs/${job.id}/drift`)).filter((row) => row.flagged);
       $("#drift").className = flagged.length ? "warning" : "hint";
       $("#drift").textContent = flagged.length
@@ -257,11 +259,11 @@ function bars(items) {
     element("span", { text: value }))));
 }
 
-async function showSample(job, sample, row) {
+async function showSample(job, sample, row, target = "#sample-images") {
   document.querySelectorAll("#samples tr").forEach((r) => r.classList.toggle("selected", r === row));
   const page = await api(`/api/jobs/${job.id}/samples/${encodeURIComponent(sample)}?limit=200`);
   const names = [...new Set([...state.classes, ...page.items.map((i) => i.predicted)])].filter((n) => n !== "unsure");
-  $("#sample-images").replaceChildren(...page.items.map((item) => {
+  $(target).replaceChildren(...page.items.map((item) => {
     const select = element("select", { "data-id": item.id },
       element("option", { value: "", text: `${item.predicted} (${item.score.toFixed(2)})` }),
       ...names.map((name) => element("option", { value: name, text: `→ ${name}` })));
@@ -310,6 +312,64 @@ async function showCurve(bundle) {
     text(pad - 4, pad, "100 %", "end"), text(pad - 4, h - pad, "0", "end"),
     svg("path", { d: path, class: "line" }), ...dots),
     element("p", { class: "hint", text: `The bundle's own threshold: ${curve.threshold ?? "none"}` }));
+}
+
+const METHOD_COLOURS = { raw: "#7f8c8d", acc: "#2e86c1", em: "#c0392b", human: "#27ae60" };
+
+function svgNode(tag, attributes, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  node.append(...children);
+  return node;
+}
+
+// One panel per taxon: relative abundance across, depth down (the shallowest on top), each
+// method in its colour with its interval, the human counts as open squares.
+function showDowncore(data) {
+  const taxa = [...new Set(data.points.map((p) => p.taxon))];
+  const methods = [...new Set(data.points.map((p) => p.method))];
+  const positions = data.points.map((p) => p.position);
+  const [top, bottom] = [Math.min(...positions), Math.max(...positions)];
+  const [w, h, pad, gap] = [190, 300, 34, 12];
+  const y = (v) => pad + (bottom > top ? (v - top) / (bottom - top) : 0.5) * (h - 2 * pad);
+  const shift = (m) => (methods.indexOf(m) - (methods.length - 1) / 2) * 3;
+  const axisName = data.axis === "sample" ? "sample (in order)" : data.axis.replace(/^depth_(\w+)$/, "depth ($1)");
+  const panels = taxa.map((taxon, k) => {
+    const left = pad + k * (w + gap);
+    const x = (f) => left + f * (w - 10);
+    const marks = data.points.filter((p) => p.taxon === taxon).map((p) => {
+      const cy = y(p.position) + shift(p.method);
+      const percent = (v) => (v == null ? "?" : `${(100 * v).toFixed(1)} %`);
+      const text = `${p.sample} (${data.axis === "sample" ? `#${p.position}` : `${p.position} ${axisName.replace(/^depth \((.*)\)$/, "$1")}`}): ${taxon} ${percent(p.fraction)}, ${percent(p.low)} to ${percent(p.high)} (${p.method})`;
+      const colour = METHOD_COLOURS[p.method] || "#333";
+      const shape = p.method === "human"
+        ? svgNode("rect", { x: x(p.fraction) - 4, y: cy - 4, width: 8, height: 8, fill: "none", stroke: colour })
+        : svgNode("circle", { cx: x(p.fraction), cy, r: 4, fill: colour });
+      const mark = svgNode("g", { class: "point", "data-sample": p.sample, "data-taxon": taxon, "data-method": p.method },
+        svgNode("line", { x1: x(p.low ?? p.fraction), x2: x(p.high ?? p.fraction), y1: cy, y2: cy, stroke: colour }),
+        shape, svgNode("title", {}, text));
+      mark.addEventListener("mouseenter", () => { $("#downcore-info").textContent = text; });
+      mark.addEventListener("click", () => attempt(async () => {
+        $("#downcore-info").textContent = `${text}. The images of ${p.sample}:`;
+        await showSample({ id: data.classify_job }, p.sample, null, "#sample-images-count");
+      }));
+      return mark;
+    });
+    return svgNode("g", {},
+      svgNode("rect", { x: left, y: pad, width: w - 10, height: h - 2 * pad, class: "frame" }),
+      svgNode("text", { x: left + (w - 10) / 2, y: pad - 8, "text-anchor": "middle", class: "taxon" }, taxon),
+      svgNode("text", { x: left, y: h - pad + 14 }, "0"),
+      svgNode("text", { x: left + w - 10, y: h - pad + 14, "text-anchor": "end" }, "100 %"),
+      ...marks);
+  });
+  const samples = [...new Map(data.points.map((p) => [p.sample, p.position])).entries()];
+  const ticks = samples.map(([name, at]) => svgNode("text", { x: pad - 4, y: y(at) + 4, "text-anchor": "end" },
+    data.axis === "sample" ? name : String(at)));
+  const width = pad + taxa.length * (w + gap);
+  const legend = methods.map((m, i) => svgNode("text", { x: pad + i * 80, y: h - 4, fill: METHOD_COLOURS[m] || "#333" }, `● ${m}`));
+  $("#downcore").replaceChildren(svgNode("svg", { width, height: h, class: "downcore", "data-axis": data.axis },
+    svgNode("text", { x: 10, y: h / 2, transform: `rotate(-90 10 ${h / 2})`, "text-anchor": "middle" }, axisName),
+    ...ticks, ...panels, ...legend));
 }
 
 function fillSources() {
