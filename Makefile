@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test docs lint clean chromium
+.PHONY: venv demo test docs lint clean chromium screenshots
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ chromium:
 	elif [ ! -x /usr/bin/chromium ]; then \
 		echo "note: /usr/bin/chromium missing (needs root to install); browser tests will be skipped"; \
 	fi
+
+# The app's pictures in the manual (docs/images/app-*.png), taken again by the browser tests.
+screenshots: $(STAMP) chromium
+	FORAMFLOW_SCREENSHOTS=1 $(BIN)/pytest -q tests/label/test_browser_import.py \
+		tests/label/test_browser_jobs.py tests/label/test_browser_project.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

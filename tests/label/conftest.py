@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ from PIL import Image
 from foramflow.bundle import BundleMeta, write_bundle
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.label.store import LabelStore
+
+#: Where the browser tests' screenshots for the manual go with FORAMFLOW_SCREENSHOTS=1.
+MANUAL_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 def save_grey(path: Path, pixels: np.ndarray) -> Path:
@@ -82,3 +86,13 @@ def brightness_bundle(tmp_path: Path) -> Path:
 def make_image():
     """save_grey(path, pixels) for tests that need one more image."""
     return save_grey
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """The folder for the browser tests' screenshots: the manual's images with
+    ``FORAMFLOW_SCREENSHOTS=1`` (``make screenshots``), else a temporary folder, so that a
+    test run leaves the tracked pictures alone."""
+    folder = MANUAL_IMAGES if os.environ.get("FORAMFLOW_SCREENSHOTS") == "1" else tmp_path / "shots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -2,7 +2,7 @@
 one tray, segments them all, labels a few crops and asks for more like one of them.
 
 Screenshots of each step at 1280 × 800 go to docs/images/app-import-*.png, which the
-import guide shows, so the pictures follow the page.
+import guide shows, when FORAMFLOW_SCREENSHOTS=1 (``make screenshots``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from foramflow.label.app import create_app
 from foramflow.label.store import LabelStore
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 CHROMIUM_ARGS += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PIXELS_PER_MM = 200.0  # synthetic slides have 5 µm pixels
@@ -77,12 +76,13 @@ def page(served):
         browser.close()
 
 
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"app-import-{name}.png"))
+def shot(page, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / f"app-import-{name}.png"))
 
 
-def test_import_trays_preview_segment_label(page, served, trays: Path, project: Path):
+def test_import_trays_preview_segment_label(
+    page, served, trays: Path, project: Path, screenshots: Path
+):
     page.select_option("#kind", "trays")
     page.fill("#folder", str(trays))
     page.fill("#ppm", str(PIXELS_PER_MM))
@@ -98,7 +98,7 @@ def test_import_trays_preview_segment_label(page, served, trays: Path, project: 
     caption = page.text_content("#tray-count")
     assert caption == f"core1_10cm/tray.png: {PARTICLES['core1_10cm']} particles (1 of 2 trays)"
     assert LabelStore(project).count() == 0  # the preview added nothing
-    shot(page, "preview")
+    shot(page, screenshots, "preview")
 
     page.click("#run-import")
     total = sum(PARTICLES.values())
@@ -114,7 +114,7 @@ def test_import_trays_preview_segment_label(page, served, trays: Path, project: 
         float(t) for t in page.locator("#particles tbody tr td:nth-child(6)").all_inner_texts()
     ]
     assert areas == sorted(areas, reverse=True)
-    shot(page, "particles")
+    shot(page, screenshots, "particles")
 
     # the largest crop and the two nearest to it, labelled through "more like this"
     page.locator("#particles tbody tr button.similar").first.click()
@@ -133,7 +133,7 @@ def test_import_trays_preview_segment_label(page, served, trays: Path, project: 
     unlabelled = page.locator("#particles tbody tr[data-label='']").first
     unlabelled.locator("button.similar").click()
     page.wait_for_selector("#suggestions span:has-text('big 100 %')")
-    shot(page, "similar")
+    shot(page, screenshots, "similar")
 
     store = LabelStore(project)
     labelled = sorted(r["id"] for r in store.all_rows("id, label") if r["label"] == "big")

@@ -3,7 +3,8 @@
 A scripted user trains a tiny model from the app, classifies a two-sample core with it,
 corrects one prediction, uploads human counts and downloads the abundance table and figure;
 the table must be the one the library's abundance step writes from the same inputs. Each
-page is photographed at 1280×800 into docs/images/app-*.png for the manual.
+page is photographed at 1280×800, into docs/images/app-*.png for the manual when
+FORAMFLOW_SCREENSHOTS=1 (``make screenshots``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from foramflow.label.app import create_app
 from foramflow.label.store import LabelStore
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 HUMAN_CSV = "sample,depth_cm,dark,bright\nS3_30cm,30,2,2\nS4_40cm,40,3,1\n"
 JOB_WAIT_MS = 180_000
@@ -97,13 +97,12 @@ def download(page, selector: str, folder: Path) -> Path:
 
 
 def test_train_classify_count_from_the_browser(
-    browser_page, served, store: LabelStore, core: Path, tmp_path: Path
+    browser_page, served, store: LabelStore, core: Path, tmp_path: Path, screenshots: Path
 ):
     page = browser_page
     for row in store.all_rows("id, relpath"):
         bright = int(row["relpath"][-6:-4]) % 2
         store.set_labels([row["id"]], "bright" if bright else "dark", user="anna")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     open_page(page, served, "train")
     assert page.locator("#train-classes input:checked").count() == 2
@@ -119,7 +118,7 @@ def test_train_classify_count_from_the_browser(
     open_page(page, served, "train")
     wait_for_job(page, "train")
     page.wait_for_selector("#classifier:has-text('Project classifier')")
-    page.screenshot(path=str(SCREENSHOTS / "app-train.png"))
+    page.screenshot(path=str(screenshots / "app-train.png"))
 
     open_page(page, served, "classify")
     page.fill("#classify-form input[name=images]", str(core))
@@ -139,7 +138,7 @@ def test_train_classify_count_from_the_browser(
     assert store.rows([image_id])[0]["label"] == "bright"  # the correction is a label
     page.click("#curve-box summary")
     page.wait_for_selector("#curve svg circle.point")
-    page.screenshot(path=str(SCREENSHOTS / "app-classify.png"))
+    page.screenshot(path=str(screenshots / "app-classify.png"))
 
     open_page(page, served, "count")
     human = tmp_path / "human.csv"
@@ -157,7 +156,7 @@ def test_train_classify_count_from_the_browser(
     svg = download(page, "#downloads a[data-file='downcore.svg']", got)
     page.wait_for_function("document.querySelector('#figure').naturalWidth > 0")
     page.wait_for_selector("#drift:has-text('Drift:')")
-    page.screenshot(path=str(SCREENSHOTS / "app-count.png"))
+    page.screenshot(path=str(screenshots / "app-count.png"))
 
     classify_job = page.input_value("#count-source")
     results = store.project_dir / "jobs" / classify_job / "results"
@@ -168,4 +167,4 @@ def test_train_classify_count_from_the_browser(
     open_page(page, served, "stats")
     page.wait_for_selector("#confusion table")
     assert page.locator("#chart-classes .bar").count() == 2
-    page.screenshot(path=str(SCREENSHOTS / "app-stats.png"))
+    page.screenshot(path=str(screenshots / "app-stats.png"))
