@@ -562,12 +562,15 @@ JOB_POSTS = [
     ("/api/uploads/human-counts", "sample,dark\nS1,3\n"),
     (f"/api/jobs/{JOB_ID}/cancel", {}),
     (f"/api/jobs/{JOB_ID}/resume", {}),
+    (f"/api/jobs/{JOB_ID}/stop", {}),
+    ("/api/presence", {}),
 ]
 JOB_GETS = [
     *("/train", "/classify", "/count", "/stats", "/api/jobs", "/api/train/plan"),
     *("/api/classifier", "/api/stats", f"/api/jobs/{JOB_ID}", f"/api/jobs/{JOB_ID}/files"),
     f"/api/jobs/{JOB_ID}/files/abundance.csv",
     f"/api/jobs/{JOB_ID}/drift",
+    f"/api/jobs/{JOB_ID}/downcore",
 ]
 
 
@@ -583,9 +586,12 @@ def done_abundance_job(store: LabelStore) -> Path:
     """A finished abundance job's folder, its output beside its job.json."""
     folder = store.project_dir / "jobs" / JOB_ID
     (folder / "abundance").mkdir(parents=True)
-    (folder / "abundance" / "abundance.csv").write_text("sample,fraction\nS1,0.5\n")
+    (folder / "abundance" / "abundance.csv").write_text(
+        "method,sample,taxon,count,total,fraction,low,high\nraw,S1,dark,1,2,0.5,0.1,0.9\n"
+    )
     job = {"id": JOB_ID, "kind": "abundance", "state": "done", "created": "2026"}
     job["result"] = {"out": str(folder / "abundance")}
+    job["args"] = {"results": str(store.project_dir / "jobs" / "20260101000000classify" / "x")}
     (folder / "job.json").write_text(json.dumps(job))
     return folder
 
@@ -644,6 +650,10 @@ def test_job_file_routes_refuse_traversal(client, store: LabelStore):
         "/api/jobs/../job.json",
         f"/api/jobs/{JOB_ID}%2F..%2F..",
         "/api/jobs/uploads/files",
+        "/api/jobs/..%2F..%2Fproject/downcore",
+        f"/api/jobs/{JOB_ID}%2F..%2Fjob.json/downcore",
+        "/api/jobs/uploads/downcore",
+        "/api/jobs/..%2Fjobs%2F20260101000000classify/stop",
     ):
         response = client.get(bad)
         assert response.status_code in (400, 403, 404, 409, 422), bad
@@ -664,3 +674,25 @@ def test_training_refuses_a_class_name_that_is_a_path(client, store: LabelStore,
     assert response.status_code == 400
     assert "class name" in response.json()["detail"]
     assert not any((store.project_dir / "jobs").iterdir())
+
+
+@pytest.mark.parametrize("route", [f"/api/jobs/{JOB_ID}/stop", "/api/presence"])
+def test_stop_and_heartbeat_refuse_bodies_over_the_cap(client, store: LabelStore, route):
+    before = files_under(store.project_dir)
+    body = b'{"x": "' + b"x" * (MAX_BODY_BYTES + 10) + b'"}'
+    response = client.post(route, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert files_under(store.project_dir) == before
+
+
+def test_stop_is_refused_for_a_job_that_does_not_watch(client, store: LabelStore):
+    folder = done_abundance_job(store)
+    response = client.post(f"/api/jobs/{JOB_ID}/stop")
+    assert response.status_code == 409
+    assert not (folder / "stop").exists()
+
+
+def test_the_heartbeat_from_another_host_is_refused(store: LabelStore):
+    client = TestClient(create_app(store.project_dir), base_url="http://10.0.0.1:8765")
+    assert client.post("/api/presence").status_code == 400
+    assert not (store.project_dir / "sessions.json").exists()
