@@ -61,7 +61,7 @@ function jobRow(job) {
     onclick: () => attempt(async () => { await api(path, {}); await pollJobs(); }),
   }));
   if (["queued", "running", "interrupted"].includes(job.state)) act("Cancel", `/api/jobs/${job.id}/cancel`);
-  if (job.args.watch && ["queued", "running"].includes(job.state)) {
+  if ((job.args || {}).watch && ["queued", "running"].includes(job.state)) {
     actions.append(element("button", {
       text: "Stop watching", "data-action": "stop",
       onclick: () => attempt(async () => { await api(`/api/jobs/${job.id}/stop`, {}); await pollJobs(); }),
@@ -102,7 +102,7 @@ function showSampleProgress(job) {
   const box = $("#sample-progress");
   const samples = (job && job.progress && job.progress.samples) || [];
   if (!samples.length) { box.replaceChildren(); return; }
-  const watching = job.args.watch && job.state === "running" ? ", watching the folder for new images" : "";
+  const watching = (job.args || {}).watch && job.state === "running" ? ", watching the folder for new images" : "";
   box.replaceChildren(element("h2", { text: `Images classified per sample (${job.state}${watching})` }),
     element("div", { class: "bars" }, ...samples.map((s) => element("div", { "data-sample": s.sample },
       element("span", { text: s.sample }),
