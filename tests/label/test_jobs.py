@@ -24,7 +24,7 @@ from foramflow.abundance.steps import estimate_abundance
 from foramflow.bundle import Bundle
 from foramflow.bundle.validation import read_validation
 from foramflow.label.app import create_app
-from foramflow.label.job_worker import JobProgress, per_sample
+from foramflow.label.job_worker import JobProgress, images_listing, per_sample
 from foramflow.label.jobs import Jobs, now_iso, write_json
 from foramflow.label.routes_jobs import has_gpu
 from foramflow.label.store import LabelStore
@@ -418,3 +418,13 @@ def test_only_a_running_watch_can_be_stopped(client, image_root: Path, brightnes
     job = classify(client, image_root, brightness_bundle)
     response = client.post(f"/api/jobs/{job['id']}/stop")
     assert response.status_code == 409 and "does not watch a folder" in response.json()["detail"]
+
+
+def test_a_watched_folder_changes_only_with_its_images(tmp_path: Path, make_image):
+    make_image(tmp_path / "S1" / "a.png", np.full((8, 8), 0.5))
+    before = images_listing(tmp_path)
+    (tmp_path / "S1" / "log.txt").write_text("imaging system notes")
+    (tmp_path / "S1" / ".b.png.part").write_bytes(b"half")
+    assert images_listing(tmp_path) == before
+    make_image(tmp_path / "S1" / "b.png", np.full((8, 8), 0.5))
+    assert [Path(p).name for p, _size, _mtime in images_listing(tmp_path)] == ["a.png", "b.png"]

@@ -184,10 +184,13 @@ def run_classify(store: LabelStore, folder: Path, args: dict, progress) -> dict:
 
 
 def images_listing(images: Path) -> list[tuple[str, int, int]]:
-    """Path, size and modification time of every file under ``images``: what a change is."""
+    """Path, size and modification time of every image under ``images``: what a change is
+    (other files, such as an imaging system's logs, change nothing)."""
+    from foramflow.io.images import is_image_file
+
     listing = []
     for path in sorted(images.rglob("*")):
-        if path.is_file():
+        if path.is_file() and is_image_file(path):
             stat = path.stat()
             listing.append((str(path), stat.st_size, stat.st_mtime_ns))
     return listing
