@@ -19,6 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, Field
 
+from foramflow.classify.results import PREDICTIONS_FILE
 from foramflow.errors import ForamflowError
 from foramflow.label.jobs import LIVE, JobError, Jobs, read_json
 from foramflow.label.pages import render
@@ -225,7 +226,7 @@ def jobs_router(store: LabelStore) -> APIRouter:
 
     def predictions(job_id: str) -> pd.DataFrame:
         job = finished(job_id, "classify")
-        return pd.read_parquet(Path(job["result"]["results"]) / "predictions.parquet")
+        return pd.read_parquet(Path(job["result"]["results"]) / PREDICTIONS_FILE)
 
     @router.get("/api/jobs/{job_id}/samples")
     def samples(job_id: JobId) -> list[dict]:
