@@ -7,67 +7,31 @@ check the exported folders. A screenshot is kept in build/test-artifacts/label-g
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from foramflow.label.app import create_app
+from browser_kit import VIEWPORT, chromium, needs_chromium, serve
 from foramflow.label.store import LabelStore
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian chromium not installed (make test installs it as root)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def served(store: LabelStore):
-    """The app on a free local port, in a background thread."""
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(store.project_dir), host="127.0.0.1", port=port, log_level="error"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(store.project_dir) as url:
+        yield url + "/"
 
 
 @pytest.fixture
 def page(served):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
+    with chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
         page.goto(served)
         page.wait_for_selector("body[data-ready='1']")
         yield page
-        browser.close()
 
 
 def count(page, label: str) -> int:

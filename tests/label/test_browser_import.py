@@ -7,36 +7,22 @@ import guide shows, when FORAMFLOW_SCREENSHOTS=1 (``make screenshots``).
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from foramflow.data.synthetic import make_slide
-from foramflow.imaging.save import save_image
-from foramflow.label.app import create_app
+from browser_kit import VIEWPORT, chromium, needs_chromium, serve, write_trays
 from foramflow.label.store import LabelStore
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-CHROMIUM_ARGS += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PIXELS_PER_MM = 200.0  # synthetic slides have 5 µm pixels
 PARTICLES = {"core1_10cm": 6, "core1_20cm": 4}
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian chromium not installed (make test installs it as root)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def trays(tmp_path: Path) -> Path:
-    root = tmp_path / "trays"
-    for seed, (sample, n) in enumerate(PARTICLES.items()):
-        slide = make_slide(n_particles=n, pixel_size_um=1000 / PIXELS_PER_MM, seed=seed)
-        save_image(root / sample / "tray.png", slide.image)
-    return root
+    return write_trays(tmp_path / "trays", PARTICLES, PIXELS_PER_MM)
 
 
 @pytest.fixture
@@ -46,34 +32,17 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def served(project: Path):
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(project), host="127.0.0.1", port=port, log_level="error")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(project) as url:
+        yield url
 
 
 @pytest.fixture
 def page(served):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
+    with chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
         page.goto(f"{served}/import")
         page.wait_for_selector("body[data-ready='1']")
         yield page
-        browser.close()
 
 
 def shot(page, folder: Path, name: str) -> None:

@@ -9,62 +9,36 @@ FORAMFLOW_SCREENSHOTS=1 (``make screenshots``).
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from browser_kit import VIEWPORT, chromium, download, needs_chromium, open_page, serve
+from browser_kit import wait_for_job as wait_for
 from foramflow.abundance.steps import estimate_abundance
-from foramflow.label.app import create_app
 from foramflow.label.store import LabelStore
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 HUMAN_CSV = "sample,depth_cm,dark,bright\nS3_30cm,30,2,2\nS4_40cm,40,3,1\n"
 JOB_WAIT_MS = 180_000
 SAMPLE_REGEX = r"^(?P<sample>[^/]+_(?P<depth_cm>\d+)cm)/"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian chromium not installed (make test installs it as root)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def served(store: LabelStore):
-    """The app on a free local port, in a background thread."""
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(store.project_dir), host="127.0.0.1", port=port, log_level="error"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(store.project_dir) as url:
+        yield url
 
 
 @pytest.fixture
 def browser_page(served):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(
-            viewport={"width": 1280, "height": 800}, accept_downloads=True
-        )
-        yield context.new_page()
-        browser.close()
+    with chromium() as browser:
+        yield browser.new_context(viewport=VIEWPORT, accept_downloads=True).new_page()
+
+
+def wait_for_job(page, kind: str) -> None:
+    wait_for(page, kind, JOB_WAIT_MS)
 
 
 @pytest.fixture
@@ -77,23 +51,6 @@ def core(tmp_path: Path, make_image) -> Path:
         for i in range(4):
             make_image(root / sample / f"c{i}.png", np.full((24, 24), 0.8 if i % 2 else 0.2))
     return root
-
-
-def open_page(page, base: str, name: str) -> None:
-    page.goto(f"{base}/{name}")
-    page.wait_for_selector("body[data-ready='1']")
-
-
-def wait_for_job(page, kind: str) -> None:
-    page.wait_for_selector(f"#jobs tr[data-kind={kind}][data-state=done]", timeout=JOB_WAIT_MS)
-
-
-def download(page, selector: str, folder: Path) -> Path:
-    with page.expect_download() as info:
-        page.click(selector)
-    target = folder / info.value.suggested_filename
-    info.value.save_as(target)
-    return target
 
 
 def test_train_classify_count_from_the_browser(

@@ -11,41 +11,35 @@ the labelling and count pages at 1280×800 go to docs/images/ with FORAMFLOW_SCR
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from browser_kit import (
+    VIEWPORT,
+    chromium,
+    download,
+    needs_chromium,
+    open_page,
+    serve,
+    write_trays,
+)
+from browser_kit import wait_for_job as wait_for
 from foramflow.abundance.steps import estimate_abundance
-from foramflow.data.synthetic import make_slide
-from foramflow.imaging.save import save_image
-from foramflow.label.app import create_app
 from foramflow.label.store import LabelStore
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-CHROMIUM_ARGS += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PIXELS_PER_MM = 200.0  # synthetic slides have 5 µm pixels
 PARTICLES = {"core1_10cm": 14, "core1_20cm": 14}  # all found by the segment step
 SAMPLE_REGEX = r"(?P<sample>core\d+_(?P<depth_cm>\d+)cm)"
 HUMAN_CSV = "sample,depth_cm,small,large\ncore1_10cm,10,8,6\ncore1_20cm,20,5,7\n"
 JOB_WAIT_MS = 120_000
-VIEWPORT = {"width": 1280, "height": 800}
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian chromium not installed (make test installs it as root)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def trays(tmp_path: Path) -> Path:
-    root = tmp_path / "trays"
-    for seed, (sample, n) in enumerate(PARTICLES.items()):
-        slide = make_slide(n_particles=n, pixel_size_um=1000 / PIXELS_PER_MM, seed=seed)
-        save_image(root / sample / "tray.png", slide.image)
-    return root
+    return write_trays(tmp_path / "trays", PARTICLES, PIXELS_PER_MM)
 
 
 @pytest.fixture
@@ -55,48 +49,18 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def served(project: Path):
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(project), host="127.0.0.1", port=port, log_level="error")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(project) as url:
+        yield url
 
 
 @pytest.fixture
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
-
-
-def open_page(page, base: str, name: str) -> None:
-    page.goto(f"{base}/{name}")
-    page.wait_for_selector("body[data-ready='1']")
 
 
 def wait_for_job(page, kind: str) -> None:
-    page.wait_for_selector(f"#jobs tr[data-kind={kind}][data-state=done]", timeout=JOB_WAIT_MS)
-
-
-def download(page, selector: str, folder: Path) -> Path:
-    with page.expect_download() as info:
-        page.click(selector)
-    target = folder / info.value.suggested_filename
-    info.value.save_as(target)
-    return target
+    wait_for(page, kind, JOB_WAIT_MS)
 
 
 LABEL_BY_AREA = """async () => {
