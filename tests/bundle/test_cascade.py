@@ -33,7 +33,7 @@ def test_the_unsure_images_and_only_they_go_to_the_full_network():
     unsure_gap, sure_gap = top_two_margin(np.array([UNSURE, SURE]))
     assert unsure_gap < record.margin <= sure_gap
     assert record.rechecked_share == pytest.approx(0.2)
-    assert record.top1 == record.full_top1 == 1.0
+    assert record.top1 == record.full_top1 == record.held_out_top1 == 1.0
     assert record.one_view_top1 == pytest.approx(0.8)
     assert record.validation_images == 300 and record.one_view_temperature == 1.5
 
@@ -46,6 +46,21 @@ def test_a_loss_within_the_bound_sends_nothing_on():
 
 def test_no_cascade_when_it_would_send_most_images_on():
     assert choose(*sets(100, 200)) is None
+
+
+def test_no_cascade_when_a_margin_chosen_on_one_half_fails_the_other():
+    """Alternate images: the even ones' unsure and wrong answers lie 0.1 apart, the odd
+    ones' 0.3. On the whole split the margin covers both; chosen on the even half it misses
+    the odd half's ten, a point of top-1."""
+    labels, one_view = [], []
+    for i in range(1000):
+        wrong = i < 40 and i % 4 < 2  # 10 even and 10 odd images
+        gap = 0.1 if i % 2 == 0 else 0.3
+        labels.append(1 if wrong else 0)
+        one_view.append([0.5 + gap / 2, 0.5 - gap / 2, 0.0] if wrong else SURE)
+    labels = np.array(labels)
+    full = ValidationSet(labels, np.eye(3)[labels])
+    assert choose(full, ValidationSet(labels, np.array(one_view))) is None
 
 
 def test_no_cascade_on_a_split_too_small_to_tell():

@@ -276,6 +276,7 @@ class CascadeCheck(_Open):
     validation_images: int
     rechecked_share: float  # of the validation images, sent to the full network
     top1: float  # the cascade's validation top-1
+    held_out_top1: float | None = None  # each half judged by the margin chosen on the other
     full_top1: float  # the full network's
     one_view_top1: float
     # SHA-256 of the model.onnx and the one-view file it was chosen for.
