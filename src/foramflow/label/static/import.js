@@ -7,23 +7,6 @@ const HEADINGS = { equivalent_diameter_um: "diameter µm", area_um2: "area µm²
   circularity: "circularity", solidity: "solidity", concavity: "concavity" };
 const table = { sort: "id", descending: false, measure: null, low: null, high: null };
 
-async function api(path, body) {
-  const options = body === undefined ? {} :
-    { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
-  const response = await fetch(path, options);
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail));
-  return data;
-}
-
-function toast(message) {
-  const t = $("toast");
-  t.textContent = message;
-  t.classList.add("show");
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => t.classList.remove("show"), 4000);
-}
-
 async function guarded(work) {
   try { await work(); } catch (err) { toast(`error: ${err.message}`); $("result").textContent = `error: ${err.message}`; }
 }

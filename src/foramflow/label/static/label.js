@@ -12,23 +12,6 @@ const state = {
   classes: [], activeClass: null,
 };
 
-async function api(path, body) {
-  const options = body === undefined ? {} :
-    { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
-  const response = await fetch(path, options);
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.detail ? JSON.stringify(data.detail) : response.statusText);
-  return data;
-}
-
-function toast(message) {
-  const t = $("toast");
-  t.textContent = message;
-  t.classList.add("show");
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => t.classList.remove("show"), 2500);
-}
-
 const user = () => $("user").value.trim() || null;
 
 // -- project, classes ------------------------------------------------------------------

@@ -6,26 +6,6 @@ const PAGE = document.body.dataset.page;
 const $ = (selector) => document.querySelector(selector);
 const state = { jobs: [], human: null, shownDone: {} };
 
-async function api(path, body, contentType) {
-  const options = body === undefined ? {} : {
-    method: "POST",
-    headers: { "Content-Type": contentType || "application/json" },
-    body: contentType ? body : JSON.stringify(body),
-  };
-  const response = await fetch(path, options);
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.detail ? JSON.stringify(data.detail).replace(/^"|"$/g, "") : response.statusText);
-  return data;
-}
-
-function toast(text) {
-  const box = $("#toast");
-  box.textContent = text;
-  box.classList.add("show");
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => box.classList.remove("show"), 4000);
-}
-
 function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attributes)) {
