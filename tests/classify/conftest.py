@@ -51,8 +51,8 @@ def p_bright(grey_level: int) -> float:
 def brightness_model(
     size: int = 16, steepness: float = STEEPNESS, *, conv: bool = False
 ) -> onnx.ModelProto:
-    """``conv``: the image passes a 1×1 convolution of weight 1 first (same answers), so
-    that quantisation has a convolution's weights to work on."""
+    """``conv``: the image passes two 1×1 convolutions, of weights 2 and 1/2, first (same
+    answers), so that quantisation has a convolution's weights to work on besides the stem's."""
     weights = np.array([[-steepness, steepness]], dtype=np.float32)
     bias = np.array([steepness / 2, -steepness / 2], dtype=np.float32)
     initializer = [
@@ -62,8 +62,10 @@ def brightness_model(
     nodes = []
     if conv:
         one = np.ones((1, 1, 1, 1), dtype=np.float32)
-        initializer.append(numpy_helper.from_array(one, "identity"))
-        nodes.append(helper.make_node("Conv", ["image", "identity"], ["convolved"]))
+        initializer.append(numpy_helper.from_array(one * 2, "stem_weight"))
+        initializer.append(numpy_helper.from_array(one / 2, "halve"))
+        nodes.append(helper.make_node("Conv", ["image", "stem_weight"], ["stem"], name="stem"))
+        nodes.append(helper.make_node("Conv", ["stem", "halve"], ["convolved"]))
     nodes += [
         helper.make_node("GlobalAveragePool", ["convolved" if conv else "image"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["mean"], axis=1),

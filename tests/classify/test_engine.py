@@ -28,7 +28,9 @@ def test_engine_applies_the_bundle_temperature(kit, tmp_path):
     assert warm.predict(batch)[0, 1] == pytest.approx(1 / (1 + np.exp(-logit / 2)), rel=1e-5)
 
 
-def test_int8_copy_is_recorded_and_used_by_auto(kit, bundle, tree, tmp_path):
+def test_int8_copy_made_from_unlabelled_images_runs_when_asked_never_under_auto(
+    kit, bundle, tree, tmp_path
+):
     with pytest.raises(BundleError, match="no int8 model"):
         resolve_precision(Bundle.load(bundle), "int8")
     images = sorted(tree.rglob("*.png"))
@@ -38,9 +40,10 @@ def test_int8_copy_is_recorded_and_used_by_auto(kit, bundle, tree, tmp_path):
     assert (bundle / record["file"]).is_file()
     assert record["calibration_images"] + record["check_images"] == len(images)
     assert record["top1_agreement"] == 1.0
-    assert resolve_precision(Bundle.load(bundle), "auto") == ("int8", "model.int8.onnx")
+    # agreeing on images without labels is no validation top-1: "auto" stays in fp32
+    assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
 
-    result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
+    result = classify_folder(bundle, tree, tmp_path / "out", workers=0, precision="int8")
     assert result.run.precision == "int8"
     counts = result.counts[[*kit.labels, "unsure"]]
     expected = pd.DataFrame(kit.expected_counts, index=[*kit.labels, "unsure", "error"]).T
@@ -61,8 +64,11 @@ def test_int8_weights_keep_to_seven_bits_so_cpus_without_vnni_do_not_overflow(ki
         if t.data_type == onnx.TensorProto.INT8
     ]
     assert weights, "the int8 copy quantises no weights"
-    # the convolution's weight of 1 is the largest: 127 with 8 bits, 64 with 7
+    # the second convolution's one weight is its largest: 127 with 8 bits, 64 with 7
     assert max(int(np.abs(w.astype(int)).max()) for w in weights) == 64
+    # the stem, which reads the image, stays in fp32: the image and its weights as they are
+    (stem,) = [n for n in model.graph.node if n.op_type == "Conv" and n.output == ["stem"]]
+    assert list(stem.input) == ["image", "stem_weight"]
 
 
 def test_classify_asks_for_int8_quantises_on_its_own_images(bundle, tree, tmp_path):
@@ -88,21 +94,29 @@ def test_zipped_bundle_classifies_like_the_folder(kit, bundle, tree, tmp_path):
         quantize_bundle(archive, sorted(tree.rglob("*.png")))
 
 
-def test_auto_keeps_fp32_when_the_int8_model_agrees_too_little(bundle, tree):
+@pytest.mark.parametrize(
+    ("images", "loss", "expected"),
+    [(200, 0.002, "int8"), (200, 0.004, "fp32"), (199, 0.0, "fp32")],
+    ids=["kept", "lost-too-much", "too-few-images"],
+)
+def test_auto_takes_int8_only_where_it_kept_the_validation_top1(
+    bundle, tree, images, loss, expected
+):
     record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
-    update_bundle_meta(bundle, int8={**record, "top1_agreement": 0.99})
-    assert resolve_precision(Bundle.load(bundle), "auto") == ("fp32", "model.onnx")
+    checked = {"validation_images": images, "fp32_validation_top1": 0.8}
+    update_bundle_meta(bundle, int8={**record, **checked, "validation_top1": 0.8 - loss})
+    assert resolve_precision(Bundle.load(bundle), "auto")[0] == expected
     assert resolve_precision(Bundle.load(bundle), "int8") == ("int8", "model.int8.onnx")
 
 
-def test_int8_asked_for_again_is_warned_of_again_when_it_agrees_too_little(bundle, tree, tmp_path):
+def test_int8_asked_for_again_says_again_that_auto_does_not_use_it(bundle, tree, tmp_path):
     record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
     update_bundle_meta(bundle, int8={**record, "top1_agreement": 0.40})
     progress = Recorded()
     messages = progress.messages
     classify_folder(bundle, tree, tmp_path / "out", precision="int8", workers=0, progress=progress)
     assert any("int8: top-1 agreement with fp32 40.00%" in m for m in messages)
-    assert any(m.startswith("warning: below 99.5%") for m in messages)
+    assert any("auto uses only an int8 copy checked on the validation split" in m for m in messages)
 
 
 def test_int8_model_made_by_an_older_method_is_made_again_when_asked_for(kit, tree, tmp_path):

@@ -263,8 +263,8 @@ def test_read_only_bundle_gets_its_int8_model_in_the_user_cache(
     assert bundle_state(read_only_bundle) == before
     (int8,) = user_cache.glob("foramflow/bundles/*/model.int8.onnx")
     assert result.run.model_file == str(int8)
-    again = run(read_only_bundle, tree, tmp_path / "b")  # auto takes the faithful int8 copy
-    assert again.run.precision == "int8"
+    again = run(read_only_bundle, tree, tmp_path / "b", precision="int8")  # the kept copy
+    assert again.run.precision == "int8" and again.run.model_file == str(int8)
     pd.testing.assert_frame_equal(result.counts, again.counts)
 
 

@@ -44,23 +44,30 @@ def choose_cascade(
     one_view_temperature: float,
     model_sha256: str,
     file_sha256: str,
+    reference_top1: float | None = None,
+    **files: str | None,
 ) -> CascadeCheck | None:
     """The cascade with the smallest share of images sent to the full network whose
-    validation top-1 is within :data:`MAX_TOP1_LOSS` of the full network's; None when the
-    two sets are not of the same images, there are too few of them, the cascade would send
-    more than :data:`MAX_RECHECKED_SHARE` of them on, or a margin chosen on one half of the
-    split loses more than the bound on the other (the choice would be fitted to the split)."""
+    validation top-1 is within :data:`MAX_TOP1_LOSS` of ``reference_top1`` (by default the
+    full network's: it differs where a stage runs an int8 copy, and is then fp32's); None
+    when the two sets are not of the same images, there are too few of them, no margin keeps
+    the bound, the cascade would send more than :data:`MAX_RECHECKED_SHARE` of them on, or
+    a margin chosen on one half of the split loses more than the bound on the other (the
+    choice would be fitted to the split). ``files``: which network each stage runs
+    (:class:`CascadeCheck`'s ``one_view_file``, ``full_file``, ``full_file_sha256``)."""
     labels = np.asarray(full.labels)
     if not np.array_equal(labels, one_view.labels) or len(labels) < MIN_VALIDATION_IMAGES:
         return None
     full_right = full.probabilities.argmax(1) == labels
     one_right = one_view.probabilities.argmax(1) == labels
+    target = (full_right.mean() if reference_top1 is None else reference_top1) - MAX_TOP1_LOSS
     margin = top_two_margin(one_view.probabilities)
-    cut = _smallest_cut(margin, full_right, one_right)
+    cut = _smallest_cut(margin, full_right, one_right, target)
+    if cut is None:
+        return None
     rechecked = margin < cut
-    held_out = _held_out_top1(margin, full_right, one_right)
-    full_top1 = float(full_right.mean())
-    if rechecked.mean() > MAX_RECHECKED_SHARE or held_out < full_top1 - MAX_TOP1_LOSS:
+    held_out = _held_out_top1(margin, full_right, one_right, target)
+    if rechecked.mean() > MAX_RECHECKED_SHARE or held_out is None or held_out < target:
         return None
     return CascadeCheck(
         margin=float(cut),
@@ -69,31 +76,37 @@ def choose_cascade(
         rechecked_share=float(rechecked.mean()),
         top1=float(np.where(rechecked, full_right, one_right).mean()),
         held_out_top1=held_out,
-        full_top1=full_top1,
+        full_top1=float(full_right.mean() if reference_top1 is None else reference_top1),
         one_view_top1=float(one_right.mean()),
         model_sha256=model_sha256,
         file_sha256=file_sha256,
+        **{name: value for name, value in files.items() if value is not None},
     )
 
 
-def _smallest_cut(margin: np.ndarray, full_right: np.ndarray, one_right: np.ndarray) -> float:
-    """The smallest margin whose cascade keeps top-1 within the bound. Candidates lie just
-    above each observed gap (an image at the margin is sent on); the largest sends every
-    image on and always holds."""
-    full_top1 = full_right.mean()
+def _smallest_cut(
+    margin: np.ndarray, full_right: np.ndarray, one_right: np.ndarray, target: float
+) -> float | None:
+    """The smallest margin whose cascade keeps top-1 at ``target`` or above, or None where
+    none does. Candidates lie just above each observed gap (an image at the margin is sent
+    on); the largest sends every image on."""
     for cut in np.unique(np.concatenate([[0.0], np.nextafter(margin, 2.0)])):
-        if np.where(margin < cut, full_right, one_right).mean() >= full_top1 - MAX_TOP1_LOSS:
+        if np.where(margin < cut, full_right, one_right).mean() >= target:
             return float(cut)
-    raise AssertionError("the largest margin sends every image on")  # pragma: no cover
+    return None
 
 
-def _held_out_top1(margin: np.ndarray, full_right: np.ndarray, one_right: np.ndarray) -> float:
+def _held_out_top1(
+    margin: np.ndarray, full_right: np.ndarray, one_right: np.ndarray, target: float
+) -> float | None:
     """The cascade's top-1 with each half of the split (alternate images) judged by the
-    margin chosen on the other half."""
+    margin chosen on the other half; None where a half has no margin that keeps ``target``."""
     half = np.arange(len(margin)) % 2
     right = np.empty(len(margin), dtype=bool)
     for judged in (0, 1):
         chosen_on, on = half != judged, half == judged
-        cut = _smallest_cut(margin[chosen_on], full_right[chosen_on], one_right[chosen_on])
+        cut = _smallest_cut(margin[chosen_on], full_right[chosen_on], one_right[chosen_on], target)
+        if cut is None:
+            return None
         right[on] = np.where(margin[on] < cut, full_right[on], one_right[on])
     return float(right.mean())

@@ -12,12 +12,15 @@ calibrate and the labelling app's pre-labelling.
   whose score lies that close to the unsure threshold, are recomputed in fp32, so that
   close calls come out as in fp32.
 
-Precision "auto" takes bf16 where the CPU has it, else int8, each only when its recorded
-top-1 agreement with fp32 is at least 99.5 % on at least 200 check images and the record
-names the hash of the model.onnx it checked (and of the int8 file); fp32 otherwise. For
-bf16 that is the agreement of its results as delivered, close calls recomputed, measured
-on images that did not set the margin (see :mod:`foramflow.bundle.bf16`), and it must
-recompute no more than a fifth of the images, else it is slower than fp32.
+Precision "auto" takes int8 only where the bundle's int8 copy was checked on the validation
+split at training time and kept its top-1 within 0.3 points of fp32's there, on at least 200
+images; and bf16 where the CPU has it and its recorded top-1 agreement with fp32 is at least
+99.5 % on at least 200 check images. Each record names the hash of the model.onnx it checked
+(and of the int8 file); fp32 otherwise. For bf16 that is the agreement of its results as
+delivered, close calls recomputed, measured on images that did not set the margin (see
+:mod:`foramflow.bundle.bf16`), and it must recompute no more than a fifth of the images,
+else it is slower than fp32. An int8 copy made at classification time, from images without
+labels, runs when asked for (``--precision int8``), never under "auto".
 
 The network's outputs must be probabilities: finite, not negative, each row summing to 1;
 anything else is a :class:`BundleError` naming the model, never a class or "unsure".
@@ -36,11 +39,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from foramflow.bundle.cascade import top_two_margin
+from foramflow.bundle.cascade import MAX_TOP1_LOSS, MIN_VALIDATION_IMAGES, top_two_margin
 from foramflow.bundle.schema import (
+    INT8_FILE,
     META_FILE,
     MODEL_FILE,
-    ONE_VIEW_FILE,
+    ONE_VIEW_INT8_FILE,
     BundleError,
     PrecisionCheck,
     describe_input,
@@ -97,6 +101,16 @@ def faithful(record: PrecisionCheck | None) -> bool:
     return (agreement or 0.0) >= MIN_AGREEMENT
 
 
+def validated(record: PrecisionCheck | None) -> bool:
+    """Whether a reduced-precision record shows, on at least :data:`MIN_VALIDATION_IMAGES`
+    images of the validation split, a top-1 within :data:`MAX_TOP1_LOSS` of fp32's."""
+    if record is None or record.validation_top1 is None or record.fp32_validation_top1 is None:
+        return False
+    return (record.validation_images or 0) >= MIN_VALIDATION_IMAGES and (
+        record.validation_top1 >= record.fp32_validation_top1 - MAX_TOP1_LOSS
+    )
+
+
 def bf16_pays(record: PrecisionCheck | None) -> bool:
     """Whether a bf16 record is faithful and recomputes few enough images in fp32 to be
     faster than fp32."""
@@ -149,19 +163,23 @@ def cascade_problem(bundle: Bundle) -> str | None:
         return "the bundle holds no cascade (a run that wrote no bundle_fast, or one older)"
     if record.model_sha256 != sha256(bundle.read_model()):
         return f"its cascade was chosen for another {MODEL_FILE}"
-    try:
-        one_view = bundle.read_model(ONE_VIEW_FILE)
-    except BundleError as err:
-        return f"its cascade's one-view network cannot be read: {err}"
-    if record.file_sha256 != sha256(one_view):
-        return f"its {ONE_VIEW_FILE} is not the file its cascade was chosen for"
+    stages = [(record.one_view_file, record.file_sha256)]
+    if record.full_file != MODEL_FILE:
+        stages.append((record.full_file, record.full_file_sha256))
+    for name, expected in stages:
+        try:
+            data = bundle.read_model(name)
+        except BundleError as err:
+            return f"its cascade's network {name} cannot be read: {err}"
+        if expected != sha256(data):
+            return f"its {name} is not the file its cascade was chosen for"
     return None
 
 
 def auto_takes_int8(bundle: Bundle) -> bool:
-    """Whether "auto" may run the bundle's int8 model: faithful on enough images, made from
-    this network, and the very file that was checked."""
-    return faithful(bundle.meta.int8) and int8_problem(bundle) is None
+    """Whether "auto" may run the bundle's int8 model: it kept fp32's top-1 on the validation
+    split, was made from this network, and is the very file that was checked."""
+    return validated(bundle.meta.int8) and int8_problem(bundle) is None
 
 
 def auto_takes_bf16(bundle: Bundle) -> bool:
@@ -181,7 +199,7 @@ def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
         problem = cascade_problem(bundle)
         if problem:
             raise BundleError(f"{bundle.path}: {problem}")
-        return "cascade", MODEL_FILE
+        return "cascade", bundle.meta.cascade.full_file
     if precision == "bf16" or (precision == "auto" and auto_takes_bf16(bundle)):
         return "bf16", MODEL_FILE
     if precision == "int8" or (precision == "auto" and int8 and auto_takes_int8(bundle)):
@@ -253,7 +271,8 @@ class Engine:
             self._run = _runner(session)
         self._first = None  # the cascade's one-view network
         if self.precision == "cascade":
-            record, one_view = bundle.meta.cascade, bundle.network(ONE_VIEW_FILE)
+            record = bundle.meta.cascade
+            one_view = bundle.network(record.one_view_file)
             first = _onnxruntime(one_view.model, self.threads, bundle, one_view.where)
             self._first = _runner(first)
             self.first_where, self.cascade_margin = one_view.where, record.margin
@@ -263,8 +282,10 @@ class Engine:
         """What runs the network, as reports say it."""
         runtime = "OpenVINO" if self.precision == "bf16" else "ONNX Runtime"
         if self.precision == "cascade":
+            record = self.bundle.meta.cascade
             return (
-                f"{runtime}, fp32, one view first and every turn where it is unsure, "
+                f"{runtime}, {_file_precision(record.one_view_file)} one view first and "
+                f"{_file_precision(record.full_file)} every turn where it is unsure, "
                 f"{self.threads} CPU thread(s)"
             )
         return f"{runtime}, {self.precision}, {self.threads} CPU thread(s)"
@@ -305,6 +326,10 @@ class Engine:
             calibrated[unsure] = apply_temperature(full, self.temperature)
             self.n_rechecked += len(unsure)
         return calibrated
+
+
+def _file_precision(name: str) -> str:
+    return "int8" if name in (INT8_FILE, ONE_VIEW_INT8_FILE) else "fp32"
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:

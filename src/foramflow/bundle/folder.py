@@ -51,6 +51,7 @@ from foramflow.bundle.schema import (
     NHWC_FILE,
     ONE_VIEW_BUNDLE,
     ONE_VIEW_FILE,
+    ONE_VIEW_INT8_FILE,
     PRECISION_RECORDS,
     RUN_BUNDLE,
     BundleError,
@@ -72,7 +73,10 @@ from foramflow.io.limits import (
 )
 
 #: The files every bundle writer writes itself; other files of a bundle are copied as they are.
-OWN_FILES = (META_FILE, MODEL_FILE, NHWC_FILE, NETWORK_INFO_FILE, INT8_FILE, ONE_VIEW_FILE)
+OWN_FILES = (
+    META_FILE, MODEL_FILE, NHWC_FILE, NETWORK_INFO_FILE, INT8_FILE, ONE_VIEW_FILE,
+    ONE_VIEW_INT8_FILE,
+)  # fmt: skip
 
 logger = logging.getLogger("foramflow")
 

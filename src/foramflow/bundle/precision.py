@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from foramflow.bundle.bf16 import measure_bf16
+from foramflow.bundle.cascade import MAX_TOP1_LOSS
 from foramflow.bundle.engine import (
     MAX_RECHECK_SHARE,
     MIN_AGREEMENT,
@@ -18,6 +19,7 @@ from foramflow.bundle.engine import (
     faithful,
     int8_file,
     int8_problem,
+    validated,
 )
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.quantize import METHOD, quantize_into
@@ -37,8 +39,9 @@ def ensure_precision(
 
     bf16 (asked for, or "auto" on a CPU that has it) is checked against fp32 on ``paths``, the
     images to classify; int8, when asked for and the bundle has none, or one made by another
-    method than today's, from another network, or whose file is not the one checked (or when "auto"
-    would take such a one), is calibrated on them. The records go where ``records`` can keep
+    method than today's, from another network, or whose file is not the one checked, is
+    calibrated on them. "auto" takes only an int8 copy checked on the validation split at
+    training time, and never makes one. The records go where ``records`` can keep
     them; a check on fewer than :data:`MIN_CHECK_IMAGES` images is reported, used when asked
     for, but never kept, so that "auto" never relies on it.
     """
@@ -53,12 +56,11 @@ def ensure_precision(
         else:
             log(_thin_evidence("bf16", record))
         _report_agreement(log, "bf16", record)
-    if precision == "auto" and not wants_bf16 and faithful(bundle.meta.int8):
-        problem = int8_problem(bundle)
-        if problem is None:
-            return precision
-        log(f"warning: {bundle.path}: {problem}")
-    elif precision != "int8":
+    if precision == "auto":
+        if validated(bundle.meta.int8) and (problem := int8_problem(bundle)):
+            log(f"warning: {bundle.path}: {problem}; --precision auto runs without it")
+        return precision
+    if precision != "int8":
         return precision
     problem = int8_problem(bundle)
     if problem is None and bundle.meta.int8.method == METHOD:
@@ -111,16 +113,20 @@ def _report_kept(log, what: str, bundle: Bundle, folder: Path | None) -> None:
 
 
 def _report_agreement(log, precision: str, record: PrecisionCheck) -> None:
-    log(
-        f"{precision}: top-1 agreement with fp32 {record.top1_agreement:.2%} "
-        f"on {record.check_images} images"
-    )
+    if record.top1_agreement is not None:
+        log(
+            f"{precision}: top-1 agreement with fp32 {record.top1_agreement:.2%} "
+            f"on {record.check_images} images"
+        )
     if record.rechecked_agreement is not None:
         log(
             f"{precision}: {record.rechecked_agreement:.2%} with its close calls "
             f"({record.recheck_share:.1%} of images) recomputed in fp32, on images that "
             "did not set the margin"
         )
+    if precision == "int8":
+        _report_validation(log, record)
+        return
     if not enough_evidence(record):
         return
     if not faithful(record):
@@ -133,4 +139,23 @@ def _report_agreement(log, precision: str, record: PrecisionCheck) -> None:
             f"bf16 would recompute {record.recheck_share:.0%} of images in fp32 (its close calls "
             f"and scores near the unsure threshold), more than {MAX_RECHECK_SHARE:.0%}: no "
             "faster than fp32, which --precision auto uses with this bundle"
+        )
+
+
+def _report_validation(log, record: PrecisionCheck) -> None:
+    """What the int8 copy kept of fp32's validation top-1, which decides whether "auto" uses it."""
+    if record.validation_top1 is None or record.fp32_validation_top1 is None:
+        log(
+            "int8: checked without labelled images; --precision auto uses only an int8 copy "
+            "checked on the validation split at training time"
+        )
+        return
+    log(
+        f"int8: validation top-1 {record.validation_top1:.2%} against fp32's "
+        f"{record.fp32_validation_top1:.2%} on {record.validation_images} images"
+    )
+    if not validated(record):
+        log(
+            f"warning: int8 loses more than {MAX_TOP1_LOSS:.1%} of top-1 on the validation split "
+            "(or was checked on too few images); --precision auto uses fp32 with this bundle"
         )

@@ -46,6 +46,8 @@ NHWC_FILE = "model.nhwc.onnx"
 # The same weights reading each image once, run first by the cascade
 # (see :mod:`foramflow.bundle.cascade`).
 ONE_VIEW_FILE = "model.one_view.onnx"
+# Its int8 copy, made and checked on the validation split at training time.
+ONE_VIEW_INT8_FILE = "model.one_view.int8.onnx"
 REFERENCE_FILE = "reference_features.npz"
 VALIDATION_FILE = "validation.npz"
 CALIBRATION_DIR = "calibration"
@@ -264,6 +266,10 @@ class PrecisionCheck(_Open):
     # SHA-256 of the model.onnx checked, and of the int8 file: a record describes those bytes.
     model_sha256: str | None = None
     file_sha256: str | None = None
+    # int8 made at training time: top-1 on the validation split, and fp32's on the same images.
+    validation_images: int | None = None
+    validation_top1: float | None = None
+    fp32_validation_top1: float | None = None
 
 
 class CascadeCheck(_Open):
@@ -282,6 +288,11 @@ class CascadeCheck(_Open):
     # SHA-256 of the model.onnx and the one-view file it was chosen for.
     model_sha256: str
     file_sha256: str
+    # The networks each stage runs (fp32 or int8 copies), and the full stage's file's hash
+    # where it is not model.onnx itself.
+    one_view_file: str = ONE_VIEW_FILE
+    full_file: str = MODEL_FILE
+    full_file_sha256: str | None = None
 
 
 def _preprocessing(value) -> PreprocessSpec:

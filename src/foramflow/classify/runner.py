@@ -21,6 +21,7 @@ from foramflow.bundle.decisions import ERROR, UNSURE, DecisionRule
 from foramflow.bundle.decode import decode_batch
 from foramflow.bundle.engine import (
     Engine,
+    auto_takes_int8,
     available_cores,
     cascade_problem,
     resolve_precision,
@@ -229,7 +230,11 @@ def _choose_setup(
     resolved = resolve_precision(bundle, precision)[0]
     candidates = [resolved]
     if precision == "auto":
-        candidates += [*(["cascade"] if cascade_problem(bundle) is None else []), "fp32"]
+        candidates += [
+            *(["int8"] if auto_takes_int8(bundle) else []),
+            *(["cascade"] if cascade_problem(bundle) is None else []),
+            "fp32",
+        ]
     if scheduler is not None:  # the cluster's workers run one thread each
         return Setup(resolved, 1, batch_size or DEFAULT_BATCH_SIZE, source="given")
     paths = [

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
-from foramflow.bundle.cascade import choose_cascade
+from foramflow.bundle.cascade import MIN_VALIDATION_IMAGES, choose_cascade
+from foramflow.bundle.engine import validated
 from foramflow.bundle.folder import Bundle, write_bundle
+from foramflow.bundle.quantize import CheckedInt8, quantize_on_validation
 from foramflow.bundle.schema import (
+    INT8_FILE,
+    MODEL_FILE,
     ONE_VIEW_BUNDLE,
     ONE_VIEW_FILE,
+    ONE_VIEW_INT8_FILE,
     RUN_BUNDLE,
     CascadeCheck,
+    PrecisionCheck,
     PriorCorrection,
     TrainingInfo,
     TrainingSet,
@@ -41,6 +49,9 @@ from foramflow.training.config import TrainConfig
 from foramflow.training.export import onnx_bytes, training_meta
 from foramflow.training.prior import as_trained, divide_out_class_weights
 from foramflow.training.run_folder import CONFIG_FILE, LOG_FILE, METRICS_FILE
+
+#: Training images the int8 copies' activation ranges are calibrated on.
+INT8_CALIBRATION = 256
 
 
 def export_and_evaluate(
@@ -69,7 +80,9 @@ def export_and_evaluate(
     if weighted:  # one tail: this divides them out of ``one_view`` too
         divide_out_class_weights(network, weights)
 
-    def export(module: nn.Module, folder: str, params: dict) -> tuple[Bundle, Evaluation]:
+    def export(
+        module: nn.Module, folder: str, params: dict
+    ) -> tuple[Bundle, Evaluation, CheckedInt8 | None]:
         meta = training_meta(
             name=out.name, model_name=config.model, model_params=params,
             labels=image_set.classes, spec=spec,
@@ -109,20 +122,33 @@ def export_and_evaluate(
             training_set=_training_set(data, config),
             training=_training(state, config, n_train=len(data.train_index)),
         )
-        return bundle, evaluation
+        return bundle, evaluation, _add_int8(bundle, data, evaluation, progress)
 
     progress.message("Exporting the best network to ONNX …")
-    bundle, evaluation = export(network, RUN_BUNDLE, model_params)
+    bundle, evaluation, int8 = export(network, RUN_BUNDLE, model_params)
     summary = [*_summary(evaluation, data, config, model_params, state),
                *_calibration_rows(bundle)]  # fmt: skip
     if one_view is not None:
         progress.message("Exporting the network reading each image once …")
-        fast_bundle, fast = export(one_view, ONE_VIEW_BUNDLE, {**model_params, "cyclic": False})
+        fast_bundle, fast, fast_int8 = export(
+            one_view, ONE_VIEW_BUNDLE, {**model_params, "cyclic": False}
+        )
         evaluation.metrics["one_view"] = _headline(fast)
         summary.append(_one_view_row(fast))
-        cascade = _add_cascade(bundle, fast_bundle, evaluation, fast, progress)
+        cascade = _add_cascade(
+            bundle,
+            _stages(bundle, evaluation, int8, MODEL_FILE, INT8_FILE),
+            _stages(fast_bundle, fast, fast_int8, ONE_VIEW_FILE, ONE_VIEW_INT8_FILE),
+            evaluation,
+            fast_bundle.temperature,
+            progress,
+        )
         if cascade is not None:
             evaluation.metrics["cascade"] = cascade.to_json()
+            summary.append(_cascade_row(cascade))
+    if int8 is not None:
+        evaluation.metrics["int8"] = int8.record.to_json()
+        summary.append(_int8_row(int8.record))
     val_images = data.images[data.val_index]
     report = write_evaluation(
         out / "evaluation",
@@ -145,33 +171,123 @@ def export_and_evaluate(
     return report
 
 
-def _add_cascade(
-    bundle: Bundle, fast_bundle: Bundle, full: Evaluation, fast: Evaluation, progress: Progress
-) -> CascadeCheck | None:
-    """Give ``bundle`` the one-view network and the cascade chosen on the validation split,
-    where one keeps the full network's top-1 (:mod:`foramflow.bundle.cascade`)."""
-    one_view = fast_bundle.read_model()
-    record = choose_cascade(
-        ValidationSet(labels=full.y_true, probabilities=full.probabilities),
-        ValidationSet(labels=fast.y_true, probabilities=fast.probabilities),
-        one_view_temperature=fast_bundle.temperature,
-        model_sha256=hashlib.sha256(bundle.read_model()).hexdigest(),
-        file_sha256=hashlib.sha256(one_view).hexdigest(),
+def _add_int8(
+    bundle: Bundle, data, evaluation: Evaluation, progress: Progress
+) -> CheckedInt8 | None:
+    """Give ``bundle`` an int8 copy of its network, calibrated on training images and
+    checked on the validation split; "auto" uses it only where it kept fp32's top-1 there."""
+    if len(evaluation.y_true) < MIN_VALIDATION_IMAGES:
+        return None
+    progress.message(f"Making and checking an int8 copy of {bundle.path.name}/ …")
+    train = data.train_index
+    picked = np.unique(np.linspace(0, len(train) - 1, INT8_CALIBRATION).astype(int))
+    checked = quantize_on_validation(
+        bundle,
+        data.images[train[picked]],
+        data.images[data.val_index],
+        evaluation.y_true,
+        evaluation.probabilities,
     )
-    if record is None:
+    bundle.update(int8=checked.record)
+    r = checked.record
+    verdict = "used where faster" if validated(r) else "too much lost: not used by --precision auto"
+    progress.message(
+        f"int8 copy of {bundle.path.name}/: validation top-1 {r.validation_top1:.1%} against "
+        f"fp32's {r.fp32_validation_top1:.1%}: {verdict}"
+    )
+    return checked
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """One network a cascade stage may run: its validation probabilities, its file in the
+    run's bundle, its bytes and its measured time per image."""
+
+    probabilities: np.ndarray
+    file: str
+    model: bytes
+    ms_per_image: float
+
+
+def _stages(
+    source: Bundle, evaluation: Evaluation, int8: CheckedInt8 | None, file: str, int8_file: str
+) -> list[_Stage]:
+    """A network as a cascade stage, as the run's bundle would hold it (``file``), and its
+    int8 copy (``int8_file``) where that kept fp32's validation top-1."""
+    fp32 = _Stage(
+        evaluation.probabilities, file, source.read_model(), evaluation.inference_ms_per_image
+    )
+    if int8 is None or not validated(int8.record):
+        return [fp32]
+    model = source.read_model(int8.record.file)
+    return [fp32, _Stage(int8.probabilities, int8_file, model, int8.ms_per_image)]
+
+
+def _add_cascade(
+    bundle: Bundle,
+    full_stages: list[_Stage],
+    first_stages: list[_Stage],
+    full: Evaluation,
+    one_view_temperature: float,
+    progress: Progress,
+) -> CascadeCheck | None:
+    """Give ``bundle`` the cascade chosen on the validation split
+    (:mod:`foramflow.bundle.cascade`): of the pairs of one-view and full networks (fp32 or
+    int8 copies) whose cascade keeps the fp32 full network's top-1, the one expected to be
+    fastest from the time each took on the validation split."""
+    reference = float((full.probabilities.argmax(1) == full.y_true).mean())
+    model_sha256 = hashlib.sha256(bundle.read_model()).hexdigest()
+    found = []
+    for first, second in itertools.product(first_stages, full_stages):
+        record = choose_cascade(
+            ValidationSet(labels=full.y_true, probabilities=second.probabilities),
+            ValidationSet(labels=full.y_true, probabilities=first.probabilities),
+            reference_top1=reference,
+            one_view_temperature=one_view_temperature,
+            model_sha256=model_sha256,
+            file_sha256=hashlib.sha256(first.model).hexdigest(),
+            one_view_file=first.file,
+            full_file=second.file,
+            full_file_sha256=(
+                None if second.file == MODEL_FILE else hashlib.sha256(second.model).hexdigest()
+            ),
+        )
+        if record is not None:
+            cost = first.ms_per_image + record.rechecked_share * second.ms_per_image
+            found.append((cost, first, record))
+    if not found:
         progress.message(
             f"No cascade for {RUN_BUNDLE}/: on this validation split the one view could not "
             "answer for enough images without losing top-1"
         )
         return None
-    atomic_write(bundle.path / ONE_VIEW_FILE, lambda tmp: tmp.write_bytes(one_view))
+    _, first, record = min(found, key=lambda item: item[0])
+    atomic_write(bundle.path / first.file, lambda tmp: tmp.write_bytes(first.model))
     bundle.update(cascade=record)
     progress.message(
-        f"Cascade for {RUN_BUNDLE}/: one view first, every turn for the "
-        f"{record.rechecked_share:.0%} of validation images it is unsure of: top-1 "
-        f"{record.top1:.1%} against {record.full_top1:.1%}"
+        f"Cascade for {RUN_BUNDLE}/: one view first ({first.file}), every turn "
+        f"({record.full_file}) for the {record.rechecked_share:.0%} of validation images it "
+        f"is unsure of: top-1 {record.top1:.1%} against {record.full_top1:.1%}"
     )
     return record
+
+
+def _int8_row(record: PrecisionCheck) -> tuple[str, str]:
+    verdict = "used where faster" if validated(record) else "not used: it loses too much"
+    return (
+        "int8 copy (validation split)",
+        f"top-1 {record.validation_top1:.4f} against fp32's {record.fp32_validation_top1:.4f} "
+        f"on {record.validation_images} images: {verdict}",
+    )
+
+
+def _cascade_row(record: CascadeCheck) -> tuple[str, str]:
+    return (
+        "cascade (validation split)",
+        f"one view first ({record.one_view_file}), every turn ({record.full_file}) for the "
+        f"{record.rechecked_share:.1%} it is unsure of: top-1 {record.top1:.4f} against "
+        f"{record.full_top1:.4f} (held out {record.held_out_top1:.4f})",
+    )
 
 
 def _headline(evaluation: Evaluation) -> dict:
