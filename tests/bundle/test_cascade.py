@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from foramflow.bundle.cascade import MAX_TOP1_LOSS, choose_cascade, top_two_margin
+from foramflow.bundle.cascade import (
+    MAX_TOP1_LOSS,
+    Stage,
+    choose_cascade,
+    fastest_cascade,
+    top_two_margin,
+)
 from foramflow.bundle.validation import ValidationSet
 
 SURE, UNSURE = [0.9, 0.05, 0.05], [0.45, 0.40, 0.15]
@@ -76,3 +82,59 @@ def test_no_cascade_when_the_two_sets_are_of_other_images():
 def test_the_margin_is_between_the_two_best_classes():
     probs = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [1.0, 0.0, 0.0]])
     np.testing.assert_allclose(top_two_margin(probs), [0.5, 0.05, 1.0])
+
+
+def stage(probabilities, file, ms):
+    return Stage(np.asarray(probabilities), file, file.encode(), ms)
+
+
+def test_the_fastest_pair_that_keeps_the_fp32_top1_is_chosen():
+    """An int8 one view as good as fp32's is taken for being faster; an int8 full network
+    that loses more than the bound is never a stage, however fast."""
+    full, one_view = sets(240, 60)
+    worse_full = full.probabilities.copy()
+    worse_full[240:250] = np.roll(worse_full[240:250], 1, axis=1)  # 10 of 300 wrong
+    record, first = fastest_cascade(
+        [stage(one_view.probabilities, "one.onnx", 4.0), stage(one_view.probabilities, "one8", 1)],
+        [stage(full.probabilities, "model.onnx", 16.0), stage(worse_full, "full8", 2.0)],
+        full,
+        one_view_temperature=1.0,
+        model_sha256="a",
+    )
+    assert (first.file, record.one_view_file, record.full_file) == ("one8", "one8", "model.onnx")
+    assert record.full_file_sha256 is None and record.top1 == record.full_top1 == 1.0
+
+
+def test_an_int8_one_view_that_loses_its_sure_answers_is_not_taken():
+    full, one_view = sets(240, 60)
+    broken = one_view.probabilities.copy()
+    broken[:30] = np.roll(broken[:30], 1, axis=1)  # sure, but wrong: no margin catches these
+    record, first = fastest_cascade(
+        [stage(broken, "one8", 1.0), stage(one_view.probabilities, "one.onnx", 4.0)],
+        [stage(full.probabilities, "model.onnx", 16.0)],
+        full,
+        one_view_temperature=1.0,
+        model_sha256="a",
+    )
+    assert first.file == record.one_view_file == "one.onnx"
+
+
+def test_each_half_of_the_split_is_held_to_its_own_reference():
+    """Where the full network is wrong only on one half of the split (on half its unsure
+    images there), that half's bound is its own top-1, not the whole split's (which no
+    margin could reach there)."""
+    full, one_view = sets(240, 60)
+    wrong_on_even = full.probabilities.copy()
+    wrong = np.arange(240, 300, 4)
+    wrong_on_even[wrong] = np.roll(wrong_on_even[wrong], 1, axis=1)
+    reference = ValidationSet(full.labels, wrong_on_even)
+    record = choose_cascade(
+        reference,
+        one_view,
+        reference=reference,
+        one_view_temperature=1.0,
+        model_sha256="a",
+        file_sha256="b",
+    )
+    assert record is not None and record.full_top1 == pytest.approx(285 / 300)
+    assert record.held_out_top1 == record.top1 == pytest.approx(285 / 300)

@@ -12,6 +12,7 @@ import pytest
 
 from foramflow.bundle import Bundle, BundleError
 from foramflow.bundle.engine import Engine, apply_temperature
+from foramflow.bundle.quantize import quantize_network
 from foramflow.classify.runner import classify_folder
 
 ONE_VIEW_STEEPNESS = 1.0
@@ -88,3 +89,31 @@ def test_auto_on_a_bundle_without_a_cascade_never_tries_one(bundle, tree, tmp_pa
     result = classify_folder(bundle, tree, tmp_path / "out", workers=0)
     assert result.run.precision == "fp32"
     assert "cascade" not in {trial["precision"] for trial in result.run.setup["trials"]}
+
+
+def test_a_cascade_runs_the_int8_copies_it_was_chosen_with(cascade_bundle, kit):
+    """Each stage runs the file its record names, and a changed int8 copy is refused."""
+    calibration = grey(*range(0, 256, 8))
+    for source, copy in (("model.one_view.onnx", "model.one_view.int8.onnx"),
+                         ("model.onnx", "model.int8.onnx")):  # fmt: skip
+        quantize_network((cascade_bundle / source).read_bytes(), calibration, cascade_bundle / copy)
+    meta = json.loads((cascade_bundle / "model.json").read_text())
+    meta["cascade"] |= {
+        "one_view_file": "model.one_view.int8.onnx",
+        "file_sha256": sha((cascade_bundle / "model.one_view.int8.onnx").read_bytes()),
+        "full_file": "model.int8.onnx",
+        "full_file_sha256": sha((cascade_bundle / "model.int8.onnx").read_bytes()),
+    }
+    (cascade_bundle / "model.json").write_text(json.dumps(meta))
+    engine = Engine(Bundle.load(cascade_bundle), precision="cascade", threads=1)
+    assert "int8 one view first and int8 every turn" in engine.describe()
+    batch = grey(kit.dark, kit.mid, kit.bright)
+    fp32 = Engine(Bundle.load(cascade_bundle), precision="fp32", threads=1).predict(batch)
+    probs = engine.predict(batch)
+    assert engine.n_rechecked == 1  # mid grey
+    np.testing.assert_array_equal(probs.argmax(1), fp32.argmax(1))
+    (cascade_bundle / "model.int8.onnx").write_bytes(
+        (cascade_bundle / "model.one_view.int8.onnx").read_bytes()
+    )
+    with pytest.raises(BundleError, match=r"model\.int8\.onnx is not the file its cascade"):
+        Engine(Bundle.load(cascade_bundle), precision="cascade", threads=1)

@@ -15,9 +15,13 @@ probabilities keep their own calibration temperature.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+from dataclasses import dataclass
+
 import numpy as np
 
-from foramflow.bundle.schema import CascadeCheck
+from foramflow.bundle.schema import MODEL_FILE, CascadeCheck
 from foramflow.bundle.validation import ValidationSet
 
 #: The most validation top-1 (a fraction) the cascade may lose against the full network.
@@ -27,6 +31,53 @@ MIN_VALIDATION_IMAGES = 200
 #: Beyond this share of images sent on to the full network, the first pass costs more than
 #: it saves.
 MAX_RECHECKED_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A network a cascade stage may run: its probabilities on the validation split, its
+    file name in the bundle, its bytes and its measured time per image."""
+
+    probabilities: np.ndarray
+    file: str
+    model: bytes
+    ms_per_image: float
+
+
+def fastest_cascade(
+    first_stages: list[Stage],
+    full_stages: list[Stage],
+    reference: ValidationSet,
+    *,
+    one_view_temperature: float,
+    model_sha256: str,
+) -> tuple[CascadeCheck, Stage] | None:
+    """Of the pairs of a one-view network and a full one (fp32 or int8 copies) whose
+    cascade keeps the ``reference``'s top-1 (the fp32 full network's), the one expected to
+    be fastest from the time each network took on the validation split; with its first
+    stage. None where no pair keeps it."""
+    found = []
+    for first, second in itertools.product(first_stages, full_stages):
+        record = choose_cascade(
+            ValidationSet(labels=reference.labels, probabilities=second.probabilities),
+            ValidationSet(labels=reference.labels, probabilities=first.probabilities),
+            reference=reference,
+            one_view_temperature=one_view_temperature,
+            model_sha256=model_sha256,
+            file_sha256=hashlib.sha256(first.model).hexdigest(),
+            one_view_file=first.file,
+            full_file=second.file,
+            full_file_sha256=(
+                None if second.file == MODEL_FILE else hashlib.sha256(second.model).hexdigest()
+            ),
+        )
+        if record is not None:
+            found.append((first.ms_per_image + record.rechecked_share * second.ms_per_image,
+                          record, first))  # fmt: skip
+    if not found:
+        return None
+    _, record, first = min(found, key=lambda item: item[0])
+    return record, first
 
 
 def top_two_margin(probabilities: np.ndarray) -> np.ndarray:
@@ -44,12 +95,12 @@ def choose_cascade(
     one_view_temperature: float,
     model_sha256: str,
     file_sha256: str,
-    reference_top1: float | None = None,
+    reference: ValidationSet | None = None,
     **files: str | None,
 ) -> CascadeCheck | None:
     """The cascade with the smallest share of images sent to the full network whose
-    validation top-1 is within :data:`MAX_TOP1_LOSS` of ``reference_top1`` (by default the
-    full network's: it differs where a stage runs an int8 copy, and is then fp32's); None
+    validation top-1 is within :data:`MAX_TOP1_LOSS` of the ``reference``'s (by default the
+    full network's; where a stage runs an int8 copy, the fp32 full network's); None
     when the two sets are not of the same images, there are too few of them, no margin keeps
     the bound, the cascade would send more than :data:`MAX_RECHECKED_SHARE` of them on, or
     a margin chosen on one half of the split loses more than the bound on the other (the
@@ -60,14 +111,20 @@ def choose_cascade(
         return None
     full_right = full.probabilities.argmax(1) == labels
     one_right = one_view.probabilities.argmax(1) == labels
-    target = (full_right.mean() if reference_top1 is None else reference_top1) - MAX_TOP1_LOSS
+    reference_right = (
+        full_right if reference is None else reference.probabilities.argmax(1) == labels
+    )
+    if not np.array_equal(labels, full.labels if reference is None else reference.labels):
+        return None
     margin = top_two_margin(one_view.probabilities)
-    cut = _smallest_cut(margin, full_right, one_right, target)
+    cut = _smallest_cut(margin, full_right, one_right, reference_right)
     if cut is None:
         return None
     rechecked = margin < cut
-    held_out = _held_out_top1(margin, full_right, one_right, target)
-    if rechecked.mean() > MAX_RECHECKED_SHARE or held_out is None or held_out < target:
+    held_out = _held_out_top1(margin, full_right, one_right, reference_right)
+    full_top1 = float(reference_right.mean())
+    too_many = rechecked.mean() > MAX_RECHECKED_SHARE
+    if too_many or held_out is None or held_out < full_top1 - MAX_TOP1_LOSS:
         return None
     return CascadeCheck(
         margin=float(cut),
@@ -76,7 +133,7 @@ def choose_cascade(
         rechecked_share=float(rechecked.mean()),
         top1=float(np.where(rechecked, full_right, one_right).mean()),
         held_out_top1=held_out,
-        full_top1=float(full_right.mean() if reference_top1 is None else reference_top1),
+        full_top1=full_top1,
         one_view_top1=float(one_right.mean()),
         model_sha256=model_sha256,
         file_sha256=file_sha256,
@@ -85,11 +142,12 @@ def choose_cascade(
 
 
 def _smallest_cut(
-    margin: np.ndarray, full_right: np.ndarray, one_right: np.ndarray, target: float
+    margin: np.ndarray, full_right: np.ndarray, one_right: np.ndarray, reference: np.ndarray
 ) -> float | None:
-    """The smallest margin whose cascade keeps top-1 at ``target`` or above, or None where
-    none does. Candidates lie just above each observed gap (an image at the margin is sent
-    on); the largest sends every image on."""
+    """The smallest margin whose cascade keeps top-1 within the bound of the ``reference``
+    network's (right or wrong per image), or None where none does. Candidates lie just above
+    each observed gap (an image at the margin is sent on); the largest sends every image on."""
+    target = reference.mean() - MAX_TOP1_LOSS
     for cut in np.unique(np.concatenate([[0.0], np.nextafter(margin, 2.0)])):
         if np.where(margin < cut, full_right, one_right).mean() >= target:
             return float(cut)
@@ -97,15 +155,17 @@ def _smallest_cut(
 
 
 def _held_out_top1(
-    margin: np.ndarray, full_right: np.ndarray, one_right: np.ndarray, target: float
+    margin: np.ndarray, full_right: np.ndarray, one_right: np.ndarray, reference: np.ndarray
 ) -> float | None:
     """The cascade's top-1 with each half of the split (alternate images) judged by the
-    margin chosen on the other half; None where a half has no margin that keeps ``target``."""
+    margin chosen on the other half; None where a half has no margin that keeps the bound."""
     half = np.arange(len(margin)) % 2
     right = np.empty(len(margin), dtype=bool)
     for judged in (0, 1):
         chosen_on, on = half != judged, half == judged
-        cut = _smallest_cut(margin[chosen_on], full_right[chosen_on], one_right[chosen_on], target)
+        cut = _smallest_cut(
+            margin[chosen_on], full_right[chosen_on], one_right[chosen_on], reference[chosen_on]
+        )
         if cut is None:
             return None
         right[on] = np.where(margin[on] < cut, full_right[on], one_right[on])

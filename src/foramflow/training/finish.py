@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
-from foramflow.bundle.cascade import MIN_VALIDATION_IMAGES, choose_cascade
+from foramflow.bundle.cascade import MIN_VALIDATION_IMAGES, Stage, fastest_cascade
 from foramflow.bundle.engine import validated
 from foramflow.bundle.folder import Bundle, write_bundle
 from foramflow.bundle.quantize import CheckedInt8, quantize_on_validation
@@ -198,70 +196,45 @@ def _add_int8(
     return checked
 
 
-@dataclass(frozen=True)
-class _Stage:
-    """One network a cascade stage may run: its validation probabilities, its file in the
-    run's bundle, its bytes and its measured time per image."""
-
-    probabilities: np.ndarray
-    file: str
-    model: bytes
-    ms_per_image: float
-
-
 def _stages(
     source: Bundle, evaluation: Evaluation, int8: CheckedInt8 | None, file: str, int8_file: str
-) -> list[_Stage]:
+) -> list[Stage]:
     """A network as a cascade stage, as the run's bundle would hold it (``file``), and its
     int8 copy (``int8_file``) where that kept fp32's validation top-1."""
-    fp32 = _Stage(
+    fp32 = Stage(
         evaluation.probabilities, file, source.read_model(), evaluation.inference_ms_per_image
     )
     if int8 is None or not validated(int8.record):
         return [fp32]
     model = source.read_model(int8.record.file)
-    return [fp32, _Stage(int8.probabilities, int8_file, model, int8.ms_per_image)]
+    return [fp32, Stage(int8.probabilities, int8_file, model, int8.ms_per_image)]
 
 
 def _add_cascade(
     bundle: Bundle,
-    full_stages: list[_Stage],
-    first_stages: list[_Stage],
+    full_stages: list[Stage],
+    first_stages: list[Stage],
     full: Evaluation,
     one_view_temperature: float,
     progress: Progress,
 ) -> CascadeCheck | None:
-    """Give ``bundle`` the cascade chosen on the validation split
-    (:mod:`foramflow.bundle.cascade`): of the pairs of one-view and full networks (fp32 or
-    int8 copies) whose cascade keeps the fp32 full network's top-1, the one expected to be
-    fastest from the time each took on the validation split."""
-    reference = float((full.probabilities.argmax(1) == full.y_true).mean())
-    model_sha256 = hashlib.sha256(bundle.read_model()).hexdigest()
-    found = []
-    for first, second in itertools.product(first_stages, full_stages):
-        record = choose_cascade(
-            ValidationSet(labels=full.y_true, probabilities=second.probabilities),
-            ValidationSet(labels=full.y_true, probabilities=first.probabilities),
-            reference_top1=reference,
-            one_view_temperature=one_view_temperature,
-            model_sha256=model_sha256,
-            file_sha256=hashlib.sha256(first.model).hexdigest(),
-            one_view_file=first.file,
-            full_file=second.file,
-            full_file_sha256=(
-                None if second.file == MODEL_FILE else hashlib.sha256(second.model).hexdigest()
-            ),
-        )
-        if record is not None:
-            cost = first.ms_per_image + record.rechecked_share * second.ms_per_image
-            found.append((cost, first, record))
-    if not found:
+    """Give ``bundle`` the fastest cascade that keeps the fp32 full network's validation
+    top-1 (:func:`foramflow.bundle.cascade.fastest_cascade`), and the one-view network it
+    runs first."""
+    found = fastest_cascade(
+        first_stages,
+        full_stages,
+        ValidationSet(labels=full.y_true, probabilities=full.probabilities),
+        one_view_temperature=one_view_temperature,
+        model_sha256=hashlib.sha256(bundle.read_model()).hexdigest(),
+    )
+    if found is None:
         progress.message(
             f"No cascade for {RUN_BUNDLE}/: on this validation split the one view could not "
             "answer for enough images without losing top-1"
         )
         return None
-    _, first, record = min(found, key=lambda item: item[0])
+    record, first = found
     atomic_write(bundle.path / first.file, lambda tmp: tmp.write_bytes(first.model))
     bundle.update(cascade=record)
     progress.message(
