@@ -11,6 +11,11 @@ within :data:`MAX_TOP1_LOSS` of the full network's, also when each half of the s
 judged by the margin chosen on the other half; where that sends more than half the images
 on, or the split is too small to tell, the bundle gets no cascade. Each network's
 probabilities keep their own calibration temperature.
+
+Either stage may run an int8 copy of its network (:mod:`foramflow.bundle.quantize`) where
+that copy kept fp32's validation top-1; the bound is then still the fp32 full network's
+top-1, and of the pairs that keep it the one expected to be fastest, from the time each
+network took on the validation split, is kept.
 """
 
 from __future__ import annotations
