@@ -28,6 +28,7 @@ from foramflow.bundle.engine import (
 )
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.precision import ensure_precision
+from foramflow.bundle.quantize import spread
 from foramflow.bundle.records import PrecisionRecords
 from foramflow.bundle.tuning import Setup, choose_setup
 from foramflow.classify.local import run_local
@@ -237,9 +238,10 @@ def _choose_setup(
         ]
     if scheduler is not None:  # the cluster's workers run one thread each
         return Setup(resolved, 1, batch_size or DEFAULT_BATCH_SIZE, source="given")
-    paths = [
-        images_dir / p for p in manifest.loc[manifest["problem"] == "", "path"][:TIMING_IMAGES]
-    ]
+    # spread over the folder: the cascade's speed depends on how many images it is unsure
+    # of, which differs from one sample or class folder to the next
+    readable = list(manifest.loc[manifest["problem"] == "", "path"])
+    paths = [images_dir / p for p in spread(readable, TIMING_IMAGES)]
     batch, _ = decode_batch(paths, bundle.spec)
     if len(batch) == 0:  # nothing readable: the run reports every image as an error
         return Setup(

@@ -99,7 +99,7 @@ class CountTable:
         counts = counts.loc[order]
         counts.index.name = "sample"
         counts.columns.name = None
-        return counts
+        return counts.copy()  # in one block: a column per class would leave it fragmented
 
 
 def relative_abundance(counts: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
