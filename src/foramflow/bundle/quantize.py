@@ -182,6 +182,7 @@ def quantize_network(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     input_name = onnx.load_model_from_string(model).graph.input[0].name
+    calibration = np.asarray(calibration, dtype=np.float32)  # training keeps its images in fp16
 
     class _Batches(CalibrationDataReader):
         def __init__(self):

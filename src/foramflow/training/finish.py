@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -10,10 +9,8 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from foramflow.bundle.cascade import MIN_VALIDATION_IMAGES, Stage, fastest_cascade
-from foramflow.bundle.engine import validated
 from foramflow.bundle.folder import Bundle, write_bundle
-from foramflow.bundle.quantize import CheckedInt8, quantize_on_validation
+from foramflow.bundle.quantize import CheckedInt8
 from foramflow.bundle.schema import (
     INT8_FILE,
     MODEL_FILE,
@@ -21,8 +18,6 @@ from foramflow.bundle.schema import (
     ONE_VIEW_FILE,
     ONE_VIEW_INT8_FILE,
     RUN_BUNDLE,
-    CascadeCheck,
-    PrecisionCheck,
     PriorCorrection,
     TrainingInfo,
     TrainingSet,
@@ -41,15 +36,13 @@ from foramflow.evaluate.evaluation import (
 )
 from foramflow.evaluate.metrics import classification_metrics
 from foramflow.imaging.preprocess import PreprocessSpec
-from foramflow.io.files import atomic_write, write_json_atomic
+from foramflow.io.files import write_json_atomic
 from foramflow.progress import Progress
 from foramflow.training.config import TrainConfig
 from foramflow.training.export import onnx_bytes, training_meta
+from foramflow.training.faster import add_cascade, add_int8, cascade_row, int8_row, stages
 from foramflow.training.prior import as_trained, divide_out_class_weights
 from foramflow.training.run_folder import CONFIG_FILE, LOG_FILE, METRICS_FILE
-
-#: Training images the int8 copies' activation ranges are calibrated on.
-INT8_CALIBRATION = 256
 
 
 def export_and_evaluate(
@@ -120,7 +113,7 @@ def export_and_evaluate(
             training_set=_training_set(data, config),
             training=_training(state, config, n_train=len(data.train_index)),
         )
-        return bundle, evaluation, _add_int8(bundle, data, evaluation, progress)
+        return bundle, evaluation, add_int8(bundle, data, evaluation, progress)
 
     progress.message("Exporting the best network to ONNX …")
     bundle, evaluation, int8 = export(network, RUN_BUNDLE, model_params)
@@ -133,20 +126,20 @@ def export_and_evaluate(
         )
         evaluation.metrics["one_view"] = _headline(fast)
         summary.append(_one_view_row(fast))
-        cascade = _add_cascade(
+        cascade = add_cascade(
             bundle,
-            _stages(bundle, evaluation, int8, MODEL_FILE, INT8_FILE),
-            _stages(fast_bundle, fast, fast_int8, ONE_VIEW_FILE, ONE_VIEW_INT8_FILE),
+            stages(bundle, evaluation, int8, MODEL_FILE, INT8_FILE),
+            stages(fast_bundle, fast, fast_int8, ONE_VIEW_FILE, ONE_VIEW_INT8_FILE),
             evaluation,
             fast_bundle.temperature,
             progress,
         )
         if cascade is not None:
             evaluation.metrics["cascade"] = cascade.to_json()
-            summary.append(_cascade_row(cascade))
+            summary.append(cascade_row(cascade))
     if int8 is not None:
         evaluation.metrics["int8"] = int8.record.to_json()
-        summary.append(_int8_row(int8.record))
+        summary.append(int8_row(int8.record))
     val_images = data.images[data.val_index]
     report = write_evaluation(
         out / "evaluation",
@@ -167,100 +160,6 @@ def export_and_evaluate(
     )
     write_json_atomic(out / METRICS_FILE, dict(evaluation.metrics))
     return report
-
-
-def _add_int8(
-    bundle: Bundle, data, evaluation: Evaluation, progress: Progress
-) -> CheckedInt8 | None:
-    """Give ``bundle`` an int8 copy of its network, calibrated on training images and
-    checked on the validation split; "auto" uses it only where it kept fp32's top-1 there."""
-    if len(evaluation.y_true) < MIN_VALIDATION_IMAGES:
-        return None
-    progress.message(f"Making and checking an int8 copy of {bundle.path.name}/ …")
-    train = data.train_index
-    picked = np.unique(np.linspace(0, len(train) - 1, INT8_CALIBRATION).astype(int))
-    checked = quantize_on_validation(
-        bundle,
-        data.images[train[picked]],
-        data.images[data.val_index],
-        evaluation.y_true,
-        evaluation.probabilities,
-    )
-    bundle.update(int8=checked.record)
-    r = checked.record
-    verdict = "used where faster" if validated(r) else "too much lost: not used by --precision auto"
-    progress.message(
-        f"int8 copy of {bundle.path.name}/: validation top-1 {r.validation_top1:.1%} against "
-        f"fp32's {r.fp32_validation_top1:.1%}: {verdict}"
-    )
-    return checked
-
-
-def _stages(
-    source: Bundle, evaluation: Evaluation, int8: CheckedInt8 | None, file: str, int8_file: str
-) -> list[Stage]:
-    """A network as a cascade stage, as the run's bundle would hold it (``file``), and its
-    int8 copy (``int8_file``) where that kept fp32's validation top-1."""
-    fp32 = Stage(
-        evaluation.probabilities, file, source.read_model(), evaluation.inference_ms_per_image
-    )
-    if int8 is None or not validated(int8.record):
-        return [fp32]
-    model = source.read_model(int8.record.file)
-    return [fp32, Stage(int8.probabilities, int8_file, model, int8.ms_per_image)]
-
-
-def _add_cascade(
-    bundle: Bundle,
-    full_stages: list[Stage],
-    first_stages: list[Stage],
-    full: Evaluation,
-    one_view_temperature: float,
-    progress: Progress,
-) -> CascadeCheck | None:
-    """Give ``bundle`` the fastest cascade that keeps the fp32 full network's validation
-    top-1 (:func:`foramflow.bundle.cascade.fastest_cascade`), and the one-view network it
-    runs first."""
-    found = fastest_cascade(
-        first_stages,
-        full_stages,
-        ValidationSet(labels=full.y_true, probabilities=full.probabilities),
-        one_view_temperature=one_view_temperature,
-        model_sha256=hashlib.sha256(bundle.read_model()).hexdigest(),
-    )
-    if found is None:
-        progress.message(
-            f"No cascade for {RUN_BUNDLE}/: on this validation split the one view could not "
-            "answer for enough images without losing top-1"
-        )
-        return None
-    record, first = found
-    atomic_write(bundle.path / first.file, lambda tmp: tmp.write_bytes(first.model))
-    bundle.update(cascade=record)
-    progress.message(
-        f"Cascade for {RUN_BUNDLE}/: one view first ({first.file}), every turn "
-        f"({record.full_file}) for the {record.rechecked_share:.0%} of validation images it "
-        f"is unsure of: top-1 {record.top1:.1%} against {record.full_top1:.1%}"
-    )
-    return record
-
-
-def _int8_row(record: PrecisionCheck) -> tuple[str, str]:
-    verdict = "used where faster" if validated(record) else "not used: it loses too much"
-    return (
-        "int8 copy (validation split)",
-        f"top-1 {record.validation_top1:.4f} against fp32's {record.fp32_validation_top1:.4f} "
-        f"on {record.validation_images} images: {verdict}",
-    )
-
-
-def _cascade_row(record: CascadeCheck) -> tuple[str, str]:
-    return (
-        "cascade (validation split)",
-        f"one view first ({record.one_view_file}), every turn ({record.full_file}) for the "
-        f"{record.rechecked_share:.1%} it is unsure of: top-1 {record.top1:.4f} against "
-        f"{record.full_top1:.4f} (held out {record.held_out_top1:.4f})",
-    )
 
 
 def _headline(evaluation: Evaluation) -> dict:

@@ -1,0 +1,116 @@
+"""The faster ways a trained bundle may run, made and judged on the validation split at
+training time: int8 copies of its networks (:mod:`foramflow.bundle.quantize`) and the
+cascade of one view first, every turn where it is unsure (:mod:`foramflow.bundle.cascade`)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from foramflow.bundle.cascade import MIN_VALIDATION_IMAGES, Stage, fastest_cascade
+from foramflow.bundle.engine import validated
+from foramflow.bundle.folder import Bundle
+from foramflow.bundle.quantize import CheckedInt8, quantize_on_validation
+from foramflow.bundle.schema import RUN_BUNDLE, CascadeCheck, PrecisionCheck
+from foramflow.bundle.validation import ValidationSet
+from foramflow.evaluate.evaluation import Evaluation
+from foramflow.io.files import atomic_write
+from foramflow.progress import Progress
+
+#: Training images the int8 copies' activation ranges are calibrated on.
+INT8_CALIBRATION = 256
+
+
+def add_int8(
+    bundle: Bundle, data, evaluation: Evaluation, progress: Progress
+) -> CheckedInt8 | None:
+    """Give ``bundle`` an int8 copy of its network, calibrated on training images and
+    checked on the validation split; "auto" uses it only where it kept fp32's top-1 there."""
+    if len(evaluation.y_true) < MIN_VALIDATION_IMAGES:
+        return None
+    progress.message(f"Making and checking an int8 copy of {bundle.path.name}/ …")
+    train = data.train_index
+    picked = np.unique(np.linspace(0, len(train) - 1, INT8_CALIBRATION).astype(int))
+    checked = quantize_on_validation(
+        bundle,
+        data.images[train[picked]],
+        data.images[data.val_index],
+        evaluation.y_true,
+        evaluation.probabilities,
+    )
+    bundle.update(int8=checked.record)
+    r = checked.record
+    verdict = "used where faster" if validated(r) else "too much lost: not used by --precision auto"
+    progress.message(
+        f"int8 copy of {bundle.path.name}/: validation top-1 {r.validation_top1:.1%} against "
+        f"fp32's {r.fp32_validation_top1:.1%}: {verdict}"
+    )
+    return checked
+
+
+def stages(
+    source: Bundle, evaluation: Evaluation, int8: CheckedInt8 | None, file: str, int8_file: str
+) -> list[Stage]:
+    """A network as a cascade stage, as the run's bundle would hold it (``file``), and its
+    int8 copy (``int8_file``) where that kept fp32's validation top-1."""
+    fp32 = Stage(
+        evaluation.probabilities, file, source.read_model(), evaluation.inference_ms_per_image
+    )
+    if int8 is None or not validated(int8.record):
+        return [fp32]
+    model = source.read_model(int8.record.file)
+    return [fp32, Stage(int8.probabilities, int8_file, model, int8.ms_per_image)]
+
+
+def add_cascade(
+    bundle: Bundle,
+    full_stages: list[Stage],
+    first_stages: list[Stage],
+    full: Evaluation,
+    one_view_temperature: float,
+    progress: Progress,
+) -> CascadeCheck | None:
+    """Give ``bundle`` the fastest cascade that keeps the fp32 full network's validation
+    top-1 (:func:`foramflow.bundle.cascade.fastest_cascade`), and the one-view network it
+    runs first."""
+    found = fastest_cascade(
+        first_stages,
+        full_stages,
+        ValidationSet(labels=full.y_true, probabilities=full.probabilities),
+        one_view_temperature=one_view_temperature,
+        model_sha256=hashlib.sha256(bundle.read_model()).hexdigest(),
+    )
+    if found is None:
+        progress.message(
+            f"No cascade for {RUN_BUNDLE}/: on this validation split the one view could not "
+            "answer for enough images without losing top-1"
+        )
+        return None
+    record, first = found
+    atomic_write(bundle.path / first.file, lambda tmp: tmp.write_bytes(first.model))
+    bundle.update(cascade=record)
+    progress.message(
+        f"Cascade for {RUN_BUNDLE}/: one view first ({first.file}), every turn "
+        f"({record.full_file}) for the {record.rechecked_share:.0%} of validation images it "
+        f"is unsure of: top-1 {record.top1:.1%} against {record.full_top1:.1%}"
+    )
+    return record
+
+
+def int8_row(record: PrecisionCheck) -> tuple[str, str]:
+    verdict = "used where faster" if validated(record) else "not used: it loses too much"
+    return (
+        "int8 copy (validation split)",
+        f"top-1 {record.validation_top1:.4f} against fp32's {record.fp32_validation_top1:.4f} "
+        f"on {record.validation_images} images: {verdict}",
+    )
+
+
+def cascade_row(record: CascadeCheck) -> tuple[str, str]:
+    return (
+        "cascade (validation split)",
+        f"one view first ({record.one_view_file}), every turn ({record.full_file}) for the "
+        f"{record.rechecked_share:.1%} it is unsure of: top-1 {record.top1:.4f} against "
+        f"{record.full_top1:.4f} (held out {record.held_out_top1:.4f})",
+    )
