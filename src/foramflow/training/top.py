@@ -46,6 +46,7 @@ from foramflow.training.feature_cache import (
 from foramflow.training.finish import export_and_evaluate
 from foramflow.training.fit import Batches
 from foramflow.training.frozen_features import FrozenFeatures, augmented_copies, cached_features
+from foramflow.training.precision import Step, training_steps
 from foramflow.training.prepared import PreparedData
 from foramflow.training.run_folder import BEST_CHECKPOINT
 from foramflow.training.trainer import Trainer
@@ -136,6 +137,11 @@ class TopTrainer(Trainer):
             channels=c.channels,
             **self.model_params,
         )
+        self.settle_precision(
+            "training steps of the top on the frozen bottom's rows of a batch of training "
+            "images (fp32 rows by ONNX Runtime, bf16 by PyTorch, not timed)",
+            lambda: self._trial_steps(network, data),
+        )
         started = time.perf_counter()
         try:
             train_rows, val_rows = map(torch.from_numpy, self._rows(network, data))
@@ -143,8 +149,7 @@ class TopTrainer(Trainer):
             top.standardise(train_rows[:STANDARDISE_IMAGES, 0].to(self.device))
             prepared_s = time.perf_counter() - started
             train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
-            groups = top.parameter_groups(c.learning_rate, len(data.train_index))
-            optimizer = self.optimizer(groups)
+            optimizer = self._optimizer(top, data)
             batches = self._batches(top, train_rows, val_rows, data)
             kept = f", the bottom's cached rows in {self.cache_folder}"
             state = self.train_epochs(batches, optimizer, data, train_counts, kept=kept)
@@ -170,6 +175,22 @@ class TopTrainer(Trainer):
             progress=self.progress,
             one_view=network.one_view() if network.cyclic else None,
         )
+
+    def _optimizer(self, top: Top, data: PreparedData) -> torch.optim.Optimizer:
+        groups = top.parameter_groups(self.config.learning_rate, len(data.train_index))
+        return self.optimizer(groups)
+
+    def _trial_steps(self, network: TopTuned, data: PreparedData) -> dict[str, Step]:
+        """Training steps of the top, in each precision, on the bottom's rows of the first
+        batch of training images."""
+        index = data.train_index[: self.config.batch_size]
+        x = torch.from_numpy(data.images[index]).to(self.device)
+        bottom = network.bottom.to(self.device).eval()
+        with torch.inference_mode():
+            rows = bottom(x.contiguous(memory_format=torch.channels_last)).float()
+        top = network.top.to(self.device)
+        y = torch.from_numpy(data.labels[index]).to(self.device)
+        return training_steps(top, self._optimizer(top, data), rows.clone(), y)
 
     def _rows(self, network: TopTuned, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
         """The bottom's rows, float16: of the training images (n, V, D) in the views of

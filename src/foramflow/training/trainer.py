@@ -9,6 +9,7 @@ the prepared image set (:meth:`Trainer.start`) to the report of the exported bun
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ import torch.nn.functional as F
 from foramflow.data.split import loss_weights
 from foramflow.io.files import naming_the_file
 from foramflow.progress import Progress, Quiet
-from foramflow.training.config import AUTO, TrainConfig
+from foramflow.training.config import AUTO, TrainConfig, read_precision_choice
 from foramflow.training.device import resolve_device, use_bf16
 from foramflow.training.fit import Batches, FitSettings, fit
+from foramflow.training.precision import Step, describe, fixed_choice, measured_choice
 from foramflow.training.prepared import PreparedData, prepare_data
 from foramflow.training.run_folder import CONFIG_FILE, check_run_folder, write_split
 from foramflow.training.schedule import default_window_epochs
@@ -67,7 +69,12 @@ class Trainer:
         check_run_folder(self.out, resume=resume)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
-        self.bf16 = use_bf16(config.precision, self.device)
+        #: How the precision was chosen (see :mod:`foramflow.training.precision`); None until
+        #: :meth:`settle_precision` has timed it.
+        self.precision_choice = (
+            self._resumed_choice() if resume else fixed_choice(config.precision, self.device)
+        )
+        self.bf16 = bool(self.precision_choice and self.precision_choice["precision"] == "bf16")
 
     def run(self) -> Path:
         raise NotImplementedError
@@ -77,11 +84,48 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
-        with naming_the_file(self.out / CONFIG_FILE):
-            self.config.to_yaml(self.out / CONFIG_FILE)
+        self._write_config()
         self.data = prepare_data(self.config, self.progress)
         write_split(self.out, self.data)
         return self.data
+
+    def settle_precision(self, timed: str, candidates: Callable[[], dict[str, Step]]) -> None:
+        """Choose the precision where a trial must (``--precision auto``, a CPU with bf16):
+        kept for this machine, or timed now on the steps ``candidates()`` builds (``timed``
+        says what they do); then record the choice in config.yaml. Call it once the
+        network and the images are ready, before anything runs in the chosen precision."""
+        if self.precision_choice is None:
+            c = self.config
+            key = {
+                "model": c.model,
+                "input_size": c.input_size,
+                "channels": c.channels,
+                "batch_size": c.batch_size,
+                "device": self.device.type,
+            }
+            self.precision_choice = measured_choice(
+                key, candidates, timed=timed, log=self.progress.message
+            )
+            self.bf16 = self.precision_choice["precision"] == "bf16"
+            self._write_config()
+        if self.precision_choice["source"] in ("measured", "cached"):
+            self.progress.message(describe(self.precision_choice))
+
+    def _write_config(self) -> None:
+        with naming_the_file(self.out / CONFIG_FILE):
+            self.config.to_yaml(self.out / CONFIG_FILE, precision_choice=self.precision_choice)
+
+    def _resumed_choice(self) -> dict:
+        """A resumed run trains on in the precision it started with: that of its record, or
+        for a run without one, the rule of the CPU's flags it was started under."""
+        path = self.out / CONFIG_FILE
+        if path.is_file():
+            with naming_the_file(path):
+                record = read_precision_choice(path)
+            if record is not None:
+                return record
+        bf16 = use_bf16(self.config.precision, self.device)
+        return {"precision": "bf16" if bf16 else "fp32", "source": "flags"}
 
     def fit_settings(self, data: PreparedData, train_counts: np.ndarray) -> FitSettings:
         """The fit loop's settings from the configuration and the training split."""

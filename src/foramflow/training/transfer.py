@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from foramflow.training.feature_cache import (
 from foramflow.training.finish import export_and_evaluate
 from foramflow.training.fit import Batches, fit
 from foramflow.training.frozen_features import FrozenFeatures, cached_features
+from foramflow.training.precision import PRECISIONS, Step
 from foramflow.training.prepared import PreparedData
 from foramflow.training.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, CannotResume
 from foramflow.training.trainer import Trainer
@@ -87,6 +89,12 @@ class TransferTrainer(Trainer):
             **self.model_params,
         )
         head = network.head.to(self.device).to(memory_format=torch.channels_last)
+        self._extractors: dict[str, FrozenFeatures] = {}
+        self.settle_precision(
+            "feature vectors of the frozen head for a batch of images (fp32 by ONNX Runtime, "
+            "bf16 by PyTorch); the tail trains in fp32",
+            lambda: self._trial_steps(head, data),
+        )
         hashes = [image_sha256(p) for p in data.paths]
         features, train_x, train_y, stats = self._features(head, data, hashes)
         stats["extraction_s"] = time.perf_counter() - started
@@ -135,6 +143,15 @@ class TransferTrainer(Trainer):
         )
         return report
 
+    def _trial_steps(self, head: TransferHead, data: PreparedData) -> dict[str, Step]:
+        """The head's vectors of the first batch of training images, in each precision; the
+        extractors are kept, so that the winner's (its ONNX export, say) is not made again."""
+        batch = data.images[data.train_index[: self.config.batch_size]]
+        for name in PRECISIONS:
+            extractor = FrozenFeatures(head, device=self.device, bf16=name == "bf16")
+            self._extractors[name] = extractor
+        return {name: partial(_vectors, e, batch) for name, e in self._extractors.items()}
+
     def _features(self, head: TransferHead, data: PreparedData, hashes: list[str]):
         """(vectors of every image, tail training inputs and labels, extraction statistics)."""
         c = self.config
@@ -148,7 +165,10 @@ class TransferTrainer(Trainer):
             stages=c.stages,
             mirror=c.flips,
         )
-        extract = FrozenFeatures(head, device=self.device, bf16=self.bf16)
+        extract = self._extractors.pop(self.spec.precision, None) or FrozenFeatures(
+            head, device=self.device, bf16=self.bf16
+        )
+        self._extractors.clear()  # the trial's other extractor
         with FeatureCache.open(
             self.cache_root,
             self.spec,
@@ -232,3 +252,7 @@ class TransferTrainer(Trainer):
             f"accuracy {state['best_accuracy']:.3f} (epoch {state['best_epoch']})"
         )
         return state
+
+
+def _vectors(extract: FrozenFeatures, images: np.ndarray) -> int:
+    return len(extract(images))
