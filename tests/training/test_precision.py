@@ -9,7 +9,11 @@ import foramflow.training.precision as precision
 from foramflow.training.config import TrainConfig
 from foramflow.training.full import FullTrainer
 from foramflow.training.run_folder import LAST_CHECKPOINT
+from foramflow.training.top import TopTrainer
+from foramflow.training.transfer import TransferTrainer
 from image_sets import write_shape_set
+
+real_measure_rates = precision.measure_rates
 
 
 class Stopped(Exception):
@@ -152,3 +156,40 @@ def test_the_trial_leaves_the_network_its_optimizer_and_the_random_state_alone()
     assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
     assert not optimizer.state  # no moments: the copy took the steps
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize(
+    ("model", "trainer", "where_rows_begin"),
+    [
+        ("efficientnet_lite0_top", TopTrainer, "_rows"),
+        ("efficientnet_lite0_tl", TransferTrainer, "_features"),
+    ],
+)
+def test_top_and_transfer_runs_time_their_own_steps(
+    machine, data, tmp_path, monkeypatch, model, trainer, where_rows_begin
+):
+    timed = []
+
+    def real_trial(steps):
+        timed.append(real_measure_rates(steps))
+        return timed[-1]
+
+    monkeypatch.setattr(precision, "measure_rates", real_trial)
+    monkeypatch.setattr(trainer, where_rows_begin, stop)
+    config = TrainConfig(
+        model=model,
+        data=str(data),
+        out=str(tmp_path / "run"),
+        input_size=32,
+        batch_size=8,
+        min_per_class=5,
+        workers=1,
+        feature_cache=str(tmp_path / "cache"),
+    )
+    run = trainer(config)
+    with pytest.raises(Stopped):
+        run.run()
+    (rates,) = timed
+    assert set(rates) == {"fp32", "bf16"} and min(rates.values()) > 0
+    assert recorded(tmp_path / "run")["images_per_second"] == rates
+    assert run.bf16 == (rates["bf16"] >= precision.MARGIN * rates["fp32"])
