@@ -33,6 +33,7 @@ from foramflow.bundle.engine import cpu_has_bf16
 from foramflow.bundle.tuning import machine_id, setups_root
 from foramflow.io.files import write_json_atomic
 from foramflow.io.limits import FileRefused, read_json_object
+from foramflow.training.device import use_bf16
 
 #: bf16 is taken only when its rate is at least this many times fp32's.
 MARGIN = 1.10
@@ -50,9 +51,8 @@ def fixed_choice(precision: str, device: torch.device) -> dict | None:
     """The choice that needs no trial, or None where a trial decides (auto on a CPU with bf16)."""
     if precision in PRECISIONS:
         return {"precision": precision, "source": "given"}
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-        return {"precision": "bf16" if supported else "fp32", "source": "gpu"}
+    if device.type != "cpu":
+        return {"precision": "bf16" if use_bf16(precision, device) else "fp32", "source": "gpu"}
     if not cpu_has_bf16():
         return {"precision": "fp32", "source": "not possible"}
     return None

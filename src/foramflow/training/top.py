@@ -139,7 +139,7 @@ class TopTrainer(Trainer):
         )
         self.settle_precision(
             "training steps of the top on the frozen bottom's rows of a batch of training "
-            "images (fp32 rows by ONNX Runtime, bf16 by PyTorch, not timed)",
+            "images; the rows themselves (ONNX Runtime in fp32, PyTorch in bf16) not timed",
             lambda: self._trial_steps(network, data),
         )
         started = time.perf_counter()
