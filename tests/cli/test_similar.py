@@ -54,7 +54,7 @@ def test_train_routes_transfer_models_and_records_the_options(trained):
     assert config["model"] == "efficientnet_lite0_tl" and config["cyclic"] is False
     meta = json.loads((run / "bundle" / "model.json").read_text())
     assert meta["model"]["params"]["cyclic"] is False
-    chosen = config["precision_choice"]["precision"]  # measured or read from the cache
+    chosen = config["precision_choice"]["features"]["precision"]  # timed or from the cache
     assert meta["transfer"]["extractor"]["precision"] == chosen
     assert meta["transfer"]["feature_cache"].startswith(str(cache))
 

@@ -73,8 +73,8 @@ def start(data, out, *, resume=False, **changes) -> FullTrainer:
     return trainer
 
 
-def recorded(out) -> dict:
-    return yaml.safe_load((out / "config.yaml").read_text())["precision_choice"]
+def recorded(out, stage="epochs") -> dict:
+    return yaml.safe_load((out / "config.yaml").read_text())["precision_choice"][stage]
 
 
 def test_the_measured_choice_is_recorded_and_reused_on_this_machine(machine, data, tmp_path):
@@ -85,6 +85,9 @@ def test_the_measured_choice_is_recorded_and_reused_on_this_machine(machine, dat
     assert record["images_per_second"] == {"fp32": 100.0, "bf16": 200.0}
     assert record["batch_size"] == 8 and "training steps" in record["timed"]
     assert TrainConfig.from_yaml(tmp_path / "first" / "config.yaml") == first.config
+    assert set(
+        yaml.safe_load((tmp_path / "first" / "config.yaml").read_text())["precision_choice"]
+    ) == {"epochs"}  # a full network has no frozen features
 
     second = start(data, tmp_path / "second")
     assert second.bf16 and machine.calls == 1  # not timed again
@@ -159,14 +162,14 @@ def test_the_trial_leaves_the_network_its_optimizer_and_the_random_state_alone()
 
 
 @pytest.mark.parametrize(
-    ("model", "trainer", "where_rows_begin"),
+    ("model", "trainer", "where_rows_begin", "stages"),
     [
-        ("efficientnet_lite0_top", TopTrainer, "_rows"),
-        ("efficientnet_lite0_tl", TransferTrainer, "_features"),
+        ("efficientnet_lite0_top", TopTrainer, "_rows", ["features", "epochs"]),
+        ("efficientnet_lite0_tl", TransferTrainer, "_features", ["features"]),
     ],
 )
-def test_top_and_transfer_runs_time_their_own_steps(
-    machine, data, tmp_path, monkeypatch, model, trainer, where_rows_begin
+def test_top_and_transfer_runs_time_their_frozen_features_and_their_epochs_apart(
+    machine, data, tmp_path, monkeypatch, model, trainer, where_rows_begin, stages
 ):
     timed = []
 
@@ -189,7 +192,10 @@ def test_top_and_transfer_runs_time_their_own_steps(
     run = trainer(config)
     with pytest.raises(Stopped):
         run.run()
-    (rates,) = timed
-    assert set(rates) == {"fp32", "bf16"} and min(rates.values()) > 0
-    assert recorded(tmp_path / "run")["images_per_second"] == rates
-    assert run.bf16 == (rates["bf16"] >= precision.MARGIN * rates["fp32"])
+    assert len(timed) == len(stages)
+    for stage, rates in zip(stages, timed):
+        assert set(rates) == {"fp32", "bf16"} and min(rates.values()) > 0
+        assert recorded(tmp_path / "run", stage)["images_per_second"] == rates
+    faster = timed[0]["bf16"] >= precision.MARGIN * timed[0]["fp32"]
+    assert run.features_bf16 == faster
+    assert set(run._extractors) == {"fp32", "bf16"}  # kept: the winner computes the features

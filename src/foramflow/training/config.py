@@ -156,7 +156,7 @@ class TrainConfig(BaseModel):
 
     def to_yaml(self, path: str | Path, *, precision_choice: dict | None = None) -> None:
         """Write the options with absolute paths, so the file works from any folder, and
-        after them the run's precision choice, where given."""
+        after them the run's precision of each stage, where given."""
         values = self.model_dump()
         for name in PATH_FIELDS:
             if values[name]:
@@ -166,12 +166,16 @@ class TrainConfig(BaseModel):
         Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
 
 
-def read_precision_choice(path: str | Path) -> dict | None:
-    """The precision choice recorded in a run's config.yaml, or None where it has none."""
+def read_precision_choice(path: str | Path) -> dict[str, dict]:
+    """The precision of each stage recorded in a run's config.yaml (none where it has none)."""
     record = _read_yaml(Path(path)).get(PRECISION_RECORD)
-    if isinstance(record, dict) and record.get("precision") in ("fp32", "bf16"):
-        return record
-    return None
+    if not isinstance(record, dict):
+        return {}
+    return {
+        stage: choice
+        for stage, choice in record.items()
+        if isinstance(choice, dict) and choice.get("precision") in ("fp32", "bf16")
+    }
 
 
 def _read_yaml(path: Path) -> dict:

@@ -14,7 +14,7 @@ from foramflow.training.checkpoint import load_weights
 from foramflow.training.device import CompiledOrEager
 from foramflow.training.finish import export_and_evaluate
 from foramflow.training.fit import Batches
-from foramflow.training.precision import training_steps
+from foramflow.training.precision import EPOCHS, training_steps
 from foramflow.training.prepared import PreparedData
 from foramflow.training.run_folder import BEST_CHECKPOINT
 from foramflow.training.trainer import Trainer, to_device
@@ -31,7 +31,8 @@ class FullTrainer(Trainer):
         groups = getattr(network, "parameter_groups", None)  # discriminative learning rates
         rate = self.config.learning_rate
         optimizer = self.optimizer(groups(rate) if groups else network.parameters())
-        self.settle_precision(
+        self.bf16 = self.settle_precision(
+            EPOCHS,
             "training steps of the network on a batch of training images",
             lambda: training_steps(network, optimizer, *self._trial_batch(data)),
         )

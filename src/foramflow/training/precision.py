@@ -9,9 +9,12 @@ size and batch size, so that the next run on this machine does not time again; a
 machine (see :func:`~foramflow.bundle.tuning.machine_id`) times again. ``--precision fp32``
 or ``bf16`` decides without timing, and so does a GPU (bf16 where it is supported).
 
-A choice is a mapping, written into the run's ``config.yaml`` as ``precision_choice``:
-``precision`` (fp32 or bf16), ``source`` (measured, cached, given, not possible, gpu) and,
-when timed, what was timed and each candidate's images per second.
+Two stages choose apart, as their speeds differ: the frozen network's features of a
+transfer or top run (ONNX Runtime in fp32, PyTorch under bf16 autocast), and the epochs.
+The choices are written into the run's ``config.yaml`` under ``precision_choice``, a
+mapping per stage: ``precision`` (fp32 or bf16), ``source`` (measured, cached, given, not
+possible, gpu; flags for a resumed run that started without a record) and, when timed,
+what was timed and each candidate's images per second.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ MARGIN = 1.10
 #: MIN_SECONDS (a fast step is timed often enough to be told from noise), at most MAX_STEPS.
 MIN_STEPS, MIN_SECONDS, MAX_STEPS = 3, 0.5, 20
 PRECISIONS = ("fp32", "bf16")
+#: The stages that choose their precision: the frozen network's features (transfer and
+#: top runs, computed once) and the training epochs.
+FEATURES, EPOCHS = "features", "epochs"
 FORMAT = "foramflow-training-precision/1"
 
 #: One step of a candidate; returns the number of images it processed.
@@ -73,7 +79,7 @@ def measured_choice(
     cached = _read_cached(path)
     if cached is not None:
         return cached
-    log(f"Timing fp32 and bf16 training on this machine ({timed}; once per machine)")
+    log(f"Timing fp32 and bf16 on this machine: {timed} (once per machine)")
     started = time.perf_counter()
     with _rng_kept():
         rates = measure_rates(candidates())
@@ -128,10 +134,10 @@ def training_steps(
     return {name: partial(step, name == "bf16") for name in PRECISIONS}
 
 
-def describe(choice: dict) -> str:
+def describe(stage: str, choice: dict) -> str:
     """One line for the run's log."""
     rates = choice.get("images_per_second")
-    text = f"Training in {choice['precision']} ({choice['source']}"
+    text = f"{stage.capitalize()} in {choice['precision']} ({choice['source']}"
     if rates:
         text += ": " + ", ".join(f"{name} {rate:.0f} images/s" for name, rate in rates.items())
     return text + ")"

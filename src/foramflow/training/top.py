@@ -45,8 +45,13 @@ from foramflow.training.feature_cache import (
 )
 from foramflow.training.finish import export_and_evaluate
 from foramflow.training.fit import Batches
-from foramflow.training.frozen_features import FrozenFeatures, augmented_copies, cached_features
-from foramflow.training.precision import Step, training_steps
+from foramflow.training.frozen_features import (
+    FrozenFeatures,
+    augmented_copies,
+    cached_features,
+    extractor_trial,
+)
+from foramflow.training.precision import EPOCHS, FEATURES, Step, training_steps
 from foramflow.training.prepared import PreparedData
 from foramflow.training.run_folder import BEST_CHECKPOINT
 from foramflow.training.trainer import Trainer
@@ -137,9 +142,19 @@ class TopTrainer(Trainer):
             channels=c.channels,
             **self.model_params,
         )
-        self.settle_precision(
-            "training steps of the top on the frozen bottom's rows of a batch of training "
-            "images; the rows themselves (ONNX Runtime in fp32, PyTorch in bf16) not timed",
+        bottom = network.bottom.to(self.device).to(memory_format=torch.channels_last)
+        batch = data.images[data.train_index[: c.batch_size]]
+        self._extractors: dict[str, FrozenFeatures] = {}
+
+        def trial() -> dict[str, Step]:
+            self._extractors, steps = extractor_trial(bottom, batch, device=self.device)
+            return steps
+
+        timed = "the frozen bottom's rows of a batch of training images"
+        self.features_bf16 = self.settle_precision(FEATURES, timed, trial)
+        self.bf16 = self.settle_precision(
+            EPOCHS,
+            "training steps of the top on the frozen bottom's rows of a batch of training images",
             lambda: self._trial_steps(network, data),
         )
         started = time.perf_counter()
@@ -205,7 +220,7 @@ class TopTrainer(Trainer):
             preprocessing=PreprocessSpec(size=c.input_size, channels=c.channels).to_dict(),
             cyclic=False,
             pool="none",
-            precision="bf16" if self.bf16 else "fp32",
+            precision="bf16" if self.features_bf16 else "fp32",
             output=f"maps@{network.top.split}",
         )
         hashes = [image_sha256(p) for p in data.paths]
@@ -228,7 +243,10 @@ class TopTrainer(Trainer):
             notify=lambda m: self.progress.message(m, warning=True),
         ) as cache:
             self.cache_folder = cache.folder
-            extract = FrozenFeatures(bottom, device=self.device, bf16=self.bf16)
+            extract = self._extractors.pop(spec.precision, None) or FrozenFeatures(
+                bottom, device=self.device, bf16=self.features_bf16
+            )
+            self._extractors.clear()  # the trial's other extractor
             jobs = [(data.val_index, val_hashes, 0, validation)]
             jobs += [
                 (data.train_index, train_hashes, copy, train[:, k]) for k, copy in enumerate(views)

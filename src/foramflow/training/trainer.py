@@ -69,12 +69,11 @@ class Trainer:
         check_run_folder(self.out, resume=resume)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
-        #: How the precision was chosen (see :mod:`foramflow.training.precision`); None until
-        #: :meth:`settle_precision` has timed it.
-        self.precision_choice = (
-            self._resumed_choice() if resume else fixed_choice(config.precision, self.device)
-        )
-        self.bf16 = bool(self.precision_choice and self.precision_choice["precision"] == "bf16")
+        #: The precision of each stage (FEATURES, EPOCHS) and how it was chosen (see
+        #: :mod:`foramflow.training.precision`), as :meth:`settle_precision` settles them.
+        self.precision_choices: dict[str, dict] = {}
+        self._recorded = self._recorded_choices() if resume else {}
+        self.bf16 = False  # the epochs' precision, once settled
 
     def run(self) -> Path:
         raise NotImplementedError
@@ -89,43 +88,48 @@ class Trainer:
         write_split(self.out, self.data)
         return self.data
 
-    def settle_precision(self, timed: str, candidates: Callable[[], dict[str, Step]]) -> None:
-        """Choose the precision where a trial must (``--precision auto``, a CPU with bf16):
-        kept for this machine, or timed now on the steps ``candidates()`` builds (``timed``
-        says what they do); then record the choice in config.yaml. Call it once the
-        network and the images are ready, before anything runs in the chosen precision."""
-        if self.precision_choice is None:
+    def settle_precision(
+        self, stage: str, timed: str, candidates: Callable[[], dict[str, Step]]
+    ) -> bool:
+        """Whether ``stage`` (FEATURES or EPOCHS) runs under bf16 autocast: as given, as a
+        resumed run started, or, where a trial must (``--precision auto``, a CPU with bf16),
+        as kept for this machine or timed now on the steps ``candidates()`` builds (``timed``
+        says what they do). The choice is recorded in config.yaml. Call it once the network
+        and the images are ready, before anything runs in that stage's precision."""
+        choice = self._recorded.get(stage) if self.resume else None
+        if choice is None and self.resume:  # started before the choice was recorded
+            bf16 = use_bf16(self.config.precision, self.device)
+            choice = {"precision": "bf16" if bf16 else "fp32", "source": "flags"}
+        choice = choice or fixed_choice(self.config.precision, self.device)
+        if choice is None:
             c = self.config
             key = {
+                "stage": stage,
                 "model": c.model,
                 "input_size": c.input_size,
                 "channels": c.channels,
                 "batch_size": c.batch_size,
                 "device": self.device.type,
             }
-            self.precision_choice = measured_choice(
-                key, candidates, timed=timed, log=self.progress.message
-            )
-            self.bf16 = self.precision_choice["precision"] == "bf16"
-            self._write_config()
-        if self.precision_choice["source"] in ("measured", "cached"):
-            self.progress.message(describe(self.precision_choice))
+            choice = measured_choice(key, candidates, timed=timed, log=self.progress.message)
+        if choice["source"] in ("measured", "cached"):
+            self.progress.message(describe(stage, choice))
+        self.precision_choices[stage] = choice
+        self._write_config()
+        return choice["precision"] == "bf16"
 
     def _write_config(self) -> None:
+        record = self.precision_choices or None
         with naming_the_file(self.out / CONFIG_FILE):
-            self.config.to_yaml(self.out / CONFIG_FILE, precision_choice=self.precision_choice)
+            self.config.to_yaml(self.out / CONFIG_FILE, precision_choice=record)
 
-    def _resumed_choice(self) -> dict:
-        """A resumed run trains on in the precision it started with: that of its record, or
-        for a run without one, the rule of the CPU's flags it was started under."""
+    def _recorded_choices(self) -> dict[str, dict]:
+        """The precisions a resumed run started with, as its config.yaml records them."""
         path = self.out / CONFIG_FILE
-        if path.is_file():
-            with naming_the_file(path):
-                record = read_precision_choice(path)
-            if record is not None:
-                return record
-        bf16 = use_bf16(self.config.precision, self.device)
-        return {"precision": "bf16" if bf16 else "fp32", "source": "flags"}
+        if not path.is_file():
+            return {}
+        with naming_the_file(path):
+            return read_precision_choice(path)
 
     def fit_settings(self, data: PreparedData, train_counts: np.ndarray) -> FitSettings:
         """The fit loop's settings from the configuration and the training split."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +41,8 @@ from foramflow.training.feature_cache import (
 )
 from foramflow.training.finish import export_and_evaluate
 from foramflow.training.fit import Batches, fit
-from foramflow.training.frozen_features import FrozenFeatures, cached_features
-from foramflow.training.precision import PRECISIONS, Step
+from foramflow.training.frozen_features import FrozenFeatures, cached_features, extractor_trial
+from foramflow.training.precision import FEATURES, Step
 from foramflow.training.prepared import PreparedData
 from foramflow.training.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, CannotResume
 from foramflow.training.trainer import Trainer
@@ -89,12 +88,15 @@ class TransferTrainer(Trainer):
             **self.model_params,
         )
         head = network.head.to(self.device).to(memory_format=torch.channels_last)
+        batch = data.images[data.train_index[: c.batch_size]]
         self._extractors: dict[str, FrozenFeatures] = {}
-        self.settle_precision(
-            "feature vectors of the frozen head for a batch of images (fp32 by ONNX Runtime, "
-            "bf16 by PyTorch); the tail trains in fp32",
-            lambda: self._trial_steps(head, data),
-        )
+
+        def trial() -> dict[str, Step]:
+            self._extractors, steps = extractor_trial(head, batch, device=self.device)
+            return steps
+
+        timed = "the frozen head's vectors of a batch of training images"
+        self.features_bf16 = self.settle_precision(FEATURES, timed, trial)  # the tail: fp32
         hashes = [image_sha256(p) for p in data.paths]
         features, train_x, train_y, stats = self._features(head, data, hashes)
         stats["extraction_s"] = time.perf_counter() - started
@@ -143,15 +145,6 @@ class TransferTrainer(Trainer):
         )
         return report
 
-    def _trial_steps(self, head: TransferHead, data: PreparedData) -> dict[str, Step]:
-        """The head's vectors of the first batch of training images, in each precision; the
-        extractors are kept, so that the winner's (its ONNX export, say) is not made again."""
-        batch = data.images[data.train_index[: self.config.batch_size]]
-        for name in PRECISIONS:
-            extractor = FrozenFeatures(head, device=self.device, bf16=name == "bf16")
-            self._extractors[name] = extractor
-        return {name: partial(_vectors, e, batch) for name, e in self._extractors.items()}
-
     def _features(self, head: TransferHead, data: PreparedData, hashes: list[str]):
         """(vectors of every image, tail training inputs and labels, extraction statistics)."""
         c = self.config
@@ -161,12 +154,12 @@ class TransferTrainer(Trainer):
             preprocessing=PreprocessSpec(size=c.input_size, channels=c.channels).to_dict(),
             cyclic=c.cyclic,
             pool=c.pool,
-            precision="bf16" if self.bf16 else "fp32",
+            precision="bf16" if self.features_bf16 else "fp32",
             stages=c.stages,
             mirror=c.flips,
         )
         extract = self._extractors.pop(self.spec.precision, None) or FrozenFeatures(
-            head, device=self.device, bf16=self.bf16
+            head, device=self.device, bf16=self.features_bf16
         )
         self._extractors.clear()  # the trial's other extractor
         with FeatureCache.open(
@@ -252,7 +245,3 @@ class TransferTrainer(Trainer):
             f"accuracy {state['best_accuracy']:.3f} (epoch {state['best_epoch']})"
         )
         return state
-
-
-def _vectors(extract: FrozenFeatures, images: np.ndarray) -> int:
-    return len(extract(images))
