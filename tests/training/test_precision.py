@@ -199,3 +199,12 @@ def test_top_and_transfer_runs_time_their_frozen_features_and_their_epochs_apart
     faster = timed[0]["bf16"] >= precision.MARGIN * timed[0]["fp32"]
     assert run.features_bf16 == faster
     assert set(run._extractors) == {"fp32", "bf16"}  # kept: the winner computes the features
+
+
+def test_the_candidates_take_turns_so_that_a_passing_load_weighs_on_both():
+    calls = []
+    steps = {name: (lambda name=name: calls.append(name) or 1) for name in ("fp32", "bf16")}
+    rates = real_measure_rates(steps)
+    assert calls[:6] == ["fp32", "bf16"] * 3  # one untimed step each, then turn about
+    assert calls.count("fp32") == calls.count("bf16") == precision.MAX_STEPS + 1
+    assert set(rates) == {"fp32", "bf16"}

@@ -40,8 +40,9 @@ from foramflow.training.device import use_bf16
 
 #: bf16 is taken only when its rate is at least this many times fp32's.
 MARGIN = 1.10
-#: Each candidate: one untimed step, then at least MIN_STEPS timed ones, more while under
-#: MIN_SECONDS (a fast step is timed often enough to be told from noise), at most MAX_STEPS.
+#: Each candidate: one untimed step, then at least MIN_STEPS timed ones, more while the
+#: trial has taken under MIN_SECONDS a candidate (a fast step is timed often enough to be
+#: told from noise), at most MAX_STEPS.
 MIN_STEPS, MIN_SECONDS, MAX_STEPS = 3, 0.5, 20
 PRECISIONS = ("fp32", "bf16")
 #: The stages that choose their precision: the frozen network's features (transfer and
@@ -98,20 +99,23 @@ def measured_choice(
 
 
 def measure_rates(steps: dict[str, Step]) -> dict[str, float]:
-    """Images per second of each step: the median of timed steps after an untimed one."""
-    rates = {}
-    for name, step in steps.items():
+    """Images per second of each step: the median of its timed runs, after an untimed one.
+    The candidates take turns, so that a load that comes and goes (a shared machine) weighs
+    on each alike."""
+    for step in steps.values():
         step()
-        per_step: list[float] = []
-        started = time.perf_counter()
-        while len(per_step) < MIN_STEPS or (
-            time.perf_counter() - started < MIN_SECONDS and len(per_step) < MAX_STEPS
-        ):
+    per_step: dict[str, list[float]] = {name: [] for name in steps}
+    started = time.perf_counter()
+    while True:
+        for name, step in steps.items():
             tick = time.perf_counter()
             n = step()
-            per_step.append(n / max(time.perf_counter() - tick, 1e-9))
-        rates[name] = round(statistics.median(per_step), 1)
-    return rates
+            per_step[name].append(n / max(time.perf_counter() - tick, 1e-9))
+        done = min(len(rates) for rates in per_step.values())
+        enough_time = time.perf_counter() - started >= MIN_SECONDS * len(steps)
+        if done >= MAX_STEPS or (done >= MIN_STEPS and enough_time):
+            break
+    return {name: round(statistics.median(rates), 1) for name, rates in per_step.items()}
 
 
 def training_steps(
