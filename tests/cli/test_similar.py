@@ -8,7 +8,6 @@ import yaml
 from typer.testing import CliRunner
 
 from foramflow.cli import app
-from foramflow.training.device import use_bf16
 from image_sets import write_shape_set
 
 
@@ -55,8 +54,8 @@ def test_train_routes_transfer_models_and_records_the_options(trained):
     assert config["model"] == "efficientnet_lite0_tl" and config["cyclic"] is False
     meta = json.loads((run / "bundle" / "model.json").read_text())
     assert meta["model"]["params"]["cyclic"] is False
-    bf16 = use_bf16("auto", torch.device("cpu"))
-    assert meta["transfer"]["extractor"]["precision"] == ("bf16" if bf16 else "fp32")
+    chosen = config["precision_choice"]["features"]["precision"]  # timed or from the cache
+    assert meta["transfer"]["extractor"]["precision"] == chosen
     assert meta["transfer"]["feature_cache"].startswith(str(cache))
 
 

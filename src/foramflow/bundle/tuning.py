@@ -69,6 +69,11 @@ def machine_id() -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def setups_root() -> Path:
+    """Where the settings measured on each machine are kept, beside the bundles' records."""
+    return user_cache_root().parent / "setups"
+
+
 def _cpu_description() -> str:
     """The processor's model name and flags (Linux), else what the platform says."""
     try:
@@ -184,7 +189,7 @@ def _cache_file(
     hashes = [bundle.network(resolve_precision(bundle, p)[1]).hash[:16] for p in precisions]
     question = json.dumps([precisions, hashes, threads, batch_size])
     key = hashlib.sha256(question.encode()).hexdigest()[:16]
-    return (root or user_cache_root().parent / "setups") / machine / f"{key}.json"
+    return (root or setups_root()) / machine / f"{key}.json"
 
 
 def _read_cached(path: Path) -> Setup | None:

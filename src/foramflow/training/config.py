@@ -16,6 +16,9 @@ AUTO = "auto"
 
 #: The fields that name files or folders: relative ones in a file are relative to its folder.
 PATH_FIELDS = ("data", "out", "weights", "feature_cache")
+#: What a run records in its config.yaml after the options: how it resolved them
+#: (:mod:`foramflow.training.precision`). Not options: read back, they are set aside.
+PRECISION_RECORD = "precision_choice"
 
 
 class ConfigError(ForamflowError, ValueError):
@@ -136,7 +139,7 @@ class TrainConfig(BaseModel):
         from any working folder; the overrides' are the caller's. A problem is a
         :class:`ConfigError` naming the file.
         """
-        values = {} if path is None else _read_yaml(Path(path))
+        values = {} if path is None else _read_options(Path(path))
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
@@ -151,13 +154,28 @@ class TrainConfig(BaseModel):
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
         return cls.load(path, **overrides)
 
-    def to_yaml(self, path: str | Path) -> None:
-        """Write the options with absolute paths, so the file works from any folder."""
+    def to_yaml(self, path: str | Path, *, precision_choice: dict | None = None) -> None:
+        """Write the options with absolute paths, so the file works from any folder, and
+        after them the run's precision of each stage, where given."""
         values = self.model_dump()
         for name in PATH_FIELDS:
             if values[name]:
                 values[name] = os.path.abspath(values[name])
+        if precision_choice is not None:
+            values[PRECISION_RECORD] = precision_choice
         Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def read_precision_choice(path: str | Path) -> dict[str, dict]:
+    """The precision of each stage recorded in a run's config.yaml (none where it has none)."""
+    record = _read_yaml(Path(path)).get(PRECISION_RECORD)
+    if not isinstance(record, dict):
+        return {}
+    return {
+        stage: choice
+        for stage, choice in record.items()
+        if isinstance(choice, dict) and choice.get("precision") in ("fp32", "bf16")
+    }
 
 
 def _read_yaml(path: Path) -> dict:
@@ -173,4 +191,11 @@ def _read_yaml(path: Path) -> dict:
     for name in PATH_FIELDS:
         if isinstance(values.get(name), str) and values[name]:
             values[name] = os.path.join(path.parent, values[name])
+    return values
+
+
+def _read_options(path: Path) -> dict:
+    """A configuration file's options: its mapping less the run's records."""
+    values = _read_yaml(path)
+    values.pop(PRECISION_RECORD, None)
     return values

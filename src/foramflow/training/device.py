@@ -23,7 +23,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """Resolve 'auto' | 'bf16' | 'fp32' into whether to autocast to bfloat16."""
+    """Resolve 'auto' | 'bf16' | 'fp32' into whether to autocast to bfloat16, by what the
+    hardware supports; a CPU run with bf16 times the two instead (:mod:`.precision`)."""
     if precision == "fp32":
         return False
     if precision == "bf16":

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from copy import deepcopy
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from foramflow.models.transfer import TransferHead
 from foramflow.progress import Progress
 from foramflow.training.export import write_onnx
 from foramflow.training.feature_cache import FeatureCache
+from foramflow.training.precision import PRECISIONS, Step
 
 _CHUNK = 256  # images per cache write: an interruption loses at most this many vectors
 _READ_CHUNK = 4096  # vectors read from the cache at a time
@@ -102,6 +104,22 @@ class FrozenFeatures:
             path = Path(tmp) / "features.onnx"
             write_onnx(head, path, example, output_name="features")
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def extractor_trial(
+    head: torch.nn.Module, images: np.ndarray, *, device: torch.device
+) -> tuple[dict[str, FrozenFeatures], dict[str, Step]]:
+    """An extractor in each precision, and a step of each on ``images`` to time: the
+    winner is kept, so that its ONNX export (say) is not made again."""
+    extractors = {
+        name: FrozenFeatures(head, device=device, bf16=name == "bf16") for name in PRECISIONS
+    }
+    steps = {name: partial(_count, extract, images) for name, extract in extractors.items()}
+    return extractors, steps
+
+
+def _count(extract: FrozenFeatures, images: np.ndarray) -> int:
+    return len(extract(images))
 
 
 def augmented_copies(images: np.ndarray, hashes: Sequence[str], copy: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from foramflow.training.checkpoint import load_weights
 from foramflow.training.device import CompiledOrEager
 from foramflow.training.finish import export_and_evaluate
 from foramflow.training.fit import Batches
+from foramflow.training.precision import EPOCHS, training_steps
 from foramflow.training.prepared import PreparedData
 from foramflow.training.run_folder import BEST_CHECKPOINT
 from foramflow.training.trainer import Trainer, to_device
@@ -30,6 +31,11 @@ class FullTrainer(Trainer):
         groups = getattr(network, "parameter_groups", None)  # discriminative learning rates
         rate = self.config.learning_rate
         optimizer = self.optimizer(groups(rate) if groups else network.parameters())
+        self.bf16 = self.settle_precision(
+            EPOCHS,
+            "training steps of the network on a batch of training images",
+            lambda: training_steps(network, optimizer, *self._trial_batch(data)),
+        )
         state = self.train_epochs(self._batches(network, data), optimizer, data, train_counts)
         load_weights(network, self.out / BEST_CHECKPOINT)
         return export_and_evaluate(
@@ -61,6 +67,12 @@ class FullTrainer(Trainer):
             offered=offered,
         )
         return network.to(self.device).to(memory_format=torch.channels_last)
+
+    def _trial_batch(self, data: PreparedData) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first batch of training images and their labels, as the network sees them."""
+        index = data.train_index[: self.config.batch_size]
+        x = to_device(torch.from_numpy(data.images[index]), self.device)
+        return x, torch.from_numpy(data.labels[index]).to(self.device)
 
     def _batches(self, network: torch.nn.Module, data: PreparedData) -> Batches:
         """Image batches: augmented on the way in when the configuration says so."""

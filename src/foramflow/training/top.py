@@ -45,7 +45,13 @@ from foramflow.training.feature_cache import (
 )
 from foramflow.training.finish import export_and_evaluate
 from foramflow.training.fit import Batches
-from foramflow.training.frozen_features import FrozenFeatures, augmented_copies, cached_features
+from foramflow.training.frozen_features import (
+    FrozenFeatures,
+    augmented_copies,
+    cached_features,
+    extractor_trial,
+)
+from foramflow.training.precision import EPOCHS, FEATURES, Step, training_steps
 from foramflow.training.prepared import PreparedData
 from foramflow.training.run_folder import BEST_CHECKPOINT
 from foramflow.training.trainer import Trainer
@@ -136,6 +142,21 @@ class TopTrainer(Trainer):
             channels=c.channels,
             **self.model_params,
         )
+        bottom = network.bottom.to(self.device).to(memory_format=torch.channels_last)
+        batch = data.images[data.train_index[: c.batch_size]]
+        self._extractors: dict[str, FrozenFeatures] = {}
+
+        def trial() -> dict[str, Step]:
+            self._extractors, steps = extractor_trial(bottom, batch, device=self.device)
+            return steps
+
+        timed = "the frozen bottom's rows of a batch of training images"
+        self.features_bf16 = self.settle_precision(FEATURES, timed, trial)
+        self.bf16 = self.settle_precision(
+            EPOCHS,
+            "training steps of the top on the frozen bottom's rows of a batch of training images",
+            lambda: self._trial_steps(network, data),
+        )
         started = time.perf_counter()
         try:
             train_rows, val_rows = map(torch.from_numpy, self._rows(network, data))
@@ -143,8 +164,7 @@ class TopTrainer(Trainer):
             top.standardise(train_rows[:STANDARDISE_IMAGES, 0].to(self.device))
             prepared_s = time.perf_counter() - started
             train_counts = np.bincount(data.labels[data.train_index], minlength=len(classes))
-            groups = top.parameter_groups(c.learning_rate, len(data.train_index))
-            optimizer = self.optimizer(groups)
+            optimizer = self._optimizer(top, data)
             batches = self._batches(top, train_rows, val_rows, data)
             kept = f", the bottom's cached rows in {self.cache_folder}"
             state = self.train_epochs(batches, optimizer, data, train_counts, kept=kept)
@@ -171,6 +191,22 @@ class TopTrainer(Trainer):
             one_view=network.one_view() if network.cyclic else None,
         )
 
+    def _optimizer(self, top: Top, data: PreparedData) -> torch.optim.Optimizer:
+        groups = top.parameter_groups(self.config.learning_rate, len(data.train_index))
+        return self.optimizer(groups)
+
+    def _trial_steps(self, network: TopTuned, data: PreparedData) -> dict[str, Step]:
+        """Training steps of the top, in each precision, on the bottom's rows of the first
+        batch of training images."""
+        index = data.train_index[: self.config.batch_size]
+        x = torch.from_numpy(data.images[index]).to(self.device)
+        bottom = network.bottom.to(self.device).eval()
+        with torch.inference_mode():
+            rows = bottom(x.contiguous(memory_format=torch.channels_last)).float()
+        top = network.top.to(self.device)
+        y = torch.from_numpy(data.labels[index]).to(self.device)
+        return training_steps(top, self._optimizer(top, data), rows.clone(), y)
+
     def _rows(self, network: TopTuned, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
         """The bottom's rows, float16: of the training images (n, V, D) in the views of
         :func:`view_numbers`; of the validation images (m, D) as they lie (see
@@ -184,7 +220,7 @@ class TopTrainer(Trainer):
             preprocessing=PreprocessSpec(size=c.input_size, channels=c.channels).to_dict(),
             cyclic=False,
             pool="none",
-            precision="bf16" if self.bf16 else "fp32",
+            precision="bf16" if self.features_bf16 else "fp32",
             output=f"maps@{network.top.split}",
         )
         hashes = [image_sha256(p) for p in data.paths]
@@ -207,7 +243,10 @@ class TopTrainer(Trainer):
             notify=lambda m: self.progress.message(m, warning=True),
         ) as cache:
             self.cache_folder = cache.folder
-            extract = FrozenFeatures(bottom, device=self.device, bf16=self.bf16)
+            extract = self._extractors.pop(spec.precision, None) or FrozenFeatures(
+                bottom, device=self.device, bf16=self.features_bf16
+            )
+            self._extractors.clear()  # the trial's other extractor
             jobs = [(data.val_index, val_hashes, 0, validation)]
             jobs += [
                 (data.train_index, train_hashes, copy, train[:, k]) for k, copy in enumerate(views)

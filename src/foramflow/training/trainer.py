@@ -9,6 +9,7 @@ the prepared image set (:meth:`Trainer.start`) to the report of the exported bun
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ import torch.nn.functional as F
 from foramflow.data.split import loss_weights
 from foramflow.io.files import naming_the_file
 from foramflow.progress import Progress, Quiet
-from foramflow.training.config import AUTO, TrainConfig
+from foramflow.training.config import AUTO, TrainConfig, read_precision_choice
 from foramflow.training.device import resolve_device, use_bf16
 from foramflow.training.fit import Batches, FitSettings, fit
+from foramflow.training.precision import Step, describe, fixed_choice, measured_choice
 from foramflow.training.prepared import PreparedData, prepare_data
 from foramflow.training.run_folder import CONFIG_FILE, check_run_folder, write_split
 from foramflow.training.schedule import default_window_epochs
@@ -67,7 +69,11 @@ class Trainer:
         check_run_folder(self.out, resume=resume)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
-        self.bf16 = use_bf16(config.precision, self.device)
+        #: The precision of each stage (FEATURES, EPOCHS) and how it was chosen (see
+        #: :mod:`foramflow.training.precision`), as :meth:`settle_precision` settles them.
+        self.precision_choices: dict[str, dict] = {}
+        self._recorded = self._recorded_choices() if resume else {}
+        self.bf16 = False  # the epochs' precision, once settled
 
     def run(self) -> Path:
         raise NotImplementedError
@@ -77,11 +83,53 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
-        with naming_the_file(self.out / CONFIG_FILE):
-            self.config.to_yaml(self.out / CONFIG_FILE)
+        self._write_config()
         self.data = prepare_data(self.config, self.progress)
         write_split(self.out, self.data)
         return self.data
+
+    def settle_precision(
+        self, stage: str, timed: str, candidates: Callable[[], dict[str, Step]]
+    ) -> bool:
+        """Whether ``stage`` (FEATURES or EPOCHS) runs under bf16 autocast: as given, as a
+        resumed run started, or, where a trial must (``--precision auto``, a CPU with bf16),
+        as kept for this machine or timed now on the steps ``candidates()`` builds (``timed``
+        says what they do). The choice is recorded in config.yaml. Call it once the network
+        and the images are ready, before anything runs in that stage's precision."""
+        choice = self._recorded.get(stage) if self.resume else None
+        if choice is None and self.resume:  # started before the choice was recorded
+            bf16 = use_bf16(self.config.precision, self.device)
+            choice = {"precision": "bf16" if bf16 else "fp32", "source": "flags"}
+        choice = choice or fixed_choice(self.config.precision, self.device)
+        if choice is None:
+            c = self.config
+            key = {
+                "stage": stage,
+                "model": c.model,
+                "input_size": c.input_size,
+                "channels": c.channels,
+                "batch_size": c.batch_size,
+                "device": self.device.type,
+            }
+            choice = measured_choice(key, candidates, timed=timed, log=self.progress.message)
+        if choice["source"] in ("measured", "cached"):
+            self.progress.message(describe(stage, choice))
+        self.precision_choices[stage] = choice
+        self._write_config()
+        return choice["precision"] == "bf16"
+
+    def _write_config(self) -> None:
+        record = self.precision_choices or None
+        with naming_the_file(self.out / CONFIG_FILE):
+            self.config.to_yaml(self.out / CONFIG_FILE, precision_choice=record)
+
+    def _recorded_choices(self) -> dict[str, dict]:
+        """The precisions a resumed run started with, as its config.yaml records them."""
+        path = self.out / CONFIG_FILE
+        if not path.is_file():
+            return {}
+        with naming_the_file(path):
+            return read_precision_choice(path)
 
     def fit_settings(self, data: PreparedData, train_counts: np.ndarray) -> FitSettings:
         """The fit loop's settings from the configuration and the training split."""
