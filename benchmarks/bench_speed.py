@@ -4,10 +4,13 @@ one-off checks on a machine) of a training run's bundle, its ``bundle_fast/`` an
 precision, with their top-1 on held-out images; quiet and with one core kept busy; and,
 with ``--train``, the default training quiet and beside the busy process.
 
-    python benchmarks/bench_speed.py --run RUN [--limit 2000] [--train DIR] [--save NAME]
+    python benchmarks/bench_speed.py [--run RUN] [--train DIR] [--limit 2000] [--save NAME]
 
-RUN is a finished ``foramflow train`` folder: its validation images (split.csv) are
-classified, as a folder per class, so that each result's top-1 is known. MISO runs its
+``--train DIR`` trains the default on DIR (``foramflow train DIR``, no options), quiet and
+then with one core busy, each with a fresh user cache (so that its timed choices are made
+afresh). RUN is a finished ``foramflow train`` folder, by default the quiet training just
+made: its validation images (split.csv) are classified, as a folder per class, so that each
+result's top-1 is known. MISO runs its
 own Base-Cyclic at its default 128 px in its own environment (docs/contributing.md), with
 untrained weights (they do not change its speed) and three channels: its classify_folder
 reads every image as RGB unless model.json's parameters say otherwise, which its
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from saved_results import machine, save_result
 
@@ -156,26 +160,48 @@ def miso(tree: Path, work: Path, labels: list[str], busy: bool) -> dict | None:
 
 
 def train(data: Path, out: Path, busy: bool) -> dict:
-    """The default training's wall time, and the epochs' share of it."""
+    """The default training's wall time, its epochs' share of it, and the precisions it
+    chose (config.yaml)."""
     shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "XDG_CACHE_HOME": str(out.parent / f"cache-train-{busy}")}
     with busy_core(busy):
-        wall = timed([*FORAMFLOW, "train", str(data), "--out", str(out)])
+        wall = timed([*FORAMFLOW, "train", str(data), "--out", str(out)], env=env)
     meta = json.loads((out / "bundle" / "model.json").read_text())
-    return {"wall": wall, "epochs": (meta.get("training") or {}).get("time_s")}
+    config = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    chosen = {
+        stage: (record or {}).get("precision")
+        for stage, record in (config.get("precision_choice") or {}).items()
+    }
+    return {"wall": wall, "epochs": (meta.get("training") or {}).get("time_s"), "chosen": chosen}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished training run")
+    parser.add_argument(
+        "--run", type=Path, help="a finished training run (default: the one --train makes)"
+    )
     parser.add_argument("--limit", type=int, default=2000, help="held-out images classified")
     parser.add_argument("--train", type=Path, help="also time the default training on DIR")
     parser.add_argument("--save", metavar="NAME", help="also write benchmarks/results/NAME.json")
     args = parser.parse_args()
     who = machine()
     print(f"# {who['cpu']}, {who['cores']} cores, flags: {' '.join(who['flags'])}")
+    if args.run is None and args.train is None:
+        parser.error("give --run, --train or both")
     rows: list[list] = []
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         work = Path(tmp)
+        if args.train:
+            for busy in (False, True):
+                found = train(args.train, work / f"train-{'busy' if busy else 'quiet'}", busy)
+                load = "one core busy" if busy else "quiet"
+                how = ", ".join(f"{k} {v}" for k, v in found["chosen"].items())
+                rows.append(
+                    [f"train {args.train.name} (default)", load, how, "",
+                     round(found["wall"], 1), f"epochs {found['epochs']:.0f} s", "", ""]
+                )  # fmt: skip
+                print(" | ".join(map(str, rows[-1])), flush=True)
+        args.run = args.run or work / "train-quiet"
         tree = work / "images"
         n = holdout(args.run, tree, args.limit)
         labels = json.loads((args.run / "bundle" / "model.json").read_text())["labels"]
@@ -230,15 +256,6 @@ def main() -> None:
             results["default (auto)", "one core busy"],
         )
         print(f"classify under load keeps {loaded['rate'] / quiet['rate']:.0%} of its quiet speed")
-        if args.train:
-            for busy in (False, True):
-                found = train(args.train, work / "train", busy)
-                load = "one core busy" if busy else "quiet"
-                rows.append(
-                    [f"train {args.train.name} (default)", load, "", "", round(found["wall"], 1),
-                     "", "", ""]
-                )  # fmt: skip
-                print(" | ".join(map(str, rows[-1])), flush=True)
     if args.save:
         path = save_result(
             args.save,

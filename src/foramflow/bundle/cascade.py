@@ -26,7 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from foramflow.bundle.schema import MODEL_FILE, CascadeCheck
+from foramflow.bundle.schema import (
+    INT8_FILE,
+    MODEL_FILE,
+    ONE_VIEW_FILE,
+    ONE_VIEW_INT8_FILE,
+    CascadeCheck,
+)
 from foramflow.bundle.validation import ValidationSet
 
 #: The most validation top-1 (a fraction) the cascade may lose against the full network.
@@ -36,6 +42,9 @@ MIN_VALIDATION_IMAGES = 200
 #: Beyond this share of images sent on to the full network, the first pass costs more than
 #: it saves.
 MAX_RECHECKED_SHARE = 0.5
+#: The files each stage of a run's bundle may run: (fp32, int8).
+FULL_FILES = (MODEL_FILE, INT8_FILE)
+ONE_VIEW_FILES = (ONE_VIEW_FILE, ONE_VIEW_INT8_FILE)
 
 
 @dataclass(frozen=True)

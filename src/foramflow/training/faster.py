@@ -50,10 +50,11 @@ def add_int8(
 
 
 def stages(
-    source: Bundle, evaluation: Evaluation, int8: CheckedInt8 | None, file: str, int8_file: str
+    source: Bundle, evaluation: Evaluation, int8: CheckedInt8 | None, files: tuple[str, str]
 ) -> list[Stage]:
-    """A network as a cascade stage, as the run's bundle would hold it (``file``), and its
-    int8 copy (``int8_file``) where that kept fp32's validation top-1."""
+    """A network as a cascade stage, named as the run's bundle would hold it (``files``: its
+    fp32 and int8 files), and its int8 copy where that kept fp32's validation top-1."""
+    file, int8_file = files
     fp32 = Stage(
         evaluation.probabilities, file, source.read_model(), evaluation.inference_ms_per_image
     )

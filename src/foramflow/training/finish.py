@@ -9,14 +9,11 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from foramflow.bundle.cascade import FULL_FILES, ONE_VIEW_FILES
 from foramflow.bundle.folder import Bundle, write_bundle
 from foramflow.bundle.quantize import CheckedInt8
 from foramflow.bundle.schema import (
-    INT8_FILE,
-    MODEL_FILE,
     ONE_VIEW_BUNDLE,
-    ONE_VIEW_FILE,
-    ONE_VIEW_INT8_FILE,
     RUN_BUNDLE,
     PriorCorrection,
     TrainingInfo,
@@ -128,8 +125,8 @@ def export_and_evaluate(
         summary.append(_one_view_row(fast))
         cascade = add_cascade(
             bundle,
-            stages(bundle, evaluation, int8, MODEL_FILE, INT8_FILE),
-            stages(fast_bundle, fast, fast_int8, ONE_VIEW_FILE, ONE_VIEW_INT8_FILE),
+            stages(bundle, evaluation, int8, FULL_FILES),
+            stages(fast_bundle, fast, fast_int8, ONE_VIEW_FILES),
             evaluation,
             fast_bundle.temperature,
             progress,

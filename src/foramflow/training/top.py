@@ -49,9 +49,8 @@ from foramflow.training.frozen_features import (
     FrozenFeatures,
     augmented_copies,
     cached_features,
-    extractor_trial,
 )
-from foramflow.training.precision import EPOCHS, FEATURES, Step, training_steps
+from foramflow.training.precision import EPOCHS, Step, training_steps
 from foramflow.training.prepared import PreparedData
 from foramflow.training.run_folder import BEST_CHECKPOINT
 from foramflow.training.trainer import Trainer
@@ -143,15 +142,7 @@ class TopTrainer(Trainer):
             **self.model_params,
         )
         bottom = network.bottom.to(self.device).to(memory_format=torch.channels_last)
-        batch = data.images[data.train_index[: c.batch_size]]
-        self._extractors: dict[str, FrozenFeatures] = {}
-
-        def trial() -> dict[str, Step]:
-            self._extractors, steps = extractor_trial(bottom, batch, device=self.device)
-            return steps
-
-        timed = "the frozen bottom's rows of a batch of training images"
-        self.features_bf16 = self.settle_precision(FEATURES, timed, trial)
+        self.features_bf16 = self.settle_features_precision(bottom, data, "bottom's rows")
         self.bf16 = self.settle_precision(
             EPOCHS,
             "training steps of the top on the frozen bottom's rows of a batch of training images",

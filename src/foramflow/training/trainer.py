@@ -22,7 +22,8 @@ from foramflow.progress import Progress, Quiet
 from foramflow.training.config import AUTO, TrainConfig, read_precision_choice
 from foramflow.training.device import resolve_device, use_bf16
 from foramflow.training.fit import Batches, FitSettings, fit
-from foramflow.training.precision import Step, describe, fixed_choice, measured_choice
+from foramflow.training.frozen_features import FrozenFeatures, extractor_trial
+from foramflow.training.precision import FEATURES, Step, describe, fixed_choice, measured_choice
 from foramflow.training.prepared import PreparedData, prepare_data
 from foramflow.training.run_folder import CONFIG_FILE, check_run_folder, write_split
 from foramflow.training.schedule import default_window_epochs
@@ -117,6 +118,20 @@ class Trainer:
         self.precision_choices[stage] = choice
         self._write_config()
         return choice["precision"] == "bf16"
+
+    def settle_features_precision(self, frozen: torch.nn.Module, data, what: str) -> bool:
+        """Whether the frozen part's features are computed under bf16 autocast (by PyTorch)
+        rather than in fp32 (by ONNX Runtime), timed on a batch of training images; the
+        winning extractor is kept in ``self._extractors``."""
+        batch = data.images[data.train_index[: self.config.batch_size]]
+        self._extractors: dict[str, FrozenFeatures] = {}
+
+        def trial() -> dict[str, Step]:
+            self._extractors, steps = extractor_trial(frozen, batch, device=self.device)
+            return steps
+
+        timed = f"the frozen {what} of a batch of training images"
+        return self.settle_precision(FEATURES, timed, trial)
 
     def _write_config(self) -> None:
         record = self.precision_choices or None

@@ -41,8 +41,7 @@ from foramflow.training.feature_cache import (
 )
 from foramflow.training.finish import export_and_evaluate
 from foramflow.training.fit import Batches, fit
-from foramflow.training.frozen_features import FrozenFeatures, cached_features, extractor_trial
-from foramflow.training.precision import FEATURES, Step
+from foramflow.training.frozen_features import FrozenFeatures, cached_features
 from foramflow.training.prepared import PreparedData
 from foramflow.training.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, CannotResume
 from foramflow.training.trainer import Trainer
@@ -88,15 +87,8 @@ class TransferTrainer(Trainer):
             **self.model_params,
         )
         head = network.head.to(self.device).to(memory_format=torch.channels_last)
-        batch = data.images[data.train_index[: c.batch_size]]
-        self._extractors: dict[str, FrozenFeatures] = {}
-
-        def trial() -> dict[str, Step]:
-            self._extractors, steps = extractor_trial(head, batch, device=self.device)
-            return steps
-
-        timed = "the frozen head's vectors of a batch of training images"
-        self.features_bf16 = self.settle_precision(FEATURES, timed, trial)  # the tail: fp32
+        # the head's features may be bf16; the tail trains in fp32
+        self.features_bf16 = self.settle_features_precision(head, data, "head's vectors")
         hashes = [image_sha256(p) for p in data.paths]
         features, train_x, train_y, stats = self._features(head, data, hashes)
         stats["extraction_s"] = time.perf_counter() - started
