@@ -117,3 +117,12 @@ def test_a_cascade_runs_the_int8_copies_it_was_chosen_with(cascade_bundle, kit):
     )
     with pytest.raises(BundleError, match=r"model\.int8\.onnx is not the file its cascade"):
         Engine(Bundle.load(cascade_bundle), precision="cascade", threads=1)
+
+
+@pytest.mark.parametrize("field", ["one_view_file", "full_file"])
+def test_a_cascade_record_naming_a_file_outside_the_bundle_is_refused(cascade_bundle, field):
+    meta = json.loads((cascade_bundle / "model.json").read_text())
+    meta["cascade"][field] = "../elsewhere.onnx"
+    (cascade_bundle / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"model\.json.*elsewhere\.onnx"):
+        Bundle.load(cascade_bundle)

@@ -109,13 +109,14 @@ def test_auto_takes_int8_only_where_it_kept_the_validation_top1(
     assert resolve_precision(Bundle.load(bundle), "int8") == ("int8", "model.int8.onnx")
 
 
-def test_int8_asked_for_again_says_again_that_auto_does_not_use_it(bundle, tree, tmp_path):
+def test_int8_asked_for_again_warns_again_and_says_auto_does_not_use_it(bundle, tree, tmp_path):
     record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
     update_bundle_meta(bundle, int8={**record, "top1_agreement": 0.40})
     progress = Recorded()
     messages = progress.messages
     classify_folder(bundle, tree, tmp_path / "out", precision="int8", workers=0, progress=progress)
     assert any("int8: top-1 agreement with fp32 40.00%" in m for m in messages)
+    assert any(m.startswith("warning: below 99.5%: int8 results differ") for m in messages)
     assert any("auto uses only an int8 copy checked on the validation split" in m for m in messages)
 
 

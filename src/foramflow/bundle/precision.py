@@ -63,7 +63,9 @@ def ensure_precision(
     if precision != "int8":
         return precision
     problem = int8_problem(bundle)
-    if problem is None and bundle.meta.int8.method == METHOD:
+    judged = problem is None and bundle.meta.int8.validation_top1 is not None
+    if judged or (problem is None and bundle.meta.int8.method == METHOD):
+        # a copy judged on the validation split is kept, whatever method made it
         _report_agreement(log, "int8", bundle.meta.int8)  # asked for again: say it again
         return precision
     if problem is None:
@@ -98,9 +100,13 @@ def _bf16_needs_check(record: PrecisionCheck | None, bundle: Bundle) -> bool:
 
 
 def _thin_evidence(precision: str, record: PrecisionCheck) -> str:
+    consequence = (
+        "its agreement says little" if precision == "int8"
+        else "--precision auto will not rely on this check"
+    )  # fmt: skip
     return (
         f"{precision}: checked on {record.check_images} images, fewer than the "
-        f"{MIN_CHECK_IMAGES} that --precision auto needs: it will not rely on this check"
+        f"{MIN_CHECK_IMAGES} a telling check needs: {consequence}"
     )
 
 
@@ -125,6 +131,11 @@ def _report_agreement(log, precision: str, record: PrecisionCheck) -> None:
             "did not set the margin"
         )
     if precision == "int8":
+        if record.validation_top1 is None and enough_evidence(record) and not faithful(record):
+            log(
+                f"warning: below {MIN_AGREEMENT:.1%}: int8 results differ from fp32's for some "
+                "images"
+            )
         _report_validation(log, record)
         return
     if not enough_evidence(record):
@@ -156,6 +167,7 @@ def _report_validation(log, record: PrecisionCheck) -> None:
     )
     if not validated(record):
         log(
-            f"warning: int8 loses more than {MAX_TOP1_LOSS:.1%} of top-1 on the validation split "
+            f"warning: int8 loses more than {100 * MAX_TOP1_LOSS:.1f} points of top-1 on the "
+            "validation split "
             "(or was checked on too few images); --precision auto uses fp32 with this bundle"
         )

@@ -19,7 +19,9 @@ The copy is written beside model.onnx and recorded in the bundle's description
 be written, elsewhere: :mod:`foramflow.bundle.records`). The record holds its file, the
 method, the numbers of calibration and check images, and the top-1 agreement: the share of
 check images (not used for calibration) whose top class is the same as with the fp32 model.
-model.onnx itself is never changed.
+A copy made at training time (:func:`quantize_on_validation`) is calibrated on training
+images and also records its top-1 and fp32's on the validation split, which alone decide
+whether ``--precision auto`` uses it. model.onnx itself is never changed.
 """
 
 from __future__ import annotations
@@ -91,8 +93,9 @@ def quantize_into(
     if len(batch) < 2:
         where = os.path.commonpath([str(p) for p in picked]) if picked else "no images given"
         raise ForamflowError(
-            f"{where}: {len(batch)} readable image(s); an int8 model needs at least 2 to "
-            f"calibrate on, and {MIN_CHECK_IMAGES} more to check before --precision auto uses it"
+            f"{where}: {len(batch)} readable image(s); an int8 model needs at least 2, some "
+            f"to calibrate on and the others ({MIN_CHECK_IMAGES} for a telling check) to "
+            "compare with fp32"
         )
     n_cal = min(n_calibration, len(batch) // 2)
     order = np.random.default_rng(0).permutation(len(batch))
@@ -222,7 +225,8 @@ def _stem(model_path: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    return [node.name for node in graph.node if node.op_type == "Conv"][:1]
+    convolutions = [node for node in graph.node if node.op_type == "Conv"]
+    return [convolutions[0].name] if convolutions and convolutions[0].name else []
 
 
 def compare_engines(

@@ -294,6 +294,18 @@ class CascadeCheck(_Open):
     full_file: str = MODEL_FILE
     full_file_sha256: str | None = None
 
+    @field_validator("one_view_file", "full_file")
+    @classmethod
+    def _a_file_of_the_bundle(cls, value: str, info) -> str:
+        """Only the bundle's own files: a record must not point a stage outside it."""
+        allowed = {
+            "one_view_file": (ONE_VIEW_FILE, ONE_VIEW_INT8_FILE),
+            "full_file": (MODEL_FILE, INT8_FILE),
+        }[info.field_name]
+        if value not in allowed:
+            raise ValueError(f"must be {' or '.join(allowed)}, not {value!r}")
+        return value
+
 
 def _preprocessing(value) -> PreprocessSpec:
     if isinstance(value, PreprocessSpec):

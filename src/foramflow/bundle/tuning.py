@@ -186,10 +186,18 @@ def _cache_file(
     batch_size: int | None,
 ) -> Path:
     """One file per machine, network and question asked (candidates and settings given)."""
-    hashes = [bundle.network(resolve_precision(bundle, p)[1]).hash[:16] for p in precisions]
+    hashes = [_network_hashes(bundle, p) for p in precisions]
     question = json.dumps([precisions, hashes, threads, batch_size])
     key = hashlib.sha256(question.encode()).hexdigest()[:16]
     return (root or setups_root()) / machine / f"{key}.json"
+
+
+def _network_hashes(bundle: Bundle, precision: str) -> list[str]:
+    """The networks ``precision`` runs: the cascade runs two."""
+    files = [resolve_precision(bundle, precision)[1]]
+    if precision == "cascade":
+        files.append(bundle.meta.cascade.one_view_file)
+    return [bundle.network(file).hash[:16] for file in files]
 
 
 def _read_cached(path: Path) -> Setup | None:

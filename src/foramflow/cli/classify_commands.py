@@ -56,11 +56,12 @@ PrecisionOption = Annotated[
     Literal["auto", "fp32", "bf16", "int8", "cascade"],
     typer.Option(
         help="auto (the fastest on this machine, timed once, of fp32 and what the bundle's "
-        "accuracy checks allow: bf16 or int8 agreeing with fp32 on ≥ 99.5 % of check images, "
-        "and the cascade); fp32; bf16 (OpenVINO); int8 (calibrates an int8 model in the "
-        "bundle on images from IMAGES_DIR when it has none); or cascade (each image read "
-        "once, and in every turn only where that view is unsure: chosen at training to keep "
-        "the validation top-1 within 0.3 points)."
+        "accuracy checks allow: its int8 copy where training found its validation top-1 "
+        "within 0.3 points of fp32's, bf16 agreeing with fp32 on ≥ 99.5 % of check images, "
+        "and the cascade); fp32; bf16 (OpenVINO); int8 (the bundle's copy, or one calibrated "
+        "on images from IMAGES_DIR when it has none, which auto then never uses); or cascade "
+        "(each image read once, and in every turn only where that view is unsure: chosen at "
+        "training to keep the validation top-1 within 0.3 points)."
     ),
 ]
 WorkersOption = Annotated[

@@ -12,7 +12,7 @@ from foramflow.bundle.cascade import MIN_VALIDATION_IMAGES, Stage, fastest_casca
 from foramflow.bundle.engine import validated
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.quantize import CheckedInt8, quantize_on_validation
-from foramflow.bundle.schema import RUN_BUNDLE, CascadeCheck, PrecisionCheck
+from foramflow.bundle.schema import INT8_FILE, RUN_BUNDLE, CascadeCheck, PrecisionCheck
 from foramflow.bundle.validation import ValidationSet
 from foramflow.evaluate.evaluation import Evaluation
 from foramflow.io.files import atomic_write
@@ -32,14 +32,23 @@ def add_int8(
     progress.message(f"Making and checking an int8 copy of {bundle.path.name}/ …")
     train = data.train_index
     picked = np.unique(np.linspace(0, len(train) - 1, INT8_CALIBRATION).astype(int))
-    checked = quantize_on_validation(
-        bundle,
-        data.images[train[picked]],
-        data.images[data.val_index],
-        evaluation.y_true,
-        evaluation.probabilities,
-    )
-    bundle.update(int8=checked.record)
+    try:
+        checked = quantize_on_validation(
+            bundle,
+            data.images[train[picked]],
+            data.images[data.val_index],
+            evaluation.y_true,
+            evaluation.probabilities,
+        )
+        bundle.update(int8=checked.record)
+    except Exception as err:  # a speed-up must not cost the finished training
+        (bundle.path / INT8_FILE).unlink(missing_ok=True)
+        bundle.attach(int8=None)
+        progress.message(
+            f"no int8 copy of {bundle.path.name}/ ({type(err).__name__}: {err}); it runs in fp32",
+            warning=True,
+        )
+        return None
     r = checked.record
     verdict = "used where faster" if validated(r) else "too much lost: not used by --precision auto"
     progress.message(
@@ -89,8 +98,12 @@ def add_cascade(
         )
         return None
     record, first = found
-    atomic_write(bundle.path / first.file, lambda tmp: tmp.write_bytes(first.model))
-    bundle.update(cascade=record)
+    try:
+        atomic_write(bundle.path / first.file, lambda tmp: tmp.write_bytes(first.model))
+        bundle.update(cascade=record)
+    except OSError as err:  # a speed-up must not cost the finished training
+        progress.message(f"no cascade for {RUN_BUNDLE}/: {err}", warning=True)
+        return None
     progress.message(
         f"Cascade for {RUN_BUNDLE}/: one view first ({first.file}), every turn "
         f"({record.full_file}) for the {record.rechecked_share:.0%} of validation images it "

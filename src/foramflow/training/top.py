@@ -53,7 +53,7 @@ from foramflow.training.frozen_features import (
 from foramflow.training.precision import EPOCHS, Step, training_steps
 from foramflow.training.prepared import PreparedData
 from foramflow.training.run_folder import BEST_CHECKPOINT
-from foramflow.training.trainer import Trainer
+from foramflow.training.trainer import Trainer, to_device
 
 STANDARDISE_IMAGES = 4096  # training images whose features set the standardisation
 #: The training rows, memory-mapped while the top trains (128 kB an image for the four
@@ -190,10 +190,10 @@ class TopTrainer(Trainer):
         """Training steps of the top, in each precision, on the bottom's rows of the first
         batch of training images."""
         index = data.train_index[: self.config.batch_size]
-        x = torch.from_numpy(data.images[index]).to(self.device)
+        x = to_device(torch.from_numpy(data.images[index]), self.device)
         bottom = network.bottom.to(self.device).eval()
         with torch.inference_mode():
-            rows = bottom(x.contiguous(memory_format=torch.channels_last)).float()
+            rows = bottom(x).float()
         top = network.top.to(self.device)
         y = torch.from_numpy(data.labels[index]).to(self.device)
         return training_steps(top, self._optimizer(top, data), rows.clone(), y)

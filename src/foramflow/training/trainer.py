@@ -8,6 +8,7 @@ the prepared image set (:meth:`Trainer.start`) to the report of the exported bun
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -72,8 +73,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         #: The precision of each stage (FEATURES, EPOCHS) and how it was chosen (see
         #: :mod:`foramflow.training.precision`), as :meth:`settle_precision` settles them.
-        self.precision_choices: dict[str, dict] = {}
         self._recorded = self._recorded_choices() if resume else {}
+        # a resumed run rewrites config.yaml before it settles anything: keep what it holds
+        self.precision_choices: dict[str, dict] = dict(self._recorded)
         self.bf16 = False  # the epochs' precision, once settled
 
     def run(self) -> Path:
@@ -104,9 +106,11 @@ class Trainer:
         choice = choice or fixed_choice(self.config.precision, self.device)
         if choice is None:
             c = self.config
+            params = getattr(self, "model_params", {})  # set by each trainer before this
             key = {
                 "stage": stage,
                 "model": c.model,
+                "params": json.dumps(params, sort_keys=True, default=str),
                 "input_size": c.input_size,
                 "channels": c.channels,
                 "batch_size": c.batch_size,
