@@ -85,6 +85,20 @@ def download(page, selector: str, folder: Path) -> Path:
     return target
 
 
+def count_beside_human(page, human: Path, timeout_ms: int) -> Path:
+    """On the count page: upload the human counts ``human`` (a two-sample CSV), run the count
+    and wait until its downloads are offered; a new folder to download them into."""
+    page.wait_for_selector("#count-source option", state="attached")
+    page.set_input_files("#human-file", str(human))
+    page.wait_for_selector("#human-state:has-text('2 samples')")
+    page.click("#count-start")
+    wait_for_job(page, "abundance", timeout_ms)
+    page.wait_for_selector("#downloads a[data-file='abundance.csv']")
+    folder = human.parent / "downloads"
+    folder.mkdir()
+    return folder
+
+
 def write_trays(root: Path, particles: dict[str, int], pixels_per_mm: float) -> Path:
     """One synthetic tray per sample folder, with the number of particles given."""
     from foramflow.data.synthetic import make_slide

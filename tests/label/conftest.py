@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser_kit import serve, write_trays
 from foramflow.bundle import BundleMeta, write_bundle
 from foramflow.imaging.preprocess import PreprocessSpec
 from foramflow.label.store import LabelStore
@@ -96,3 +97,23 @@ def screenshots(tmp_path: Path) -> Path:
     folder = MANUAL_IMAGES if os.environ.get("FORAMFLOW_SCREENSHOTS") == "1" else tmp_path / "shots"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture
+def trays(tmp_path: Path, request) -> Path:
+    """Synthetic trays: the test module's ``PARTICLES`` per sample, at its ``PIXELS_PER_MM``."""
+    module = request.module
+    return write_trays(tmp_path / "trays", module.PARTICLES, module.PIXELS_PER_MM)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project folder the app is yet to create."""
+    return tmp_path / "project"
+
+
+@pytest.fixture
+def served_project(project: Path):
+    """The app serving ``project`` on a free port: its address."""
+    with serve(project) as url:
+        yield url

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_kit import VIEWPORT, chromium, needs_chromium, serve, write_trays
+from browser_kit import VIEWPORT, chromium, needs_chromium
 from foramflow.label.store import LabelStore
 
 PIXELS_PER_MM = 200.0  # synthetic slides have 5 µm pixels
@@ -21,26 +21,10 @@ pytestmark = needs_chromium
 
 
 @pytest.fixture
-def trays(tmp_path: Path) -> Path:
-    return write_trays(tmp_path / "trays", PARTICLES, PIXELS_PER_MM)
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return tmp_path / "project"
-
-
-@pytest.fixture
-def served(project: Path):
-    with serve(project) as url:
-        yield url
-
-
-@pytest.fixture
-def page(served):
+def page(served_project):
     with chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
-        page.goto(f"{served}/import")
+        page.goto(f"{served_project}/import")
         page.wait_for_selector("body[data-ready='1']")
         yield page
 
@@ -50,7 +34,7 @@ def shot(page, folder: Path, name: str) -> None:
 
 
 def test_import_trays_preview_segment_label(
-    page, served, trays: Path, project: Path, screenshots: Path
+    page, served_project, trays: Path, project: Path, screenshots: Path
 ):
     page.select_option("#kind", "trays")
     page.fill("#folder", str(trays))

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from browser_kit import VIEWPORT, chromium, download, needs_chromium, open_page, serve
+from browser_kit import (
+    VIEWPORT,
+    chromium,
+    count_beside_human,
+    download,
+    needs_chromium,
+    open_page,
+    serve,
+)
 from browser_kit import wait_for_job as wait_for
 from foramflow.abundance.steps import estimate_abundance
 from foramflow.label.store import LabelStore
@@ -100,14 +108,7 @@ def test_train_classify_count_from_the_browser(
     open_page(page, served, "count")
     human = tmp_path / "human.csv"
     human.write_text(HUMAN_CSV)
-    page.wait_for_selector("#count-source option", state="attached")
-    page.set_input_files("#human-file", str(human))
-    page.wait_for_selector("#human-state:has-text('2 samples')")
-    page.click("#count-start")
-    wait_for_job(page, "abundance")
-    page.wait_for_selector("#downloads a[data-file='abundance.csv']")
-    got = tmp_path / "downloads"
-    got.mkdir()
+    got = count_beside_human(page, human, JOB_WAIT_MS)
     table = download(page, "#downloads a[data-file='abundance.csv']", got)
     figure = download(page, "#downloads a[data-file='downcore.png']", got)
     svg = download(page, "#downloads a[data-file='downcore.svg']", got)

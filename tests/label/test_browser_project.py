@@ -18,11 +18,10 @@ import pytest
 from browser_kit import (
     VIEWPORT,
     chromium,
+    count_beside_human,
     download,
     needs_chromium,
     open_page,
-    serve,
-    write_trays,
 )
 from browser_kit import wait_for_job as wait_for
 from foramflow.abundance.steps import estimate_abundance
@@ -35,22 +34,6 @@ HUMAN_CSV = "sample,depth_cm,small,large\ncore1_10cm,10,8,6\ncore1_20cm,20,5,7\n
 JOB_WAIT_MS = 120_000
 
 pytestmark = needs_chromium
-
-
-@pytest.fixture
-def trays(tmp_path: Path) -> Path:
-    return write_trays(tmp_path / "trays", PARTICLES, PIXELS_PER_MM)
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return tmp_path / "project"
-
-
-@pytest.fixture
-def served(project: Path):
-    with serve(project) as url:
-        yield url
 
 
 @pytest.fixture
@@ -79,14 +62,14 @@ LABEL_BY_AREA = """async () => {
 
 
 def test_a_project_from_trays_to_abundances_in_the_browser(
-    browser, served, trays: Path, project: Path, tmp_path: Path, screenshots: Path
+    browser, served_project, trays: Path, project: Path, tmp_path: Path, screenshots: Path
 ):
     context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     page = context.new_page()
     total = sum(PARTICLES.values())
 
     # import: segment the trays, samples and depths from the folder names
-    open_page(page, served, "import")
+    open_page(page, served_project, "import")
     page.select_option("#kind", "trays")
     page.fill("#folder", str(trays))
     page.fill("#ppm", str(PIXELS_PER_MM))
@@ -108,7 +91,7 @@ def test_a_project_from_trays_to_abundances_in_the_browser(
 
     # a second browser on the same project is told, plainly
     other = browser.new_context(viewport=VIEWPORT).new_page()
-    open_page(other, served, "")
+    open_page(other, served_project, "")
     other.wait_for_selector("#presence:has-text('open in another window since')")
     page.screenshot(path=str(screenshots / "app-label.png"))
     other.context.close()
@@ -141,14 +124,7 @@ def test_a_project_from_trays_to_abundances_in_the_browser(
     page.wait_for_selector("body[data-ready='1']")
     human = tmp_path / "human.csv"
     human.write_text(HUMAN_CSV)
-    page.wait_for_selector("#count-source option", state="attached")
-    page.set_input_files("#human-file", str(human))
-    page.wait_for_selector("#human-state:has-text('2 samples')")
-    page.click("#count-start")
-    wait_for_job(page, "abundance")
-    page.wait_for_selector("#downloads a[data-file='abundance.csv']")
-    got = tmp_path / "downloads"
-    got.mkdir()
+    got = count_beside_human(page, human, JOB_WAIT_MS)
     table = download(page, "#downloads a[data-file='abundance.csv']", got)
     figure = download(page, "#downloads a[data-file='downcore.svg']", got)
 
