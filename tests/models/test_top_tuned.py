@@ -4,9 +4,16 @@ import numpy as np
 import pytest
 import torch
 
+from foramflow.models import top_tuned
 from foramflow.models.backbones import get_backbone
 from foramflow.models.cyclic import cyclic_slice
-from foramflow.models.top_tuned import dihedral_views, mean_of_views, split_backbone
+from foramflow.models.top_tuned import (
+    _block_subsampled,
+    _strided,
+    dihedral_views,
+    mean_of_views,
+    split_backbone,
+)
 from foramflow.models.transfer import pretrained_head
 
 SIZE = 64
@@ -117,3 +124,32 @@ def test_with_mirror_the_answer_is_the_eight_views_mean_whichever_way_the_image_
             assert not torch.allclose(network.top.features(network.bottom(x.flip(-1))), one_view)
     finally:
         network.mirror = False
+
+
+def test_training_in_bf16_computes_the_strided_blocks_as_they_are(network, monkeypatch):
+    """In bf16 on a CPU the top trains its strided blocks as stride-1 convolutions
+    subsampled (PyTorch's bf16 gradient of a strided depthwise convolution is slow): the
+    same values, and the same features as the network answers with."""
+    x = network.bottom.maps_and_pooled(torch.rand(3, 1, SIZE, SIZE))[0]
+    strided = [block for block in network.top.blocks if _strided(block)]
+    assert len(strided) == 2  # Lite0's last four stages halve the maps twice
+    with torch.no_grad():
+        for block in network.top.blocks:
+            if _strided(block):
+                torch.testing.assert_close(_block_subsampled(block, x), block(x))
+            x = block(x)
+    rows = network.bottom(torch.rand(3, 1, SIZE, SIZE))
+    calls = []
+    monkeypatch.setattr(
+        top_tuned, "_block_subsampled", lambda b, x: calls.append(b) or _block_subsampled(b, x)
+    )
+    try:
+        network.top.train()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            trained = network.top.features(rows).float()
+    finally:
+        network.top.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        answered = network.top.features(rows).float()
+    assert calls == strided  # in training only
+    torch.testing.assert_close(trained, answered, atol=0.1, rtol=0.02)  # bf16 rounding

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from foramflow.errors import InvalidInput
@@ -73,6 +74,35 @@ def _freeze_depthwise(blocks: nn.ModuleList) -> None:
     the same accuracy (docs/decisions.md)."""
     for block in blocks:
         block._depthwise_conv.weight.requires_grad_(False)
+
+
+def _cpu_bf16(x: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and (torch.get_autocast_dtype("cpu") == torch.bfloat16)
+    )
+
+
+def _strided(block: nn.Module) -> bool:
+    return block._depthwise_conv.stride[0] > 1 and not block.has_se
+
+
+def _block_subsampled(block: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """An EfficientNet-Lite block (MBConv without squeeze-excitation, frozen depthwise
+    filters) whose strided depthwise convolution is computed at stride 1 and subsampled:
+    the same values, but PyTorch's bf16 gradient of a strided depthwise convolution on a
+    CPU took ten times as long, two such layers a third of a training step
+    (docs/decisions.md)."""
+    x = inputs
+    if block._block_args.expand_ratio != 1:
+        x = block._swish(block._bn0(block._expand_conv(x)))
+    conv = block._depthwise_conv
+    step = conv.stride
+    x = F.conv2d(conv.static_padding(x), conv.weight, conv.bias, 1, conv.padding, conv.dilation,
+                 conv.groups)[:, :, :: step[0], :: step[1]]  # fmt: skip
+    x = block._swish(block._bn1(x))
+    return block._bn2(block._project_conv(x))  # strided: no skip connection
 
 
 class Bottom(nn.Module):
@@ -167,8 +197,9 @@ class Top(nn.Module):
         below them (none when the split follows the fourth stage from the end)."""
         x = maps
         pooled = [*pooled_below, x.mean(dim=(2, 3))]
+        subsample = self.training and _cpu_bf16(x)
         for i, block in enumerate(self.blocks, start=self.split):
-            x = block(x)
+            x = _block_subsampled(block, x) if subsample and _strided(block) else block(x)
             if i in self.pooled_ends:
                 pooled.append(x.mean(dim=(2, 3)))
         pooled.append(self.head(x).mean(dim=(2, 3)))
