@@ -14,22 +14,25 @@ overshoots it on other images; the allowance is for that difference. Where the c
 would send more than half the images on, or the split is too small to tell, the bundle gets
 none. Each network's probabilities keep their own calibration temperature.
 
-Either stage may run an int8 copy of its network (:mod:`foramflow.bundle.quantize`) where
-that copy kept fp32's validation top-1; the bound is then still the fp32 full network's
-top-1, and of the pairs that keep it the one expected to be fastest, from the time each
-network took on the validation split, is kept.
+The full stage runs the one-view network itself, in fp32, on each of the views the full
+network averages (its four turns; eight with the mirror image's): the same weights, so the
+mean of its answers is the full network's answer, and where the first stage ran the same
+file its answer for the image as it lies is reused, a quarter of the full stage's work.
+The first stage may instead run the one view's int8 copy (:mod:`foramflow.bundle.quantize`)
+where the cascade with it still keeps the bound: an int8 copy that alone loses too much
+mostly errs on close calls, which the margin sends on. Of the first stages that keep it, the
+one expected to be fastest, from the time each network took on the validation split, is
+kept.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from foramflow.bundle.schema import (
-    INT8_FILE,
     MODEL_FILE,
     ONE_VIEW_FILE,
     ONE_VIEW_INT8_FILE,
@@ -44,15 +47,14 @@ MIN_VALIDATION_IMAGES = 200
 #: Beyond this share of images sent on to the full network, the first pass costs more than
 #: it saves.
 MAX_RECHECKED_SHARE = 0.5
-#: The files each stage of a run's bundle may run: (fp32, int8).
-FULL_FILES = (MODEL_FILE, INT8_FILE)
+#: The files the first stage of a run's bundle may run: (fp32, int8).
 ONE_VIEW_FILES = (ONE_VIEW_FILE, ONE_VIEW_INT8_FILE)
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A network a cascade stage may run: its probabilities on the validation split, its
-    file name in the bundle, its bytes and its measured time per image."""
+    """A one-view network the first stage may run: its probabilities on the validation
+    split, its file name in the bundle, its bytes and its measured time per image."""
 
     probabilities: np.ndarray
     file: str
@@ -62,38 +64,49 @@ class Stage:
 
 def fastest_cascade(
     first_stages: list[Stage],
-    full_stages: list[Stage],
     reference: ValidationSet,
     *,
+    views: int,
     one_view_temperature: float,
     model_sha256: str,
 ) -> tuple[CascadeCheck, Stage] | None:
-    """Of the pairs of a one-view network and a full one (fp32 or int8 copies) whose
-    cascade keeps the ``reference``'s top-1 (the fp32 full network's), the one expected to
-    be fastest from the time each network took on the validation split; with its first
-    stage. None where no pair keeps it."""
+    """Of the ``first_stages`` (the fp32 one view, :data:`ONE_VIEW_FILE`, and its int8 copy
+    where there is one) whose cascade keeps the ``reference``'s top-1 (the full network's,
+    which averages ``views`` views), the one expected to be fastest; with its record. The
+    full stage runs the fp32 one view on every view. None where no first stage keeps it."""
+    fp32 = next(stage for stage in first_stages if stage.file == ONE_VIEW_FILE)
     found = []
-    for first, second in itertools.product(first_stages, full_stages):
+    for first in first_stages:
         record = choose_cascade(
-            ValidationSet(labels=reference.labels, probabilities=second.probabilities),
+            reference,
             ValidationSet(labels=reference.labels, probabilities=first.probabilities),
-            reference=reference,
             one_view_temperature=one_view_temperature,
             model_sha256=model_sha256,
             file_sha256=hashlib.sha256(first.model).hexdigest(),
             one_view_file=first.file,
-            full_file=second.file,
-            full_file_sha256=(
-                None if second.file == MODEL_FILE else hashlib.sha256(second.model).hexdigest()
-            ),
+            full_file=ONE_VIEW_FILE,
+            full_file_sha256=hashlib.sha256(fp32.model).hexdigest(),
+            views=views,
         )
         if record is not None:
-            found.append((first.ms_per_image + record.rechecked_share * second.ms_per_image,
-                          record, first))  # fmt: skip
+            views_run = views - 1 if first.file == ONE_VIEW_FILE else views
+            expected_ms = (
+                first.ms_per_image + record.rechecked_share * views_run * fp32.ms_per_image
+            )
+            found.append((expected_ms, record, first))
     if not found:
         return None
     _, record, first = min(found, key=lambda item: item[0])
     return record, first
+
+
+def image_views(images: np.ndarray, views: int, *, as_it_lies: bool = True) -> list[np.ndarray]:
+    """The ``views`` (4 or 8) of preprocessed images (N, C, S, S) that a full network
+    averages: the four quarter turns, then those of the mirror image; without the image as
+    it lies where ``as_it_lies`` is False."""
+    turned = [images[..., ::-1]] if views == 8 else []
+    out = [np.rot90(view, k, axes=(2, 3)) for view in [images, *turned] for k in range(4)]
+    return [np.ascontiguousarray(view) for view in (out if as_it_lies else out[1:])]
 
 
 def top_two_margin(probabilities: np.ndarray) -> np.ndarray:
@@ -115,6 +128,7 @@ def choose_cascade(
     one_view_file: str = ONE_VIEW_FILE,
     full_file: str = MODEL_FILE,
     full_file_sha256: str | None = None,
+    views: int = 4,
 ) -> CascadeCheck | None:
     """The cascade with the smallest share of images sent to the full network whose
     validation top-1 is the ``reference``'s (by default the full network's; where a stage
@@ -122,8 +136,9 @@ def choose_cascade(
     images, there are too few of them, no margin keeps that top-1, the cascade would send
     more than :data:`MAX_RECHECKED_SHARE` of them on, or its held-out top-1 (each half judged
     by the margin chosen on the other) is more than :data:`MAX_TOP1_LOSS` below it.
-    ``one_view_file``, ``full_file``: the network each stage runs, and ``full_file_sha256``
-    the full stage's where it is not model.onnx."""
+    ``one_view_file``, ``full_file``: the network each stage runs, ``full_file_sha256``
+    the full stage's where it is not model.onnx, and ``views`` those the full network
+    averages."""
     labels = np.asarray(full.labels)
     reference = reference or full
     same = all(np.array_equal(labels, other.labels) for other in (one_view, reference))
@@ -156,6 +171,7 @@ def choose_cascade(
         one_view_file=one_view_file,
         full_file=full_file,
         full_file_sha256=full_file_sha256,
+        views=views,
     )
 
 

@@ -39,11 +39,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from foramflow.bundle.cascade import MAX_TOP1_LOSS, MIN_VALIDATION_IMAGES, top_two_margin
+from foramflow.bundle.cascade import (
+    MAX_TOP1_LOSS,
+    MIN_VALIDATION_IMAGES,
+    image_views,
+    top_two_margin,
+)
 from foramflow.bundle.schema import (
     INT8_FILE,
     META_FILE,
     MODEL_FILE,
+    ONE_VIEW_FILE,
     ONE_VIEW_INT8_FILE,
     BundleError,
     PrecisionCheck,
@@ -272,10 +278,16 @@ class Engine:
         self._first = None  # the cascade's one-view network
         if self.precision == "cascade":
             record = bundle.meta.cascade
-            one_view = bundle.network(record.one_view_file)
-            first = _onnxruntime(one_view.model, self.threads, bundle, one_view.where)
-            self._first = _runner(first)
-            self.first_where, self.cascade_margin = one_view.where, record.margin
+            # a full stage of the one-view file runs it on every view of the image
+            self.views = record.views if record.full_file == ONE_VIEW_FILE else 0
+            self.reuse_first = record.one_view_file == record.full_file
+            if self.reuse_first:
+                self._first, self.first_where = self._run, self.where
+            else:
+                one_view = bundle.network(record.one_view_file)
+                first = _onnxruntime(one_view.model, self.threads, bundle, one_view.where)
+                self._first, self.first_where = _runner(first), one_view.where
+            self.cascade_margin = record.margin
             self.first_temperature = record.one_view_temperature if calibrated else 1.0
 
     def describe(self) -> str:
@@ -320,12 +332,27 @@ class Engine:
         calibrated = apply_temperature(first, self.first_temperature)
         unsure = np.flatnonzero(top_two_margin(first) < self.cascade_margin)
         if len(unsure):
-            full = self._run(np.ascontiguousarray(batch[unsure]))
-            check_probabilities(full, self.bundle, self.where)
+            images = np.ascontiguousarray(batch[unsure])
+            if self.views:
+                full = self._every_view(images, first[unsure] if self.reuse_first else None)
+            else:
+                full = self._run(images)
+                check_probabilities(full, self.bundle, self.where)
             calibrated = calibrated.copy()
             calibrated[unsure] = apply_temperature(full, self.temperature)
             self.n_rechecked += len(unsure)
         return calibrated
+
+    def _every_view(self, images: np.ndarray, as_it_lies: np.ndarray | None) -> np.ndarray:
+        """The full network's answer as the mean of the one-view network's over every view
+        of ``images``; ``as_it_lies``: its answers for the images as they lie, where known."""
+        views = image_views(images, self.views, as_it_lies=as_it_lies is None)
+        answers = self._run(np.concatenate(views))
+        check_probabilities(answers, self.bundle, self.where)
+        total = answers.reshape(len(views), len(images), -1).sum(0, dtype=np.float64)
+        if as_it_lies is not None:
+            total += as_it_lies
+        return (total / self.views).astype(np.float32)
 
 
 def _file_precision(name: str) -> str:

@@ -15,7 +15,7 @@ are written back whole.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -289,10 +289,14 @@ class CascadeCheck(_Open):
     model_sha256: str
     file_sha256: str
     # The networks each stage runs (fp32 or int8 copies), and the full stage's file's hash
-    # where it is not model.onnx itself.
+    # where it is not model.onnx itself. A full stage of model.one_view.onnx runs it on each
+    # of the ``views`` the full network averages (its four turns; eight with the mirror
+    # image's), reusing the first stage's answer for the image as it lies where that stage
+    # ran the same file: the full network's answer, for less work.
     one_view_file: str = ONE_VIEW_FILE
     full_file: str = MODEL_FILE
     full_file_sha256: str | None = None
+    views: Literal[4, 8] = 4
 
     @field_validator("one_view_file", "full_file")
     @classmethod
@@ -300,7 +304,7 @@ class CascadeCheck(_Open):
         """Only the bundle's own files: a record must not point a stage outside it."""
         allowed = {
             "one_view_file": (ONE_VIEW_FILE, ONE_VIEW_INT8_FILE),
-            "full_file": (MODEL_FILE, INT8_FILE),
+            "full_file": (MODEL_FILE, INT8_FILE, ONE_VIEW_FILE),
         }[info.field_name]
         if value not in allowed:
             raise ValueError(f"must be {' or '.join(allowed)}, not {value!r}")

@@ -8,11 +8,22 @@ import hashlib
 
 import numpy as np
 
-from foramflow.bundle.cascade import MIN_VALIDATION_IMAGES, Stage, fastest_cascade
+from foramflow.bundle.cascade import (
+    MIN_VALIDATION_IMAGES,
+    ONE_VIEW_FILES,
+    Stage,
+    fastest_cascade,
+)
 from foramflow.bundle.engine import validated
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.quantize import CheckedInt8, quantize_on_validation
-from foramflow.bundle.schema import INT8_FILE, RUN_BUNDLE, CascadeCheck, PrecisionCheck
+from foramflow.bundle.schema import (
+    INT8_FILE,
+    ONE_VIEW_FILE,
+    RUN_BUNDLE,
+    CascadeCheck,
+    PrecisionCheck,
+)
 from foramflow.bundle.validation import ValidationSet
 from foramflow.evaluate.evaluation import Evaluation
 from foramflow.io.files import atomic_write
@@ -58,16 +69,15 @@ def add_int8(
     return checked
 
 
-def stages(
-    source: Bundle, evaluation: Evaluation, int8: CheckedInt8 | None, files: tuple[str, str]
-) -> list[Stage]:
-    """A network as a cascade stage, named as the run's bundle would hold it (``files``: its
-    fp32 and int8 files), and its int8 copy where that kept fp32's validation top-1."""
-    file, int8_file = files
+def first_stages(source: Bundle, evaluation: Evaluation, int8: CheckedInt8 | None) -> list[Stage]:
+    """The one-view network as the cascade's first stage, named as the run's bundle holds
+    it, in fp32 and, where there is one, as its int8 copy (judged by the cascade it makes,
+    not by its own top-1)."""
+    fp32_file, int8_file = ONE_VIEW_FILES
     fp32 = Stage(
-        evaluation.probabilities, file, source.read_model(), evaluation.inference_ms_per_image
+        evaluation.probabilities, fp32_file, source.read_model(), evaluation.inference_ms_per_image
     )
-    if int8 is None or not validated(int8.record):
+    if int8 is None:
         return [fp32]
     model = source.read_model(int8.record.file)
     return [fp32, Stage(int8.probabilities, int8_file, model, int8.ms_per_image)]
@@ -75,19 +85,19 @@ def stages(
 
 def add_cascade(
     bundle: Bundle,
-    full_stages: list[Stage],
-    first_stages: list[Stage],
+    first: list[Stage],
     full: Evaluation,
+    views: int,
     one_view_temperature: float,
     progress: Progress,
 ) -> CascadeCheck | None:
     """Give ``bundle`` the fastest cascade that keeps the fp32 full network's validation
-    top-1 (:func:`foramflow.bundle.cascade.fastest_cascade`), and the one-view network it
-    runs first."""
+    top-1 (:func:`foramflow.bundle.cascade.fastest_cascade`), and the one-view networks it
+    runs."""
     found = fastest_cascade(
-        first_stages,
-        full_stages,
+        first,
         ValidationSet(labels=full.y_true, probabilities=full.probabilities),
+        views=views,
         one_view_temperature=one_view_temperature,
         model_sha256=hashlib.sha256(bundle.read_model()).hexdigest(),
     )
@@ -97,17 +107,22 @@ def add_cascade(
             "answer for enough images without losing top-1"
         )
         return None
-    record, first = found
+    record, chosen = found
+    files = {
+        stage.file: stage.model for stage in first if stage.file in (chosen.file, ONE_VIEW_FILE)
+    }
     try:
-        atomic_write(bundle.path / first.file, lambda tmp: tmp.write_bytes(first.model))
+        for name, model in files.items():
+            atomic_write(bundle.path / name, lambda tmp, model=model: tmp.write_bytes(model))
         bundle.update(cascade=record)
     except OSError as err:  # a speed-up must not cost the finished training
         progress.message(f"no cascade for {RUN_BUNDLE}/: {err}", warning=True)
         return None
     progress.message(
-        f"Cascade for {RUN_BUNDLE}/: one view first ({first.file}), every turn "
-        f"({record.full_file}) for the {record.rechecked_share:.0%} of validation images it "
-        f"is unsure of: top-1 {record.top1:.1%} against {record.full_top1:.1%}"
+        f"Cascade for {RUN_BUNDLE}/: one view first ({record.one_view_file}), every view "
+        f"({record.full_file}, {record.views} views) for the {record.rechecked_share:.0%} of "
+        f"validation images it is unsure of: top-1 {record.top1:.1%} against "
+        f"{record.full_top1:.1%}"
     )
     return record
 
@@ -124,7 +139,7 @@ def int8_row(record: PrecisionCheck) -> tuple[str, str]:
 def cascade_row(record: CascadeCheck) -> tuple[str, str]:
     return (
         "cascade (validation split)",
-        f"one view first ({record.one_view_file}), every turn ({record.full_file}) for the "
+        f"one view first ({record.one_view_file}), every view ({record.full_file}) for the "
         f"{record.rechecked_share:.1%} it is unsure of: top-1 {record.top1:.4f} against "
         f"{record.full_top1:.4f} (held out {record.held_out_top1:.4f})",
     )

@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from foramflow.bundle.cascade import FULL_FILES, ONE_VIEW_FILES
 from foramflow.bundle.folder import Bundle, write_bundle
-from foramflow.bundle.quantize import CheckedInt8
 from foramflow.bundle.schema import (
     ONE_VIEW_BUNDLE,
     RUN_BUNDLE,
@@ -37,7 +35,13 @@ from foramflow.io.files import write_json_atomic
 from foramflow.progress import Progress
 from foramflow.training.config import TrainConfig
 from foramflow.training.export import onnx_bytes, training_meta
-from foramflow.training.faster import add_cascade, add_int8, cascade_row, int8_row, stages
+from foramflow.training.faster import (
+    add_cascade,
+    add_int8,
+    cascade_row,
+    first_stages,
+    int8_row,
+)
 from foramflow.training.prior import as_trained, divide_out_class_weights
 from foramflow.training.run_folder import CONFIG_FILE, LOG_FILE, METRICS_FILE
 
@@ -68,9 +72,7 @@ def export_and_evaluate(
     if weighted:  # one tail: this divides them out of ``one_view`` too
         divide_out_class_weights(network, weights)
 
-    def export(
-        module: nn.Module, folder: str, params: dict
-    ) -> tuple[Bundle, Evaluation, CheckedInt8 | None]:
+    def export(module: nn.Module, folder: str, params: dict) -> tuple[Bundle, Evaluation]:
         meta = training_meta(
             name=out.name, model_name=config.model, model_params=params,
             labels=image_set.classes, spec=spec,
@@ -110,30 +112,31 @@ def export_and_evaluate(
             training_set=_training_set(data, config),
             training=_training(state, config, n_train=len(data.train_index)),
         )
-        return bundle, evaluation, add_int8(bundle, data, evaluation, progress)
+        return bundle, evaluation
 
     progress.message("Exporting the best network to ONNX …")
-    bundle, evaluation, int8 = export(network, RUN_BUNDLE, model_params)
+    bundle, evaluation = export(network, RUN_BUNDLE, model_params)
     summary = [*_summary(evaluation, data, config, model_params, state),
                *_calibration_rows(bundle)]  # fmt: skip
+    cascade = None
     if one_view is not None:
         progress.message("Exporting the network reading each image once …")
-        fast_bundle, fast, fast_int8 = export(
-            one_view, ONE_VIEW_BUNDLE, {**model_params, "cyclic": False}
-        )
+        fast_bundle, fast = export(one_view, ONE_VIEW_BUNDLE, {**model_params, "cyclic": False})
         evaluation.metrics["one_view"] = _headline(fast)
         summary.append(_one_view_row(fast))
         cascade = add_cascade(
             bundle,
-            stages(bundle, evaluation, int8, FULL_FILES),
-            stages(fast_bundle, fast, fast_int8, ONE_VIEW_FILES),
+            first_stages(fast_bundle, fast, add_int8(fast_bundle, data, fast, progress)),
             evaluation,
+            network.views,
             fast_bundle.temperature,
             progress,
         )
         if cascade is not None:
             evaluation.metrics["cascade"] = cascade.to_json()
             summary.append(cascade_row(cascade))
+    # the cascade is faster than the full network in int8, whose copy costs a minute to check
+    int8 = add_int8(bundle, data, evaluation, progress) if cascade is None else None
     if int8 is not None:
         evaluation.metrics["int8"] = int8.record.to_json()
         summary.append(int8_row(int8.record))
