@@ -95,9 +95,7 @@ def stage(probabilities, file, ms):
 
 
 def fastest(first_stages, full):
-    return fastest_cascade(
-        first_stages, full, views=4, one_view_temperature=1.0, model_sha256="a"
-    )
+    return fastest_cascade(first_stages, full, views=4, one_view_temperature=1.0, model_sha256="a")
 
 
 def test_an_int8_first_stage_is_taken_where_its_cascade_keeps_the_top1():
