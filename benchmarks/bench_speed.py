@@ -5,6 +5,7 @@ precision, with their top-1 on held-out images; quiet and with one core kept bus
 with ``--train``, the default training quiet and beside the busy process.
 
     python benchmarks/bench_speed.py [--run RUN] [--train DIR] [--limit 2000] [--save NAME]
+                                     [--keep FOLDER]
 
 ``--train DIR`` trains the default on DIR (``foramflow train DIR``, no options), quiet and
 then with one core busy, each with a fresh user cache (so that its timed choices are made
@@ -183,6 +184,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2000, help="held-out images classified")
     parser.add_argument("--train", type=Path, help="also time the default training on DIR")
     parser.add_argument("--save", metavar="NAME", help="also write benchmarks/results/NAME.json")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this folder and keep it (the runs trained, outputs)"
+    )
     args = parser.parse_args()
     who = machine()
     print(f"# {who['cpu']}, {who['cores']} cores, flags: {' '.join(who['flags'])}")
@@ -190,7 +194,8 @@ def main() -> None:
         parser.error("give --run, --train or both")
     rows: list[list] = []
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         if args.train:
             for busy in (False, True):
                 found = train(args.train, work / f"train-{'busy' if busy else 'quiet'}", busy)
