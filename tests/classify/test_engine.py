@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foramflow.bundle import Bundle, BundleError, update_bundle_meta
+from foramflow.bundle import Bundle, BundleError, quantize, update_bundle_meta
 from foramflow.bundle.engine import (
     Engine,
     close_calls,
@@ -50,13 +50,17 @@ def test_int8_copy_made_from_unlabelled_images_runs_when_asked_never_under_auto(
     pd.testing.assert_frame_equal(counts, expected[counts.columns], check_names=False)
 
 
-def test_int8_weights_keep_to_seven_bits_so_cpus_without_vnni_do_not_overflow(kit, tree, tmp_path):
+@pytest.mark.parametrize("exact", [True, False])
+def test_int8_weights_keep_to_seven_bits_where_the_cpu_would_overflow_eight(
+    kit, tree, tmp_path, monkeypatch, exact
+):
     import onnx
     from onnx import numpy_helper
 
+    monkeypatch.setattr(quantize, "int8_exact", lambda: exact)
     bundle = kit.write_bundle(tmp_path / "bundle", conv=True)
     record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
-    assert record["top1_agreement"] == 1.0
+    assert record["top1_agreement"] == 1.0 and record["weight_bits"] == (8 if exact else 7)
     model = onnx.load(bundle / "model.int8.onnx")
     weights = [
         numpy_helper.to_array(t)
@@ -65,7 +69,7 @@ def test_int8_weights_keep_to_seven_bits_so_cpus_without_vnni_do_not_overflow(ki
     ]
     assert weights, "the int8 copy quantises no weights"
     # the second convolution's one weight is its largest: 127 with 8 bits, 64 with 7
-    assert max(int(np.abs(w.astype(int)).max()) for w in weights) == 64
+    assert max(int(np.abs(w.astype(int)).max()) for w in weights) == (127 if exact else 64)
     # the stem, which reads the image, stays in fp32: the image and its weights as they are
     (stem,) = [n for n in model.graph.node if n.op_type == "Conv" and n.output == ["stem"]]
     assert list(stem.input) == ["image", "stem_weight"]
@@ -121,7 +125,8 @@ def test_int8_asked_for_again_warns_again_and_says_auto_does_not_use_it(bundle, 
 
 
 def test_int8_model_made_by_an_older_method_is_made_again_when_asked_for(kit, tree, tmp_path):
-    from foramflow.bundle.quantize import METHOD
+    from foramflow.bundle.int8_exact import int8_exact
+    from foramflow.bundle.quantize import method
 
     bundle = kit.write_bundle(tmp_path / "bundle", conv=True)
     record = quantize_bundle(bundle, sorted(tree.rglob("*.png")))
@@ -130,7 +135,9 @@ def test_int8_model_made_by_an_older_method_is_made_again_when_asked_for(kit, tr
     messages = progress.messages
     classify_folder(bundle, tree, tmp_path / "out", precision="int8", workers=0, progress=progress)
     assert any("made another way (full-range int8 weights)" in m for m in messages)
-    assert json.loads((bundle / "model.json").read_text())["int8"]["method"] == METHOD
+    made = json.loads((bundle / "model.json").read_text())["int8"]
+    assert made["method"] == method(made["weight_bits"])
+    assert made["weight_bits"] == (8 if int8_exact() else 7)
 
 
 def test_bf16_agreement_is_measured_once_and_used_by_auto(kit, bundle, tree, tmp_path):

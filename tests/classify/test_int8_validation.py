@@ -4,10 +4,12 @@
 import numpy as np
 import pytest
 
-from foramflow.bundle import Bundle, update_bundle_meta
+from foramflow.bundle import Bundle, BundleError, engine, update_bundle_meta
 from foramflow.bundle.cascade import MAX_TOP1_LOSS, MIN_VALIDATION_IMAGES
-from foramflow.bundle.engine import Engine, resolve_precision, validated
+from foramflow.bundle.engine import Engine, int8_problem, resolve_precision, validated
+from foramflow.bundle.precision import ensure_precision
 from foramflow.bundle.quantize import quantize_on_validation
+from foramflow.bundle.records import PrecisionRecords
 
 pytestmark = pytest.mark.usefixtures("small_checks_suffice")
 
@@ -54,3 +56,27 @@ def test_an_int8_copy_is_used_by_auto_only_where_it_keeps_the_validation_top1(
     update_bundle_meta(path, int8=record.to_json())
     assert resolve_precision(Bundle.load(path), "auto")[0] == ("int8" if kept else "fp32")
     assert resolve_precision(Bundle.load(path), "int8") == ("int8", "model.int8.onnx")
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_an_8_bit_copy_runs_only_where_the_cpu_computes_it_exactly(
+    kit, tmp_path, validation, monkeypatch, bits
+):
+    """On a CPU that adds int8 products in 16 bits a copy with 8-bit weights would
+    overflow: "auto" keeps fp32 there and asking for int8 says why; a 7-bit copy runs."""
+    images, labels = validation
+    path = kit.write_bundle(tmp_path / "bundle", conv=True)
+    bundle = Bundle.load(path)
+    fp32 = Engine(bundle, precision="fp32", calibrated=False).predict(images)
+    record = quantize_on_validation(bundle, images[::8], images, labels, fp32).record
+    update_bundle_meta(path, int8={**record.to_json(), "weight_bits": bits})
+    monkeypatch.setattr(engine, "int8_exact", lambda: False)
+    bundle = Bundle.load(path)
+    if bits == 8:
+        assert "8-bit weights" in int8_problem(bundle)
+        assert resolve_precision(bundle, "auto")[0] == "fp32"
+        with pytest.raises(BundleError, match="8-bit weights"):
+            ensure_precision(bundle, "int8", [], print, PrecisionRecords(bundle, tmp_path))
+    else:
+        assert int8_problem(bundle) is None
+        assert resolve_precision(bundle, "auto")[0] == "int8"

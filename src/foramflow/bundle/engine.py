@@ -45,6 +45,7 @@ from foramflow.bundle.cascade import (
     image_views,
     top_two_margin,
 )
+from foramflow.bundle.int8_exact import int8_exact
 from foramflow.bundle.schema import (
     INT8_FILE,
     META_FILE,
@@ -52,6 +53,7 @@ from foramflow.bundle.schema import (
     ONE_VIEW_FILE,
     ONE_VIEW_INT8_FILE,
     BundleError,
+    CascadeCheck,
     PrecisionCheck,
     describe_input,
 )
@@ -159,14 +161,39 @@ def int8_problem(bundle: Bundle) -> str | None:
         return f"its int8 model {bundle.location(record.file)} is not the file that was checked"
     if not describes_this_network(record, bundle):
         return f"its int8 model was made from another {MODEL_FILE}"
+    if not int8_runs_here(record):
+        return (
+            "its int8 model has 8-bit weights, which this CPU adds in pairs into 16 bits and "
+            "overflows (foramflow.bundle.int8_exact)"
+        )
     return None
 
 
+def int8_runs_here(record: PrecisionCheck) -> bool:
+    """Whether this CPU computes an int8 copy exactly: one with 7-bit weights anywhere, one
+    with 8-bit weights where :func:`~foramflow.bundle.int8_exact.int8_exact` says so."""
+    return record.weight_bits != 8 or int8_exact()
+
+
+def cascade_here(bundle: Bundle) -> CascadeCheck | None:
+    """The cascade this machine runs: the one with the one view's int8 copy first where
+    the bundle has one, intact, and this CPU computes int8 exactly
+    (:mod:`foramflow.bundle.int8_exact`); else the fp32 one."""
+    record = bundle.meta.cascade_int8
+    if record is not None and _cascade_problem(bundle, record) is None and int8_exact():
+        return record
+    return bundle.meta.cascade
+
+
 def cascade_problem(bundle: Bundle) -> str | None:
-    """Why the bundle cannot run its cascade (:mod:`foramflow.bundle.cascade`), or None."""
-    record = bundle.meta.cascade
+    """Why the bundle cannot run a cascade (:mod:`foramflow.bundle.cascade`), or None."""
+    record = cascade_here(bundle)
     if record is None:
         return "the bundle holds no cascade (a run that wrote no bundle_fast, or one older)"
+    return _cascade_problem(bundle, record)
+
+
+def _cascade_problem(bundle: Bundle, record: CascadeCheck) -> str | None:
     if record.model_sha256 != sha256(bundle.read_model()):
         return f"its cascade was chosen for another {MODEL_FILE}"
     stages = [(record.one_view_file, record.file_sha256)]
@@ -205,7 +232,7 @@ def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
         problem = cascade_problem(bundle)
         if problem:
             raise BundleError(f"{bundle.path}: {problem}")
-        return "cascade", bundle.meta.cascade.full_file
+        return "cascade", cascade_here(bundle).full_file
     if precision == "bf16" or (precision == "auto" and auto_takes_bf16(bundle)):
         return "bf16", MODEL_FILE
     if precision == "int8" or (precision == "auto" and int8 and auto_takes_int8(bundle)):
@@ -277,7 +304,7 @@ class Engine:
             self._run = _runner(session)
         self._first = None  # the cascade's one-view network
         if self.precision == "cascade":
-            record = bundle.meta.cascade
+            record = self.cascade = cascade_here(bundle)
             # a full stage of the one-view file runs it on every view of the image
             self.views = record.views if record.full_file == ONE_VIEW_FILE else 0
             self.reuse_first = record.one_view_file == record.full_file
@@ -294,7 +321,7 @@ class Engine:
         """What runs the network, as reports say it."""
         runtime = "OpenVINO" if self.precision == "bf16" else "ONNX Runtime"
         if self.precision == "cascade":
-            record = self.bundle.meta.cascade
+            record = self.cascade
             return (
                 f"{runtime}, {_file_precision(record.one_view_file)} one view first and "
                 f"{_file_precision(record.full_file)} every turn where it is unsure, "

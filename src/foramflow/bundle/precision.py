@@ -17,14 +17,16 @@ from foramflow.bundle.engine import (
     describes_this_network,
     enough_evidence,
     faithful,
+    int8_exact,
     int8_file,
     int8_problem,
+    int8_runs_here,
     validated,
 )
 from foramflow.bundle.folder import Bundle
-from foramflow.bundle.quantize import METHOD, quantize_into
+from foramflow.bundle.quantize import method, quantize_into
 from foramflow.bundle.records import PrecisionRecords
-from foramflow.bundle.schema import BF16_RECORD, INT8_RECORD, PrecisionCheck
+from foramflow.bundle.schema import BF16_RECORD, INT8_RECORD, BundleError, PrecisionCheck
 from foramflow.errors import OutputError
 
 
@@ -63,8 +65,13 @@ def ensure_precision(
     if precision != "int8":
         return precision
     problem = int8_problem(bundle)
-    judged = problem is None and bundle.meta.int8.validation_top1 is not None
-    if judged or (problem is None and bundle.meta.int8.method == METHOD):
+    record = bundle.meta.int8
+    if record is not None and not int8_runs_here(record):
+        # a copy made for CPUs that compute it exactly: kept for them, not remade here
+        raise BundleError(f"{bundle.path}: {problem}; run it with --precision fp32 or cascade")
+    judged = problem is None and record.validation_top1 is not None
+    made_as_here = method(8 if int8_exact() else 7)
+    if judged or (problem is None and record.method == made_as_here):
         # a copy judged on the validation split is kept, whatever method made it
         _report_agreement(log, "int8", bundle.meta.int8)  # asked for again: say it again
         return precision

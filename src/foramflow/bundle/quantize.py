@@ -3,11 +3,13 @@
 ONNX Runtime static quantisation, QDQ format: int8 weights per output channel, uint8
 activations with ranges calibrated (min/max) on a few hundred preprocessed images.
 
-Weights keep to 7 bits (onnxruntime's ``reduce_range``). x86 CPUs without VNNI (most
-laptops and many servers) add uint8 × int8 products in pairs into 16 bits, and full-range
-weights overflow that: with 8-bit weights the int8 copy's top class left fp32's for most
-images on such a CPU. The copy may run on another machine than the one that made it, so it
-is always made this way.
+Weights use all 8 bits where this CPU computes them exactly
+(:mod:`foramflow.bundle.int8_exact`), else 7 (onnxruntime's ``reduce_range``), and the
+record says which. x86 CPUs without VNNI add uint8 × int8 products in pairs into 16 bits,
+which full-range weights overflow; 7-bit weights are exact there, but cost accuracy: the
+default network's one view lost 0.7 points in int8 with 7-bit weights and 0.3 with 8-bit
+ones (docs/decisions.md). A copy with 8-bit weights runs only on CPUs that compute it
+exactly, wherever it was made.
 
 The dense head (Gemm/MatMul) and the softmax stay in fp32: they cost about 2 % of the
 compute, and quantising them moves the class probabilities enough to flip close calls. So
@@ -37,15 +39,20 @@ import numpy as np
 from foramflow.bundle.decode import decode_batch
 from foramflow.bundle.engine import MIN_CHECK_IMAGES, Engine, sha256
 from foramflow.bundle.folder import Bundle
+from foramflow.bundle.int8_exact import int8_exact
 from foramflow.bundle.predict import predict_timed
 from foramflow.bundle.schema import INT8_FILE, BundleError, PrecisionCheck
 from foramflow.errors import ForamflowError
 
 FP32_OPS = ("Gemm", "MatMul", "Softmax")
-METHOD = (
-    "onnxruntime quantize_static, QDQ, per-channel 7-bit int8 weights, uint8 activations, "
-    f"MinMax calibration; the stem convolution, {', '.join(FP32_OPS)} kept in fp32"
-)
+
+
+def method(weight_bits: int) -> str:
+    return (
+        f"onnxruntime quantize_static, QDQ, per-channel {weight_bits}-bit int8 weights, uint8 "
+        f"activations, MinMax calibration; the stem convolution, {', '.join(FP32_OPS)} kept "
+        "in fp32"
+    )
 
 
 def quantize_bundle(
@@ -102,10 +109,13 @@ def quantize_into(
     calibration, check = batch[order[:n_cal]], batch[order[n_cal:][:n_check]]
 
     fp32 = Engine(bundle, precision="fp32")
-    quantize_network(bundle.read_model(), calibration, folder / INT8_FILE, batch_size=batch_size)
+    bits = quantize_network(
+        bundle.read_model(), calibration, folder / INT8_FILE, batch_size=batch_size
+    )
     record = PrecisionCheck(
         file=INT8_FILE,
-        method=METHOD,
+        method=method(bits),
+        weight_bits=bits,
         calibration_images=len(calibration),
         check_images=len(check),
         model_sha256=sha256(bundle.read_model()),
@@ -144,10 +154,11 @@ def quantize_on_validation(
     (:func:`foramflow.bundle.engine.validated`); it is attached to ``bundle`` (not written
     to model.json: the caller decides which copy the bundle keeps).
     """
-    quantize_network(bundle.read_model(), calibration, bundle.path / file)
+    bits = quantize_network(bundle.read_model(), calibration, bundle.path / file)
     record = PrecisionCheck(
         file=file,
-        method=METHOD,
+        method=method(bits),
+        weight_bits=bits,
         calibration_images=len(calibration),
         model_sha256=sha256(bundle.read_model()),
         file_sha256=sha256((bundle.path / file).read_bytes()),
@@ -170,10 +181,18 @@ def quantize_on_validation(
 
 
 def quantize_network(
-    model: bytes, calibration: np.ndarray, target: Path, *, batch_size: int = 32
-) -> None:
+    model: bytes,
+    calibration: np.ndarray,
+    target: Path,
+    *,
+    batch_size: int = 32,
+    weight_bits: int | None = None,
+) -> int:
     """Write to ``target`` an int8 copy of the ONNX ``model`` whose activation ranges are
-    calibrated on ``calibration`` (preprocessed images)."""
+    calibrated on ``calibration`` (preprocessed images); return the bits of its weights:
+    ``weight_bits``, by default 8 where this CPU computes them exactly and 7 elsewhere."""
+    if weight_bits is None:
+        weight_bits = 8 if int8_exact() else 7
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -211,13 +230,14 @@ def quantize_network(
             _Batches(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            reduce_range=True,
+            reduce_range=weight_bits == 7,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=[op for op in QDQRegistry if op not in FP32_OPS],
             nodes_to_exclude=_stem(prepared),
         )
         os.replace(quantized, target)
+    return weight_bits
 
 
 def _stem(model_path: Path) -> list[str]:

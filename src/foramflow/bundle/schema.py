@@ -270,6 +270,9 @@ class PrecisionCheck(_Open):
     validation_images: int | None = None
     validation_top1: float | None = None
     fp32_validation_top1: float | None = None
+    # int8: the bits of its weights; 8 are exact only on CPUs that add int8 products in 32
+    # bits (see :mod:`foramflow.bundle.int8_exact`), 7 (or None, older copies) on any.
+    weight_bits: Literal[7, 8] | None = None
 
 
 class CascadeCheck(_Open):
@@ -371,6 +374,9 @@ class BundleMeta(_Open):
     bf16: PrecisionCheck | None = None
     int8: PrecisionCheck | None = None
     cascade: CascadeCheck | None = None
+    # The cascade with the one view's int8 copy first, where that is faster still; run where
+    # this CPU computes its int8 copy exactly, the fp32 cascade elsewhere.
+    cascade_int8: CascadeCheck | None = None
 
     @field_validator("format")
     @classmethod

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.bundle.engine import Engine, available_cores, resolve_precision
+from foramflow.bundle.engine import Engine, available_cores, cascade_here, resolve_precision
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.records import user_cache_root
 from foramflow.errors import InvalidInput
@@ -196,7 +196,7 @@ def _network_hashes(bundle: Bundle, precision: str) -> list[str]:
     """The networks ``precision`` runs: the cascade runs two."""
     files = [resolve_precision(bundle, precision)[1]]
     if precision == "cascade":
-        files.append(bundle.meta.cascade.one_view_file)
+        files.append(cascade_here(bundle).one_view_file)
     return [bundle.network(file).hash[:16] for file in files]
 
 

@@ -93,14 +93,19 @@ def add_cascade(
 ) -> CascadeCheck | None:
     """Give ``bundle`` the fastest cascade that keeps the fp32 full network's validation
     top-1 (:func:`foramflow.bundle.cascade.fastest_cascade`), and the one-view networks it
-    runs."""
-    found = fastest_cascade(
-        first,
-        ValidationSet(labels=full.y_true, probabilities=full.probabilities),
-        views=views,
-        one_view_temperature=one_view_temperature,
-        model_sha256=hashlib.sha256(bundle.read_model()).hexdigest(),
-    )
+    runs; where its first stage runs the int8 copy, also the fastest with the fp32 one view
+    first, for CPUs that do not compute int8 exactly. Returns the fastest."""
+
+    def fastest(stages: list[Stage]) -> tuple[CascadeCheck, Stage] | None:
+        return fastest_cascade(
+            stages,
+            ValidationSet(labels=full.y_true, probabilities=full.probabilities),
+            views=views,
+            one_view_temperature=one_view_temperature,
+            model_sha256=hashlib.sha256(bundle.read_model()).hexdigest(),
+        )
+
+    found = fastest(first)
     if found is None:
         progress.message(
             f"No cascade for {RUN_BUNDLE}/: on this validation split the one view could not "
@@ -108,22 +113,29 @@ def add_cascade(
         )
         return None
     record, chosen = found
-    files = {
-        stage.file: stage.model for stage in first if stage.file in (chosen.file, ONE_VIEW_FILE)
-    }
+    fp32_first = [stage for stage in first if stage.file == ONE_VIEW_FILE]
+    if chosen.file == ONE_VIEW_FILE:
+        kept = {"cascade": record, "cascade_int8": None}
+    else:  # the int8 first stage runs only where int8 is exact: the fp32 one elsewhere
+        fallback = fastest(fp32_first)
+        kept = {"cascade": fallback[0] if fallback else None, "cascade_int8": record}
+    files = [chosen, *fp32_first]  # the full stage runs the fp32 one view
     try:
-        for name, model in files.items():
-            atomic_write(bundle.path / name, lambda tmp, model=model: tmp.write_bytes(model))
-        bundle.update(cascade=record)
+        for stage in files:
+            atomic_write(bundle.path / stage.file, lambda tmp, m=stage.model: tmp.write_bytes(m))
+        bundle.update(**kept)
     except OSError as err:  # a speed-up must not cost the finished training
         progress.message(f"no cascade for {RUN_BUNDLE}/: {err}", warning=True)
         return None
-    progress.message(
-        f"Cascade for {RUN_BUNDLE}/: one view first ({record.one_view_file}), every view "
-        f"({record.full_file}, {record.views} views) for the {record.rechecked_share:.0%} of "
-        f"validation images it is unsure of: top-1 {record.top1:.1%} against "
-        f"{record.full_top1:.1%}"
-    )
+    for name, kept_record in kept.items():
+        if kept_record is not None:
+            progress.message(
+                f"Cascade for {RUN_BUNDLE}/: one view first ({kept_record.one_view_file}), "
+                f"every view ({kept_record.full_file}, {kept_record.views} views) for the "
+                f"{kept_record.rechecked_share:.0%} of validation images it is unsure of: top-1 "
+                f"{kept_record.top1:.1%} against {kept_record.full_top1:.1%}"
+                + (" (where this CPU computes int8 exactly)" if name == "cascade_int8" else "")
+            )
     return record
 
 
