@@ -162,3 +162,21 @@ def test_each_half_of_the_split_is_held_to_its_own_reference():
     )
     assert record is not None and record.full_top1 == pytest.approx(285 / 300)
     assert record.held_out_top1 == record.top1 == pytest.approx(285 / 300)
+
+
+def test_the_margin_is_where_the_top1_stays_not_where_it_first_reaches_the_full_networks():
+    """Sent on by their one-view gap, the first pair of unsure images puts the cascade at
+    the full network's top-1, the second (which the full network gets wrong) takes it
+    below, the third back: the margin lies beyond the third, in both halves of the split."""
+    labels = np.zeros(300, int)
+    one_view = np.array([SURE] * 300)
+    full = np.eye(3)[labels] * 0.8 + 0.2 / 3
+    for pair, gap in enumerate((0.01, 0.02, 0.03)):
+        rows = [2 * pair, 2 * pair + 1]  # one in each half
+        one_view[rows] = [0.5 - gap / 2, 0.5 + gap / 2, 0.0]  # class 1 by ``gap``
+        if pair == 1:
+            one_view[rows] = [0.5 + gap / 2, 0.5 - gap / 2, 0.0]  # right, barely
+            full[rows] = np.roll(full[rows], 1, axis=1)  # the full network wrong
+    record = choose(ValidationSet(labels, full), ValidationSet(labels, one_view))
+    assert 0.03 < record.margin <= 0.5
+    assert record.top1 == record.full_top1 == record.held_out_top1 == pytest.approx(298 / 300)
