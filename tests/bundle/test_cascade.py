@@ -1,5 +1,6 @@
 """The cascade's margin is chosen on validation outputs: the fewest images sent on to the
-full network that keep its top-1 within the bound."""
+full network that leave at most 1 % of them with another class than it gives, kept where
+the held-out top-1 stays within the bound."""
 
 from __future__ import annotations
 
@@ -44,13 +45,25 @@ def test_the_unsure_images_and_only_they_go_to_the_full_network():
     assert record.validation_images == 300 and record.one_view_temperature == 1.5
 
 
-def test_the_margin_keeps_the_full_top1_on_the_split_not_just_the_bound():
-    """The one view alone loses 0.1 points, within the bound; yet the margin is chosen to
-    keep the full network's top-1 on the split, the allowance kept for images it was not
-    chosen on."""
-    record = choose(*sets(999, 1))
-    assert record.rechecked_share == pytest.approx(0.001) and record.margin > 0.0
+@pytest.mark.parametrize(("n_unsure", "share"), [(10, 0.0), (20, 0.02)])
+def test_one_in_a_hundred_images_may_keep_another_class_than_the_full_networks(n_unsure, share):
+    """Ten of 1 000 images answered by the one view where the full network differs is the
+    allowance (a cascade that sends nothing on, here 1 point below it, held out too, and
+    refused); twenty are sent on, all at the same gap, and the top-1 is the full's."""
+    record = choose(*sets(1000 - n_unsure, n_unsure))
+    if n_unsure == 10:
+        assert record is None  # within the allowance, but a point of top-1 lost
+        return
+    assert record.rechecked_share == pytest.approx(share)
     assert record.top1 == record.full_top1 == 1.0
+
+
+def test_unsure_images_that_the_full_network_answers_alike_stay_with_the_one_view():
+    labels = np.zeros(300, int)
+    one_view = np.array([SURE] * 200 + [UNSURE] * 100)  # unsure, but class 0 as the full's
+    full = np.eye(3)[labels] * 0.8 + 0.2 / 3
+    record = choose(ValidationSet(labels, full), ValidationSet(labels, one_view))
+    assert record.margin == 0.0 and record.rechecked_share == 0.0 and record.top1 == 1.0
 
 
 def test_no_cascade_when_it_would_send_most_images_on():
@@ -58,9 +71,9 @@ def test_no_cascade_when_it_would_send_most_images_on():
 
 
 def test_no_cascade_when_a_margin_chosen_on_one_half_fails_the_other():
-    """Alternate images: the even ones' unsure and wrong answers lie 0.1 apart, the odd
-    ones' 0.3. On the whole split the margin covers both; chosen on the even half it misses
-    the odd half's ten, a point of top-1."""
+    """Alternate images: twenty the one view gets wrong and the full network right, the
+    even ones' two best classes 0.1 apart, the odd ones' 0.3. Chosen on the even half, the
+    margin sends on the gaps of 0.1 and leaves the odd half's ten wrong: a point of top-1."""
     labels, one_view = [], []
     for i in range(1000):
         wrong = i < 40 and i % 4 < 2  # 10 even and 10 odd images
@@ -143,40 +156,16 @@ def test_the_int8_first_stage_must_save_more_than_the_view_it_cannot_lend():
     assert fastest(faster_int8, full)[1].file == ONE_VIEW_INT8  # 6.3 ms: then it pays
 
 
-def test_each_half_of_the_split_is_held_to_its_own_reference():
-    """Where the full network is wrong only on one half of the split (on half its unsure
-    images there), that half's bound is its own top-1, not the whole split's (which no
-    margin could reach there)."""
+def test_the_bound_is_the_reference_networks_top1():
+    """Where the full stage is not the network the bundle answers with (its reference), the
+    held-out top-1 is judged against the reference's."""
     full, one_view = sets(240, 60)
-    wrong_on_even = full.probabilities.copy()
-    wrong = np.arange(240, 300, 4)
-    wrong_on_even[wrong] = np.roll(wrong_on_even[wrong], 1, axis=1)
-    reference = ValidationSet(full.labels, wrong_on_even)
-    record = choose_cascade(
-        reference,
-        one_view,
-        reference=reference,
-        one_view_temperature=1.0,
-        model_sha256="a",
-        file_sha256="b",
+    better = ValidationSet(full.labels, full.probabilities)
+    worse = full.probabilities.copy()
+    worse[240:250] = np.roll(worse[240:250], 1, axis=1)  # the full stage wrong on 10 more
+    common = dict(one_view_temperature=1.0, model_sha256="a", file_sha256="b")
+    assert choose_cascade(ValidationSet(full.labels, worse), one_view, **common) is not None
+    assert (
+        choose_cascade(ValidationSet(full.labels, worse), one_view, reference=better, **common)
+        is None
     )
-    assert record is not None and record.full_top1 == pytest.approx(285 / 300)
-    assert record.held_out_top1 == record.top1 == pytest.approx(285 / 300)
-
-
-def test_the_margin_is_where_the_top1_stays_not_where_it_first_reaches_the_full_networks():
-    """Sent on by their one-view gap, the first pair of unsure images puts the cascade at
-    the full network's top-1, the second (which the full network gets wrong) takes it
-    below, the third back: the margin lies beyond the third, in both halves of the split."""
-    labels = np.zeros(300, int)
-    one_view = np.array([SURE] * 300)
-    full = np.eye(3)[labels] * 0.8 + 0.2 / 3
-    for pair, gap in enumerate((0.01, 0.02, 0.03)):
-        rows = [2 * pair, 2 * pair + 1]  # one in each half
-        one_view[rows] = [0.5 - gap / 2, 0.5 + gap / 2, 0.0]  # class 1 by ``gap``
-        if pair == 1:
-            one_view[rows] = [0.5 + gap / 2, 0.5 - gap / 2, 0.0]  # right, barely
-            full[rows] = np.roll(full[rows], 1, axis=1)  # the full network wrong
-    record = choose(ValidationSet(labels, full), ValidationSet(labels, one_view))
-    assert 0.03 < record.margin <= 0.5
-    assert record.top1 == record.full_top1 == record.held_out_top1 == pytest.approx(298 / 300)

@@ -106,7 +106,7 @@ def test_a_cascade_runs_the_int8_copies_it_was_chosen_with(cascade_bundle, kit):
     }
     (cascade_bundle / "model.json").write_text(json.dumps(meta))
     engine = Engine(Bundle.load(cascade_bundle), precision="cascade", threads=1)
-    assert "int8 one view first and int8 every turn" in engine.describe()
+    assert "int8 one view first and int8 every view" in engine.describe()
     batch = grey(kit.dark, kit.mid, kit.bright)
     fp32 = Engine(Bundle.load(cascade_bundle), precision="fp32", threads=1).predict(batch)
     probs = engine.predict(batch)

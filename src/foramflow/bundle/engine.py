@@ -324,7 +324,7 @@ class Engine:
             record = self.cascade
             return (
                 f"{runtime}, {_file_precision(record.one_view_file)} one view first and "
-                f"{_file_precision(record.full_file)} every turn where it is unsure, "
+                f"{_file_precision(record.full_file)} every view where it is unsure, "
                 f"{self.threads} CPU thread(s)"
             )
         return f"{runtime}, {self.precision}, {self.threads} CPU thread(s)"

@@ -1,6 +1,6 @@
 """The faster ways a trained bundle may run, made and judged on the validation split at
 training time: int8 copies of its networks (:mod:`foramflow.bundle.quantize`) and the
-cascade of one view first, every turn where it is unsure (:mod:`foramflow.bundle.cascade`)."""
+cascade of one view first, every view where it is unsure (:mod:`foramflow.bundle.cascade`)."""
 
 from __future__ import annotations
 
