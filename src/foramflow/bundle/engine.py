@@ -175,6 +175,9 @@ def int8_runs_here(record: PrecisionCheck) -> bool:
     return record.weight_bits != 8 or int8_exact()
 
 
+NO_CASCADE = "the bundle holds no cascade (a run that wrote no bundle_fast, or one older)"
+
+
 def cascade_here(bundle: Bundle) -> CascadeCheck | None:
     """The cascade this machine runs: the one with the one view's int8 copy first where
     the bundle has one, intact, and this CPU computes int8 exactly
@@ -189,7 +192,7 @@ def cascade_problem(bundle: Bundle) -> str | None:
     """Why the bundle cannot run a cascade (:mod:`foramflow.bundle.cascade`), or None."""
     record = cascade_here(bundle)
     if record is None:
-        return "the bundle holds no cascade (a run that wrote no bundle_fast, or one older)"
+        return NO_CASCADE
     return _cascade_problem(bundle, record)
 
 
@@ -229,10 +232,12 @@ def resolve_precision(bundle: Bundle, precision: str) -> tuple[str, str]:
     if precision == "int8" and not int8:
         raise BundleError(f"{bundle.path}: the bundle holds no int8 model")
     if precision == "cascade":
-        problem = cascade_problem(bundle)
-        if problem:
+        record = cascade_here(bundle)
+        if record is None:
+            raise BundleError(f"{bundle.path}: {NO_CASCADE}")
+        if problem := _cascade_problem(bundle, record):
             raise BundleError(f"{bundle.path}: {problem}")
-        return "cascade", cascade_here(bundle).full_file
+        return "cascade", record.full_file
     if precision == "bf16" or (precision == "auto" and auto_takes_bf16(bundle)):
         return "bf16", MODEL_FILE
     if precision == "int8" or (precision == "auto" and int8 and auto_takes_int8(bundle)):
