@@ -16,15 +16,16 @@ top-1 is at most :data:`MAX_TOP1_LOSS` below the full network's. Where the casca
 send more than half the images on, or the split is too small to tell, the bundle gets none.
 Each network's probabilities keep their own calibration temperature.
 
-The full stage runs the one-view network itself, in fp32, on each of the views the full
-network averages (its four turns; eight with the mirror image's): the same weights, so the
-mean of its answers is the full network's answer, and where the first stage ran the same
-file its answer for the image as it lies is reused, a quarter of the full stage's work.
-The first stage may instead run the one view's int8 copy (:mod:`foramflow.bundle.quantize`)
-where the cascade with it still keeps the bound: an int8 copy that alone loses too much
-mostly errs on close calls, which the margin sends on. Of the first stages that keep it, the
-one expected to be fastest, from the time each network took on the validation split, is
-kept.
+The full stage runs the one-view network itself on each of the views the full network
+averages (its four turns; eight with the mirror image's): the same weights, so the mean of
+its answers is the full network's answer, and where the first stage ran the same file its
+answer for the image as it lies is reused, a quarter of the full stage's work. Either stage
+may instead run the one view's int8 copy (:mod:`foramflow.bundle.quantize`) where the
+cascade with it still keeps the bound: an int8 copy that alone loses too much mostly errs
+on close calls, which the margin sends on, and its mean over every view is judged, held
+out, against the fp32 full network's top-1 like any full stage. Of the pairs of stages that
+keep the bound, the one expected to be fastest, from the time each network took on the
+validation split, is kept.
 """
 
 from __future__ import annotations
@@ -59,51 +60,61 @@ ONE_VIEW_FILES = (ONE_VIEW_FILE, ONE_VIEW_INT8_FILE)
 
 @dataclass(frozen=True)
 class Stage:
-    """A one-view network the first stage may run: its probabilities on the validation
-    split, its file name in the bundle, its bytes and its measured time per image."""
+    """A one-view network a stage of the cascade may run: its probabilities on the
+    validation split as the images lie, its file name in the bundle, its bytes and its
+    measured time per image; where it may run the full stage, its answers averaged over
+    every view the full network averages (``every_view``); for an int8 copy, the bits of
+    its weights (which CPUs compute it exactly)."""
 
     probabilities: np.ndarray
     file: str
     model: bytes
     ms_per_image: float
+    every_view: np.ndarray | None = None
+    weight_bits: int | None = None
 
 
 def fastest_cascade(
-    first_stages: list[Stage],
+    stages: list[Stage],
     reference: ValidationSet,
     *,
     views: int,
     one_view_temperature: float,
     model_sha256: str,
-) -> tuple[CascadeCheck, Stage] | None:
-    """Of the ``first_stages`` (the fp32 one view, :data:`ONE_VIEW_FILE`, and its int8 copy
-    where there is one) whose cascade keeps the ``reference``'s top-1 (the full network's,
-    which averages ``views`` views), the one expected to be fastest; with its record. The
-    full stage runs the fp32 one view on every view. None where no first stage keeps it."""
-    fp32 = next(stage for stage in first_stages if stage.file == ONE_VIEW_FILE)
+) -> CascadeCheck | None:
+    """Of the pairs of ``stages`` (first stage, full stage: the fp32 one view,
+    :data:`ONE_VIEW_FILE`, and its int8 copy where there is one) whose cascade keeps the
+    ``reference``'s top-1 (the fp32 full network's, which averages ``views`` views), the
+    one expected to be fastest; None where none keeps it."""
     found = []
-    for first in first_stages:
-        record = choose_cascade(
-            reference,
-            ValidationSet(labels=reference.labels, probabilities=first.probabilities),
-            one_view_temperature=one_view_temperature,
-            model_sha256=model_sha256,
-            file_sha256=hashlib.sha256(first.model).hexdigest(),
-            one_view_file=first.file,
-            full_file=ONE_VIEW_FILE,
-            full_file_sha256=hashlib.sha256(fp32.model).hexdigest(),
-            views=views,
-        )
-        if record is not None:
-            views_run = views - 1 if first.file == ONE_VIEW_FILE else views
-            expected_ms = (
-                first.ms_per_image + record.rechecked_share * views_run * fp32.ms_per_image
+    for first in stages:
+        for full in (stage for stage in stages if stage.every_view is not None):
+            bits = [s.weight_bits for s in (first, full) if s.weight_bits is not None]
+            record = choose_cascade(
+                ValidationSet(labels=reference.labels, probabilities=full.every_view),
+                ValidationSet(labels=reference.labels, probabilities=first.probabilities),
+                reference=reference,
+                one_view_temperature=one_view_temperature,
+                model_sha256=model_sha256,
+                file_sha256=hashlib.sha256(first.model).hexdigest(),
+                one_view_file=first.file,
+                full_file=full.file,
+                full_file_sha256=hashlib.sha256(full.model).hexdigest(),
+                views=views,
+                int8_weight_bits=max(bits, default=None),
             )
-            found.append((expected_ms, record, first))
-    if not found:
-        return None
-    _, record, first = min(found, key=lambda item: item[0])
-    return record, first
+            if record is not None:
+                views_run = views - 1 if first.file == full.file else views
+                expected_ms = (
+                    first.ms_per_image + record.rechecked_share * views_run * full.ms_per_image
+                )
+                found.append((expected_ms, record))
+    return min(found, key=lambda item: item[0])[1] if found else None
+
+
+def runs_int8(record: CascadeCheck) -> bool:
+    """Whether either stage of the cascade runs an int8 copy."""
+    return ONE_VIEW_INT8_FILE in (record.one_view_file, record.full_file)
 
 
 def image_views(images: np.ndarray, views: int, *, as_it_lies: bool = True) -> list[np.ndarray]:
@@ -135,6 +146,7 @@ def choose_cascade(
     full_file: str = MODEL_FILE,
     full_file_sha256: str | None = None,
     views: int = 4,
+    int8_weight_bits: int | None = None,
 ) -> CascadeCheck | None:
     """The cascade with the smallest share of images sent to the full network that gives
     another class than the full network for at most :data:`MAX_DIFFERENT` of the
@@ -143,8 +155,8 @@ def choose_cascade(
     held-out top-1 (each half judged by the margin chosen on the other) is more than
     :data:`MAX_TOP1_LOSS` below the ``reference``'s (by default the full network's).
     ``one_view_file``, ``full_file``: the network each stage runs, ``full_file_sha256``
-    the full stage's where it is not model.onnx, and ``views`` those the full network
-    averages."""
+    the full stage's where it is not model.onnx, ``views`` those the full network
+    averages, and ``int8_weight_bits`` the bits of the int8 copy a stage runs."""
     labels = np.asarray(full.labels)
     reference = reference or full
     same = all(np.array_equal(labels, other.labels) for other in (one_view, reference))
@@ -175,6 +187,7 @@ def choose_cascade(
         full_file=full_file,
         full_file_sha256=full_file_sha256,
         views=views,
+        int8_weight_bits=int8_weight_bits,
     )
 
 

@@ -42,6 +42,7 @@ import numpy as np
 from foramflow.bundle.cascade import (
     MAX_TOP1_LOSS,
     MIN_VALIDATION_IMAGES,
+    ONE_VIEW_FILES,
     image_views,
     top_two_margin,
 )
@@ -50,7 +51,6 @@ from foramflow.bundle.schema import (
     INT8_FILE,
     META_FILE,
     MODEL_FILE,
-    ONE_VIEW_FILE,
     ONE_VIEW_INT8_FILE,
     BundleError,
     CascadeCheck,
@@ -179,11 +179,12 @@ NO_CASCADE = "the bundle holds no cascade (a run that wrote no bundle_fast, or o
 
 
 def cascade_here(bundle: Bundle) -> CascadeCheck | None:
-    """The cascade this machine runs: the one with the one view's int8 copy first where
-    the bundle has one, intact, and this CPU computes int8 exactly
+    """The cascade this machine runs: the one with the one view's int8 copy in a stage
+    where the bundle has one, intact, and this CPU computes that copy exactly
     (:mod:`foramflow.bundle.int8_exact`); else the fp32 one."""
     record = bundle.meta.cascade_int8
-    if record is not None and _cascade_problem(bundle, record) is None and int8_exact():
+    exact = record is not None and (record.int8_weight_bits == 7 or int8_exact())
+    if exact and _cascade_problem(bundle, record) is None:
         return record
     return bundle.meta.cascade
 
@@ -311,7 +312,7 @@ class Engine:
         if self.precision == "cascade":
             record = self.cascade = cascade_here(bundle)
             # a full stage of the one-view file runs it on every view of the image
-            self.views = record.views if record.full_file == ONE_VIEW_FILE else 0
+            self.views = record.views if record.full_file in ONE_VIEW_FILES else 0
             self.reuse_first = record.one_view_file == record.full_file
             if self.reuse_first:
                 self._first, self.first_where = self._run, self.where

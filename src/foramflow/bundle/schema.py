@@ -300,6 +300,10 @@ class CascadeCheck(_Open):
     full_file: str = MODEL_FILE
     full_file_sha256: str | None = None
     views: Literal[4, 8] = 4
+    # The bits of the weights of the int8 copy a stage runs (None: none does): 7-bit
+    # weights run exactly on any CPU, 8-bit ones only where foramflow.bundle.int8_exact
+    # says so.
+    int8_weight_bits: Literal[7, 8] | None = None
 
     @field_validator("one_view_file", "full_file")
     @classmethod
@@ -307,7 +311,7 @@ class CascadeCheck(_Open):
         """Only the bundle's own files: a record must not point a stage outside it."""
         allowed = {
             "one_view_file": (ONE_VIEW_FILE, ONE_VIEW_INT8_FILE),
-            "full_file": (MODEL_FILE, INT8_FILE, ONE_VIEW_FILE),
+            "full_file": (MODEL_FILE, INT8_FILE, ONE_VIEW_FILE, ONE_VIEW_INT8_FILE),
         }[info.field_name]
         if value not in allowed:
             raise ValueError(f"must be {' or '.join(allowed)}, not {value!r}")
@@ -374,8 +378,8 @@ class BundleMeta(_Open):
     bf16: PrecisionCheck | None = None
     int8: PrecisionCheck | None = None
     cascade: CascadeCheck | None = None
-    # The cascade with the one view's int8 copy first, where that is faster still; run where
-    # this CPU computes its int8 copy exactly, the fp32 cascade elsewhere.
+    # The cascade with the one view's int8 copy in a stage, where that is faster still; run
+    # where this CPU computes its int8 copy exactly, the fp32 cascade elsewhere.
     cascade_int8: CascadeCheck | None = None
 
     @field_validator("format")

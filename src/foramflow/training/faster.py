@@ -13,8 +13,10 @@ from foramflow.bundle.cascade import (
     ONE_VIEW_FILES,
     Stage,
     fastest_cascade,
+    image_views,
+    runs_int8,
 )
-from foramflow.bundle.engine import validated
+from foramflow.bundle.engine import Engine, validated
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.quantize import CheckedInt8, quantize_on_validation
 from foramflow.bundle.schema import (
@@ -31,6 +33,8 @@ from foramflow.progress import Progress
 
 #: Training images the int8 copies' activation ranges are calibrated on.
 INT8_CALIBRATION = 256
+#: Validation images turned and run through the int8 one view at a time.
+EVERY_VIEW_BATCH = 64
 
 
 def add_int8(
@@ -69,23 +73,51 @@ def add_int8(
     return checked
 
 
-def first_stages(source: Bundle, evaluation: Evaluation, int8: CheckedInt8 | None) -> list[Stage]:
-    """The one-view network as the cascade's first stage, named as the run's bundle holds
-    it, in fp32 and, where there is one, as its int8 copy (judged by the cascade it makes,
-    not by its own top-1)."""
+def cascade_stages(
+    source: Bundle,
+    evaluation: Evaluation,
+    int8: CheckedInt8 | None,
+    full: Evaluation,
+    images: np.ndarray,
+    views: int,
+) -> list[Stage]:
+    """The one-view network as the cascade's stages, named as the run's bundle holds it:
+    in fp32, whose answer over every view is the full network's (``full``), and, where
+    there is one, as its int8 copy, run here on every view of the validation ``images``
+    (judged by the cascade it makes, not by its own top-1)."""
     fp32_file, int8_file = ONE_VIEW_FILES
     fp32 = Stage(
-        evaluation.probabilities, fp32_file, source.read_model(), evaluation.inference_ms_per_image
-    )
+        evaluation.probabilities, fp32_file, source.read_model(),
+        evaluation.inference_ms_per_image, every_view=full.probabilities,
+    )  # fmt: skip
     if int8 is None:
         return [fp32]
-    model = source.read_model(int8.record.file)
-    return [fp32, Stage(int8.probabilities, int8_file, model, int8.ms_per_image)]
+    every_view = _every_view(
+        Engine(source, precision="int8", calibrated=False), images, int8.probabilities, views
+    )
+    int8_stage = Stage(
+        int8.probabilities, int8_file, source.read_model(int8.record.file), int8.ms_per_image,
+        every_view=every_view, weight_bits=int8.record.weight_bits,
+    )  # fmt: skip
+    return [fp32, int8_stage]
+
+
+def _every_view(
+    engine: Engine, images: np.ndarray, as_they_lie: np.ndarray, views: int
+) -> np.ndarray:
+    """The mean of ``engine``'s answers over the ``views`` views of ``images``, its answers
+    for the images as they lie given; a batch of images at a time."""
+    total = np.asarray(as_they_lie, dtype=np.float64).copy()
+    for start in range(0, len(images), EVERY_VIEW_BATCH):
+        chunk = np.asarray(images[start : start + EVERY_VIEW_BATCH], dtype=np.float32)
+        for view in image_views(chunk, views, as_it_lies=False):
+            total[start : start + len(chunk)] += engine.predict(view)
+    return (total / views).astype(np.float32)
 
 
 def add_cascade(
     bundle: Bundle,
-    first: list[Stage],
+    stages: list[Stage],
     full: Evaluation,
     views: int,
     one_view_temperature: float,
@@ -93,35 +125,33 @@ def add_cascade(
 ) -> CascadeCheck | None:
     """Give ``bundle`` the fastest cascade that keeps the fp32 full network's validation
     top-1 (:func:`foramflow.bundle.cascade.fastest_cascade`), and the one-view networks it
-    runs; where its first stage runs the int8 copy, also the fastest with the fp32 one view
-    first, for CPUs that do not compute int8 exactly. Returns the fastest."""
+    runs; where a stage of it runs the int8 copy, also the fastest of the fp32 one view
+    alone, for CPUs that do not compute int8 exactly. Returns the fastest."""
 
-    def fastest(stages: list[Stage]) -> tuple[CascadeCheck, Stage] | None:
+    def fastest(candidates: list[Stage]) -> CascadeCheck | None:
         return fastest_cascade(
-            stages,
+            candidates,
             ValidationSet(labels=full.y_true, probabilities=full.probabilities),
             views=views,
             one_view_temperature=one_view_temperature,
             model_sha256=hashlib.sha256(bundle.read_model()).hexdigest(),
         )
 
-    found = fastest(first)
-    if found is None:
+    record = fastest(stages)
+    if record is None:
         progress.message(
             f"No cascade for {RUN_BUNDLE}/: on this validation split the one view could not "
             "answer for enough images without losing top-1"
         )
         return None
-    record, chosen = found
-    fp32_first = [stage for stage in first if stage.file == ONE_VIEW_FILE]
-    if chosen.file == ONE_VIEW_FILE:
+    if runs_int8(record):  # it runs only where int8 is exact: the fp32 one elsewhere
+        fp32 = fastest([stage for stage in stages if stage.file == ONE_VIEW_FILE])
+        kept = {"cascade": fp32, "cascade_int8": record}
+    else:
         kept = {"cascade": record, "cascade_int8": None}
-    else:  # the int8 first stage runs only where int8 is exact: the fp32 one elsewhere
-        fallback = fastest(fp32_first)
-        kept = {"cascade": fallback[0] if fallback else None, "cascade_int8": record}
-    files = [chosen, *fp32_first]  # the full stage runs the fp32 one view
+    used = {r.one_view_file for r in kept.values() if r} | {r.full_file for r in kept.values() if r}
     try:
-        for stage in files:
+        for stage in (stage for stage in stages if stage.file in used):
             atomic_write(bundle.path / stage.file, lambda tmp, m=stage.model: tmp.write_bytes(m))
         bundle.update(**kept)
     except OSError as err:  # a speed-up must not cost the finished training

@@ -39,7 +39,7 @@ from foramflow.training.faster import (
     add_cascade,
     add_int8,
     cascade_row,
-    first_stages,
+    cascade_stages,
     int8_row,
 )
 from foramflow.training.prior import as_trained, divide_out_class_weights
@@ -124,9 +124,15 @@ def export_and_evaluate(
         fast_bundle, fast = export(one_view, ONE_VIEW_BUNDLE, {**model_params, "cyclic": False})
         evaluation.metrics["one_view"] = _headline(fast)
         summary.append(_one_view_row(fast))
+        int8 = add_int8(fast_bundle, data, fast, progress)
+        if int8 is not None:
+            progress.message(f"Running the int8 copy of {ONE_VIEW_BUNDLE}/ on every view …")
+        stages = cascade_stages(
+            fast_bundle, fast, int8, evaluation, data.images[data.val_index], network.views
+        )
         cascade = add_cascade(
             bundle,
-            first_stages(fast_bundle, fast, add_int8(fast_bundle, data, fast, progress)),
+            stages,
             evaluation,
             network.views,
             fast_bundle.temperature,
