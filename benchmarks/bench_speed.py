@@ -4,19 +4,20 @@ one-off checks on a machine) of a training run's bundle, its ``bundle_fast/`` an
 precision, with their top-1 on held-out images; quiet and with one core kept busy; and,
 with ``--train``, the default training quiet and beside the busy process.
 
-    python benchmarks/bench_speed.py [--run RUN] [--train DIR] [--limit 2000] [--save NAME]
-                                     [--keep FOLDER]
+    python benchmarks/bench_speed.py [--run RUN] [--train DIR] [--loads quiet,busy]
+                                     [--limit 2000] [--save NAME] [--keep FOLDER]
 
 ``--train DIR`` trains the default on DIR (``foramflow train DIR``, no options), quiet and
-then with one core busy, each with a fresh user cache (so that its timed choices are made
-afresh). RUN is a finished ``foramflow train`` folder, by default the quiet training just
-made: its validation images (split.csv) are classified, as a folder per class, so that each
-result's top-1 is known. MISO runs its
-own Base-Cyclic at its default 128 px in its own environment (docs/contributing.md), with
-untrained weights (they do not change its speed) and three channels: its classify_folder
-reads every image as RGB unless model.json's parameters say otherwise, which its
-network_info.xml does not carry. The busy process is a Python
-``while True: pass`` at the same priority, started and stopped by the script.
+then with one core busy (``--loads`` may name one), each with a fresh user cache (so that
+its timed choices are made afresh); with ``--save``, the training rows are saved as soon as
+they are measured, so that a bench stopped during classification keeps them. RUN is a
+finished ``foramflow train`` folder, by default the training just made (the quiet one where
+there are two): its validation images (split.csv) are classified, as a folder per class, so
+that each result's top-1 is known. MISO runs its own Base-Cyclic at its default 128 px in
+its own environment (docs/contributing.md), with untrained weights (they do not change its
+speed) and three channels: its classify_folder reads every image as RGB unless model.json's
+parameters say otherwise, which its network_info.xml does not carry. The busy process is a
+Python ``while True: pass`` at the same priority, started and stopped by the script.
 """
 
 from __future__ import annotations
@@ -176,6 +177,23 @@ def train(data: Path, out: Path, busy: bool) -> dict:
     return {"wall": wall, "epochs": (meta.get("training") or {}).get("time_s"), "chosen": chosen}
 
 
+def save(name: str, rows: list[list], run: Path, n: int | None) -> Path:
+    """Write the rows measured so far to benchmarks/results/NAME.json."""
+    images = f", {n} held-out images" if n is not None else " (training only)"
+    return save_result(
+        name,
+        title=f"Classification speed of {run.name}'s bundles against MISO 3.1.25{images}",
+        columns=["what", "machine", "ran as", "first run s", "wall s", "images/s", "top-1",
+                 "× MISO"],
+        rows=rows,
+        notes="End to end: the command's wall time, start-up included; each foramflow "
+        "command runs twice, and the first run's wall time includes the one-off checks "
+        "and timings of a bundle's first run on a machine. Top-1 is the "
+        "network's top class against the folder the image came from (before the unsure "
+        "rule). MISO's weights are untrained (speed only).",
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -183,6 +201,9 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, default=2000, help="held-out images classified")
     parser.add_argument("--train", type=Path, help="also time the default training on DIR")
+    parser.add_argument(
+        "--loads", default="quiet,busy", help="the training's loads: quiet, busy or both"
+    )
     parser.add_argument("--save", metavar="NAME", help="also write benchmarks/results/NAME.json")
     parser.add_argument(
         "--keep", type=Path, help="work in this folder and keep it (the runs trained, outputs)"
@@ -192,12 +213,15 @@ def main() -> None:
     print(f"# {who['cpu']}, {who['cores']} cores, flags: {' '.join(who['flags'])}")
     if args.run is None and args.train is None:
         parser.error("give --run, --train or both")
+    loads = {"quiet": False, "busy": True}
+    if not set(args.loads.split(",")) <= set(loads):
+        parser.error(f"--loads: quiet, busy or quiet,busy, not {args.loads!r}")
     rows: list[list] = []
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         if args.train:
-            for busy in (False, True):
+            for busy in (loads[load] for load in args.loads.split(",")):
                 found = train(args.train, work / f"train-{'busy' if busy else 'quiet'}", busy)
                 load = "one core busy" if busy else "quiet"
                 how = ", ".join(f"{k} {v}" for k, v in found["chosen"].items())
@@ -206,7 +230,9 @@ def main() -> None:
                      round(found["wall"], 1), f"epochs {found['epochs']:.0f} s", "", ""]
                 )  # fmt: skip
                 print(" | ".join(map(str, rows[-1])), flush=True)
-        args.run = args.run or work / "train-quiet"
+            if args.save:
+                save(args.save, rows, args.run or work / f"train-{args.loads.split(',')[0]}", None)
+        args.run = args.run or work / f"train-{args.loads.split(',')[0]}"
         tree = work / "images"
         n = holdout(args.run, tree, args.limit)
         labels = json.loads((args.run / "bundle" / "model.json").read_text())["labels"]
@@ -262,28 +288,7 @@ def main() -> None:
         )
         print(f"classify under load keeps {loaded['rate'] / quiet['rate']:.0%} of its quiet speed")
     if args.save:
-        path = save_result(
-            args.save,
-            title=f"Classification speed of {args.run.name}'s bundles against MISO 3.1.25, "
-            f"{n} held-out images",
-            columns=[
-                "what",
-                "machine",
-                "ran as",
-                "first run s",
-                "wall s",
-                "images/s",
-                "top-1",
-                "× MISO",
-            ],
-            rows=rows,
-            notes="End to end: the command's wall time, start-up included; each foramflow "
-            "command runs twice, and the first run's wall time includes the one-off checks "
-            "and timings of a bundle's first run on a machine. Top-1 is the "
-            "network's top class against the folder the image came from (before the unsure "
-            "rule). MISO's weights are untrained (speed only).",
-        )
-        print(f"saved: {path}")
+        print(f"saved: {save(args.save, rows, args.run, n)}")
 
 
 if __name__ == "__main__":
