@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from foramflow.bundle import Bundle, tuning
+from foramflow.classify import runner
 from foramflow.classify.runner import classify_folder
 
 
@@ -114,8 +115,11 @@ def test_classify_records_the_setup_and_reuses_it(bundle, tree, tmp_path, monkey
     assert first.run.setup["batch_size"] == 16 and first.run.setup["threads"] == 1
     run_json = json.loads((tmp_path / "one" / "run.json").read_text())
     assert run_json["setup"]["trials"] == first.run.setup["trials"]
+    timing_batches, decode = [], runner.decode_batch
+    monkeypatch.setattr(runner, "decode_batch", lambda *a: timing_batches.append(a) or decode(*a))
     second = classify_folder(bundle, tree, tmp_path / "two", workers=0)
     assert second.run.setup["source"] == "cached"
+    assert not timing_batches  # a kept setup: no images decoded to time on
     forced = classify_folder(bundle, tree, tmp_path / "three", workers=0, threads=2, batch_size=8)
     assert forced.run.setup["source"] == "given"
     assert (forced.run.setup["threads"], forced.run.setup["batch_size"]) == (2, 8)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foramflow.bundle.engine import Engine, close_calls, sha256
+from foramflow.bundle.engine import Engine, close_calls
 from foramflow.bundle.folder import Bundle
 from foramflow.bundle.quantize import paired_predictions, preprocess_images, spread
 from foramflow.bundle.schema import PrecisionCheck
@@ -64,7 +64,7 @@ def measure_bf16(
         max_probability_change=round(change, 6),
         rechecked_agreement=held_out_rechecked_agreement(exact, approx),
         recheck_share=len(close_calls(approx, 2.0 * change, _cuts(bundle))) / len(batch),
-        model_sha256=sha256(bundle.read_model()),
+        model_sha256=bundle.file_sha256(),
     )
     bundle.attach(bf16=record)
     return record

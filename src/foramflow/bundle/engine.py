@@ -137,7 +137,7 @@ def sha256(data: bytes) -> str:
 def describes_this_network(record: PrecisionCheck, bundle: Bundle) -> bool:
     """Whether a record was made from the bundle's model.onnx as it is now (a record without
     the hash of the network it checked proves nothing about this one)."""
-    return record.model_sha256 is not None and record.model_sha256 == sha256(bundle.read_model())
+    return record.model_sha256 is not None and record.model_sha256 == bundle.file_sha256()
 
 
 def int8_file(bundle: Bundle) -> str | None:
@@ -152,12 +152,12 @@ def int8_problem(bundle: Bundle) -> str | None:
     if record is None or not record.file:
         return "the bundle has no int8 model"
     try:
-        data = bundle.read_model(record.file)
+        digest = bundle.file_sha256(record.file)
     except BundleError as err:
         return f"its int8 model cannot be read ({err})"
     if record.file_sha256 is None or record.model_sha256 is None:
         return "its int8 model was recorded without the hashes that bind it to its check"
-    if sha256(data) != record.file_sha256:
+    if digest != record.file_sha256:
         return f"its int8 model {bundle.location(record.file)} is not the file that was checked"
     if not describes_this_network(record, bundle):
         return f"its int8 model was made from another {MODEL_FILE}"
@@ -198,17 +198,17 @@ def cascade_problem(bundle: Bundle) -> str | None:
 
 
 def _cascade_problem(bundle: Bundle, record: CascadeCheck) -> str | None:
-    if record.model_sha256 != sha256(bundle.read_model()):
+    if record.model_sha256 != bundle.file_sha256():
         return f"its cascade was chosen for another {MODEL_FILE}"
     stages = [(record.one_view_file, record.file_sha256)]
     if record.full_file != MODEL_FILE:
         stages.append((record.full_file, record.full_file_sha256))
     for name, expected in stages:
         try:
-            data = bundle.read_model(name)
+            digest = bundle.file_sha256(name)
         except BundleError as err:
             return f"its cascade's network {name} cannot be read: {err}"
-        if expected != sha256(data):
+        if expected != digest:
             return f"its {name} is not the file its cascade was chosen for"
     return None
 

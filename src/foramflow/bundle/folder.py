@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 from foramflow.bundle.network_info import foreign_network, network_info_xml
-from foramflow.bundle.nhwc import NhwcError, nhwc_model
 from foramflow.bundle.schema import (
     CALIBRATION_DIR,
     DEFAULT_THRESHOLD,
@@ -93,6 +92,16 @@ class Network:
     temperature: float
 
 
+@dataclass(frozen=True)
+class _File:
+    """A model file as read: what it was when read (see :meth:`Bundle._stamp`), its bytes
+    and their SHA-256 digest."""
+
+    stamp: tuple | None
+    data: bytes
+    hash: object  # hashlib's sha256 object, copied to extend
+
+
 @dataclass
 class Bundle:
     """A loaded model bundle; its network runs in :class:`~foramflow.bundle.engine.Engine`."""
@@ -102,6 +111,7 @@ class Bundle:
     notes: list[str] = field(default_factory=list)  # defaults taken for absent fields
     _model_bytes: bytes | None = field(default=None, repr=False)
     _engine: object = field(default=None, repr=False)
+    _files: dict[str, _File] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
@@ -187,26 +197,56 @@ class Bundle:
     def network(self, name: str = MODEL_FILE) -> Network:
         """One model file of the bundle (``name``), read once, as an engine runs it."""
         model = self.read_model(name)
-        return Network(model, self.location(name), self.decisive_hash(model), self.temperature)
+        return Network(model, self.location(name), self.decisive_hash(name), self.temperature)
 
-    def decisive_hash(self, model: bytes) -> str:
-        """SHA-256 over what decides the predictions: the ``model`` bytes, labels,
-        preprocessing and calibration temperature (not the metrics or notes that model.json
-        also holds)."""
+    def decisive_hash(self, name: str = MODEL_FILE) -> str:
+        """SHA-256 over what decides the predictions of the model file ``name``: its bytes,
+        the labels, preprocessing and calibration temperature (not the metrics or notes
+        that model.json also holds)."""
         decisive = {
             "labels": self.labels,
             "preprocessing": self.spec.to_dict(),
             "temperature": self.temperature,
         }
-        digest = hashlib.sha256(model)
+        digest = self._file(name).hash.copy()
         digest.update(json.dumps(decisive, sort_keys=True).encode())
         return digest.hexdigest()
+
+    def file_sha256(self, name: str = MODEL_FILE) -> str:
+        """SHA-256 of the bytes of one model file of the bundle."""
+        return self._file(name).hash.hexdigest()
 
     def read_model(self, name: str = MODEL_FILE) -> bytes:
         """The bytes of one model file of the bundle folder or zip; an absolute ``name`` is a
         file kept outside the bundle (see :mod:`foramflow.bundle.records`)."""
+        return self._file(name).data
+
+    def _file(self, name: str) -> _File:
+        """A model file, read and hashed once while it stays the file it was (the checks of
+        a classify run's start ask for the same few files and hashes some thirty times)."""
+        stamp = self._stamp(name)
+        kept = self._files.get(name)
+        if kept is not None and stamp is not None and kept.stamp == stamp:
+            return kept
         if name == MODEL_FILE and self._model_bytes is not None:
-            return self._model_bytes
+            data = self._model_bytes
+        else:
+            data = self._read_file(name)
+        read = _File(stamp, data, hashlib.sha256(data))
+        if stamp is not None:
+            self._files[name] = read
+        return read
+
+    def _stamp(self, name: str) -> tuple | None:
+        """What tells a file from its next version: size, time and inode (a zip: its own)."""
+        inside = self.path.is_dir() or Path(name).is_absolute()
+        try:
+            info = (self.path / name if inside else self.path).stat()
+        except OSError:
+            return None
+        return info.st_size, info.st_mtime_ns, info.st_ino
+
+    def _read_file(self, name: str) -> bytes:
         try:
             if self.path.is_dir() or Path(name).is_absolute():
                 return read_bytes(self.path / name, limit=MAX_MEMBER_BYTES, what="model")
@@ -298,6 +338,10 @@ def write_bundle(
 def _write_nhwc_model(folder: Path, onnx_bytes: bytes) -> None:
     """model.nhwc.onnx; a network that cannot take that form still makes a bundle, which
     only foramflow runs."""
+    # imported here: the onnx package takes over a second to import (its ml_dtypes), which
+    # every classify run would pay for a file only training writes
+    from foramflow.bundle.nhwc import NhwcError, nhwc_model
+
     try:
         nhwc = nhwc_model(onnx_bytes)
     except NhwcError as err:

@@ -118,7 +118,7 @@ def quantize_into(
         weight_bits=bits,
         calibration_images=len(calibration),
         check_images=len(check),
-        model_sha256=sha256(bundle.read_model()),
+        model_sha256=bundle.file_sha256(),
         file_sha256=sha256((folder / INT8_FILE).read_bytes()),
     )
     bundle.attach(int8=record.with_file_in(folder))
@@ -160,7 +160,7 @@ def quantize_on_validation(
         method=method(bits),
         weight_bits=bits,
         calibration_images=len(calibration),
-        model_sha256=sha256(bundle.read_model()),
+        model_sha256=bundle.file_sha256(),
         file_sha256=sha256((bundle.path / file).read_bytes()),
     )
     bundle.attach(int8=record)

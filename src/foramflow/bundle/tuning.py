@@ -85,6 +85,22 @@ def _cpu_description() -> str:
     return "\n".join(dict.fromkeys(lines))  # the first processor's, once
 
 
+def cached_setup(
+    bundle: Bundle,
+    precisions: Sequence[str],
+    *,
+    threads: int | None = None,
+    batch_size: int | None = None,
+    cache_root: Path | None = None,
+) -> Setup | None:
+    """The setup :func:`choose_setup` kept for the same question on this machine, or None:
+    a run asks first, and decodes images to time on only where nothing is kept."""
+    precisions = list(dict.fromkeys(precisions))
+    return _read_cached(
+        _cache_file(cache_root, machine_id(), bundle, precisions, threads, batch_size)
+    )
+
+
 def choose_setup(
     bundle: Bundle,
     precisions: Sequence[str],

@@ -30,7 +30,7 @@ from foramflow.bundle.folder import Bundle
 from foramflow.bundle.precision import ensure_precision
 from foramflow.bundle.quantize import spread
 from foramflow.bundle.records import PrecisionRecords
-from foramflow.bundle.tuning import Setup, choose_setup
+from foramflow.bundle.tuning import Setup, cached_setup, choose_setup
 from foramflow.classify.local import run_local
 from foramflow.classify.results import ABUNDANCE_FILE, COUNTS_FILE, PREDICTIONS_FILE, RunRecord
 from foramflow.classify.samples import SampleRule, assign_samples, find_images
@@ -238,6 +238,9 @@ def _choose_setup(
         ]
     if scheduler is not None:  # the cluster's workers run one thread each
         return Setup(resolved, 1, batch_size or DEFAULT_BATCH_SIZE, source="given")
+    kept = cached_setup(bundle, candidates, threads=threads, batch_size=batch_size)
+    if kept is not None:
+        return kept
     # spread over the folder: the cascade's speed depends on how many images it is unsure
     # of, which differs from one sample or class folder to the next
     readable = list(manifest.loc[manifest["problem"] == "", "path"])

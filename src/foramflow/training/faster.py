@@ -4,8 +4,6 @@ cascade of one view first, every view where it is unsure (:mod:`foramflow.bundle
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from foramflow.bundle.cascade import (
@@ -134,7 +132,7 @@ def add_cascade(
             ValidationSet(labels=full.y_true, probabilities=full.probabilities),
             views=views,
             one_view_temperature=one_view_temperature,
-            model_sha256=hashlib.sha256(bundle.read_model()).hexdigest(),
+            model_sha256=bundle.file_sha256(),
         )
 
     record = fastest(stages)
