@@ -151,10 +151,7 @@ def test_training_in_bf16_computes_the_strided_blocks_as_they_are(network, monke
         network.top.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         answered = network.top.features(rows).float()
-    with torch.no_grad():
-        exact = network.top.features(rows)
     assert calls == strided  # in training only
-    # each as far from the fp32 features as bf16 rounding takes them (element by element, a
-    # clamp at the edge of its range may flip: CPUs without bf16 round otherwise)
-    errors = [float((f - exact).norm() / exact.norm()) for f in (trained, answered)]
-    assert max(errors) < 0.02
+    # the same features but for bf16 rounding, judged over all of them: element by element,
+    # a clamp at the edge of its range may flip (CPUs without bf16 round otherwise)
+    assert float((trained - answered).norm() / answered.norm()) < 0.01
