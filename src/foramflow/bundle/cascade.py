@@ -90,6 +90,7 @@ def fastest_cascade(
     ``reference``'s top-1 (the fp32 full network's, which averages ``views`` views), the
     one expected to be fastest; None where none keeps it."""
     found = []
+    digests = {stage.file: hashlib.sha256(stage.model).hexdigest() for stage in stages}
     for first in stages:
         for full in (stage for stage in stages if stage.every_view is not None):
             bits = [s.weight_bits for s in (first, full) if s.weight_bits is not None]
@@ -99,10 +100,10 @@ def fastest_cascade(
                 reference=reference,
                 one_view_temperature=one_view_temperature,
                 model_sha256=model_sha256,
-                file_sha256=hashlib.sha256(first.model).hexdigest(),
+                file_sha256=digests[first.file],
                 one_view_file=first.file,
                 full_file=full.file,
-                full_file_sha256=hashlib.sha256(full.model).hexdigest(),
+                full_file_sha256=digests[full.file],
                 views=views,
                 int8_weight_bits=max(bits, default=None),
             )
